@@ -1,0 +1,1 @@
+//! Examples of using gmbot-core as a library; see the `[[example]]` targets.

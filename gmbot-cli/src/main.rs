@@ -1,0 +1,2 @@
+//! `gmbot`, the operator CLI. (Being written.)
+fn main() {}

@@ -1,0 +1,41 @@
+//! # gmbot-core
+//!
+//! The engine of GMBot, a channel guard for Telegram: in every protected
+//! group, a member who writes must be subscribed to the channels linked to
+//! that group. This crate holds everything that decision needs and nothing
+//! of Telegram's transport: plain domain types, the ports (traits) the engine
+//! depends on, the engine itself, and the adapters that implement the ports
+//! (SQLite and PostgreSQL stores, memory and Redis caches).
+//!
+//! ## Layout
+//!
+//! - [`domain`] — ids, groups, channels, settings, restrictions (no I/O).
+//! - [`store`] — the [`Store`](store::Store) port, its SQLite and PostgreSQL
+//!   adapters, migrations and `DATABASE_URL` parsing.
+//! - [`telegram`] — the [`TelegramApi`](telegram::TelegramApi) port the frontends implement.
+//!
+//! ## Example
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), gmbot_core::store::StoreError> {
+//! use gmbot_core::domain::{ChannelRef, EnforcedChannel, GroupId, ProtectRequest, UnixTime};
+//! use gmbot_core::store::{self, MigrationMode};
+//!
+//! let url = "sqlite::memory:".parse()?;
+//! let store = store::open(&url, MigrationMode::Apply).await?;
+//! let channel: ChannelRef = "@my_channel".parse().expect("valid username");
+//! let req = ProtectRequest {
+//!     group: GroupId(-1001234567890),
+//!     title: Some("My group".into()),
+//!     owner: None,
+//!     channels: vec![EnforcedChannel::from_ref(channel)],
+//! };
+//! let group = store.protect(&req, UnixTime::now()).await?;
+//! assert!(group.is_enforced());
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+pub mod domain;
+pub mod store;
+pub mod telegram;

@@ -1,0 +1,209 @@
+//! The tenancy store: the `Store` port and its SQLite and PostgreSQL adapters.
+//!
+//! Every method that touches a group's data takes that group's id, and the
+//! adapters filter by it in SQL, so one group can never read or change
+//! another's rows. Both adapters run their blocking driver calls on
+//! `tokio::task::spawn_blocking`.
+
+mod error;
+mod migrations;
+mod postgres;
+mod sqlite;
+mod url;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::domain::{
+    ChannelId, ChannelRef, EnforcedChannel, GroupId, GroupSettings, LiftReason, NewRestriction,
+    Owner, ProtectRequest, ProtectedGroup, Restriction, RestrictionId, SeenMember, SettingChange,
+    UnixTime, UserId,
+};
+
+pub use self::error::{BoxError, StoreError, StoreResult};
+pub use self::migrations::{MigrationReport, SchemaStatus};
+pub use self::postgres::PostgresStore;
+pub use self::sqlite::SqliteStore;
+pub use self::url::DatabaseUrl;
+
+/// Persistent state of every protected group. Implemented by [`SqliteStore`]
+/// and [`PostgresStore`]; open one with [`open`].
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // --- owners -----------------------------------------------------------
+
+    /// Creates or updates an owner (keeps `created_at` of an existing row).
+    async fn upsert_owner(&self, owner: &Owner) -> StoreResult<()>;
+
+    /// The owner with this user id.
+    async fn owner(&self, user: UserId) -> StoreResult<Option<Owner>>;
+
+    // --- groups -----------------------------------------------------------
+
+    /// Creates a protection or extends an existing one: the group becomes
+    /// active, the given channels are linked (in addition to those already
+    /// linked; linking a channel twice is a no-op). Returns the group as stored.
+    async fn protect(&self, req: &ProtectRequest, at: UnixTime) -> StoreResult<ProtectedGroup>;
+
+    /// Switches protection off: the group becomes `unprotected` and its channel
+    /// links are removed; its settings, restriction history and seen members
+    /// are kept. Returns `false` if the group was unknown.
+    async fn unprotect(&self, group: GroupId, at: UnixTime) -> StoreResult<bool>;
+
+    /// Pauses an active group (the bot lost its rights). Returns `false` if the group is unknown.
+    async fn pause(&self, group: GroupId, reason: &str, at: UnixTime) -> StoreResult<bool>;
+
+    /// Resumes a paused group. Returns `false` if the group is unknown or not paused.
+    async fn resume(&self, group: GroupId, at: UnixTime) -> StoreResult<bool>;
+
+    /// The group with its channels and settings (hot path: config lookup).
+    async fn group(&self, group: GroupId) -> StoreResult<Option<ProtectedGroup>>;
+
+    /// Every known group, ordered by id, with channels and settings.
+    async fn list_groups(&self) -> StoreResult<Vec<ProtectedGroup>>;
+
+    /// Links one more channel to an existing group. Returns `false` if it was already linked.
+    async fn link_channel(
+        &self,
+        group: GroupId,
+        channel: &EnforcedChannel,
+        at: UnixTime,
+    ) -> StoreResult<bool>;
+
+    /// Unlinks a channel from a group. Returns `false` if it was not linked.
+    async fn unlink_channel(
+        &self,
+        group: GroupId,
+        channel: &ChannelRef,
+        at: UnixTime,
+    ) -> StoreResult<bool>;
+
+    /// Records what the bot learned about a channel (resolved id, title,
+    /// created invite link). The channel is found by id, else by username.
+    /// Returns `false` if no such channel is stored.
+    async fn update_channel(&self, channel: &EnforcedChannel) -> StoreResult<bool>;
+
+    /// Applies setting changes atomically and returns the new settings.
+    async fn update_settings(
+        &self,
+        group: GroupId,
+        changes: &[SettingChange],
+        at: UnixTime,
+    ) -> StoreResult<GroupSettings>;
+
+    /// Active groups that require this channel (hot path: auto-unmute on join).
+    async fn groups_for_channel(&self, channel: ChannelId) -> StoreResult<Vec<GroupId>>;
+
+    /// Moves a group and everything attached to it to a new id, in one
+    /// transaction (a group that becomes a supergroup changes id). Fails with
+    /// [`StoreError::Conflict`] if the new id is already known.
+    async fn migrate_group(&self, from: GroupId, to: GroupId, at: UnixTime) -> StoreResult<()>;
+
+    // --- restrictions -----------------------------------------------------
+
+    /// Records a restriction as `pending`, before the Telegram call.
+    async fn record_restriction(
+        &self,
+        new: &NewRestriction,
+        at: UnixTime,
+    ) -> StoreResult<Restriction>;
+
+    /// Marks a pending restriction `active` once Telegram confirmed it.
+    async fn confirm_restriction(&self, group: GroupId, id: RestrictionId) -> StoreResult<bool>;
+
+    /// Lifts one restriction. Returns `false` if it was not active.
+    async fn lift_restriction(
+        &self,
+        group: GroupId,
+        id: RestrictionId,
+        reason: LiftReason,
+        at: UnixTime,
+    ) -> StoreResult<bool>;
+
+    /// Lifts every active restriction of a member in a group; returns those lifted.
+    async fn lift_member(
+        &self,
+        group: GroupId,
+        user: UserId,
+        reason: LiftReason,
+        at: UnixTime,
+    ) -> StoreResult<Vec<Restriction>>;
+
+    /// The member's active (pending or confirmed) restriction in a group (hot path).
+    async fn active_restriction(
+        &self,
+        group: GroupId,
+        user: UserId,
+    ) -> StoreResult<Option<Restriction>>;
+
+    /// Active restrictions in a group, oldest first.
+    async fn active_restrictions(&self, group: GroupId) -> StoreResult<Vec<Restriction>>;
+
+    /// Number of active restrictions in a group.
+    async fn count_active_restrictions(&self, group: GroupId) -> StoreResult<u64>;
+
+    /// Active restrictions of a member across all groups.
+    async fn active_restrictions_for_user(&self, user: UserId) -> StoreResult<Vec<Restriction>>;
+
+    /// A page of active restrictions across all groups, by id after `after`,
+    /// for the reconciliation pass.
+    async fn active_restrictions_page(
+        &self,
+        after: Option<RestrictionId>,
+        limit: u32,
+    ) -> StoreResult<Vec<Restriction>>;
+
+    /// Every restriction ever placed in a group (history included), newest first, at most `limit`.
+    async fn restriction_history(
+        &self,
+        group: GroupId,
+        limit: u32,
+    ) -> StoreResult<Vec<Restriction>>;
+
+    // --- seen members -----------------------------------------------------
+
+    /// Records that a member was seen in a known group now.
+    async fn record_seen(&self, group: GroupId, user: UserId, at: UnixTime) -> StoreResult<()>;
+
+    /// A page of members seen in a group, by user id after `after`.
+    async fn seen_members(
+        &self,
+        group: GroupId,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> StoreResult<Vec<SeenMember>>;
+
+    /// Number of members seen in a group.
+    async fn count_seen(&self, group: GroupId) -> StoreResult<u64>;
+}
+
+/// What [`open`] does about the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MigrationMode {
+    /// Refuse to open unless the schema is exactly current (the CLI's default).
+    #[default]
+    Require,
+    /// Apply pending migrations first (the bot's development default).
+    Apply,
+}
+
+/// Opens the store a URL names, checking (or migrating) its schema.
+///
+/// `sqlite::memory:` is always migrated, since nothing else can reach it.
+pub async fn open(url: &DatabaseUrl, mode: MigrationMode) -> StoreResult<Arc<dyn Store>> {
+    Ok(match url {
+        // TODO(sqlite adapter): Arc::new(SqliteStore::open(url, mode).await?)
+        DatabaseUrl::SqliteFile(_) | DatabaseUrl::SqliteMemory => unimplemented!("{mode:?}"),
+        // TODO(postgres adapter): Arc::new(PostgresStore::open(url, mode).await?)
+        DatabaseUrl::Postgres(_) => unimplemented!("{mode:?}"),
+    })
+}
+
+/// Applies pending migrations to the database a URL names and reports what was applied.
+pub async fn migrate(url: &DatabaseUrl) -> StoreResult<MigrationReport> {
+    match url {
+        DatabaseUrl::SqliteFile(_) | DatabaseUrl::SqliteMemory => SqliteStore::migrate(url).await,
+        DatabaseUrl::Postgres(_) => PostgresStore::migrate(url).await,
+    }
+}

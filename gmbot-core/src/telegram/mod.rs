@@ -1,0 +1,62 @@
+//! The `TelegramApi` port: the narrow set of Telegram calls the engine and the bot's flows need.
+//!
+//! Frontends (Bot API over HTTPS, MTProto) implement it; `gmbot-core` never
+//! speaks a transport itself. Errors are classified into the kinds callers
+//! must treat differently — a rate limit is waited out, missing rights are
+//! reported to admins, a network error is retried — never by parsing text.
+
+mod error;
+mod types;
+
+use async_trait::async_trait;
+
+use crate::domain::{ChatId, ChatMemberStatus, GroupId, MessageId, UnixTime, UserId};
+
+pub use self::error::{TelegramError, TelegramResult};
+pub use self::types::{ChatAdmin, InlineButton, OutgoingMessage};
+
+/// What GMBot asks of Telegram.
+#[async_trait]
+pub trait TelegramApi: Send + Sync + 'static {
+    /// `getChatMember`: the user's status in a chat. For a channel this needs
+    /// the bot to be a channel administrator (else [`TelegramError::NotEnoughRights`]).
+    async fn get_chat_member(&self, chat: ChatId, user: UserId)
+        -> TelegramResult<ChatMemberStatus>;
+
+    /// `getChatAdministrators`: the chat's creator and administrators with their rights.
+    async fn get_chat_administrators(&self, chat: ChatId) -> TelegramResult<Vec<ChatAdmin>>;
+
+    /// `deleteMessage`.
+    async fn delete_message(&self, chat: ChatId, message: MessageId) -> TelegramResult<()>;
+
+    /// `restrictChatMember` with every send permission off, until `until`
+    /// (`None` = until lifted; Telegram treats < 30 s or > 366 days as forever).
+    async fn restrict_member(
+        &self,
+        group: GroupId,
+        user: UserId,
+        until: Option<UnixTime>,
+    ) -> TelegramResult<()>;
+
+    /// Lifts a restriction by restoring the group's *default* permissions
+    /// (`getChat.permissions`), never "everything allowed".
+    async fn unrestrict_member(&self, group: GroupId, user: UserId) -> TelegramResult<()>;
+
+    /// Removes a member without a lasting ban (`banChatMember` then `unbanChatMember`).
+    async fn kick_member(&self, group: GroupId, user: UserId) -> TelegramResult<()>;
+
+    /// `sendMessage` with HTML text and an optional inline keyboard; returns the new message's id.
+    async fn send_message(
+        &self,
+        chat: ChatId,
+        message: &OutgoingMessage,
+    ) -> TelegramResult<MessageId>;
+
+    /// `answerCallbackQuery`; every callback must be answered or the user's spinner hangs.
+    async fn answer_callback(
+        &self,
+        callback_id: &str,
+        text: Option<&str>,
+        show_alert: bool,
+    ) -> TelegramResult<()>;
+}
