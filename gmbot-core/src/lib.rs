@@ -9,6 +9,7 @@
 //!
 //! ## Layout
 //!
+//! - [`clock`] — the [`Clock`](clock::Clock) port (real and manual clocks).
 //! - [`domain`] — ids, groups, channels, settings, restrictions (no I/O).
 //! - [`store`] — the [`Store`](store::Store) port, its SQLite and PostgreSQL
 //!   adapters, migrations and `DATABASE_URL` parsing.
@@ -36,6 +37,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod clock;
 pub mod domain;
 pub mod store;
 pub mod telegram;
