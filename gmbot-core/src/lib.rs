@@ -9,11 +9,18 @@
 //!
 //! ## Layout
 //!
+//! - [`cache`] — the [`MembershipCache`](cache::MembershipCache) port and its memory,
+//!   Redis and layered adapters (TTLs with jitter, single flight, pub/sub invalidation).
 //! - [`clock`] — the [`Clock`](clock::Clock) port (real and manual clocks).
+//! - [`dispatch`] — the outbound [`Dispatcher`](dispatch::Dispatcher): Telegram's
+//!   budgets, priority lanes, 429 pauses and retries around any `TelegramApi`.
 //! - [`domain`] — ids, groups, channels, settings, restrictions (no I/O).
+//! - [`engine`] — the verification [`Engine`](engine::Engine): group config →
+//!   exemptions → linked channels, returning a decision and its actions.
 //! - [`store`] — the [`Store`](store::Store) port, its SQLite and PostgreSQL
 //!   adapters, migrations and `DATABASE_URL` parsing.
-//! - [`telegram`] — the [`TelegramApi`](telegram::TelegramApi) port the frontends implement.
+//! - [`telegram`] — the [`TelegramApi`](telegram::TelegramApi) port the frontends implement,
+//!   and [`MemoryTelegram`](telegram::MemoryTelegram), a scripted in-memory Telegram.
 //!
 //! ## Example
 //!
@@ -37,7 +44,10 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod cache;
 pub mod clock;
+pub mod dispatch;
 pub mod domain;
+pub mod engine;
 pub mod store;
 pub mod telegram;

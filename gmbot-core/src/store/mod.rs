@@ -8,6 +8,8 @@
 mod error;
 mod migrations;
 mod postgres;
+#[cfg(test)]
+mod query_plans;
 mod sqlite;
 mod url;
 
@@ -193,10 +195,10 @@ pub enum MigrationMode {
 /// `sqlite::memory:` is always migrated, since nothing else can reach it.
 pub async fn open(url: &DatabaseUrl, mode: MigrationMode) -> StoreResult<Arc<dyn Store>> {
     Ok(match url {
-        // TODO(sqlite adapter): Arc::new(SqliteStore::open(url, mode).await?)
-        DatabaseUrl::SqliteFile(_) | DatabaseUrl::SqliteMemory => unimplemented!("{mode:?}"),
-        // TODO(postgres adapter): Arc::new(PostgresStore::open(url, mode).await?)
-        DatabaseUrl::Postgres(_) => unimplemented!("{mode:?}"),
+        DatabaseUrl::SqliteFile(_) | DatabaseUrl::SqliteMemory => {
+            Arc::new(SqliteStore::open(url, mode).await?)
+        }
+        DatabaseUrl::Postgres(_) => Arc::new(PostgresStore::open(url, mode).await?),
     })
 }
 

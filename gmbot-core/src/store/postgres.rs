@@ -1,21 +1,1497 @@
-//! The postgres adapter of [`Store`](super::Store). (Being written.)
+//! The PostgreSQL adapter of [`Store`](super::Store): `postgres` + `r2d2_postgres`, for production.
+//!
+//! The driver is blocking, so every call checks a connection out of an r2d2
+//! pool inside `tokio::task::spawn_blocking`. The hot reads (group config,
+//! groups of a channel, a member's active restriction) use per-connection
+//! prepared statements, so after the first call on a connection they cost one
+//! round trip and reuse the server's plan. Settings are a JSONB column written
+//! from a text parameter and read back as text, so no driver feature for JSON
+//! is needed.
 
-use super::error::StoreResult;
-use super::migrations::MigrationReport;
-use super::{DatabaseUrl, MigrationMode};
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
 
-/// [`Store`](super::Store) on postgres.
-#[derive(Debug, Clone)]
-pub struct PostgresStore {}
+use postgres::error::SqlState;
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Row, Statement, Transaction};
+use r2d2::{Pool, PooledConnection};
+use r2d2_postgres::PostgresConnectionManager;
+
+use async_trait::async_trait;
+
+use super::error::{StoreError, StoreResult};
+use super::migrations::{
+    latest, migration_error, postgres_set, report, MigrationReport, SchemaStatus,
+};
+use super::{DatabaseUrl, MigrationMode, Store};
+use crate::domain::{
+    ChannelId, ChannelRef, ChannelUsername, EnforcedChannel, GroupId, GroupSettings, GroupState,
+    LiftReason, NewRestriction, Owner, ProtectRequest, ProtectedGroup, Restriction, RestrictionId,
+    RestrictionKind, RestrictionState, SeenMember, SettingChange, UnixTime, UserId,
+};
+
+/// Upper bound on pooled connections per process (PostgreSQL's default
+/// `max_connections` is 100, shared by every instance and tool).
+const POOL_MAX: u32 = 16;
+/// How long to wait for a connection (TCP connect, or a free pooled one).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Manager = PostgresConnectionManager<NoTls>;
+type Conn = PooledConnection<Manager>;
+
+/// The SQL of the hot queries, shared with the query-plan tests so that what
+/// is tested is exactly what runs.
+pub(crate) mod sql {
+    /// Columns of a group row, in the order `group_from_row` reads them.
+    macro_rules! group_cols {
+        () => {
+            "group_id, title, owner_id, state, paused_reason, settings::text, created_at, updated_at"
+        };
+    }
+    /// Columns of a channel, in the order `channel_from_row` reads them (from `c`).
+    macro_rules! channel_cols {
+        () => {
+            "c.chat_id, c.username, c.title, c.invite_link"
+        };
+    }
+    /// Columns of a restriction row, in the order `restriction_from_row` reads them.
+    macro_rules! restriction_cols {
+        () => {
+            "id, group_id, user_id, kind, state, reason, placed_at, until, lifted_at, lift_reason"
+        };
+    }
+    pub(super) use {channel_cols, group_cols, restriction_cols};
+
+    /// A group's row by id. `$1` = group id.
+    pub(crate) const GROUP_BY_ID: &str = concat!(
+        "SELECT ",
+        group_cols!(),
+        " FROM protected_groups WHERE group_id = $1"
+    );
+
+    /// A group's channels in link order. `$1` = group id.
+    pub(crate) const CHANNELS_OF_GROUP: &str = concat!(
+        "SELECT ",
+        channel_cols!(),
+        " FROM group_channel_links l JOIN enforced_channels c ON c.id = l.channel_id",
+        " WHERE l.group_id = $1 ORDER BY l.position"
+    );
+
+    /// Active groups linked to a channel. `$1` = channel chat id.
+    pub(crate) const GROUPS_FOR_CHANNEL: &str = "SELECT l.group_id \
+         FROM enforced_channels c \
+         JOIN group_channel_links l ON l.channel_id = c.id \
+         JOIN protected_groups g ON g.group_id = l.group_id \
+         WHERE c.chat_id = $1 AND g.state = 'active' \
+         ORDER BY l.group_id";
+
+    /// A member's newest active restriction in a group. `$1` = group id, `$2` = user id.
+    /// `state <> 'lifted'` is written exactly as in the partial indexes' predicate.
+    pub(crate) const ACTIVE_RESTRICTION: &str = concat!(
+        "SELECT ",
+        restriction_cols!(),
+        " FROM restrictions WHERE group_id = $1 AND user_id = $2 AND state <> 'lifted'",
+        " ORDER BY id DESC LIMIT 1"
+    );
+
+    /// A member's active restrictions in every group. `$1` = user id.
+    pub(crate) const ACTIVE_RESTRICTIONS_FOR_USER: &str = concat!(
+        "SELECT ",
+        restriction_cols!(),
+        " FROM restrictions WHERE user_id = $1 AND state <> 'lifted' ORDER BY id"
+    );
+}
+
+use sql::{channel_cols, group_cols, restriction_cols};
+
+/// [`Store`](super::Store) on PostgreSQL.
+///
+/// Cheap to clone (the pool is shared). It may be dropped anywhere, including
+/// on an async worker: see [`PoolDropGuard`].
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool<Manager>,
+    url: String,
+    // Declared after `pool`, so it drops last and holds the last reference.
+    _drop_guard: std::sync::Arc<PoolDropGuard>,
+}
+
+/// Holds a reference to the pool and, when the last store handle goes,
+/// closes the connections on a plain thread: `postgres::Client` closes
+/// itself by blocking on its own runtime, which panics on a tokio worker.
+struct PoolDropGuard(Option<Pool<Manager>>);
+
+impl Drop for PoolDropGuard {
+    fn drop(&mut self) {
+        let Some(pool) = self.0.take() else {
+            return;
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return drop(pool);
+        }
+        // If the thread cannot start, the closure is dropped here with the
+        // pool inside `ManuallyDrop`: leaking it beats panicking, and the
+        // server closes the sessions when the process exits.
+        let pool = std::mem::ManuallyDrop::new(pool);
+        let spawned = std::thread::Builder::new()
+            .name("gmbot-pg-close".to_owned())
+            .spawn(move || drop(std::mem::ManuallyDrop::into_inner(pool)));
+        if let Err(e) = spawned {
+            log::warn!("cannot start a thread to close PostgreSQL connections: {e}");
+        }
+    }
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("url", &self.url)
+            .field("pool", &self.pool.state())
+            .finish()
+    }
+}
 
 impl PostgresStore {
-    /// Opens the database, checking or applying migrations per `mode`.
-    pub async fn open(_url: &DatabaseUrl, _mode: MigrationMode) -> StoreResult<Self> {
-        unimplemented!()
+    /// Connects, checks the schema (applying pending migrations under
+    /// [`MigrationMode::Apply`]) and builds the connection pool.
+    ///
+    /// An unreachable server fails with [`StoreError::Unavailable`] within
+    /// about five seconds; a schema newer than this binary is always refused.
+    pub async fn open(url: &DatabaseUrl, mode: MigrationMode) -> StoreResult<Self> {
+        let config = config_of(url)?;
+        let redacted = url.redacted();
+        tokio::task::spawn_blocking(move || {
+            // One direct connection first: it fails fast with the driver's
+            // own error (r2d2 would retry until its timeout), and it runs
+            // the schema check or migration.
+            let mut client = connect(&config, &redacted)?;
+            let status = schema_status(&mut client)?;
+            status.check(mode)?;
+            if mode == MigrationMode::Apply && status.current < status.known {
+                migrate_locked(&mut client)?;
+            }
+            drop(client);
+            let pool = Pool::builder()
+                .max_size(POOL_MAX)
+                .min_idle(Some(1))
+                .connection_timeout(CONNECT_TIMEOUT)
+                .build(Manager::new(config, NoTls))
+                .map_err(|e| StoreError::Unavailable {
+                    url: redacted.clone(),
+                    source: Box::new(e),
+                })?;
+            Ok(Self {
+                _drop_guard: std::sync::Arc::new(PoolDropGuard(Some(pool.clone()))),
+                pool,
+                url: redacted,
+            })
+        })
+        .await?
     }
 
-    /// Applies pending migrations.
-    pub async fn migrate(_url: &DatabaseUrl) -> StoreResult<MigrationReport> {
-        unimplemented!()
+    /// Applies pending migrations, safely against concurrent runs: the work is
+    /// serialised by a PostgreSQL advisory lock keyed by the current schema.
+    pub async fn migrate(url: &DatabaseUrl) -> StoreResult<MigrationReport> {
+        let config = config_of(url)?;
+        let redacted = url.redacted();
+        tokio::task::spawn_blocking(move || {
+            let mut client = connect(&config, &redacted)?;
+            migrate_locked(&mut client)
+        })
+        .await?
+    }
+
+    /// The schema version of the database compared with this binary's.
+    pub async fn schema_status(&self) -> StoreResult<SchemaStatus> {
+        self.run(|c| schema_status(c)).await
+    }
+
+    /// Runs `f` with a pooled connection on the blocking thread pool.
+    async fn run<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Conn) -> StoreResult<T> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        let url = self.url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get().map_err(|e| StoreError::Unavailable {
+                url,
+                source: Box::new(e),
+            })?;
+            f(&mut conn)
+        })
+        .await?
+    }
+
+    /// Runs `f` inside one transaction (committed if `f` succeeds, rolled back otherwise).
+    async fn run_tx<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Transaction<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        self.run(move |conn| {
+            let mut tx = conn.transaction().map_err(db)?;
+            let out = f(&mut tx)?;
+            tx.commit().map_err(db)?;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+// --- connecting and migrating ---------------------------------------------
+
+fn config_of(url: &DatabaseUrl) -> StoreResult<postgres::Config> {
+    let DatabaseUrl::Postgres(raw) = url else {
+        return Err(StoreError::InvalidUrl {
+            url: url.redacted(),
+            reason: "the PostgreSQL adapter needs a postgres:// URL".to_owned(),
+        });
+    };
+    let mut config: postgres::Config =
+        raw.parse()
+            .map_err(|e: postgres::Error| StoreError::InvalidUrl {
+                url: url.redacted(),
+                reason: e.to_string(),
+            })?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    Ok(config)
+}
+
+fn connect(config: &postgres::Config, redacted: &str) -> StoreResult<Client> {
+    config.connect(NoTls).map_err(|e| StoreError::Unavailable {
+        url: redacted.to_owned(),
+        source: Box::new(e),
+    })
+}
+
+/// Highest applied migration per refinery's history table (0 if there is none).
+fn schema_status(client: &mut Client) -> StoreResult<SchemaStatus> {
+    let known = latest(postgres_set::migrations::runner().get_migrations());
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
+            &[],
+        )
+        .map_err(db)?
+        .try_get(0)
+        .map_err(corrupt)?;
+    let current = if exists {
+        client
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0)::bigint FROM refinery_schema_history",
+                &[],
+            )
+            .map_err(db)?
+            .try_get(0)
+            .map_err(corrupt)?
+    } else {
+        0
+    };
+    Ok(SchemaStatus { current, known })
+}
+
+const LOCK_KEY: &str = "hashtext('gmbot-migrate:' || COALESCE(current_schema(), ''))";
+
+/// Takes the migration lock on this connection, migrates, and always unlocks.
+fn migrate_locked(client: &mut Client) -> StoreResult<MigrationReport> {
+    client
+        .batch_execute(&format!("SELECT pg_advisory_lock({LOCK_KEY})"))
+        .map_err(|e| StoreError::Migration(Box::new(e)))?;
+    let result = migrate_unlocked(client);
+    let unlocked = client.batch_execute(&format!("SELECT pg_advisory_unlock({LOCK_KEY})"));
+    let out = result?;
+    // A failed unlock means the session is broken; the server drops
+    // session-level locks with the session, so reporting it is enough.
+    unlocked.map_err(|e| StoreError::Migration(Box::new(e)))?;
+    Ok(out)
+}
+
+fn migrate_unlocked(client: &mut Client) -> StoreResult<MigrationReport> {
+    schema_status(client)?.check(MigrationMode::Apply)?;
+    let applied = postgres_set::migrations::runner()
+        .set_abort_divergent(true)
+        .run(client)
+        .map_err(migration_error)?;
+    let current = schema_status(client)?.current;
+    Ok(report(&applied, current))
+}
+
+// --- errors and decoding -------------------------------------------------
+
+fn db(e: postgres::Error) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+fn corrupt(e: postgres::Error) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn is_unique_violation(e: &postgres::Error) -> bool {
+    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+}
+
+fn get<'a, T: postgres::types::FromSql<'a>>(row: &'a Row, idx: usize) -> StoreResult<T> {
+    row.try_get(idx).map_err(corrupt)
+}
+
+fn group_from_row(row: &Row, channels: Vec<EnforcedChannel>) -> StoreResult<ProtectedGroup> {
+    let state: String = get(row, 3)?;
+    let settings: String = get(row, 5)?;
+    let id = GroupId(get(row, 0)?);
+    Ok(ProtectedGroup {
+        id,
+        title: get(row, 1)?,
+        owner: get::<Option<i64>>(row, 2)?.map(UserId),
+        state: GroupState::from_db(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("group {id}: unknown state `{state}`")))?,
+        paused_reason: get(row, 4)?,
+        channels,
+        settings: serde_json::from_str(&settings)
+            .map_err(|e| StoreError::Corrupt(format!("group {id}: settings: {e}")))?,
+        created_at: UnixTime(get(row, 6)?),
+        updated_at: UnixTime(get(row, 7)?),
+    })
+}
+
+/// Decodes a channel whose four columns start at `at`.
+fn channel_from_row(row: &Row, at: usize) -> StoreResult<EnforcedChannel> {
+    let username = get::<Option<String>>(row, at + 1)?
+        .map(|u| ChannelUsername::parse(&u))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("channel username: {e}")))?;
+    Ok(EnforcedChannel {
+        id: get::<Option<i64>>(row, at)?.map(ChannelId),
+        username,
+        title: get(row, at + 2)?,
+        invite_link: get(row, at + 3)?,
+    })
+}
+
+fn restriction_from_row(row: &Row) -> StoreResult<Restriction> {
+    let id = RestrictionId(get(row, 0)?);
+    let kind: String = get(row, 3)?;
+    let state: String = get(row, 4)?;
+    let lift_reason: Option<String> = get(row, 9)?;
+    let bad = |what: &str, v: &str| {
+        StoreError::Corrupt(format!("restriction {}: unknown {what} `{v}`", id.0))
+    };
+    Ok(Restriction {
+        id,
+        group: GroupId(get(row, 1)?),
+        user: UserId(get(row, 2)?),
+        kind: RestrictionKind::from_db(&kind).ok_or_else(|| bad("kind", &kind))?,
+        state: RestrictionState::from_db(&state).ok_or_else(|| bad("state", &state))?,
+        reason: get(row, 5)?,
+        placed_at: UnixTime(get(row, 6)?),
+        until: get::<Option<i64>>(row, 7)?.map(UnixTime),
+        lifted_at: get::<Option<i64>>(row, 8)?.map(UnixTime),
+        lift_reason: lift_reason
+            .map(|r| LiftReason::from_db(&r).ok_or_else(|| bad("lift reason", &r)))
+            .transpose()?,
+    })
+}
+
+fn restrictions_from_rows(rows: &[Row]) -> StoreResult<Vec<Restriction>> {
+    rows.iter().map(restriction_from_row).collect()
+}
+
+fn owner_from_row(row: &Row) -> StoreResult<Owner> {
+    Ok(Owner {
+        user_id: UserId(get(row, 0)?),
+        username: get(row, 1)?,
+        display_name: get(row, 2)?,
+        can_be_messaged: get(row, 3)?,
+        created_at: UnixTime(get(row, 4)?),
+    })
+}
+
+fn limit_of(limit: u32) -> i64 {
+    i64::from(limit)
+}
+
+// --- prepared statements for the hot reads -------------------------------
+
+/// Statements prepared on one pooled connection, kept in the connection's r2d2 extensions.
+#[derive(Default)]
+struct Prepared(HashMap<&'static str, Statement>);
+
+/// Runs one of the hot queries with a statement prepared once per connection.
+fn query_prepared(
+    conn: &mut Conn,
+    sql: &'static str,
+    params: &[&(dyn ToSql + Sync)],
+) -> StoreResult<Vec<Row>> {
+    let cached = PooledConnection::extensions(conn)
+        .get::<Prepared>()
+        .and_then(|p| p.0.get(sql).cloned());
+    let stmt = match cached {
+        Some(s) => s,
+        None => {
+            let s = conn.prepare(sql).map_err(db)?;
+            let ext = PooledConnection::extensions_mut(conn);
+            if ext.get::<Prepared>().is_none() {
+                ext.insert(Prepared::default());
+            }
+            if let Some(p) = ext.get_mut::<Prepared>() {
+                p.0.insert(sql, s.clone());
+            }
+            s
+        }
+    };
+    conn.query(&stmt, params).map_err(db)
+}
+
+fn load_group(conn: &mut Conn, group: GroupId) -> StoreResult<Option<ProtectedGroup>> {
+    let rows = query_prepared(conn, sql::GROUP_BY_ID, &[&group.0])?;
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
+    let channels = query_prepared(conn, sql::CHANNELS_OF_GROUP, &[&group.0])?
+        .iter()
+        .map(|r| channel_from_row(r, 0))
+        .collect::<StoreResult<Vec<_>>>()?;
+    group_from_row(row, channels).map(Some)
+}
+
+/// The same read inside a transaction (writes return the group as stored).
+fn load_group_tx(tx: &mut Transaction<'_>, group: GroupId) -> StoreResult<ProtectedGroup> {
+    let row = tx
+        .query_opt(sql::GROUP_BY_ID, &[&group.0])
+        .map_err(db)?
+        .ok_or(StoreError::UnknownGroup(group))?;
+    let channels = tx
+        .query(sql::CHANNELS_OF_GROUP, &[&group.0])
+        .map_err(db)?
+        .iter()
+        .map(|r| channel_from_row(r, 0))
+        .collect::<StoreResult<Vec<_>>>()?;
+    group_from_row(&row, channels)
+}
+
+// --- write helpers (inside a transaction) --------------------------------
+
+/// Locks a group's row; `UnknownGroup` if there is none.
+fn lock_group(tx: &mut Transaction<'_>, group: GroupId) -> StoreResult<()> {
+    tx.query_opt(
+        "SELECT 1 FROM protected_groups WHERE group_id = $1 FOR UPDATE",
+        &[&group.0],
+    )
+    .map_err(db)?
+    .map(|_| ())
+    .ok_or(StoreError::UnknownGroup(group))
+}
+
+/// Row id of the stored channel with this chat id, else with this username.
+fn find_channel(
+    tx: &mut Transaction<'_>,
+    chat_id: Option<i64>,
+    username_key: Option<&str>,
+) -> StoreResult<Option<i64>> {
+    if let Some(chat_id) = chat_id {
+        if let Some(row) = tx
+            .query_opt(
+                "SELECT id FROM enforced_channels WHERE chat_id = $1",
+                &[&chat_id],
+            )
+            .map_err(db)?
+        {
+            return get(&row, 0).map(Some);
+        }
+    }
+    if let Some(key) = username_key {
+        if let Some(row) = tx
+            .query_opt(
+                "SELECT id FROM enforced_channels WHERE username_key = $1",
+                &[&key],
+            )
+            .map_err(db)?
+        {
+            return get(&row, 0).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// Stores a channel (found by chat id, else by username) filling only the
+/// fields still missing, and returns its row id.
+fn upsert_channel(tx: &mut Transaction<'_>, ch: &EnforcedChannel) -> StoreResult<i64> {
+    let chat_id = ch.id.map(|c| c.0);
+    let username = ch.username.as_ref().map(|u| u.as_str().to_owned());
+    let key = ch.username.as_ref().map(ChannelUsername::canonical);
+    if chat_id.is_none() && key.is_none() {
+        return Err(StoreError::Conflict(
+            "a channel needs an id or a username".to_owned(),
+        ));
+    }
+    for _ in 0..2 {
+        if let Some(id) = find_channel(tx, chat_id, key.as_deref())? {
+            tx.execute(
+                "UPDATE enforced_channels SET \
+                   chat_id = COALESCE(chat_id, $2), \
+                   username = COALESCE(username, $3), \
+                   username_key = COALESCE(username_key, $4), \
+                   title = COALESCE(title, $5), \
+                   invite_link = COALESCE(invite_link, $6) \
+                 WHERE id = $1",
+                &[&id, &chat_id, &username, &key, &ch.title, &ch.invite_link],
+            )
+            .map_err(|e| unique_conflict(e, ch))?;
+            return Ok(id);
+        }
+        // ON CONFLICT DO NOTHING: a concurrent insert of the same channel
+        // wins, and the second pass finds its row.
+        if let Some(row) = tx
+            .query_opt(
+                "INSERT INTO enforced_channels (chat_id, username, username_key, title, invite_link) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING id",
+                &[&chat_id, &username, &key, &ch.title, &ch.invite_link],
+            )
+            .map_err(db)?
+        {
+            return get(&row, 0);
+        }
+    }
+    Err(StoreError::Conflict(format!(
+        "channel {ch} could not be stored"
+    )))
+}
+
+fn unique_conflict(e: postgres::Error, ch: &EnforcedChannel) -> StoreError {
+    if is_unique_violation(&e) {
+        StoreError::Conflict(format!(
+            "channel {ch}: its id and username belong to two different stored channels"
+        ))
+    } else {
+        db(e)
+    }
+}
+
+/// Links a stored channel at the end of a group's list; `false` if already linked.
+fn link(
+    tx: &mut Transaction<'_>,
+    group: GroupId,
+    channel_row: i64,
+    at: UnixTime,
+) -> StoreResult<bool> {
+    let n = tx
+        .execute(
+            "INSERT INTO group_channel_links (group_id, channel_id, position, linked_at) \
+             SELECT $1, $2, COALESCE(MAX(position), 0) + 1, $3 \
+             FROM group_channel_links WHERE group_id = $1 \
+             ON CONFLICT (group_id, channel_id) DO NOTHING",
+            &[&group.0, &channel_row, &at.0],
+        )
+        .map_err(db)?;
+    Ok(n > 0)
+}
+
+fn touch_group(tx: &mut Transaction<'_>, group: GroupId, at: UnixTime) -> StoreResult<()> {
+    tx.execute(
+        "UPDATE protected_groups SET updated_at = $2 WHERE group_id = $1",
+        &[&group.0, &at.0],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn upsert_owner(&self, owner: &Owner) -> StoreResult<()> {
+        let o = owner.clone();
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO owners (user_id, username, display_name, can_be_messaged, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5) \
+                 ON CONFLICT (user_id) DO UPDATE SET username = EXCLUDED.username, \
+                   display_name = EXCLUDED.display_name, \
+                   can_be_messaged = EXCLUDED.can_be_messaged, \
+                   updated_at = GREATEST(owners.updated_at, EXCLUDED.updated_at)",
+                &[&o.user_id.0, &o.username, &o.display_name, &o.can_be_messaged, &o.created_at.0],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn owner(&self, user: UserId) -> StoreResult<Option<Owner>> {
+        self.run(move |c| {
+            c.query_opt(
+                "SELECT user_id, username, display_name, can_be_messaged, created_at \
+                 FROM owners WHERE user_id = $1",
+                &[&user.0],
+            )
+            .map_err(db)?
+            .as_ref()
+            .map(owner_from_row)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn protect(&self, req: &ProtectRequest, at: UnixTime) -> StoreResult<ProtectedGroup> {
+        let req = req.clone();
+        let defaults = serde_json::to_string(&GroupSettings::default())
+            .map_err(|e| StoreError::Corrupt(format!("default settings: {e}")))?;
+        self.run_tx(move |tx| {
+            let g = req.group;
+            if let Some(owner) = req.owner {
+                tx.execute(
+                    "INSERT INTO owners (user_id, can_be_messaged, created_at, updated_at) \
+                     VALUES ($1, FALSE, $2, $2) ON CONFLICT (user_id) DO NOTHING",
+                    &[&owner.0, &at.0],
+                )
+                .map_err(db)?;
+            }
+            tx.execute(
+                "INSERT INTO protected_groups \
+                   (group_id, title, owner_id, state, paused_reason, settings, created_at, updated_at) \
+                 VALUES ($1, $2, $3, 'active', NULL, $4::text::jsonb, $5, $5) \
+                 ON CONFLICT (group_id) DO UPDATE SET \
+                   title = COALESCE(EXCLUDED.title, protected_groups.title), \
+                   owner_id = COALESCE(EXCLUDED.owner_id, protected_groups.owner_id), \
+                   state = 'active', paused_reason = NULL, updated_at = EXCLUDED.updated_at",
+                &[&g.0, &req.title, &req.owner.map(|u| u.0), &defaults, &at.0],
+            )
+            .map_err(db)?;
+            for ch in &req.channels {
+                let row = upsert_channel(tx, ch)?;
+                link(tx, g, row, at)?;
+            }
+            load_group_tx(tx, g)
+        })
+        .await
+    }
+
+    async fn unprotect(&self, group: GroupId, at: UnixTime) -> StoreResult<bool> {
+        self.run_tx(move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE protected_groups SET state = 'unprotected', paused_reason = NULL, \
+                     updated_at = $2 WHERE group_id = $1",
+                    &[&group.0, &at.0],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Ok(false);
+            }
+            tx.execute(
+                "DELETE FROM group_channel_links WHERE group_id = $1",
+                &[&group.0],
+            )
+            .map_err(db)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn pause(&self, group: GroupId, reason: &str, at: UnixTime) -> StoreResult<bool> {
+        let reason = reason.to_owned();
+        self.run(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE protected_groups SET state = 'paused', paused_reason = $2, updated_at = $3 \
+                     WHERE group_id = $1 AND state = 'active'",
+                    &[&group.0, &reason, &at.0],
+                )
+                .map_err(db)?;
+            if n > 0 {
+                return Ok(true);
+            }
+            // Already paused or unprotected: the group is known, nothing to do.
+            let known = c
+                .query_opt(
+                    "SELECT 1 FROM protected_groups WHERE group_id = $1",
+                    &[&group.0],
+                )
+                .map_err(db)?;
+            Ok(known.is_some())
+        })
+        .await
+    }
+
+    async fn resume(&self, group: GroupId, at: UnixTime) -> StoreResult<bool> {
+        self.run(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE protected_groups SET state = 'active', paused_reason = NULL, updated_at = $2 \
+                     WHERE group_id = $1 AND state = 'paused'",
+                    &[&group.0, &at.0],
+                )
+                .map_err(db)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn group(&self, group: GroupId) -> StoreResult<Option<ProtectedGroup>> {
+        self.run(move |c| load_group(c, group)).await
+    }
+
+    async fn list_groups(&self) -> StoreResult<Vec<ProtectedGroup>> {
+        self.run(|c| {
+            // One snapshot for both reads, so a concurrent change cannot
+            // attach channels to the wrong list.
+            let mut tx = c
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .map_err(db)?;
+            let groups = tx
+                .query(
+                    concat!("SELECT ", group_cols!(), " FROM protected_groups ORDER BY group_id"),
+                    &[],
+                )
+                .map_err(db)?;
+            let links = tx
+                .query(
+                    concat!(
+                        "SELECT l.group_id, ",
+                        channel_cols!(),
+                        " FROM group_channel_links l JOIN enforced_channels c ON c.id = l.channel_id",
+                        " ORDER BY l.group_id, l.position"
+                    ),
+                    &[],
+                )
+                .map_err(db)?;
+            tx.commit().map_err(db)?;
+            let mut channels: HashMap<i64, Vec<EnforcedChannel>> = HashMap::new();
+            for row in &links {
+                channels
+                    .entry(get(row, 0)?)
+                    .or_default()
+                    .push(channel_from_row(row, 1)?);
+            }
+            groups
+                .iter()
+                .map(|row| {
+                    let id: i64 = get(row, 0)?;
+                    group_from_row(row, channels.remove(&id).unwrap_or_default())
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn link_channel(
+        &self,
+        group: GroupId,
+        channel: &EnforcedChannel,
+        at: UnixTime,
+    ) -> StoreResult<bool> {
+        let channel = channel.clone();
+        self.run_tx(move |tx| {
+            lock_group(tx, group)?;
+            let row = upsert_channel(tx, &channel)?;
+            let linked = link(tx, group, row, at)?;
+            if linked {
+                touch_group(tx, group, at)?;
+            }
+            Ok(linked)
+        })
+        .await
+    }
+
+    async fn unlink_channel(
+        &self,
+        group: GroupId,
+        channel: &ChannelRef,
+        at: UnixTime,
+    ) -> StoreResult<bool> {
+        let channel = channel.clone();
+        self.run_tx(move |tx| {
+            let n = match &channel {
+                ChannelRef::Id(id) => tx.execute(
+                    "DELETE FROM group_channel_links l USING enforced_channels c \
+                     WHERE l.channel_id = c.id AND l.group_id = $1 AND c.chat_id = $2",
+                    &[&group.0, &id.0],
+                ),
+                ChannelRef::Username(u) => tx.execute(
+                    "DELETE FROM group_channel_links l USING enforced_channels c \
+                     WHERE l.channel_id = c.id AND l.group_id = $1 AND c.username_key = $2",
+                    &[&group.0, &u.canonical()],
+                ),
+            }
+            .map_err(db)?;
+            if n > 0 {
+                touch_group(tx, group, at)?;
+            }
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn update_channel(&self, channel: &EnforcedChannel) -> StoreResult<bool> {
+        let ch = channel.clone();
+        self.run_tx(move |tx| {
+            let chat_id = ch.id.map(|c| c.0);
+            let username = ch.username.as_ref().map(|u| u.as_str().to_owned());
+            let key = ch.username.as_ref().map(ChannelUsername::canonical);
+            let Some(id) = find_channel(tx, chat_id, key.as_deref())? else {
+                return Ok(false);
+            };
+            tx.execute(
+                "UPDATE enforced_channels SET \
+                   chat_id = COALESCE($2, chat_id), \
+                   username = COALESCE($3, username), \
+                   username_key = COALESCE($4, username_key), \
+                   title = COALESCE($5, title), \
+                   invite_link = COALESCE($6, invite_link) \
+                 WHERE id = $1",
+                &[&id, &chat_id, &username, &key, &ch.title, &ch.invite_link],
+            )
+            .map_err(|e| unique_conflict(e, &ch))?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn update_settings(
+        &self,
+        group: GroupId,
+        changes: &[SettingChange],
+        at: UnixTime,
+    ) -> StoreResult<GroupSettings> {
+        let changes = changes.to_vec();
+        self.run_tx(move |tx| {
+            let row = tx
+                .query_opt(
+                    "SELECT settings::text FROM protected_groups WHERE group_id = $1 FOR UPDATE",
+                    &[&group.0],
+                )
+                .map_err(db)?
+                .ok_or(StoreError::UnknownGroup(group))?;
+            let text: String = get(&row, 0)?;
+            let mut settings: GroupSettings = serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt(format!("group {group}: settings: {e}")))?;
+            for change in &changes {
+                settings.apply(change)?;
+            }
+            let text = serde_json::to_string(&settings)
+                .map_err(|e| StoreError::Corrupt(format!("group {group}: settings: {e}")))?;
+            tx.execute(
+                "UPDATE protected_groups SET settings = $2::text::jsonb, updated_at = $3 \
+                 WHERE group_id = $1",
+                &[&group.0, &text, &at.0],
+            )
+            .map_err(db)?;
+            Ok(settings)
+        })
+        .await
+    }
+
+    async fn groups_for_channel(&self, channel: ChannelId) -> StoreResult<Vec<GroupId>> {
+        self.run(move |c| {
+            query_prepared(c, sql::GROUPS_FOR_CHANNEL, &[&channel.0])?
+                .iter()
+                .map(|r| get(r, 0).map(GroupId))
+                .collect()
+        })
+        .await
+    }
+
+    async fn migrate_group(&self, from: GroupId, to: GroupId, at: UnixTime) -> StoreResult<()> {
+        self.run_tx(move |tx| {
+            lock_group(tx, from)?;
+            if from == to {
+                return Ok(());
+            }
+            let taken = tx
+                .query_opt(
+                    "SELECT 1 FROM protected_groups WHERE group_id = $1",
+                    &[&to.0],
+                )
+                .map_err(db)?;
+            if taken.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "group {from} cannot move to {to}: {to} is already known"
+                )));
+            }
+            // ON UPDATE CASCADE carries links, restrictions and seen members along.
+            tx.execute(
+                "UPDATE protected_groups SET group_id = $2, updated_at = $3 WHERE group_id = $1",
+                &[&from.0, &to.0, &at.0],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Conflict(format!(
+                        "group {from} cannot move to {to}: {to} is already known"
+                    ))
+                } else {
+                    db(e)
+                }
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_restriction(
+        &self,
+        new: &NewRestriction,
+        at: UnixTime,
+    ) -> StoreResult<Restriction> {
+        let new = new.clone();
+        self.run(move |c| {
+            let row = c
+                .query_opt(
+                    concat!(
+                        "INSERT INTO restrictions (group_id, user_id, kind, state, reason, placed_at, until) ",
+                        "SELECT $1, $2, $3, 'pending', $4, $5, $6 ",
+                        "WHERE EXISTS (SELECT 1 FROM protected_groups WHERE group_id = $1) ",
+                        "RETURNING ",
+                        restriction_cols!()
+                    ),
+                    &[
+                        &new.group.0,
+                        &new.user.0,
+                        &new.kind.as_str(),
+                        &new.reason,
+                        &at.0,
+                        &new.until.map(|u| u.0),
+                    ],
+                )
+                .map_err(|e| {
+                    // The group vanished between the check and the insert.
+                    if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) {
+                        StoreError::UnknownGroup(new.group)
+                    } else {
+                        db(e)
+                    }
+                })?
+                .ok_or(StoreError::UnknownGroup(new.group))?;
+            restriction_from_row(&row)
+        })
+        .await
+    }
+
+    async fn confirm_restriction(&self, group: GroupId, id: RestrictionId) -> StoreResult<bool> {
+        self.run(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE restrictions SET state = 'active' \
+                     WHERE group_id = $1 AND id = $2 AND state = 'pending'",
+                    &[&group.0, &id.0],
+                )
+                .map_err(db)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn lift_restriction(
+        &self,
+        group: GroupId,
+        id: RestrictionId,
+        reason: LiftReason,
+        at: UnixTime,
+    ) -> StoreResult<bool> {
+        self.run(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE restrictions SET state = 'lifted', lifted_at = $3, lift_reason = $4 \
+                     WHERE group_id = $1 AND id = $2 AND state <> 'lifted'",
+                    &[&group.0, &id.0, &at.0, &reason.as_str()],
+                )
+                .map_err(db)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn lift_member(
+        &self,
+        group: GroupId,
+        user: UserId,
+        reason: LiftReason,
+        at: UnixTime,
+    ) -> StoreResult<Vec<Restriction>> {
+        self.run(move |c| {
+            let rows = c
+                .query(
+                    concat!(
+                        "UPDATE restrictions SET state = 'lifted', lifted_at = $3, lift_reason = $4 ",
+                        "WHERE group_id = $1 AND user_id = $2 AND state <> 'lifted' RETURNING ",
+                        restriction_cols!()
+                    ),
+                    &[&group.0, &user.0, &at.0, &reason.as_str()],
+                )
+                .map_err(db)?;
+            let mut lifted = restrictions_from_rows(&rows)?;
+            lifted.sort_by_key(|r| r.id);
+            Ok(lifted)
+        })
+        .await
+    }
+
+    async fn active_restriction(
+        &self,
+        group: GroupId,
+        user: UserId,
+    ) -> StoreResult<Option<Restriction>> {
+        self.run(move |c| {
+            query_prepared(c, sql::ACTIVE_RESTRICTION, &[&group.0, &user.0])?
+                .first()
+                .map(restriction_from_row)
+                .transpose()
+        })
+        .await
+    }
+
+    async fn active_restrictions(&self, group: GroupId) -> StoreResult<Vec<Restriction>> {
+        self.run(move |c| {
+            let rows = c
+                .query(
+                    concat!(
+                        "SELECT ",
+                        restriction_cols!(),
+                        " FROM restrictions WHERE group_id = $1 AND state <> 'lifted' ORDER BY id"
+                    ),
+                    &[&group.0],
+                )
+                .map_err(db)?;
+            restrictions_from_rows(&rows)
+        })
+        .await
+    }
+
+    async fn count_active_restrictions(&self, group: GroupId) -> StoreResult<u64> {
+        self.run(move |c| {
+            let row = c
+                .query_one(
+                    "SELECT COUNT(*) FROM restrictions WHERE group_id = $1 AND state <> 'lifted'",
+                    &[&group.0],
+                )
+                .map_err(db)?;
+            let n: i64 = get(&row, 0)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn active_restrictions_for_user(&self, user: UserId) -> StoreResult<Vec<Restriction>> {
+        self.run(move |c| {
+            let rows = query_prepared(c, sql::ACTIVE_RESTRICTIONS_FOR_USER, &[&user.0])?;
+            restrictions_from_rows(&rows)
+        })
+        .await
+    }
+
+    async fn active_restrictions_page(
+        &self,
+        after: Option<RestrictionId>,
+        limit: u32,
+    ) -> StoreResult<Vec<Restriction>> {
+        self.run(move |c| {
+            let after = after.map_or(i64::MIN, |a| a.0);
+            let rows = c
+                .query(
+                    concat!(
+                        "SELECT ",
+                        restriction_cols!(),
+                        " FROM restrictions WHERE state <> 'lifted' AND id > $1 ORDER BY id LIMIT $2"
+                    ),
+                    &[&after, &limit_of(limit)],
+                )
+                .map_err(db)?;
+            restrictions_from_rows(&rows)
+        })
+        .await
+    }
+
+    async fn restriction_history(
+        &self,
+        group: GroupId,
+        limit: u32,
+    ) -> StoreResult<Vec<Restriction>> {
+        self.run(move |c| {
+            let rows = c
+                .query(
+                    concat!(
+                        "SELECT ",
+                        restriction_cols!(),
+                        " FROM restrictions WHERE group_id = $1 ORDER BY id DESC LIMIT $2"
+                    ),
+                    &[&group.0, &limit_of(limit)],
+                )
+                .map_err(db)?;
+            restrictions_from_rows(&rows)
+        })
+        .await
+    }
+
+    async fn record_seen(&self, group: GroupId, user: UserId, at: UnixTime) -> StoreResult<()> {
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO seen_members (group_id, user_id, first_seen, last_seen) \
+                 SELECT $1, $2, $3, $3 \
+                 WHERE EXISTS (SELECT 1 FROM protected_groups WHERE group_id = $1) \
+                 ON CONFLICT (group_id, user_id) DO UPDATE \
+                   SET last_seen = GREATEST(seen_members.last_seen, EXCLUDED.last_seen)",
+                &[&group.0, &user.0, &at.0],
+            )
+            .map(|_| ())
+            .or_else(|e| {
+                // The group vanished between the check and the insert: still a no-op.
+                if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) {
+                    Ok(())
+                } else {
+                    Err(db(e))
+                }
+            })
+        })
+        .await
+    }
+
+    async fn seen_members(
+        &self,
+        group: GroupId,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> StoreResult<Vec<SeenMember>> {
+        self.run(move |c| {
+            let after = after.map_or(i64::MIN, |a| a.0);
+            c.query(
+                "SELECT group_id, user_id, first_seen, last_seen FROM seen_members \
+                 WHERE group_id = $1 AND user_id > $2 ORDER BY user_id LIMIT $3",
+                &[&group.0, &after, &limit_of(limit)],
+            )
+            .map_err(db)?
+            .iter()
+            .map(|r| {
+                Ok(SeenMember {
+                    group: GroupId(get(r, 0)?),
+                    user: UserId(get(r, 1)?),
+                    first_seen: UnixTime(get(r, 2)?),
+                    last_seen: UnixTime(get(r, 3)?),
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn count_seen(&self, group: GroupId) -> StoreResult<u64> {
+        self.run(move |c| {
+            let row = c
+                .query_one(
+                    "SELECT COUNT(*) FROM seen_members WHERE group_id = $1",
+                    &[&group.0],
+                )
+                .map_err(db)?;
+            let n: i64 = get(&row, 0)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+}
+
+/// A private PostgreSQL schema per test, so tests run in parallel against one
+/// database; shared with the query-plan tests.
+#[cfg(test)]
+pub(super) mod test_schema {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use crate::store::DatabaseUrl;
+
+    /// The server the tests use: `GMBOT_TEST_PG_URL`, else the local test database.
+    pub(crate) fn base_url() -> String {
+        std::env::var("GMBOT_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    }
+
+    /// Runs `f` on a fresh connection, on a thread outside any tokio runtime
+    /// (`postgres::Client` drives its own). Panics, saying how to start the
+    /// server, if it is unreachable.
+    pub(crate) fn with_client<T, F>(url: &str, f: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut postgres::Client) -> T + Send + 'static,
+    {
+        let url = url.to_owned();
+        std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL is unreachable at {url} ({e}). These tests need it: start it with \
+                     `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` \
+                     or point GMBOT_TEST_PG_URL at a server"
+                )
+            });
+            f(&mut client)
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    }
+
+    /// A fresh schema, dropped with everything in it when the guard drops.
+    pub(crate) struct TestSchema {
+        pub(crate) name: String,
+        pub(crate) url: String,
+    }
+
+    impl TestSchema {
+        pub(crate) fn new(prefix: &str) -> Self {
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let name = format!(
+                "gmbot_{prefix}_{}_{}_{nanos}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            );
+            let base = base_url();
+            let create = format!("CREATE SCHEMA {name}");
+            with_client(&base, move |c| {
+                c.batch_execute(&create)
+                    .unwrap_or_else(|e| panic!("cannot create a test schema: {e}"));
+            });
+            let sep = if base.contains('?') { '&' } else { '?' };
+            let url = format!("{base}{sep}options=-csearch_path%3D{name}");
+            Self { name, url }
+        }
+
+        pub(crate) fn database_url(&self) -> DatabaseUrl {
+            self.url
+                .parse()
+                .unwrap_or_else(|e| panic!("test schema URL does not parse: {e}"))
+        }
+    }
+
+    impl Drop for TestSchema {
+        fn drop(&mut self) {
+            let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name);
+            let base = base_url();
+            let done = std::thread::spawn(move || {
+                postgres::Client::connect(&base, postgres::NoTls)?.batch_execute(&sql)
+            })
+            .join();
+            if !matches!(done, Ok(Ok(()))) {
+                eprintln!("could not drop test schema {}", self.name);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_schema::{with_client, TestSchema};
+    use super::*;
+    use crate::domain::ChannelRef;
+
+    #[tokio::test]
+    async fn unreachable_server_is_unavailable_and_the_password_stays_hidden() {
+        let url: DatabaseUrl = "postgres://gmbot:s3cret@127.0.0.1:1/nothing"
+            .parse()
+            .expect("valid URL");
+        let started = std::time::Instant::now();
+        let err = PostgresStore::open(&url, MigrationMode::Apply)
+            .await
+            .expect_err("nothing listens on port 1");
+        assert!(
+            matches!(err, StoreError::Unavailable { .. }),
+            "unexpected error: {err:?}"
+        );
+        let text = err.to_string();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("gmbot:***@127.0.0.1:1"), "{text}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_migrations_apply_each_migration_exactly_once() {
+        let schema = TestSchema::new("mig");
+        let url = schema.database_url();
+        let runs = (0..4).map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { PostgresStore::migrate(&url).await })
+        });
+        let known = latest(postgres_set::migrations::runner().get_migrations());
+        let mut applied = 0;
+        for run in runs {
+            let report = run.await.expect("task").expect("every run succeeds");
+            assert_eq!(report.current, known);
+            applied += report.applied.len();
+        }
+        assert_eq!(
+            applied,
+            usize::try_from(known).expect("small"),
+            "each migration applied once in total"
+        );
+        let rows: i64 = with_client(&schema.url, |c| {
+            c.query_one("SELECT COUNT(*) FROM refinery_schema_history", &[])
+                .expect("history table")
+                .get(0)
+        });
+        assert_eq!(rows, known);
+        // The store opens under `Require` now.
+        PostgresStore::open(&url, MigrationMode::Require)
+            .await
+            .expect("schema is current");
+    }
+
+    #[tokio::test]
+    async fn schema_versions_are_checked_on_open_and_migrate() {
+        let schema = TestSchema::new("ver");
+        let url = schema.database_url();
+        let err = PostgresStore::open(&url, MigrationMode::Require)
+            .await
+            .expect_err("empty schema");
+        assert!(
+            matches!(err, StoreError::NotMigrated { current: 0, .. }),
+            "{err:?}"
+        );
+
+        let store = PostgresStore::open(&url, MigrationMode::Apply)
+            .await
+            .expect("Apply migrates");
+        let status = store.schema_status().await.expect("status");
+        assert_eq!(status.current, status.known);
+
+        // A newer binary migrated this database: refuse, in every mode.
+        let future = status.known + 1;
+        with_client(&schema.url, move |c| {
+            c.execute(
+                "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+                 VALUES ($1, 'future', '2030-01-01T00:00:00Z', '0')",
+                &[&i32::try_from(future).expect("small")],
+            )
+            .expect("insert a future version")
+        });
+        for mode in [MigrationMode::Require, MigrationMode::Apply] {
+            let err = PostgresStore::open(&url, mode).await.expect_err("too new");
+            assert!(
+                matches!(err, StoreError::SchemaTooNew { found, .. } if found == future),
+                "{err:?}"
+            );
+        }
+        let err = PostgresStore::migrate(&url).await.expect_err("too new");
+        assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err:?}");
+    }
+
+    /// The adapter-specific paths (JSONB round trip, prepared-statement cache
+    /// reuse, tenancy filter); the shared contract suite covers the rest.
+    #[tokio::test]
+    async fn hot_reads_round_trip_through_prepared_statements() {
+        let schema = TestSchema::new("hot");
+        let store = PostgresStore::open(&schema.database_url(), MigrationMode::Apply)
+            .await
+            .expect("open");
+        let chan: ChannelRef = "@Hot_Channel".parse().expect("valid");
+        let mut ch = EnforcedChannel::from_ref(chan);
+        ch.id = Some(ChannelId(-100_777));
+        let at = UnixTime(1_700_000_000);
+        for g in [-1001, -1002] {
+            store
+                .protect(
+                    &ProtectRequest {
+                        group: GroupId(g),
+                        title: Some(format!("group {g}")),
+                        owner: Some(UserId(42)),
+                        channels: vec![ch.clone()],
+                    },
+                    at,
+                )
+                .await
+                .expect("protect");
+        }
+        let settings = store
+            .update_settings(
+                GroupId(-1001),
+                &[
+                    SettingChange::Allow(UserId(9)),
+                    SettingChange::MuteSeconds(600),
+                ],
+                at,
+            )
+            .await
+            .expect("settings");
+        // Several calls, so the cached statements are reused on pooled connections.
+        for _ in 0..8 {
+            let g = store
+                .group(GroupId(-1001))
+                .await
+                .expect("read")
+                .expect("known");
+            assert_eq!(g.settings, settings);
+            assert_eq!(g.channels, vec![ch.clone()]);
+            assert_eq!(g.owner, Some(UserId(42)));
+            assert_eq!(
+                store
+                    .groups_for_channel(ChannelId(-100_777))
+                    .await
+                    .expect("read"),
+                vec![GroupId(-1002), GroupId(-1001)]
+            );
+        }
+        let other = store
+            .group(GroupId(-1002))
+            .await
+            .expect("read")
+            .expect("known");
+        assert_eq!(other.settings, GroupSettings::default());
+
+        let r = store
+            .record_restriction(
+                &NewRestriction {
+                    group: GroupId(-1001),
+                    user: UserId(5),
+                    kind: RestrictionKind::Mute,
+                    until: None,
+                    reason: "missing @hot_channel".into(),
+                },
+                at,
+            )
+            .await
+            .expect("record");
+        assert_eq!(
+            store
+                .active_restriction(GroupId(-1001), UserId(5))
+                .await
+                .expect("read"),
+            Some(r.clone())
+        );
+        assert_eq!(
+            store
+                .active_restriction(GroupId(-1002), UserId(5))
+                .await
+                .expect("read"),
+            None
+        );
+        assert_eq!(
+            store
+                .active_restrictions_for_user(UserId(5))
+                .await
+                .expect("read"),
+            vec![r.clone()]
+        );
+        assert!(
+            !store
+                .lift_restriction(GroupId(-1002), r.id, LiftReason::Admin, at)
+                .await
+                .expect("lift"),
+            "another group cannot lift it"
+        );
+        assert!(store
+            .lift_restriction(GroupId(-1001), r.id, LiftReason::Joined, at)
+            .await
+            .expect("lift"));
+        assert_eq!(
+            store
+                .active_restriction(GroupId(-1001), UserId(5))
+                .await
+                .expect("read"),
+            None
+        );
     }
 }

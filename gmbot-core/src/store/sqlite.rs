@@ -1,21 +1,1072 @@
-//! The sqlite adapter of [`Store`](super::Store). (Being written.)
+//! The SQLite adapter of [`Store`](super::Store): `rusqlite` (bundled) + `r2d2`, for development and single-instance use.
+//!
+//! The driver is blocking, so every call checks a connection out of an r2d2
+//! pool inside `tokio::task::spawn_blocking`, all through one private `run` helper.
+//!
+//! Every connection runs in WAL mode (readers never block the writer), waits
+//! up to 5 s for a lock instead of failing, and enforces foreign keys (the
+//! schema relies on `ON UPDATE CASCADE` to move a group). A transaction that
+//! writes is opened `IMMEDIATE`: a deferred transaction that reads first and
+//! upgrades to a writer later gets `SQLITE_BUSY` at once, without the busy
+//! handler, when another connection wrote in between. Single-statement writes
+//! run in autocommit mode, where SQLite takes the write lock before reading.
+//!
+//! `sqlite::memory:` is a private database that lives as long as the store:
+//! its pool holds exactly one connection, and it is always migrated on open,
+//! since nothing else could ever reach it to migrate it.
 
-use super::error::StoreResult;
-use super::migrations::MigrationReport;
-use super::{DatabaseUrl, MigrationMode};
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
 
-/// [`Store`](super::Store) on sqlite.
-#[derive(Debug, Clone)]
-pub struct SqliteStore {}
+use async_trait::async_trait;
+use r2d2::Pool;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::types::Type;
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+
+use super::error::{StoreError, StoreResult};
+use super::migrations::{self, MigrationReport, SchemaStatus};
+use super::{DatabaseUrl, MigrationMode, Store};
+use crate::domain::{
+    ChannelId, ChannelRef, ChannelUsername, EnforcedChannel, GroupId, GroupSettings, GroupState,
+    LiftReason, NewRestriction, Owner, ProtectRequest, ProtectedGroup, Restriction, RestrictionId,
+    RestrictionKind, RestrictionState, SeenMember, SettingChange, UnixTime, UserId,
+};
+
+/// Pooled connections for a database file. WAL lets readers run beside the
+/// one writer; more connections than this only queue on the write lock.
+const FILE_POOL_SIZE: u32 = 8;
+/// How long a connection waits for another one's lock before `SQLITE_BUSY`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a caller waits for a free pooled connection.
+const POOL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The SQL of the hot queries, shared with the query-plan tests so that what
+/// is tested is exactly what runs.
+pub(crate) mod sql {
+    /// Columns of a group row, in the order `group_from_row` reads them.
+    macro_rules! group_cols {
+        () => {
+            "group_id, title, owner_id, state, paused_reason, settings, created_at, updated_at"
+        };
+    }
+    /// Columns of a channel (table alias `c`), in the order `channel_from_row` reads them.
+    macro_rules! channel_cols {
+        () => {
+            "c.chat_id, c.username, c.title, c.invite_link"
+        };
+    }
+    /// Columns of a restriction row, in the order `restriction_from_row` reads them.
+    macro_rules! restriction_cols {
+        () => {
+            "id, group_id, user_id, kind, state, reason, placed_at, until, lifted_at, lift_reason"
+        };
+    }
+    pub(super) use {channel_cols, group_cols, restriction_cols};
+
+    /// A group's row by id. `?1` = group id.
+    pub(crate) const GROUP_BY_ID: &str = concat!(
+        "SELECT ",
+        group_cols!(),
+        " FROM protected_groups WHERE group_id = ?1"
+    );
+
+    /// A group's channels in link order. `?1` = group id.
+    pub(crate) const CHANNELS_OF_GROUP: &str = concat!(
+        "SELECT ",
+        channel_cols!(),
+        " FROM group_channel_links l JOIN enforced_channels c ON c.id = l.channel_id",
+        " WHERE l.group_id = ?1 ORDER BY l.position"
+    );
+
+    /// Active groups linked to a channel. `?1` = channel chat id.
+    pub(crate) const GROUPS_FOR_CHANNEL: &str = "SELECT l.group_id \
+         FROM enforced_channels c \
+         JOIN group_channel_links l ON l.channel_id = c.id \
+         JOIN protected_groups g ON g.group_id = l.group_id \
+         WHERE c.chat_id = ?1 AND g.state = 'active' \
+         ORDER BY l.group_id";
+
+    /// A member's newest active restriction in a group. `?1` = group id, `?2` = user id.
+    /// `state <> 'lifted'` is written exactly as in the partial indexes' predicate,
+    /// which SQLite needs to match before it uses them.
+    pub(crate) const ACTIVE_RESTRICTION: &str = concat!(
+        "SELECT ",
+        restriction_cols!(),
+        " FROM restrictions WHERE group_id = ?1 AND user_id = ?2 AND state <> 'lifted'",
+        " ORDER BY id DESC LIMIT 1"
+    );
+
+    /// A member's active restrictions in every group. `?1` = user id.
+    pub(crate) const ACTIVE_RESTRICTIONS_FOR_USER: &str = concat!(
+        "SELECT ",
+        restriction_cols!(),
+        " FROM restrictions WHERE user_id = ?1 AND state <> 'lifted' ORDER BY id"
+    );
+}
+
+use sql::{channel_cols, group_cols, restriction_cols};
+
+/// [`Store`](super::Store) on SQLite.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: Pool<SqliteConnectionManager>,
+    url: String,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("url", &self.url)
+            .field("pool", &self.pool.state())
+            .finish()
+    }
+}
 
 impl SqliteStore {
-    /// Opens the database, checking or applying migrations per `mode`.
-    pub async fn open(_url: &DatabaseUrl, _mode: MigrationMode) -> StoreResult<Self> {
-        unimplemented!()
+    /// Opens the database (creating the file if missing), checking the schema
+    /// or, under [`MigrationMode::Apply`], applying pending migrations first.
+    ///
+    /// A schema newer than this binary is always refused
+    /// ([`StoreError::SchemaTooNew`]); an older one is refused under
+    /// [`MigrationMode::Require`] ([`StoreError::NotMigrated`]).
+    /// `sqlite::memory:` is always migrated.
+    pub async fn open(url: &DatabaseUrl, mode: MigrationMode) -> StoreResult<Self> {
+        let mode = match url {
+            DatabaseUrl::SqliteMemory => MigrationMode::Apply,
+            _ => mode,
+        };
+        let store = Self::connect(url).await?;
+        store
+            .run(move |conn| {
+                let status = schema_status(conn)?;
+                status.check(mode)?;
+                if status.current < status.known {
+                    // Only reachable under `Apply`: `check` refused it otherwise.
+                    run_migrations(conn)?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(store)
     }
 
-    /// Applies pending migrations.
-    pub async fn migrate(_url: &DatabaseUrl) -> StoreResult<MigrationReport> {
-        unimplemented!()
+    /// Applies pending migrations and reports what was applied. A schema
+    /// newer than this binary is refused before anything runs.
+    pub async fn migrate(url: &DatabaseUrl) -> StoreResult<MigrationReport> {
+        let store = Self::connect(url).await?;
+        store
+            .run(|conn| {
+                schema_status(conn)?.check(MigrationMode::Apply)?;
+                let applied = run_migrations(conn)?;
+                let current = schema_status(conn)?.current;
+                Ok(migrations::report(&applied, current))
+            })
+            .await
+    }
+
+    /// The schema version of the database compared with this binary's.
+    pub async fn schema_status(&self) -> StoreResult<SchemaStatus> {
+        self.run(|conn| schema_status(conn)).await
+    }
+
+    /// Builds the pool. A file is opened once first, so that a bad path fails
+    /// now with SQLite's own reason instead of after the pool's retry timeout.
+    async fn connect(url: &DatabaseUrl) -> StoreResult<Self> {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let redacted = url.redacted();
+            let unavailable =
+                |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Unavailable {
+                    url: redacted.clone(),
+                    source: e,
+                };
+            let pool = match &url {
+                DatabaseUrl::SqliteFile(path) => {
+                    let mut probe = Connection::open(path).map_err(|e| unavailable(e.into()))?;
+                    init_connection(&mut probe, true).map_err(|e| unavailable(e.into()))?;
+                    drop(probe);
+                    let manager =
+                        SqliteConnectionManager::file(path).with_init(|c| init_connection(c, true));
+                    Pool::builder()
+                        .max_size(FILE_POOL_SIZE)
+                        .min_idle(Some(1))
+                        .connection_timeout(POOL_TIMEOUT)
+                        .build(manager)
+                }
+                DatabaseUrl::SqliteMemory => {
+                    // One connection = one private database. Never recycle it:
+                    // the data lives only as long as the connection manager.
+                    let manager =
+                        SqliteConnectionManager::memory().with_init(|c| init_connection(c, false));
+                    Pool::builder()
+                        .max_size(1)
+                        .idle_timeout(None)
+                        .max_lifetime(None)
+                        .connection_timeout(POOL_TIMEOUT)
+                        .build(manager)
+                }
+                DatabaseUrl::Postgres(_) => {
+                    return Err(StoreError::InvalidUrl {
+                        url: redacted.clone(),
+                        reason: "the SQLite adapter needs a sqlite:// URL".to_owned(),
+                    })
+                }
+            }
+            .map_err(|e| unavailable(e.into()))?;
+            Ok(Self {
+                pool,
+                url: redacted,
+            })
+        })
+        .await?
+    }
+
+    /// Runs `f` with a pooled connection on the blocking thread pool: the one
+    /// place where this adapter leaves the async world.
+    async fn run<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get()?;
+            f(&mut conn)
+        })
+        .await?
+    }
+
+    /// Runs `f` inside one `IMMEDIATE` transaction: committed if `f`
+    /// succeeds, rolled back (on drop) if it fails.
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+// --- connections and migrations --------------------------------------------
+
+/// Per-connection settings (r2d2_sqlite calls this for every new connection).
+fn init_connection(conn: &mut Connection, file: bool) -> rusqlite::Result<()> {
+    // First, so that switching to WAL below also waits for other connections.
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    if file {
+        // journal_mode answers with the mode now in effect.
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            log::warn!(journal_mode = mode.as_str(); "SQLite did not switch to WAL mode");
+        }
+    }
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    // With WAL, NORMAL is durable against application crashes and only
+    // risks the last commits on power loss, without an fsync per commit.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(())
+}
+
+/// Highest applied migration per refinery's history table (0 if there is none),
+/// and the highest this binary ships.
+fn schema_status(conn: &Connection) -> StoreResult<SchemaStatus> {
+    let known = migrations::latest(migrations::sqlite_set::migrations::runner().get_migrations());
+    let has_history: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master \
+         WHERE type = 'table' AND name = 'refinery_schema_history')",
+        [],
+        |r| r.get(0),
+    )?;
+    let current = if has_history {
+        conn.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM refinery_schema_history",
+            [],
+            |r| r.get(0),
+        )?
+    } else {
+        0
+    };
+    Ok(SchemaStatus { current, known })
+}
+
+fn run_migrations(conn: &mut Connection) -> StoreResult<refinery::Report> {
+    migrations::sqlite_set::migrations::runner()
+        .set_abort_divergent(true)
+        .run(conn)
+        .map_err(migrations::migration_error)
+}
+
+// --- errors and decoding -----------------------------------------------------
+
+/// A value the driver could not convert is a corrupt row; everything else is
+/// the database's own failure.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e {
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::InvalidColumnType(..) => StoreError::Corrupt(e.to_string()),
+            e => StoreError::Backend(Box::new(e)),
+        }
+    }
+}
+
+/// Reports a stored value that does not decode, so it surfaces as [`StoreError::Corrupt`].
+fn bad_value(column: usize, what: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, Type::Text, what.into())
+}
+
+/// Decodes a closed-set text column (state, kind, reason).
+fn text_enum<T>(row: &Row<'_>, column: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let s: String = row.get(column)?;
+    parse(&s).ok_or_else(|| bad_value(column, format!("unknown value `{s}`")))
+}
+
+fn group_from_row(row: &Row<'_>) -> rusqlite::Result<ProtectedGroup> {
+    let settings: String = row.get(5)?;
+    Ok(ProtectedGroup {
+        id: GroupId(row.get(0)?),
+        title: row.get(1)?,
+        owner: row.get::<_, Option<i64>>(2)?.map(UserId),
+        state: text_enum(row, 3, GroupState::from_db)?,
+        paused_reason: row.get(4)?,
+        channels: Vec::new(),
+        settings: serde_json::from_str(&settings)
+            .map_err(|e| bad_value(5, format!("settings: {e}")))?,
+        created_at: UnixTime(row.get(6)?),
+        updated_at: UnixTime(row.get(7)?),
+    })
+}
+
+/// Decodes a channel whose four columns start at `at`.
+fn channel_from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<EnforcedChannel> {
+    let username = row
+        .get::<_, Option<String>>(at + 1)?
+        .map(|u| ChannelUsername::parse(&u))
+        .transpose()
+        .map_err(|e| bad_value(at + 1, e.to_string()))?;
+    Ok(EnforcedChannel {
+        id: row.get::<_, Option<i64>>(at)?.map(ChannelId),
+        username,
+        title: row.get(at + 2)?,
+        invite_link: row.get(at + 3)?,
+    })
+}
+
+fn restriction_from_row(row: &Row<'_>) -> rusqlite::Result<Restriction> {
+    Ok(Restriction {
+        id: RestrictionId(row.get(0)?),
+        group: GroupId(row.get(1)?),
+        user: UserId(row.get(2)?),
+        kind: text_enum(row, 3, RestrictionKind::from_db)?,
+        state: text_enum(row, 4, RestrictionState::from_db)?,
+        reason: row.get(5)?,
+        placed_at: UnixTime(row.get(6)?),
+        until: row.get::<_, Option<i64>>(7)?.map(UnixTime),
+        lifted_at: row.get::<_, Option<i64>>(8)?.map(UnixTime),
+        lift_reason: match row.get::<_, Option<String>>(9)? {
+            Some(r) => Some(
+                LiftReason::from_db(&r)
+                    .ok_or_else(|| bad_value(9, format!("unknown value `{r}`")))?,
+            ),
+            None => None,
+        },
+    })
+}
+
+fn owner_from_row(row: &Row<'_>) -> rusqlite::Result<Owner> {
+    Ok(Owner {
+        user_id: UserId(row.get(0)?),
+        username: row.get(1)?,
+        display_name: row.get(2)?,
+        can_be_messaged: row.get(3)?,
+        created_at: UnixTime(row.get(4)?),
+    })
+}
+
+fn seen_from_row(row: &Row<'_>) -> rusqlite::Result<SeenMember> {
+    Ok(SeenMember {
+        group: GroupId(row.get(0)?),
+        user: UserId(row.get(1)?),
+        first_seen: UnixTime(row.get(2)?),
+        last_seen: UnixTime(row.get(3)?),
+    })
+}
+
+/// Runs a restriction query and decodes every row.
+fn query_restrictions(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> StoreResult<Vec<Restriction>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, restriction_from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn count(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> StoreResult<u64> {
+    let n: i64 = conn.prepare_cached(sql)?.query_row(params, |r| r.get(0))?;
+    u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("negative count {n}")))
+}
+
+fn settings_json(settings: &GroupSettings) -> StoreResult<String> {
+    serde_json::to_string(settings).map_err(|e| StoreError::Backend(Box::new(e)))
+}
+
+// --- reads and writes shared by several methods --------------------------------
+
+/// The group with its channels; callers wrap it in a transaction so both
+/// reads see the same snapshot.
+fn load_group(conn: &Connection, group: GroupId) -> StoreResult<Option<ProtectedGroup>> {
+    let Some(mut g) = conn
+        .prepare_cached(sql::GROUP_BY_ID)?
+        .query_row([group.0], group_from_row)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let mut stmt = conn.prepare_cached(sql::CHANNELS_OF_GROUP)?;
+    let channels = stmt.query_map([group.0], |r| channel_from_row(r, 0))?;
+    g.channels = channels.collect::<rusqlite::Result<_>>()?;
+    Ok(Some(g))
+}
+
+fn group_exists(conn: &Connection, group: GroupId) -> StoreResult<bool> {
+    Ok(conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM protected_groups WHERE group_id = ?1)")?
+        .query_row([group.0], |r| r.get(0))?)
+}
+
+fn require_group(conn: &Connection, group: GroupId) -> StoreResult<()> {
+    if group_exists(conn, group)? {
+        Ok(())
+    } else {
+        Err(StoreError::UnknownGroup(group))
+    }
+}
+
+fn touch_group(conn: &Connection, group: GroupId, at: UnixTime) -> StoreResult<()> {
+    conn.prepare_cached("UPDATE protected_groups SET updated_at = ?2 WHERE group_id = ?1")?
+        .execute(params![group.0, at.0])?;
+    Ok(())
+}
+
+/// Row id of the stored channel with this chat id, else with this username key.
+fn find_channel(
+    conn: &Connection,
+    chat_id: Option<i64>,
+    username_key: Option<&str>,
+) -> StoreResult<Option<i64>> {
+    if let Some(chat_id) = chat_id {
+        let found = conn
+            .prepare_cached("SELECT id FROM enforced_channels WHERE chat_id = ?1")?
+            .query_row([chat_id], |r| r.get(0))
+            .optional()?;
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    if let Some(key) = username_key {
+        return Ok(conn
+            .prepare_cached("SELECT id FROM enforced_channels WHERE username_key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?);
+    }
+    Ok(None)
+}
+
+/// How a write treats the fields of a channel that is already stored.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ChannelWrite {
+    /// `protect`/`link_channel`: fill in what is missing, create if unknown.
+    FillMissing,
+    /// `update_channel`: what the bot just learned replaces what was stored;
+    /// an unknown channel is not created.
+    Overwrite,
+}
+
+/// Stores a channel (found by chat id, else by username) and returns its row
+/// id, or `None` when it is unknown and `mode` does not create it.
+///
+/// If the id and the username given belong to two different stored rows, the
+/// write is refused with [`StoreError::Conflict`] rather than guessing which
+/// row is right.
+fn save_channel(
+    conn: &Connection,
+    ch: &EnforcedChannel,
+    mode: ChannelWrite,
+) -> StoreResult<Option<i64>> {
+    let chat_id = ch.id.map(|c| c.0);
+    let username = ch.username.as_ref().map(|u| u.as_str().to_owned());
+    let key = ch.username.as_ref().map(ChannelUsername::canonical);
+    if chat_id.is_none() && key.is_none() {
+        return Err(StoreError::Conflict(
+            "a channel needs an id or a username".to_owned(),
+        ));
+    }
+    let update = match mode {
+        ChannelWrite::FillMissing => {
+            "UPDATE enforced_channels SET \
+               chat_id = COALESCE(chat_id, ?2), \
+               username = COALESCE(username, ?3), \
+               username_key = COALESCE(username_key, ?4), \
+               title = COALESCE(title, ?5), \
+               invite_link = COALESCE(invite_link, ?6) \
+             WHERE id = ?1"
+        }
+        ChannelWrite::Overwrite => {
+            "UPDATE enforced_channels SET \
+               chat_id = COALESCE(?2, chat_id), \
+               username = COALESCE(?3, username), \
+               username_key = COALESCE(?4, username_key), \
+               title = COALESCE(?5, title), \
+               invite_link = COALESCE(?6, invite_link) \
+             WHERE id = ?1"
+        }
+    };
+    if let Some(id) = find_channel(conn, chat_id, key.as_deref())? {
+        conn.prepare_cached(update)?
+            .execute(params![
+                id,
+                chat_id,
+                username,
+                key,
+                ch.title,
+                ch.invite_link
+            ])
+            .map_err(|e| unique_conflict(e, ch))?;
+        return Ok(Some(id));
+    }
+    if mode == ChannelWrite::Overwrite {
+        return Ok(None);
+    }
+    conn.prepare_cached(
+        "INSERT INTO enforced_channels (chat_id, username, username_key, title, invite_link) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![chat_id, username, key, ch.title, ch.invite_link])?;
+    Ok(Some(conn.last_insert_rowid()))
+}
+
+fn unique_conflict(e: rusqlite::Error, ch: &EnforcedChannel) -> StoreError {
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) {
+        StoreError::Conflict(format!(
+            "channel {ch}: its id and username belong to two different stored channels"
+        ))
+    } else {
+        e.into()
+    }
+}
+
+/// Links a stored channel at the end of a group's list; `false` if already linked.
+fn link(conn: &Connection, group: GroupId, channel_row: i64, at: UnixTime) -> StoreResult<bool> {
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO group_channel_links (group_id, channel_id, position, linked_at) \
+             SELECT ?1, ?2, COALESCE(MAX(position), 0) + 1, ?3 \
+             FROM group_channel_links WHERE group_id = ?1 \
+             ON CONFLICT (group_id, channel_id) DO NOTHING",
+        )?
+        .execute(params![group.0, channel_row, at.0])?;
+    Ok(n > 0)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn upsert_owner(&self, owner: &Owner) -> StoreResult<()> {
+        let o = owner.clone();
+        self.run(move |c| {
+            c.prepare_cached(
+                "INSERT INTO owners (user_id, username, display_name, can_be_messaged, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5) \
+                 ON CONFLICT (user_id) DO UPDATE SET username = excluded.username, \
+                   display_name = excluded.display_name, \
+                   can_be_messaged = excluded.can_be_messaged, \
+                   updated_at = MAX(owners.updated_at, excluded.updated_at)",
+            )?
+            .execute(params![
+                o.user_id.0,
+                o.username,
+                o.display_name,
+                o.can_be_messaged,
+                o.created_at.0
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn owner(&self, user: UserId) -> StoreResult<Option<Owner>> {
+        self.run(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT user_id, username, display_name, can_be_messaged, created_at \
+                 FROM owners WHERE user_id = ?1",
+            )?
+            .query_row([user.0], owner_from_row)
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn protect(&self, req: &ProtectRequest, at: UnixTime) -> StoreResult<ProtectedGroup> {
+        let req = req.clone();
+        let defaults = settings_json(&GroupSettings::default())?;
+        self.write(move |tx| {
+            let g = req.group;
+            if let Some(owner) = req.owner {
+                tx.prepare_cached(
+                    "INSERT INTO owners (user_id, can_be_messaged, created_at, updated_at) \
+                     VALUES (?1, 0, ?2, ?2) ON CONFLICT (user_id) DO NOTHING",
+                )?
+                .execute(params![owner.0, at.0])?;
+            }
+            tx.prepare_cached(
+                "INSERT INTO protected_groups \
+                   (group_id, title, owner_id, state, paused_reason, settings, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, 'active', NULL, ?4, ?5, ?5) \
+                 ON CONFLICT (group_id) DO UPDATE SET \
+                   title = COALESCE(excluded.title, protected_groups.title), \
+                   owner_id = COALESCE(excluded.owner_id, protected_groups.owner_id), \
+                   state = 'active', paused_reason = NULL, updated_at = excluded.updated_at",
+            )?
+            .execute(params![g.0, req.title, req.owner.map(|u| u.0), defaults, at.0])?;
+            for ch in &req.channels {
+                if let Some(row) = save_channel(tx, ch, ChannelWrite::FillMissing)? {
+                    link(tx, g, row, at)?;
+                }
+            }
+            load_group(tx, g)?.ok_or(StoreError::UnknownGroup(g))
+        })
+        .await
+    }
+
+    async fn unprotect(&self, group: GroupId, at: UnixTime) -> StoreResult<bool> {
+        self.write(move |tx| {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE protected_groups SET state = 'unprotected', paused_reason = NULL, \
+                     updated_at = ?2 WHERE group_id = ?1",
+                )?
+                .execute(params![group.0, at.0])?;
+            if n == 0 {
+                return Ok(false);
+            }
+            tx.prepare_cached("DELETE FROM group_channel_links WHERE group_id = ?1")?
+                .execute([group.0])?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn pause(&self, group: GroupId, reason: &str, at: UnixTime) -> StoreResult<bool> {
+        let reason = reason.to_owned();
+        self.write(move |tx| {
+            // Only an active group pauses: pausing an unprotected group must
+            // not let a later `resume` switch it back on.
+            tx.prepare_cached(
+                "UPDATE protected_groups SET state = 'paused', paused_reason = ?2, updated_at = ?3 \
+                 WHERE group_id = ?1 AND state = 'active'",
+            )?
+            .execute(params![group.0, reason, at.0])?;
+            group_exists(tx, group)
+        })
+        .await
+    }
+
+    async fn resume(&self, group: GroupId, at: UnixTime) -> StoreResult<bool> {
+        self.run(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE protected_groups SET state = 'active', paused_reason = NULL, updated_at = ?2 \
+                     WHERE group_id = ?1 AND state = 'paused'",
+                )?
+                .execute(params![group.0, at.0])?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn group(&self, group: GroupId) -> StoreResult<Option<ProtectedGroup>> {
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            load_group(&tx, group)
+        })
+        .await
+    }
+
+    async fn list_groups(&self) -> StoreResult<Vec<ProtectedGroup>> {
+        self.run(|c| {
+            // One read transaction = one snapshot for both queries.
+            let tx = c.transaction()?;
+            let mut channels: HashMap<i64, Vec<EnforcedChannel>> = HashMap::new();
+            {
+                let mut stmt = tx.prepare_cached(concat!(
+                    "SELECT l.group_id, ",
+                    channel_cols!(),
+                    " FROM group_channel_links l JOIN enforced_channels c ON c.id = l.channel_id",
+                    " ORDER BY l.group_id, l.position"
+                ))?;
+                let mut rows = stmt.query([])?;
+                while let Some(row) = rows.next()? {
+                    channels
+                        .entry(row.get(0)?)
+                        .or_default()
+                        .push(channel_from_row(row, 1)?);
+                }
+            }
+            let mut stmt = tx.prepare_cached(concat!(
+                "SELECT ",
+                group_cols!(),
+                " FROM protected_groups ORDER BY group_id"
+            ))?;
+            let groups = stmt.query_map([], group_from_row)?;
+            groups
+                .map(|g| {
+                    let mut g = g?;
+                    g.channels = channels.remove(&g.id.0).unwrap_or_default();
+                    Ok(g)
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn link_channel(
+        &self,
+        group: GroupId,
+        channel: &EnforcedChannel,
+        at: UnixTime,
+    ) -> StoreResult<bool> {
+        let channel = channel.clone();
+        self.write(move |tx| {
+            require_group(tx, group)?;
+            let Some(row) = save_channel(tx, &channel, ChannelWrite::FillMissing)? else {
+                return Ok(false);
+            };
+            let linked = link(tx, group, row, at)?;
+            if linked {
+                touch_group(tx, group, at)?;
+            }
+            Ok(linked)
+        })
+        .await
+    }
+
+    async fn unlink_channel(
+        &self,
+        group: GroupId,
+        channel: &ChannelRef,
+        at: UnixTime,
+    ) -> StoreResult<bool> {
+        let channel = channel.clone();
+        self.write(move |tx| {
+            let n = match &channel {
+                ChannelRef::Id(id) => tx
+                    .prepare_cached(
+                        "DELETE FROM group_channel_links WHERE group_id = ?1 AND channel_id = \
+                         (SELECT id FROM enforced_channels WHERE chat_id = ?2)",
+                    )?
+                    .execute(params![group.0, id.0])?,
+                ChannelRef::Username(u) => tx
+                    .prepare_cached(
+                        "DELETE FROM group_channel_links WHERE group_id = ?1 AND channel_id = \
+                         (SELECT id FROM enforced_channels WHERE username_key = ?2)",
+                    )?
+                    .execute(params![group.0, u.canonical()])?,
+            };
+            if n > 0 {
+                touch_group(tx, group, at)?;
+            }
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn update_channel(&self, channel: &EnforcedChannel) -> StoreResult<bool> {
+        let channel = channel.clone();
+        self.write(move |tx| Ok(save_channel(tx, &channel, ChannelWrite::Overwrite)?.is_some()))
+            .await
+    }
+
+    async fn update_settings(
+        &self,
+        group: GroupId,
+        changes: &[SettingChange],
+        at: UnixTime,
+    ) -> StoreResult<GroupSettings> {
+        let changes = changes.to_vec();
+        // Read, apply and write in one IMMEDIATE transaction, so two admins
+        // changing different settings at once both keep their change.
+        self.write(move |tx| {
+            let text: String = tx
+                .prepare_cached("SELECT settings FROM protected_groups WHERE group_id = ?1")?
+                .query_row([group.0], |r| r.get(0))
+                .optional()?
+                .ok_or(StoreError::UnknownGroup(group))?;
+            let mut settings: GroupSettings = serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt(format!("group {group}: settings: {e}")))?;
+            for change in &changes {
+                settings.apply(change)?;
+            }
+            tx.prepare_cached(
+                "UPDATE protected_groups SET settings = ?2, updated_at = ?3 WHERE group_id = ?1",
+            )?
+            .execute(params![group.0, settings_json(&settings)?, at.0])?;
+            Ok(settings)
+        })
+        .await
+    }
+
+    async fn groups_for_channel(&self, channel: ChannelId) -> StoreResult<Vec<GroupId>> {
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(sql::GROUPS_FOR_CHANNEL)?;
+            let rows = stmt.query_map([channel.0], |r| r.get(0).map(GroupId))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn migrate_group(&self, from: GroupId, to: GroupId, at: UnixTime) -> StoreResult<()> {
+        self.write(move |tx| {
+            require_group(tx, from)?;
+            if from == to {
+                return Ok(());
+            }
+            if group_exists(tx, to)? {
+                return Err(StoreError::Conflict(format!(
+                    "group {from} cannot move to {to}: {to} is already known"
+                )));
+            }
+            // ON UPDATE CASCADE carries links, restrictions and seen members along.
+            tx.prepare_cached(
+                "UPDATE protected_groups SET group_id = ?2, updated_at = ?3 WHERE group_id = ?1",
+            )?
+            .execute(params![from.0, to.0, at.0])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_restriction(
+        &self,
+        new: &NewRestriction,
+        at: UnixTime,
+    ) -> StoreResult<Restriction> {
+        let new = new.clone();
+        self.write(move |tx| {
+            require_group(tx, new.group)?;
+            Ok(tx
+                .prepare_cached(concat!(
+                    "INSERT INTO restrictions (group_id, user_id, kind, state, reason, placed_at, until) ",
+                    "VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6) RETURNING ",
+                    restriction_cols!()
+                ))?
+                .query_row(
+                    params![
+                        new.group.0,
+                        new.user.0,
+                        new.kind.as_str(),
+                        new.reason,
+                        at.0,
+                        new.until.map(|u| u.0)
+                    ],
+                    restriction_from_row,
+                )?)
+        })
+        .await
+    }
+
+    async fn confirm_restriction(&self, group: GroupId, id: RestrictionId) -> StoreResult<bool> {
+        self.run(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE restrictions SET state = 'active' \
+                     WHERE group_id = ?1 AND id = ?2 AND state = 'pending'",
+                )?
+                .execute(params![group.0, id.0])?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn lift_restriction(
+        &self,
+        group: GroupId,
+        id: RestrictionId,
+        reason: LiftReason,
+        at: UnixTime,
+    ) -> StoreResult<bool> {
+        self.run(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE restrictions SET state = 'lifted', lifted_at = ?3, lift_reason = ?4 \
+                     WHERE group_id = ?1 AND id = ?2 AND state <> 'lifted'",
+                )?
+                .execute(params![group.0, id.0, at.0, reason.as_str()])?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn lift_member(
+        &self,
+        group: GroupId,
+        user: UserId,
+        reason: LiftReason,
+        at: UnixTime,
+    ) -> StoreResult<Vec<Restriction>> {
+        self.run(move |c| {
+            let mut lifted = query_restrictions(
+                c,
+                concat!(
+                    "UPDATE restrictions SET state = 'lifted', lifted_at = ?3, lift_reason = ?4 ",
+                    "WHERE group_id = ?1 AND user_id = ?2 AND state <> 'lifted' RETURNING ",
+                    restriction_cols!()
+                ),
+                params![group.0, user.0, at.0, reason.as_str()],
+            )?;
+            // RETURNING gives no order.
+            lifted.sort_by_key(|r| r.id);
+            Ok(lifted)
+        })
+        .await
+    }
+
+    async fn active_restriction(
+        &self,
+        group: GroupId,
+        user: UserId,
+    ) -> StoreResult<Option<Restriction>> {
+        self.run(move |c| {
+            Ok(c.prepare_cached(sql::ACTIVE_RESTRICTION)?
+                .query_row(params![group.0, user.0], restriction_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn active_restrictions(&self, group: GroupId) -> StoreResult<Vec<Restriction>> {
+        self.run(move |c| {
+            query_restrictions(
+                c,
+                concat!(
+                    "SELECT ",
+                    restriction_cols!(),
+                    " FROM restrictions WHERE group_id = ?1 AND state <> 'lifted' ORDER BY id"
+                ),
+                [group.0],
+            )
+        })
+        .await
+    }
+
+    async fn count_active_restrictions(&self, group: GroupId) -> StoreResult<u64> {
+        self.run(move |c| {
+            count(
+                c,
+                "SELECT COUNT(*) FROM restrictions WHERE group_id = ?1 AND state <> 'lifted'",
+                [group.0],
+            )
+        })
+        .await
+    }
+
+    async fn active_restrictions_for_user(&self, user: UserId) -> StoreResult<Vec<Restriction>> {
+        self.run(move |c| query_restrictions(c, sql::ACTIVE_RESTRICTIONS_FOR_USER, [user.0]))
+            .await
+    }
+
+    async fn active_restrictions_page(
+        &self,
+        after: Option<RestrictionId>,
+        limit: u32,
+    ) -> StoreResult<Vec<Restriction>> {
+        self.run(move |c| {
+            query_restrictions(
+                c,
+                concat!(
+                    "SELECT ",
+                    restriction_cols!(),
+                    " FROM restrictions WHERE state <> 'lifted' AND id > ?1 ORDER BY id LIMIT ?2"
+                ),
+                params![after.map_or(i64::MIN, |a| a.0), i64::from(limit)],
+            )
+        })
+        .await
+    }
+
+    async fn restriction_history(
+        &self,
+        group: GroupId,
+        limit: u32,
+    ) -> StoreResult<Vec<Restriction>> {
+        self.run(move |c| {
+            query_restrictions(
+                c,
+                concat!(
+                    "SELECT ",
+                    restriction_cols!(),
+                    " FROM restrictions WHERE group_id = ?1 ORDER BY id DESC LIMIT ?2"
+                ),
+                params![group.0, i64::from(limit)],
+            )
+        })
+        .await
+    }
+
+    async fn record_seen(&self, group: GroupId, user: UserId, at: UnixTime) -> StoreResult<()> {
+        self.run(move |c| {
+            // An unknown group is a silent no-op: the SELECT yields no row.
+            c.prepare_cached(
+                "INSERT INTO seen_members (group_id, user_id, first_seen, last_seen) \
+                 SELECT ?1, ?2, ?3, ?3 \
+                 WHERE EXISTS (SELECT 1 FROM protected_groups WHERE group_id = ?1) \
+                 ON CONFLICT (group_id, user_id) DO UPDATE \
+                   SET last_seen = MAX(seen_members.last_seen, excluded.last_seen)",
+            )?
+            .execute(params![group.0, user.0, at.0])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn seen_members(
+        &self,
+        group: GroupId,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> StoreResult<Vec<SeenMember>> {
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT group_id, user_id, first_seen, last_seen FROM seen_members \
+                 WHERE group_id = ?1 AND user_id > ?2 ORDER BY user_id LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(
+                params![group.0, after.map_or(i64::MIN, |a| a.0), i64::from(limit)],
+                seen_from_row,
+            )?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn count_seen(&self, group: GroupId) -> StoreResult<u64> {
+        self.run(move |c| {
+            count(
+                c,
+                "SELECT COUNT(*) FROM seen_members WHERE group_id = ?1",
+                [group.0],
+            )
+        })
+        .await
     }
 }

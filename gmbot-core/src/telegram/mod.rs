@@ -6,6 +6,8 @@
 //! reported to admins, a network error is retried — never by parsing text.
 
 mod error;
+mod memory;
+mod method;
 mod types;
 
 use async_trait::async_trait;
@@ -13,6 +15,11 @@ use async_trait::async_trait;
 use crate::domain::{ChatId, ChatMemberStatus, GroupId, MessageId, UnixTime, UserId};
 
 pub use self::error::{TelegramError, TelegramResult};
+pub use self::memory::{
+    ActiveRestriction, Call, ChatKind, ChatPermissions, MemoryTelegram, RecordedCall, SentMessage,
+    DEFAULT_BOT_ID,
+};
+pub use self::method::Method;
 pub use self::types::{ChatAdmin, InlineButton, OutgoingMessage};
 
 /// What GMBot asks of Telegram.

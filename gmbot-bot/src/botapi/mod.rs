@@ -1,0 +1,679 @@
+//! The Bot API over HTTP(S): [`BotApi`] implements `gmbot-core`'s
+//! [`TelegramApi`] port and offers the transport calls (`getUpdates`, webhooks, `getMe`)
+//! and the setup calls (`getChat`, invite links) the bot needs.
+//!
+//! Requests and answers are typed by the `frankenstein` crate (Bot API 10, custom base URL,
+//! typed `Update`), which fits: it speaks JSON over a `reqwest` client we configure, exposes
+//! Telegram's `error_code`/`description`/`parameters` untouched, and strips the URL (with the
+//! token) from its transport errors. On top of it this module adds what the port needs:
+//! error classification, token redaction, the group-permissions cache for unmuting, and
+//! per-update parsing so one malformed update cannot wedge `getUpdates`.
+
+mod error;
+mod permissions;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use frankenstein::methods::{
+    AnswerCallbackQueryParams, BanChatMemberParams, CreateChatInviteLinkParams,
+    DeleteMessageParams, DeleteWebhookParams, EditMessageTextParams, ExportChatInviteLinkParams,
+    GetChatAdministratorsParams, GetChatMemberCountParams, GetChatMemberParams, GetChatParams,
+    GetUpdatesParams, RestrictChatMemberParams, SendMessageParams, SetWebhookParams,
+    UnbanChatMemberParams,
+};
+use frankenstein::response::MethodResponse;
+use frankenstein::types::{
+    AllowedUpdate, ChatFullInfo, ChatMember, ChatPermissions, InlineKeyboardButton,
+    InlineKeyboardMarkup, ReplyMarkup, ReplyParameters, User,
+};
+use frankenstein::updates::{Update, WebhookInfo};
+use frankenstein::{AsyncTelegramApi, ParseMode};
+use url::Url;
+
+use gmbot_core::domain::{ChatId, ChatMemberStatus, GroupId, MessageId, UnixTime, UserId};
+use gmbot_core::telegram::{
+    ChatAdmin, InlineButton, OutgoingMessage, TelegramApi, TelegramError, TelegramResult,
+};
+
+use crate::config::{Config, DEFAULT_API_URL};
+use crate::secret::BotToken;
+
+pub use self::error::classify;
+use self::permissions::PermissionsCache;
+
+/// The update kinds GMBot asks for. `chat_member` must be listed explicitly or Telegram never
+/// sends it; an omitted list would keep whatever was set before.
+pub const ALLOWED_UPDATES: [AllowedUpdate; 4] = [
+    AllowedUpdate::Message,
+    AllowedUpdate::CallbackQuery,
+    AllowedUpdate::ChatMember,
+    AllowedUpdate::MyChatMember,
+];
+
+/// How to reach the Bot API.
+#[derive(Debug, Clone)]
+pub struct BotApiOptions {
+    /// Base URL (`TELEGRAM_API_URL`), without `/bot<token>`.
+    pub base_url: Url,
+    /// Timeout of an ordinary call.
+    pub request_timeout: Duration,
+    /// Timeout to establish a connection.
+    pub connect_timeout: Duration,
+    /// The `timeout` sent with `getUpdates`; that call's HTTP timeout is this plus
+    /// `request_timeout`, so a long poll is never cut short by the client.
+    pub long_poll: Duration,
+    /// How long a group's default permissions (for unmuting) are reused.
+    pub permissions_ttl: Duration,
+}
+
+impl Default for BotApiOptions {
+    fn default() -> Self {
+        Self {
+            base_url: Url::parse(DEFAULT_API_URL).unwrap_or_else(|_| unreachable!("constant URL")),
+            request_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(5),
+            long_poll: Duration::from_secs(30),
+            permissions_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+impl BotApiOptions {
+    /// Defaults with the configured base URL.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            base_url: config.api_url.clone(),
+            ..Self::default()
+        }
+    }
+
+    /// Defaults with this base URL (e.g. the simulator's).
+    pub fn with_base_url(base_url: Url) -> Self {
+        Self {
+            base_url,
+            ..Self::default()
+        }
+    }
+}
+
+/// One `getUpdates` answer, parsed update by update.
+#[derive(Debug, Default)]
+pub struct UpdateBatch {
+    /// The updates that parsed.
+    pub updates: Vec<Update>,
+    /// Updates that did not parse: their id (if readable) and the parse error. They are
+    /// confirmed with the rest so they are not fetched again forever.
+    pub malformed: Vec<(Option<i64>, String)>,
+    /// The `offset` for the next call: highest `update_id` seen + 1.
+    pub next_offset: Option<i64>,
+}
+
+/// The Bot API client.
+#[derive(Clone)]
+pub struct BotApi {
+    token: BotToken,
+    base_url: Url,
+    bot: frankenstein::client_reqwest::Bot,
+    poll_bot: frankenstein::client_reqwest::Bot,
+    long_poll: Duration,
+    permissions: PermissionsCache,
+}
+
+impl fmt::Debug for BotApi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the inner clients: their api_url contains the token.
+        f.debug_struct("BotApi")
+            .field("token", &self.token)
+            .field("base_url", &self.base_url.as_str())
+            .finish()
+    }
+}
+
+fn uid(user: UserId) -> TelegramResult<u64> {
+    u64::try_from(user.0).map_err(|_| TelegramError::BadRequest(format!("invalid user id {user}")))
+}
+
+fn mid(message: MessageId) -> TelegramResult<i32> {
+    i32::try_from(message.0)
+        .map_err(|_| TelegramError::BadRequest(format!("invalid message id {message}")))
+}
+
+fn until_secs(t: UnixTime) -> u64 {
+    u64::try_from(t.secs()).unwrap_or(0)
+}
+
+/// Every permission off: the mute.
+fn muted() -> ChatPermissions {
+    let f = Some(false);
+    ChatPermissions {
+        can_send_messages: f,
+        can_send_audios: f,
+        can_send_documents: f,
+        can_send_photos: f,
+        can_send_videos: f,
+        can_send_video_notes: f,
+        can_send_voice_notes: f,
+        can_send_polls: f,
+        can_send_other_messages: f,
+        can_add_web_page_previews: f,
+        can_react_to_messages: f,
+        can_edit_tag: f,
+        can_change_info: f,
+        can_invite_users: f,
+        can_pin_messages: f,
+        can_manage_topics: f,
+    }
+}
+
+fn keyboard(rows: &[Vec<InlineButton>]) -> Option<InlineKeyboardMarkup> {
+    if rows.is_empty() {
+        return None;
+    }
+    let inline_keyboard = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|b| match b {
+                    InlineButton::Url { text, url } => InlineKeyboardButton::builder()
+                        .text(text.as_str())
+                        .url(url.as_str())
+                        .build(),
+                    InlineButton::Callback { text, data } => InlineKeyboardButton::builder()
+                        .text(text.as_str())
+                        .callback_data(data.as_str())
+                        .build(),
+                })
+                .collect()
+        })
+        .collect();
+    Some(
+        InlineKeyboardMarkup::builder()
+            .inline_keyboard(inline_keyboard)
+            .build(),
+    )
+}
+
+/// The port's view of a `ChatMember`.
+pub fn member_status(m: &ChatMember) -> ChatMemberStatus {
+    match m {
+        ChatMember::Creator(_) => ChatMemberStatus::Creator,
+        ChatMember::Administrator(_) => ChatMemberStatus::Administrator,
+        ChatMember::Member(_) => ChatMemberStatus::Member,
+        // Telegram: a restricted user counts as subscribed only with is_member = true.
+        ChatMember::Restricted(r) => ChatMemberStatus::Restricted {
+            is_member: r.is_member,
+        },
+        ChatMember::Left(_) => ChatMemberStatus::Left,
+        ChatMember::Kicked(_) => ChatMemberStatus::Kicked,
+    }
+}
+
+/// The port's view of an administrator entry; `None` for non-admins.
+pub fn chat_admin(m: &ChatMember) -> Option<ChatAdmin> {
+    let id = |u: &User| UserId(i64::try_from(u.id).unwrap_or(i64::MAX));
+    match m {
+        ChatMember::Creator(o) => Some(ChatAdmin {
+            user: id(&o.user),
+            is_bot: o.user.is_bot,
+            is_creator: true,
+            can_delete_messages: true,
+            can_restrict_members: true,
+            can_invite_users: true,
+        }),
+        ChatMember::Administrator(a) => Some(ChatAdmin {
+            user: id(&a.user),
+            is_bot: a.user.is_bot,
+            is_creator: false,
+            can_delete_messages: a.can_delete_messages,
+            can_restrict_members: a.can_restrict_members,
+            can_invite_users: a.can_invite_users,
+        }),
+        _ => None,
+    }
+}
+
+impl BotApi {
+    /// A client for this token. Fails only if the HTTP client cannot be built.
+    pub fn new(token: BotToken, options: BotApiOptions) -> TelegramResult<Self> {
+        let client = |timeout: Duration| {
+            reqwest::Client::builder()
+                .connect_timeout(options.connect_timeout)
+                .timeout(timeout)
+                .build()
+                .map_err(|e| error::network(&token, &e))
+        };
+        let api_url = format!(
+            "{}/bot{}",
+            options.base_url.as_str().trim_end_matches('/'),
+            token.expose()
+        );
+        let bot = frankenstein::client_reqwest::Bot::builder()
+            .api_url(api_url.as_str())
+            .client(client(options.request_timeout)?)
+            .build();
+        let poll_bot = frankenstein::client_reqwest::Bot::builder()
+            .api_url(api_url)
+            .client(client(options.long_poll + options.request_timeout)?)
+            .build();
+        Ok(Self {
+            token,
+            base_url: options.base_url,
+            bot,
+            poll_bot,
+            long_poll: options.long_poll,
+            permissions: PermissionsCache::new(options.permissions_ttl),
+        })
+    }
+
+    /// The bot's id (from its token).
+    pub fn bot_id(&self) -> UserId {
+        UserId(self.token.bot_id())
+    }
+
+    fn fail(&self, e: frankenstein::Error) -> TelegramError {
+        error::from_client(&self.token, e)
+    }
+
+    /// `getMe`: checks the token and returns the bot's user (its username is needed to
+    /// recognise `/cmd@BotUsername`).
+    pub async fn get_me(&self) -> TelegramResult<User> {
+        Ok(self.bot.get_me().await.map_err(|e| self.fail(e))?.result)
+    }
+
+    /// `getUpdates` with the configured long-poll timeout and [`ALLOWED_UPDATES`].
+    pub async fn get_updates(&self, offset: Option<i64>) -> TelegramResult<UpdateBatch> {
+        let timeout = u32::try_from(self.long_poll.as_secs()).unwrap_or(50);
+        self.get_updates_with(offset, 100, timeout, &ALLOWED_UPDATES)
+            .await
+    }
+
+    /// `getUpdates` with every parameter. Each update is parsed on its own: one Telegram
+    /// adds a field this client does not know cannot block the queue.
+    pub async fn get_updates_with(
+        &self,
+        offset: Option<i64>,
+        limit: u32,
+        timeout: u32,
+        allowed: &[AllowedUpdate],
+    ) -> TelegramResult<UpdateBatch> {
+        let params = GetUpdatesParams::builder()
+            .maybe_offset(offset)
+            .limit(limit.clamp(1, 100))
+            .timeout(timeout)
+            .allowed_updates(allowed.to_vec())
+            .build();
+        let raw: MethodResponse<Vec<serde_json::Value>> = self
+            .poll_bot
+            .request("getUpdates", Some(&params))
+            .await
+            .map_err(|e| self.fail(e))?;
+        let mut batch = UpdateBatch::default();
+        for value in raw.result {
+            let id = value.get("update_id").and_then(serde_json::Value::as_i64);
+            if let Some(id) = id {
+                batch.next_offset = Some(batch.next_offset.map_or(id + 1, |o: i64| o.max(id + 1)));
+            }
+            match serde_json::from_value::<Update>(value) {
+                Ok(u) => batch.updates.push(u),
+                Err(e) => batch.malformed.push((id, e.to_string())),
+            }
+        }
+        Ok(batch)
+    }
+
+    /// `setWebhook` with a secret token, the update kinds and the connection cap.
+    pub async fn set_webhook(
+        &self,
+        url: &str,
+        secret_token: Option<&str>,
+        allowed: &[AllowedUpdate],
+        max_connections: u32,
+        drop_pending_updates: bool,
+    ) -> TelegramResult<()> {
+        let params = SetWebhookParams::builder()
+            .url(url)
+            .maybe_secret_token(secret_token.map(str::to_owned))
+            .allowed_updates(allowed.to_vec())
+            .max_connections(max_connections.clamp(1, 100))
+            .drop_pending_updates(drop_pending_updates)
+            .build();
+        self.bot
+            .set_webhook(&params)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+
+    /// `deleteWebhook` (needed before `getUpdates` works again).
+    pub async fn delete_webhook(&self, drop_pending_updates: bool) -> TelegramResult<()> {
+        let params = DeleteWebhookParams::builder()
+            .drop_pending_updates(drop_pending_updates)
+            .build();
+        self.bot
+            .delete_webhook(&params)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+
+    /// `getWebhookInfo`.
+    pub async fn get_webhook_info(&self) -> TelegramResult<WebhookInfo> {
+        Ok(self
+            .bot
+            .get_webhook_info()
+            .await
+            .map_err(|e| self.fail(e))?
+            .result)
+    }
+
+    /// `getChat` by id.
+    pub async fn get_chat(&self, chat: ChatId) -> TelegramResult<ChatFullInfo> {
+        let params = GetChatParams::builder().chat_id(chat.0).build();
+        Ok(self
+            .bot
+            .get_chat(&params)
+            .await
+            .map_err(|e| self.fail(e))?
+            .result)
+    }
+
+    /// `getChat` by public username (`@name` or `name`), to resolve `/protect @channel`.
+    pub async fn get_chat_by_username(&self, username: &str) -> TelegramResult<ChatFullInfo> {
+        let name = format!("@{}", username.trim_start_matches('@'));
+        let params = GetChatParams::builder().chat_id(name).build();
+        Ok(self
+            .bot
+            .get_chat(&params)
+            .await
+            .map_err(|e| self.fail(e))?
+            .result)
+    }
+
+    /// `getChatMember` with Telegram's full answer (rights, restrictions).
+    pub async fn get_chat_member_full(
+        &self,
+        chat: ChatId,
+        user: UserId,
+    ) -> TelegramResult<ChatMember> {
+        let params = GetChatMemberParams::builder()
+            .chat_id(chat.0)
+            .user_id(uid(user)?)
+            .build();
+        Ok(self
+            .bot
+            .get_chat_member(&params)
+            .await
+            .map_err(|e| self.fail(e))?
+            .result)
+    }
+
+    /// `getChatMemberCount`.
+    pub async fn get_chat_member_count(&self, chat: ChatId) -> TelegramResult<u32> {
+        let params = GetChatMemberCountParams::builder().chat_id(chat.0).build();
+        Ok(self
+            .bot
+            .get_chat_member_count(&params)
+            .await
+            .map_err(|e| self.fail(e))?
+            .result)
+    }
+
+    /// `editMessageText` (HTML), replacing the buttons (none = remove them).
+    pub async fn edit_message_text(
+        &self,
+        chat: ChatId,
+        message: MessageId,
+        new: &OutgoingMessage,
+    ) -> TelegramResult<()> {
+        let params = EditMessageTextParams::builder()
+            .chat_id(chat.0)
+            .message_id(mid(message)?)
+            .text(new.html.as_str())
+            .parse_mode(ParseMode::Html)
+            .maybe_reply_markup(keyboard(&new.buttons))
+            .build();
+        self.bot
+            .edit_message_text(&params)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+
+    /// `banChatMember` until `until` (`None` = forever).
+    pub async fn ban_chat_member(
+        &self,
+        group: GroupId,
+        user: UserId,
+        until: Option<UnixTime>,
+    ) -> TelegramResult<()> {
+        let params = BanChatMemberParams::builder()
+            .chat_id(group.0)
+            .user_id(uid(user)?)
+            .maybe_until_date(until.map(until_secs))
+            .build();
+        self.bot
+            .ban_chat_member(&params)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+
+    /// `unbanChatMember`; with `only_if_banned` a present member is left alone.
+    pub async fn unban_chat_member(
+        &self,
+        group: GroupId,
+        user: UserId,
+        only_if_banned: bool,
+    ) -> TelegramResult<()> {
+        let params = UnbanChatMemberParams::builder()
+            .chat_id(group.0)
+            .user_id(uid(user)?)
+            .only_if_banned(only_if_banned)
+            .build();
+        self.bot
+            .unban_chat_member(&params)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+
+    /// `createChatInviteLink`: a new additional link (needs `can_invite_users`). Use this,
+    /// once, for a private channel's Join button — never `exportChatInviteLink`, which
+    /// revokes the previous primary link.
+    pub async fn create_chat_invite_link(
+        &self,
+        chat: ChatId,
+        name: Option<&str>,
+    ) -> TelegramResult<String> {
+        let params = CreateChatInviteLinkParams::builder()
+            .chat_id(chat.0)
+            .maybe_name(name.map(str::to_owned))
+            .build();
+        Ok(self
+            .bot
+            .create_chat_invite_link(&params)
+            .await
+            .map_err(|e| self.fail(e))?
+            .result
+            .invite_link)
+    }
+
+    /// `exportChatInviteLink`: a new primary link; **revokes the previous one**.
+    pub async fn export_chat_invite_link(&self, chat: ChatId) -> TelegramResult<String> {
+        let params = ExportChatInviteLinkParams::builder()
+            .chat_id(chat.0)
+            .build();
+        Ok(self
+            .bot
+            .export_chat_invite_link(&params)
+            .await
+            .map_err(|e| self.fail(e))?
+            .result)
+    }
+
+    /// The group's default member permissions (`getChat.permissions`), cached briefly.
+    pub async fn default_permissions(&self, group: GroupId) -> TelegramResult<ChatPermissions> {
+        if let Some(p) = self.permissions.get(group) {
+            return Ok(p);
+        }
+        let chat = self.get_chat(group.into()).await?;
+        // A group always reports its permissions; if an answer lacks them, restore what a
+        // group allows by default (send everything, no info/pin/topic changes).
+        let perms = chat.permissions.unwrap_or_else(|| {
+            let t = Some(true);
+            ChatPermissions {
+                can_change_info: Some(false),
+                can_pin_messages: Some(false),
+                can_manage_topics: Some(false),
+                can_edit_tag: Some(false),
+                can_invite_users: t,
+                ..ChatPermissions {
+                    can_send_messages: t,
+                    can_send_audios: t,
+                    can_send_documents: t,
+                    can_send_photos: t,
+                    can_send_videos: t,
+                    can_send_video_notes: t,
+                    can_send_voice_notes: t,
+                    can_send_polls: t,
+                    can_send_other_messages: t,
+                    can_add_web_page_previews: t,
+                    can_react_to_messages: t,
+                    ..muted()
+                }
+            }
+        });
+        self.permissions.put(group, perms);
+        Ok(perms)
+    }
+
+    /// Drops the cached default permissions of a group (after its settings changed).
+    pub fn forget_permissions(&self, group: GroupId) {
+        self.permissions.forget(group);
+    }
+
+    async fn restrict(
+        &self,
+        group: GroupId,
+        user: UserId,
+        permissions: ChatPermissions,
+        until: Option<UnixTime>,
+    ) -> TelegramResult<()> {
+        // Sent explicitly: without it Telegram lets some permissions imply others.
+        let params = RestrictChatMemberParams::builder()
+            .chat_id(group.0)
+            .user_id(uid(user)?)
+            .permissions(permissions)
+            .use_independent_chat_permissions(true)
+            .maybe_until_date(until.map(until_secs))
+            .build();
+        self.bot
+            .restrict_chat_member(&params)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TelegramApi for BotApi {
+    async fn get_chat_member(
+        &self,
+        chat: ChatId,
+        user: UserId,
+    ) -> TelegramResult<ChatMemberStatus> {
+        Ok(member_status(&self.get_chat_member_full(chat, user).await?))
+    }
+
+    async fn get_chat_administrators(&self, chat: ChatId) -> TelegramResult<Vec<ChatAdmin>> {
+        let params = GetChatAdministratorsParams::builder()
+            .chat_id(chat.0)
+            .build();
+        let list = self
+            .bot
+            .get_chat_administrators(&params)
+            .await
+            .map_err(|e| self.fail(e))?
+            .result;
+        Ok(list.iter().filter_map(chat_admin).collect())
+    }
+
+    async fn delete_message(&self, chat: ChatId, message: MessageId) -> TelegramResult<()> {
+        let params = DeleteMessageParams::builder()
+            .chat_id(chat.0)
+            .message_id(mid(message)?)
+            .build();
+        self.bot
+            .delete_message(&params)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+
+    async fn restrict_member(
+        &self,
+        group: GroupId,
+        user: UserId,
+        until: Option<UnixTime>,
+    ) -> TelegramResult<()> {
+        self.restrict(group, user, muted(), until).await
+    }
+
+    async fn unrestrict_member(&self, group: GroupId, user: UserId) -> TelegramResult<()> {
+        let defaults = self.default_permissions(group).await?;
+        self.restrict(group, user, defaults, None).await
+    }
+
+    async fn kick_member(&self, group: GroupId, user: UserId) -> TelegramResult<()> {
+        self.ban_chat_member(group, user, None).await?;
+        self.unban_chat_member(group, user, true).await
+    }
+
+    async fn send_message(
+        &self,
+        chat: ChatId,
+        message: &OutgoingMessage,
+    ) -> TelegramResult<MessageId> {
+        let reply = message.reply_to.map(mid).transpose()?.map(|id| {
+            ReplyParameters::builder()
+                .message_id(id)
+                .allow_sending_without_reply(true)
+                .build()
+        });
+        let params = SendMessageParams::builder()
+            .chat_id(chat.0)
+            .text(message.html.as_str())
+            .parse_mode(ParseMode::Html)
+            .maybe_reply_markup(keyboard(&message.buttons).map(ReplyMarkup::InlineKeyboardMarkup))
+            .maybe_reply_parameters(reply)
+            .maybe_disable_notification(message.silent.then_some(true))
+            .build();
+        let sent = self
+            .bot
+            .send_message(&params)
+            .await
+            .map_err(|e| self.fail(e))?
+            .result;
+        Ok(MessageId(i64::from(sent.message_id)))
+    }
+
+    async fn answer_callback(
+        &self,
+        callback_id: &str,
+        text: Option<&str>,
+        show_alert: bool,
+    ) -> TelegramResult<()> {
+        let params = AnswerCallbackQueryParams::builder()
+            .callback_query_id(callback_id)
+            .maybe_text(text.map(str::to_owned))
+            .show_alert(show_alert)
+            .build();
+        self.bot
+            .answer_callback_query(&params)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,557 @@
+//! Configuration: the environment, parsed and validated once at start into one [`Config`].
+//!
+//! A bad value stops the program with a message naming the variable (and never quoting a
+//! secret). Parsing takes the variables as a map, so tests never touch the process
+//! environment. An empty variable counts as unset, as `.env` files and compose files write
+//! `VAR=` for "not configured".
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use gmbot_core::store::DatabaseUrl;
+use url::Url;
+
+use crate::secret::{BotToken, SecretString};
+
+/// Every variable GMBot reads.
+pub const VARIABLES: [&str; 16] = [
+    "TELEGRAM_BOT_TOKEN",
+    "TELEGRAM_API_URL",
+    "TELEGRAM_API_ID",
+    "TELEGRAM_API_HASH",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "WEBHOOK_URL",
+    "WEBHOOK_SECRET",
+    "HTTP_LISTEN",
+    "SENTRY_DSN",
+    "RUST_LOG",
+    "GMBOT_LOG_FORMAT",
+    "CHANNEL_ID",
+    "CHANNEL_URL",
+    "GROUP_ID",
+    "BOT_TOKEN",
+];
+
+/// The public Bot API.
+pub const DEFAULT_API_URL: &str = "https://api.telegram.org";
+/// SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://gmbot.db";
+/// Where the HTTP endpoints (health, readiness, metrics, webhook) listen.
+pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
+
+/// A variable with a bad value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}: {reason}")]
+pub struct ConfigError {
+    /// The variable's name.
+    pub var: &'static str,
+    /// What is wrong and how to fix it (never the secret itself).
+    pub reason: String,
+}
+
+fn bad(var: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        reason: reason.into(),
+    }
+}
+
+/// Log output format (`GMBOT_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Webhook mode (`WEBHOOK_URL` set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// The public URL Telegram posts to; its path is where the listener serves the webhook.
+    pub url: Url,
+    /// `WEBHOOK_SECRET`; when absent the transport derives one from the token.
+    pub secret: Option<SecretString>,
+}
+
+/// MTProto credentials (`TELEGRAM_API_ID` and `TELEGRAM_API_HASH`, both or neither).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MtprotoCredentials {
+    /// `api_id` from my.telegram.org.
+    pub api_id: i32,
+    /// `api_hash` from my.telegram.org.
+    pub api_hash: SecretString,
+}
+
+/// Everything GMBot reads from its environment, validated.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `TELEGRAM_BOT_TOKEN`; `None` when unset (the binary then explains how to get one).
+    pub token: Option<BotToken>,
+    /// `TELEGRAM_API_URL`: the Bot API base URL, without a trailing slash.
+    pub api_url: Url,
+    /// `DATABASE_URL`.
+    pub database_url: DatabaseUrl,
+    /// `REDIS_URL` (may hold a password, hence secret).
+    pub redis_url: Option<SecretString>,
+    /// `WEBHOOK_URL` and `WEBHOOK_SECRET`: webhook mode instead of long polling.
+    pub webhook: Option<WebhookConfig>,
+    /// `HTTP_LISTEN`.
+    pub http_listen: SocketAddr,
+    /// `SENTRY_DSN`.
+    pub sentry_dsn: Option<SecretString>,
+    /// `GMBOT_LOG_FORMAT`.
+    pub log_format: LogFormat,
+    /// `TELEGRAM_API_ID` / `TELEGRAM_API_HASH`.
+    pub mtproto: Option<MtprotoCredentials>,
+    /// Things worth telling the operator that do not stop the program (v1 variables, …).
+    pub warnings: Vec<String>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("token", &self.token)
+            .field("api_url", &self.api_url.as_str())
+            .field("database_url", &self.database_url)
+            .field("redis_url", &self.redis_url)
+            .field("webhook", &self.webhook)
+            .field("http_listen", &self.http_listen)
+            .field("sentry_dsn", &self.sentry_dsn)
+            .field("log_format", &self.log_format)
+            .field("mtproto", &self.mtproto)
+            .field("warnings", &self.warnings)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut vars = HashMap::new();
+        for name in VARIABLES {
+            match std::env::var(name) {
+                Ok(v) => {
+                    vars.insert(name.to_owned(), v);
+                }
+                Err(std::env::VarError::NotPresent) => {}
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    return Err(bad(name, "is not valid UTF-8"));
+                }
+            }
+        }
+        Self::from_vars(vars)
+    }
+
+    /// Parses a set of variables (unknown names are ignored).
+    pub fn from_vars<I, K, V>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let vars: HashMap<String, String> = vars
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .filter(|(_, v)| !v.trim().is_empty())
+            .collect();
+        let get = |name: &str| vars.get(name).map(|v| v.trim().to_owned());
+        let mut warnings = Vec::new();
+
+        let token = match get("TELEGRAM_BOT_TOKEN") {
+            Some(t) => {
+                Some(BotToken::parse(&t).map_err(|e| bad("TELEGRAM_BOT_TOKEN", e.to_string()))?)
+            }
+            None => None,
+        };
+        if token.is_none() && get("BOT_TOKEN").is_some() {
+            warnings.push(
+                "BOT_TOKEN is the v1 name and is ignored: rename it to TELEGRAM_BOT_TOKEN".into(),
+            );
+        }
+
+        let api_url = parse_api_url(get("TELEGRAM_API_URL").as_deref())?;
+
+        let database_url = DatabaseUrl::from_str(
+            &get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+        )
+        .map_err(|e| {
+            bad(
+                "DATABASE_URL",
+                format!("{e} (expected sqlite://path, sqlite::memory: or postgres://…)"),
+            )
+        })?;
+
+        let redis_url = match get("REDIS_URL") {
+            Some(u) => {
+                let parsed = Url::parse(&u).map_err(|_| {
+                    bad(
+                        "REDIS_URL",
+                        "is not a URL (expected redis://host:6379 or rediss://…)",
+                    )
+                })?;
+                if !matches!(parsed.scheme(), "redis" | "rediss" | "redis+unix" | "unix") {
+                    return Err(bad(
+                        "REDIS_URL",
+                        format!("scheme `{}` is not redis:// or rediss://", parsed.scheme()),
+                    ));
+                }
+                Some(SecretString::new(u))
+            }
+            None => None,
+        };
+
+        let secret = match get("WEBHOOK_SECRET") {
+            Some(s) => {
+                let ok = (1..=256).contains(&s.len())
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if !ok {
+                    return Err(bad(
+                        "WEBHOOK_SECRET",
+                        "must be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule for secret_token)",
+                    ));
+                }
+                Some(SecretString::new(s))
+            }
+            None => None,
+        };
+        let webhook = match get("WEBHOOK_URL") {
+            Some(u) => Some(WebhookConfig {
+                url: parse_webhook_url(&u)?,
+                secret,
+            }),
+            None => {
+                if secret.is_some() {
+                    warnings.push(
+                        "WEBHOOK_SECRET is set but WEBHOOK_URL is not: the bot uses long polling and ignores the secret".into(),
+                    );
+                }
+                None
+            }
+        };
+
+        let http_listen = get("HTTP_LISTEN")
+            .unwrap_or_else(|| DEFAULT_HTTP_LISTEN.to_owned())
+            .parse::<SocketAddr>()
+            .map_err(|_| {
+                bad(
+                    "HTTP_LISTEN",
+                    "expected an address and port such as 0.0.0.0:8080 or 127.0.0.1:9000",
+                )
+            })?;
+
+        let sentry_dsn = match get("SENTRY_DSN") {
+            Some(d) => Some(parse_sentry_dsn(&d)?),
+            None => None,
+        };
+
+        let log_format = match get("GMBOT_LOG_FORMAT").map(|s| s.to_ascii_lowercase()) {
+            None => LogFormat::Text,
+            Some(s) if s == "text" => LogFormat::Text,
+            Some(s) if s == "json" => LogFormat::Json,
+            Some(_) => return Err(bad("GMBOT_LOG_FORMAT", "expected `text` or `json`")),
+        };
+
+        let mtproto = match (get("TELEGRAM_API_ID"), get("TELEGRAM_API_HASH")) {
+            (None, None) => None,
+            (Some(id), Some(hash)) => {
+                let api_id = id.parse::<i32>().ok().filter(|v| *v > 0).ok_or_else(|| {
+                    bad(
+                        "TELEGRAM_API_ID",
+                        "expected the positive number from my.telegram.org",
+                    )
+                })?;
+                if hash.len() != 32 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(bad(
+                        "TELEGRAM_API_HASH",
+                        "expected the 32 hexadecimal characters from my.telegram.org",
+                    ));
+                }
+                Some(MtprotoCredentials {
+                    api_id,
+                    api_hash: SecretString::new(hash),
+                })
+            }
+            (Some(_), None) => {
+                return Err(bad(
+                    "TELEGRAM_API_HASH",
+                    "is required when TELEGRAM_API_ID is set",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(bad(
+                    "TELEGRAM_API_ID",
+                    "is required when TELEGRAM_API_HASH is set",
+                ))
+            }
+        };
+
+        if let Some(w) = v1_warning(&get("CHANNEL_ID"), &get("CHANNEL_URL"), &get("GROUP_ID")) {
+            warnings.push(w);
+        }
+
+        Ok(Self {
+            token,
+            api_url,
+            database_url,
+            redis_url,
+            webhook,
+            http_listen,
+            sentry_dsn,
+            log_format,
+            mtproto,
+            warnings,
+        })
+    }
+}
+
+fn parse_api_url(value: Option<&str>) -> Result<Url, ConfigError> {
+    const VAR: &str = "TELEGRAM_API_URL";
+    let raw = value.unwrap_or(DEFAULT_API_URL).trim_end_matches('/');
+    let url = Url::parse(raw).map_err(|_| {
+        bad(
+            VAR,
+            "is not a URL (expected e.g. https://api.telegram.org or http://127.0.0.1:8081)",
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(bad(VAR, "must be an http:// or https:// URL with a host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad(VAR, "must not have a query or fragment"));
+    }
+    if url.path().contains("/bot") {
+        return Err(bad(
+            VAR,
+            "give the base URL only: the /bot<token> part is added by GMBot",
+        ));
+    }
+    Ok(url)
+}
+
+fn parse_webhook_url(raw: &str) -> Result<Url, ConfigError> {
+    const VAR: &str = "WEBHOOK_URL";
+    let url = Url::parse(raw).map_err(|_| {
+        bad(
+            VAR,
+            "is not a URL (expected https://bot.example.com/telegram/webhook)",
+        )
+    })?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => return Err(bad(VAR, "has no host")),
+    };
+    match url.scheme() {
+        "https" => {
+            // Telegram delivers webhooks only to these ports.
+            let port = url.port_or_known_default().unwrap_or(443);
+            if ![443, 80, 88, 8443].contains(&port) && !loopback {
+                return Err(bad(
+                    VAR,
+                    format!("port {port} is not one Telegram delivers to (443, 80, 88 or 8443)"),
+                ));
+            }
+        }
+        // Plain http only for local testing (the simulator); Telegram requires https.
+        "http" if loopback => {}
+        "http" => {
+            return Err(bad(
+                VAR,
+                "Telegram requires an https:// URL (terminate TLS at a reverse proxy)",
+            ))
+        }
+        other => return Err(bad(VAR, format!("scheme `{other}` is not https"))),
+    }
+    Ok(url)
+}
+
+fn parse_sentry_dsn(raw: &str) -> Result<SecretString, ConfigError> {
+    const VAR: &str = "SENTRY_DSN";
+    let url = Url::parse(raw).map_err(|_| {
+        bad(
+            VAR,
+            "is not a URL (expected https://<key>@<host>/<project id>)",
+        )
+    })?;
+    let project = url.path().trim_matches('/');
+    let ok = matches!(url.scheme(), "http" | "https")
+        && !url.username().is_empty()
+        && url.host().is_some()
+        && !project.is_empty();
+    if !ok {
+        return Err(bad(VAR, "expected https://<key>@<host>/<project id>"));
+    }
+    Ok(SecretString::new(raw))
+}
+
+/// v1 configured one group and one channel by environment; v2 does it from Telegram.
+fn v1_warning(
+    channel: &Option<String>,
+    channel_url: &Option<String>,
+    group: &Option<String>,
+) -> Option<String> {
+    let set: Vec<&str> = [
+        ("CHANNEL_ID", channel),
+        ("CHANNEL_URL", channel_url),
+        ("GROUP_ID", group),
+    ]
+    .iter()
+    .filter(|(_, v)| v.is_some())
+    .map(|(n, _)| *n)
+    .collect();
+    if set.is_empty() {
+        return None;
+    }
+    let command = match (group, channel) {
+        (Some(g), Some(c)) => format!("gmbot protect --group {g} --channel {c}"),
+        _ => "gmbot protect --group <GROUP_ID> --channel <CHANNEL_ID>".to_owned(),
+    };
+    Some(format!(
+        "{} {} v1 settings and ignored: protections now live in the database. Make the bot an admin of the group (delete and restrict rights) and of the channel, then send `/protect @yourchannel` in the group, or run `{command}`; then remove {} from the environment",
+        set.join(", "),
+        if set.len() == 1 { "is a" } else { "are" },
+        if set.len() == 1 { "it" } else { "them" },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw-";
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars(vars.iter().map(|(k, v)| (*k, *v)))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[]).expect("empty environment is valid");
+        assert!(c.token.is_none());
+        assert_eq!(c.api_url.as_str(), "https://api.telegram.org/");
+        assert_eq!(c.http_listen, "0.0.0.0:8080".parse().expect("addr"));
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert!(c.webhook.is_none() && c.redis_url.is_none() && c.mtproto.is_none());
+        assert!(c.warnings.is_empty());
+        assert_eq!(
+            c.database_url,
+            DEFAULT_DATABASE_URL.parse().expect("default db url")
+        );
+    }
+
+    #[test]
+    fn full_and_valid() {
+        let c = parse(&[
+            ("TELEGRAM_BOT_TOKEN", TOKEN),
+            ("TELEGRAM_API_URL", "http://127.0.0.1:8081/"),
+            ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"),
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("WEBHOOK_URL", "https://bot.example.com/tg/hook"),
+            ("WEBHOOK_SECRET", "s3cr3t_-X"),
+            ("HTTP_LISTEN", "127.0.0.1:9000"),
+            ("SENTRY_DSN", "https://abc@o1.ingest.sentry.io/42"),
+            ("GMBOT_LOG_FORMAT", "JSON"),
+            ("TELEGRAM_API_ID", "12345"),
+            ("TELEGRAM_API_HASH", "0123456789abcdef0123456789abcdef"),
+        ])
+        .expect("valid");
+        assert_eq!(c.token.as_ref().map(BotToken::bot_id), Some(123_456_789));
+        assert_eq!(c.api_url.as_str(), "http://127.0.0.1:8081/");
+        assert_eq!(c.log_format, LogFormat::Json);
+        let hook = c.webhook.as_ref().expect("webhook mode");
+        assert_eq!(hook.url.path(), "/tg/hook");
+        assert_eq!(
+            hook.secret.as_ref().map(SecretString::expose),
+            Some("s3cr3t_-X")
+        );
+        assert_eq!(c.mtproto.as_ref().map(|m| m.api_id), Some(12345));
+        let dbg = format!("{c:?}");
+        for secret in ["AAHdqTcv", "s3cr3t", "abc@", "0123456789abcdef0123"] {
+            assert!(!dbg.contains(secret), "{secret} leaked in {dbg}");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_hide_secrets() {
+        let cases: &[(&str, &str)] = &[
+            ("TELEGRAM_BOT_TOKEN", "123:not-a-real-token"),
+            ("TELEGRAM_BOT_TOKEN", "hello"),
+            ("TELEGRAM_API_URL", "ftp://x"),
+            ("TELEGRAM_API_URL", "https://api.telegram.org/bot123:abc"),
+            ("DATABASE_URL", "mysql://x"),
+            ("REDIS_URL", "http://127.0.0.1:6379"),
+            ("WEBHOOK_URL", "http://bot.example.com/hook"),
+            ("WEBHOOK_URL", "https://bot.example.com:9999/hook"),
+            ("HTTP_LISTEN", "localhost"),
+            ("SENTRY_DSN", "not a dsn"),
+            ("GMBOT_LOG_FORMAT", "xml"),
+        ];
+        for (var, value) in cases {
+            let err = parse(&[(var, value)]).expect_err("must be rejected");
+            assert_eq!(err.var, *var, "{err}");
+            assert!(err.to_string().starts_with(var), "{err}");
+        }
+        let err = parse(&[(
+            "TELEGRAM_BOT_TOKEN",
+            "123456:secretvalue with spaces in it 0123",
+        )])
+        .expect_err("bad token");
+        assert!(!err.to_string().contains("secretvalue"), "{err}");
+        let err = parse(&[
+            ("WEBHOOK_URL", "https://x.example/h"),
+            ("WEBHOOK_SECRET", "has space"),
+        ])
+        .expect_err("bad secret");
+        assert_eq!(err.var, "WEBHOOK_SECRET");
+        assert!(!err.to_string().contains("has space"));
+        let hash = "0123456789abcdef0123456789abcdef";
+        let err = parse(&[("TELEGRAM_API_ID", "-3"), ("TELEGRAM_API_HASH", hash)]).expect_err("bad id");
+        assert_eq!(err.var, "TELEGRAM_API_ID");
+        let err = parse(&[("TELEGRAM_API_ID", "12")]).expect_err("hash missing");
+        assert_eq!(err.var, "TELEGRAM_API_HASH");
+        let long = "a".repeat(257);
+        assert_eq!(
+            parse(&[
+                ("WEBHOOK_URL", "https://x.example/h"),
+                ("WEBHOOK_SECRET", &long)
+            ])
+            .expect_err("too long")
+            .var,
+            "WEBHOOK_SECRET"
+        );
+    }
+
+    #[test]
+    fn loopback_http_webhook_and_empty_values() {
+        let c = parse(&[
+            ("WEBHOOK_URL", "http://127.0.0.1:8080/hook"),
+            ("REDIS_URL", ""),
+        ])
+        .expect("loopback http is allowed for local testing");
+        assert!(c.webhook.is_some());
+        assert!(c.redis_url.is_none(), "empty means unset");
+    }
+
+    #[test]
+    fn v1_variables_warn_with_the_way_forward() {
+        let c =
+            parse(&[("CHANNEL_ID", "-1001"), ("GROUP_ID", "-1002")]).expect("v1 vars only warn");
+        assert_eq!(c.warnings.len(), 1);
+        let w = &c.warnings[0];
+        assert!(w.contains("CHANNEL_ID, GROUP_ID"), "{w}");
+        assert!(w.contains("/protect"), "{w}");
+        assert!(
+            w.contains("gmbot protect --group -1002 --channel -1001"),
+            "{w}"
+        );
+        let c = parse(&[("WEBHOOK_SECRET", "abc")]).expect("secret alone warns");
+        assert!(c.warnings[0].contains("WEBHOOK_URL"));
+    }
+}

@@ -1,0 +1,176 @@
+//! The transport-neutral update model: what the bot's handlers see, whichever frontend received it.
+//!
+//! The Bot API frontend converts `frankenstein` updates into these types and an
+//! MTProto frontend would convert its own; handlers never see a transport's
+//! types, so one set of handlers serves every transport and tests can build
+//! updates directly.
+
+use gmbot_core::domain::{ChatId, ChatMemberStatus, MessageId, UnixTime, UserId};
+use gmbot_core::telegram::ChatAdmin;
+
+/// One update, with Telegram's `update_id` (used for de-duplication).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Update {
+    /// Telegram's `update_id`.
+    pub id: i64,
+    /// What happened.
+    pub kind: UpdateKind,
+}
+
+/// The update kinds GMBot handles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpdateKind {
+    /// A new message (including service messages: joins, leaves, migrations).
+    Message(Message),
+    /// A press on an inline button.
+    CallbackQuery(CallbackQuery),
+    /// Someone's membership changed in a chat where the bot is an administrator.
+    ChatMember(ChatMemberUpdate),
+    /// The bot's own membership or rights changed.
+    MyChatMember(ChatMemberUpdate),
+    /// Anything else (edited messages, polls, …); named for metrics and logs.
+    Other(&'static str),
+}
+
+impl UpdateKind {
+    /// A bounded name for metrics labels and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Message(_) => "message",
+            Self::CallbackQuery(_) => "callback_query",
+            Self::ChatMember(_) => "chat_member",
+            Self::MyChatMember(_) => "my_chat_member",
+            Self::Other(name) => name,
+        }
+    }
+}
+
+/// A Telegram user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// User id.
+    pub id: UserId,
+    /// Whether this is a bot.
+    pub is_bot: bool,
+    /// First name (always present in Telegram).
+    pub first_name: String,
+    /// Last name.
+    pub last_name: Option<String>,
+    /// @username without `@`.
+    pub username: Option<String>,
+}
+
+impl User {
+    /// "First Last", unescaped: escape it before putting it in HTML.
+    pub fn display_name(&self) -> String {
+        match &self.last_name {
+            Some(last) if !last.is_empty() => format!("{} {}", self.first_name, last),
+            _ => self.first_name.clone(),
+        }
+    }
+}
+
+/// The kind of chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChatKind {
+    /// A private chat with a user.
+    Private,
+    /// A basic group.
+    Group,
+    /// A supergroup.
+    Supergroup,
+    /// A channel.
+    Channel,
+}
+
+/// A chat as it appears in an update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chat {
+    /// Chat id.
+    pub id: ChatId,
+    /// Private, group, supergroup or channel.
+    pub kind: ChatKind,
+    /// Title of a group or channel.
+    pub title: Option<String>,
+    /// Public @username without `@`.
+    pub username: Option<String>,
+}
+
+impl Chat {
+    /// A group or supergroup.
+    pub fn is_group(&self) -> bool {
+        matches!(self.kind, ChatKind::Group | ChatKind::Supergroup)
+    }
+}
+
+/// A message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The chat it was sent in.
+    pub chat: Chat,
+    /// Its id in that chat.
+    pub id: MessageId,
+    /// When it was sent.
+    pub date: UnixTime,
+    /// The sender (absent for channel posts).
+    pub from: Option<User>,
+    /// The chat it was sent on behalf of: the group itself for anonymous
+    /// admins, the linked channel for automatic forwards.
+    pub sender_chat: Option<Chat>,
+    /// `is_automatic_forward`: a post of the linked channel forwarded into its discussion group.
+    pub is_automatic_forward: bool,
+    /// Text or caption.
+    pub text: Option<String>,
+    /// Service message: members who joined.
+    pub new_chat_members: Vec<User>,
+    /// Service message: the member who left.
+    pub left_chat_member: Option<User>,
+    /// Service message in the old group: it became this supergroup.
+    pub migrate_to_chat_id: Option<ChatId>,
+    /// Service message in the new supergroup: it was this group.
+    pub migrate_from_chat_id: Option<ChatId>,
+}
+
+/// A press on an inline button.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackQuery {
+    /// The id to answer with `answerCallbackQuery`.
+    pub id: String,
+    /// Who pressed.
+    pub from: User,
+    /// The message carrying the button, if still accessible.
+    pub message: Option<(ChatId, MessageId)>,
+    /// The button's `callback_data` (untrusted: anyone can send any data).
+    pub data: Option<String>,
+}
+
+/// A change of someone's membership (`chat_member`) or of the bot's (`my_chat_member`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMemberUpdate {
+    /// The chat.
+    pub chat: Chat,
+    /// Who made the change.
+    pub actor: User,
+    /// When.
+    pub date: UnixTime,
+    /// Whose membership changed.
+    pub user: User,
+    /// Status before.
+    pub old: ChatMemberStatus,
+    /// Status after.
+    pub new: ChatMemberStatus,
+    /// Rights after the change, when the new status is administrator or creator.
+    pub new_rights: Option<ChatAdmin>,
+}
+
+impl ChatMemberUpdate {
+    /// The user became a member (was not subscribed, now is).
+    pub fn joined(&self) -> bool {
+        !self.old.is_subscribed() && self.new.is_subscribed()
+    }
+
+    /// The user stopped being a member.
+    pub fn left(&self) -> bool {
+        self.old.is_subscribed() && !self.new.is_subscribed()
+    }
+}

@@ -1,0 +1,691 @@
+//! The Redis adapter: one membership cache shared by every GMBot instance, plus the Redis plumbing the layered cache reuses.
+//!
+//! Keys are `{prefix}{channel}:{user}` (default prefix `gmbot:m:`); the value
+//! is the status and its logical expiry in Unix milliseconds taken from the
+//! [`Clock`] port (`m:1700000000000`), so every instance — and a test on a
+//! `ManualClock` — agrees on when an entry dies. `PX` with the same lifetime
+//! is only the backstop that frees Redis memory. Invalidations are a `DEL`
+//! plus a `PUBLISH` of `{channel}:{user}` on the invalidation channel; every
+//! instance's listener task applies them (to its L1 and to its loads in flight).
+//!
+//! Redis is an optimisation, never a dependency of a verification: every
+//! call is bounded by a timeout (250 ms by default); a failure marks Redis
+//! down, logs one warning for the whole outage, and for the next half-second
+//! lookups skip Redis entirely (in-process layer and loader only) before one
+//! call probes it again. The `ConnectionManager` reconnects by itself; the
+//! first success logs the recovery.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use prometheus::Registry;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::RedisResult;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::domain::{ChannelId, ChatMemberStatus, UserId};
+use crate::telegram::TelegramResult;
+
+use super::flight::SingleFlight;
+use super::metrics::{CacheMetrics, LayerResult};
+use super::{
+    CacheError, CacheLookup, CacheSource, MembershipCache, MembershipKey, MembershipLoader,
+    TtlPolicy,
+};
+
+/// How long lookups skip Redis after a failure before one call probes it again.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// Bounds of the listener's reconnection backoff.
+const LISTEN_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Settings of a [`RedisCache`] (and of the Redis layer of a
+/// [`LayeredCache`](super::LayeredCache)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisCacheConfig {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// Prefix of every key this cache writes (`{prefix}{channel}:{user}`).
+    pub key_prefix: String,
+    /// The pub/sub channel invalidations travel on; every instance sharing
+    /// the keys must use the same one.
+    pub invalidation_channel: String,
+    /// Upper bound of any single Redis call made by a lookup.
+    pub op_timeout: Duration,
+    /// Lifetimes and jitter.
+    pub ttl: TtlPolicy,
+}
+
+impl RedisCacheConfig {
+    /// Defaults for `url`: prefix `gmbot:m:`, channel `gmbot:m:invalidate`,
+    /// 250 ms per call, default TTLs.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            key_prefix: "gmbot:m:".into(),
+            invalidation_channel: "gmbot:m:invalidate".into(),
+            op_timeout: Duration::from_millis(250),
+            ttl: TtlPolicy::default(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), CacheError> {
+        self.ttl.validate()?;
+        if self.op_timeout.is_zero() {
+            return Err(CacheError::InvalidConfig(
+                "the Redis call timeout must be greater than zero".into(),
+            ));
+        }
+        if self.invalidation_channel.is_empty() {
+            return Err(CacheError::InvalidConfig(
+                "the Redis invalidation channel must not be empty".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `url` with any password replaced by `***`, for logs and errors.
+pub(super) fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, None), |(a, p)| (a, Some(p)));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => format!("***@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    match path {
+        Some(p) => format!("{scheme}://{authority}/{p}"),
+        None => format!("{scheme}://{authority}"),
+    }
+}
+
+/// Whether Redis is answering: the outage state machine behind "one warning per outage".
+pub(super) struct RedisHealth {
+    target: String,
+    down: AtomicBool,
+    /// Real milliseconds since `origin` before which lookups skip Redis.
+    /// Real time, not the `Clock`: it paces network probes, and a frozen
+    /// `ManualClock` must not stop Redis from ever being retried.
+    probe_at: AtomicU64,
+    origin: Instant,
+    metrics: CacheMetrics,
+}
+
+impl RedisHealth {
+    fn new(target: String, metrics: CacheMetrics) -> Self {
+        Self {
+            target,
+            down: AtomicBool::new(false),
+            probe_at: AtomicU64::new(0),
+            origin: Instant::now(),
+            metrics,
+        }
+    }
+
+    fn elapsed_millis(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether a lookup may call Redis now: always while it is up; during an
+    /// outage, one caller per probe interval.
+    fn allow(&self) -> bool {
+        if !self.down.load(Ordering::Acquire) {
+            return true;
+        }
+        let now = self.elapsed_millis();
+        let at = self.probe_at.load(Ordering::Acquire);
+        now >= at
+            && self
+                .probe_at
+                .compare_exchange(
+                    at,
+                    now + probe_millis(),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+    }
+
+    fn succeeded(&self) {
+        if self.down.swap(false, Ordering::AcqRel) {
+            self.metrics.redis_up.set(1);
+            log::info!(
+                redis = self.target.as_str();
+                "Redis at {} answers again; the membership cache uses it again",
+                self.target
+            );
+        }
+    }
+
+    fn failed(&self, reason: &str) {
+        self.probe_at
+            .store(self.elapsed_millis() + probe_millis(), Ordering::Release);
+        if !self.down.swap(true, Ordering::AcqRel) {
+            self.metrics.redis_up.set(0);
+            self.metrics.redis_outages.inc();
+            log::warn!(
+                redis = self.target.as_str(), error = reason;
+                "Redis at {} is unavailable ({reason}); the membership cache falls back to \
+                 the in-process layer and Telegram and reconnects by itself \
+                 (no further warning until it recovers)",
+                self.target
+            );
+        }
+    }
+
+    fn is_up(&self) -> bool {
+        !self.down.load(Ordering::Acquire)
+    }
+}
+
+fn probe_millis() -> u64 {
+    u64::try_from(PROBE_INTERVAL.as_millis()).unwrap_or(500)
+}
+
+/// A Redis lookup's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RedisLookup {
+    /// A live entry, with what remains of its life.
+    Hit {
+        status: ChatMemberStatus,
+        remaining: Duration,
+    },
+    /// No live entry.
+    Miss,
+    /// Redis did not answer (or is being skipped during an outage).
+    Unavailable,
+}
+
+fn encode_status(status: ChatMemberStatus) -> &'static str {
+    match status {
+        ChatMemberStatus::Creator => "c",
+        ChatMemberStatus::Administrator => "a",
+        ChatMemberStatus::Member => "m",
+        ChatMemberStatus::Restricted { is_member: true } => "r1",
+        ChatMemberStatus::Restricted { is_member: false } => "r0",
+        ChatMemberStatus::Left => "l",
+        ChatMemberStatus::Kicked => "k",
+    }
+}
+
+fn decode_status(code: &str) -> Option<ChatMemberStatus> {
+    Some(match code {
+        "c" => ChatMemberStatus::Creator,
+        "a" => ChatMemberStatus::Administrator,
+        "m" => ChatMemberStatus::Member,
+        "r1" => ChatMemberStatus::Restricted { is_member: true },
+        "r0" => ChatMemberStatus::Restricted { is_member: false },
+        "l" => ChatMemberStatus::Left,
+        "k" => ChatMemberStatus::Kicked,
+        _ => return None,
+    })
+}
+
+/// `{channel}:{user}` → key (the pub/sub payload and the key suffix).
+fn parse_key(payload: &[u8]) -> Option<MembershipKey> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let (channel, user) = text.rsplit_once(':')?;
+    Some(MembershipKey::new(
+        ChannelId(channel.parse().ok()?),
+        UserId(user.parse().ok()?),
+    ))
+}
+
+/// The clock's wall time in milliseconds: what logical expiries in Redis are
+/// measured in, so that every instance agrees. Whole seconds, because that is
+/// what the `Clock` port offers; an entry may die up to a second early.
+fn unix_millis(clock: &dyn Clock) -> i64 {
+    clock.unix_now().secs().saturating_mul(1000)
+}
+
+/// Redis as a cache layer: timed-out, outage-aware get/set/invalidate.
+pub(super) struct RedisLayer {
+    conn: ConnectionManager,
+    key_prefix: String,
+    channel: String,
+    op_timeout: Duration,
+    clock: Arc<dyn Clock>,
+    health: RedisHealth,
+    metrics: CacheMetrics,
+}
+
+impl RedisLayer {
+    /// A layer for `config`; does not connect (the connection is made on first use).
+    pub(super) fn open(
+        config: &RedisCacheConfig,
+        clock: Arc<dyn Clock>,
+        metrics: CacheMetrics,
+    ) -> Result<(Self, redis::Client), CacheError> {
+        config.validate()?;
+        let target = redact_url(&config.url);
+        let client = redis::Client::open(config.url.as_str()).map_err(|source| {
+            CacheError::InvalidRedisUrl {
+                url: target.clone(),
+                source,
+            }
+        })?;
+        // The manager's own retries stay inside one call's timeout; past it the
+        // call fails, the outage logic takes over, and the next probe retries.
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.op_timeout))
+            .set_response_timeout(Some(config.op_timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(20))
+            .set_max_delay(config.op_timeout);
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
+            .map_err(|source| CacheError::InvalidRedisUrl {
+                url: target.clone(),
+                source,
+            })?;
+        let layer = Self {
+            conn,
+            key_prefix: config.key_prefix.clone(),
+            channel: config.invalidation_channel.clone(),
+            op_timeout: config.op_timeout,
+            clock,
+            health: RedisHealth::new(target, metrics.clone()),
+            metrics,
+        };
+        Ok((layer, client))
+    }
+
+    fn redis_key(&self, key: MembershipKey) -> String {
+        format!("{}{}:{}", self.key_prefix, key.channel, key.user)
+    }
+
+    /// Runs one Redis call under the timeout and the outage logic; `None` if
+    /// Redis is skipped or failed.
+    async fn guarded<T, F>(&self, call: F) -> Option<T>
+    where
+        F: std::future::Future<Output = RedisResult<T>>,
+    {
+        if !self.health.allow() {
+            return None;
+        }
+        match tokio::time::timeout(self.op_timeout, call).await {
+            Ok(Ok(value)) => {
+                self.health.succeeded();
+                Some(value)
+            }
+            Ok(Err(e)) => {
+                self.health.failed(&e.to_string());
+                None
+            }
+            Err(_) => {
+                self.health
+                    .failed(&format!("no answer within {:?}", self.op_timeout));
+                None
+            }
+        }
+    }
+
+    /// Reads `key`, counting the result under `layer="redis"`.
+    pub(super) async fn get(&self, key: MembershipKey) -> RedisLookup {
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("GET").arg(self.redis_key(key)).clone();
+        let value = self
+            .guarded(async move { cmd.query_async::<Option<String>>(&mut conn).await })
+            .await;
+        let outcome = match value {
+            None => RedisLookup::Unavailable,
+            Some(None) => RedisLookup::Miss,
+            Some(Some(text)) => self.decode(&text),
+        };
+        self.metrics.redis.record(match outcome {
+            RedisLookup::Hit { .. } => LayerResult::Hit,
+            RedisLookup::Miss => LayerResult::Miss,
+            RedisLookup::Unavailable => LayerResult::Error,
+        });
+        outcome
+    }
+
+    fn decode(&self, text: &str) -> RedisLookup {
+        let Some((code, expires)) = text.split_once(':') else {
+            return RedisLookup::Miss;
+        };
+        let (Some(status), Ok(expires)) = (decode_status(code), expires.parse::<i64>()) else {
+            return RedisLookup::Miss;
+        };
+        let left = expires.saturating_sub(unix_millis(self.clock.as_ref()));
+        match u64::try_from(left) {
+            Ok(ms) if ms > 0 => RedisLookup::Hit {
+                status,
+                remaining: Duration::from_millis(ms),
+            },
+            _ => RedisLookup::Miss,
+        }
+    }
+
+    /// Writes `status` for `ttl`.
+    pub(super) async fn set(&self, key: MembershipKey, status: ChatMemberStatus, ttl: Duration) {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        let expires = unix_millis(self.clock.as_ref()).saturating_add(ttl_ms);
+        let value = format!("{}:{expires}", encode_status(status));
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("SET")
+            .arg(self.redis_key(key))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl_ms)
+            .clone();
+        self.guarded(async move { cmd.query_async::<()>(&mut conn).await })
+            .await;
+    }
+
+    /// Deletes `key` and tells every instance (`PUBLISH`), in one round trip.
+    pub(super) async fn invalidate(&self, key: MembershipKey) {
+        let mut conn = self.conn.clone();
+        let pipe = redis::pipe()
+            .atomic()
+            .cmd("DEL")
+            .arg(self.redis_key(key))
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(&self.channel)
+            .arg(key.to_string())
+            .ignore()
+            .clone();
+        self.guarded(async move { pipe.query_async::<()>(&mut conn).await })
+            .await;
+    }
+
+    /// `PING`, bypassing the outage pacing (readiness checks); updates the health state.
+    pub(super) async fn ping(&self) -> Result<(), CacheError> {
+        let mut conn = self.conn.clone();
+        let answer = tokio::time::timeout(
+            self.op_timeout,
+            redis::cmd("PING").query_async::<String>(&mut conn),
+        )
+        .await;
+        match answer {
+            Ok(Ok(_)) => {
+                self.health.succeeded();
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                let reason = e.to_string();
+                self.health.failed(&reason);
+                Err(CacheError::Unavailable(format!(
+                    "{}: {reason}",
+                    self.health.target
+                )))
+            }
+            Err(_) => {
+                let reason = format!("no answer within {:?}", self.op_timeout);
+                self.health.failed(&reason);
+                Err(CacheError::Unavailable(format!(
+                    "{}: {reason}",
+                    self.health.target
+                )))
+            }
+        }
+    }
+
+    /// Whether the last Redis call succeeded.
+    pub(super) fn is_up(&self) -> bool {
+        self.health.is_up()
+    }
+}
+
+/// What the invalidation listener hands to its cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Invalidation {
+    /// Another instance (or this one) invalidated this key.
+    Key(MembershipKey),
+    /// The listener (re)subscribed: anything published meanwhile was missed.
+    All,
+}
+
+/// The invalidation listener task; aborted when dropped.
+pub(super) struct ListenerGuard {
+    task: JoinHandle<()>,
+    subscribed: watch::Receiver<bool>,
+}
+
+impl Drop for ListenerGuard {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ListenerGuard {
+    /// Whether the listener is subscribed right now.
+    pub(super) fn is_subscribed(&self) -> bool {
+        *self.subscribed.borrow()
+    }
+
+    /// Waits until the listener is subscribed, at most `within`.
+    pub(super) async fn wait_subscribed(&self, within: Duration) -> bool {
+        let mut rx = self.subscribed.clone();
+        tokio::time::timeout(within, rx.wait_for(|s| *s))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+/// Starts the task that subscribes to `channel` and applies every
+/// invalidation it hears, resubscribing (with backoff) whenever the
+/// connection drops.
+pub(super) fn spawn_listener(
+    client: redis::Client,
+    channel: String,
+    op_timeout: Duration,
+    apply: Arc<dyn Fn(Invalidation) + Send + Sync>,
+) -> ListenerGuard {
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let mut backoff = LISTEN_BACKOFF_MIN;
+        loop {
+            let connect = async {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                RedisResult::Ok(pubsub)
+            };
+            if let Ok(Ok(mut pubsub)) = tokio::time::timeout(op_timeout * 4, connect).await {
+                backoff = LISTEN_BACKOFF_MIN;
+                apply(Invalidation::All);
+                tx.send_replace(true);
+                let mut messages = pubsub.on_message();
+                while let Some(msg) = messages.next().await {
+                    match parse_key(msg.get_payload_bytes()) {
+                        Some(key) => apply(Invalidation::Key(key)),
+                        None => log::warn!(
+                            channel = channel.as_str();
+                            "ignoring a malformed membership invalidation on Redis channel {channel}"
+                        ),
+                    }
+                }
+                tx.send_replace(false);
+                log::info!(
+                    channel = channel.as_str();
+                    "membership invalidation subscription lost; resubscribing"
+                );
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
+        }
+    });
+    ListenerGuard {
+        task,
+        subscribed: rx,
+    }
+}
+
+/// The Redis adapter of [`MembershipCache`]: no in-process layer, every
+/// lookup reads Redis (so [`MembershipCache::get_local`] is always `None`).
+pub struct RedisCache {
+    redis: RedisLayer,
+    flight: Arc<SingleFlight>,
+    ttl: TtlPolicy,
+    metrics: CacheMetrics,
+    listener: ListenerGuard,
+}
+
+impl std::fmt::Debug for RedisCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCache")
+            .field("redis", &self.redis.health.target)
+            .field("key_prefix", &self.redis.key_prefix)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisCache {
+    /// A cache on the Redis at `config.url`, counting into `registry` (one
+    /// cache per registry). Succeeds even if Redis is down (lookups then go
+    /// to the loader until it answers); it waits up to a few call timeouts
+    /// for the invalidation listener to subscribe. Must run inside a tokio runtime.
+    pub async fn connect(
+        config: RedisCacheConfig,
+        clock: Arc<dyn Clock>,
+        registry: &Registry,
+    ) -> Result<Self, CacheError> {
+        let metrics = CacheMetrics::register(registry)?;
+        let (redis, client) = RedisLayer::open(&config, clock, metrics.clone())?;
+        let flight = Arc::new(SingleFlight::default());
+        let listener_flight = Arc::clone(&flight);
+        let listener_metrics = metrics.clone();
+        let listener = spawn_listener(
+            client,
+            config.invalidation_channel.clone(),
+            config.op_timeout,
+            Arc::new(move |inv| {
+                if let Invalidation::Key(key) = inv {
+                    listener_metrics.invalidations_remote.inc();
+                    listener_flight.invalidate(key);
+                }
+            }),
+        );
+        let cache = Self {
+            redis,
+            flight,
+            ttl: config.ttl,
+            metrics,
+            listener,
+        };
+        if cache.redis.ping().await.is_ok() {
+            cache.listener.wait_subscribed(config.op_timeout * 4).await;
+        }
+        Ok(cache)
+    }
+
+    /// `PING`: whether Redis answers now (for readiness checks).
+    pub async fn ping(&self) -> Result<(), CacheError> {
+        self.redis.ping().await
+    }
+
+    /// Whether the last Redis call succeeded.
+    pub fn is_redis_up(&self) -> bool {
+        self.redis.is_up()
+    }
+
+    /// Whether the invalidation listener is subscribed.
+    pub fn is_subscribed(&self) -> bool {
+        self.listener.is_subscribed()
+    }
+
+    /// Waits until the invalidation listener is subscribed, at most `within`.
+    pub async fn wait_subscribed(&self, within: Duration) -> bool {
+        self.listener.wait_subscribed(within).await
+    }
+}
+
+#[async_trait]
+impl MembershipCache for RedisCache {
+    fn get_local(&self, _key: MembershipKey) -> Option<ChatMemberStatus> {
+        None
+    }
+
+    async fn get_or_load(
+        &self,
+        key: MembershipKey,
+        loader: MembershipLoader<'_>,
+    ) -> TelegramResult<CacheLookup> {
+        self.flight
+            .run(key, |flight| async move {
+                if let RedisLookup::Hit { status, .. } = self.redis.get(key).await {
+                    return Ok(CacheLookup {
+                        status,
+                        source: CacheSource::Redis,
+                    });
+                }
+                let loaded = loader.await;
+                self.metrics.record_load(&loaded);
+                let status = loaded?;
+                if !flight.is_invalidated() {
+                    self.redis.set(key, status, self.ttl.ttl(status)).await;
+                }
+                Ok(CacheLookup {
+                    status,
+                    source: CacheSource::Loaded,
+                })
+            })
+            .await
+    }
+
+    async fn insert(&self, key: MembershipKey, status: ChatMemberStatus) {
+        self.redis.set(key, status, self.ttl.ttl(status)).await;
+    }
+
+    async fn invalidate(&self, key: MembershipKey) {
+        self.metrics.invalidations_local.inc();
+        self.flight.invalidate(key);
+        self.redis.invalidate(key).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip() {
+        for s in [
+            ChatMemberStatus::Creator,
+            ChatMemberStatus::Administrator,
+            ChatMemberStatus::Member,
+            ChatMemberStatus::Restricted { is_member: true },
+            ChatMemberStatus::Restricted { is_member: false },
+            ChatMemberStatus::Left,
+            ChatMemberStatus::Kicked,
+        ] {
+            assert_eq!(decode_status(encode_status(s)), Some(s));
+        }
+        assert_eq!(decode_status("x"), None);
+    }
+
+    #[test]
+    fn payload_parses_negative_channels() {
+        let key = MembershipKey::new(ChannelId(-1001234), UserId(42));
+        assert_eq!(parse_key(key.to_string().as_bytes()), Some(key));
+        assert_eq!(parse_key(b"garbage"), None);
+        assert_eq!(parse_key(b"-1:x"), None);
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(
+            redact_url("redis://user:secret@host:6379/2"),
+            "redis://user:***@host:6379/2"
+        );
+        assert_eq!(redact_url("redis://:secret@host"), "redis://:***@host");
+        assert_eq!(redact_url("rediss://token@host/0"), "rediss://***@host/0");
+    }
+}

@@ -1,0 +1,574 @@
+//! `Dispatcher`: the one way out to Telegram — budgets, priority lanes, 429 pauses and retries.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use prometheus::Registry;
+use tokio::sync::oneshot::error::TryRecvError;
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use super::metrics::DispatchMetrics;
+use super::scheduler::{Budget, Scheduler};
+use super::{DispatchConfig, DispatchError, Lane};
+use crate::domain::{ChatId, ChatMemberStatus, GroupId, MessageId, UnixTime, UserId};
+use crate::telegram::{
+    ChatAdmin, Method, OutgoingMessage, TelegramApi, TelegramError, TelegramResult,
+};
+
+struct Shared {
+    api: Arc<dyn TelegramApi>,
+    config: DispatchConfig,
+    sched: Mutex<Scheduler>,
+    /// Wakes the scheduler task: a waiter arrived or a pause changed.
+    wake: Notify,
+    metrics: DispatchMetrics,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Scheduler> {
+        // The scheduler's state stays consistent between statements; a panic
+        // elsewhere while holding the lock must not stop every Telegram call.
+        self.sched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Grants what may go now and publishes the queue depths.
+    fn grant(&self, now: Instant) -> Option<Instant> {
+        let mut sched = self.lock();
+        let next = sched.grant(now);
+        self.metrics.set_depths(sched.depths());
+        next
+    }
+}
+
+/// Owns the scheduler task: it stops when the last dispatcher handle is dropped.
+#[derive(Default)]
+struct TaskGuard(Mutex<Option<AbortHandle>>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        let slot = self.0.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(handle) = slot.take() {
+            handle.abort();
+        }
+    }
+}
+
+/// Runs only to wake waiters on time (a bucket refilled, a pause ended);
+/// waiters that can go at once are let through by the caller itself.
+async fn run_scheduler(shared: Arc<Shared>) {
+    loop {
+        let now = Instant::now();
+        // At least 1 ms ahead: tokio's timer has millisecond resolution.
+        match shared
+            .grant(now)
+            .map(|at| at.max(now + Duration::from_millis(1)))
+        {
+            Some(at) => {
+                tokio::select! {
+                    () = shared.wake.notified() => {}
+                    () = tokio::time::sleep_until(at) => {}
+                }
+            }
+            None => shared.wake.notified().await,
+        }
+    }
+}
+
+fn stopped() -> TelegramError {
+    TelegramError::Network("the dispatcher stopped before the call could be made".into())
+}
+
+/// The outbound dispatcher: every Telegram call goes through it.
+///
+/// - **Budgets** ([`DispatchConfig`]): `sendMessage` draws on the global write
+///   budget (30/s) and its chat's budget (20/min in a group, 1/s in a private
+///   chat); deletions, restrictions and kicks on the global write budget only;
+///   reads on an optional read budget, never on the message budget; callback
+///   answers on nothing. Buckets are `ratelimit` token buckets on tokio's clock.
+/// - **Lanes** ([`Lane`]): when calls wait for the same budget, the highest
+///   lane goes first, in arrival order within a lane. A call that has waited
+///   [`starvation_limit`](DispatchConfig::starvation_limit) goes before every
+///   call that arrived after it, so its wait is bounded by that limit plus the
+///   time the budget needs to serve the calls queued before it.
+/// - **429**: `retry_after` pauses the call's chat (every chat, for a call
+///   without one) for exactly that long; the call then retries, keeping its
+///   place in the queue, up to `max_rate_limit_retries` times.
+/// - **5xx / network errors**: retried after an exponential, jittered backoff
+///   ([`DispatchConfig::backoff`]) up to `max_retries` times; any other error
+///   returns to the caller at once.
+/// - **Metrics** into the registry given to [`Dispatcher::new`]:
+///   `gmbot_telegram_calls_total{method,outcome}`,
+///   `gmbot_telegram_call_duration_seconds{method}`,
+///   `gmbot_ratelimit_waits_total{lane}`, `gmbot_telegram_429_total{lane}`,
+///   `gmbot_dispatch_queue_depth{lane}`.
+///
+/// Time is tokio's (`tokio::time`), so tests run under `start_paused = true`.
+/// The handle is cheap to clone. It implements [`TelegramApi`] itself, each
+/// method in its [default lane](Lane::default_for); [`Dispatcher::lane`] gives
+/// a view in a chosen lane.
+#[derive(Clone)]
+pub struct Dispatcher {
+    shared: Arc<Shared>,
+    task: Arc<TaskGuard>,
+}
+
+impl fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("config", &self.shared.config)
+            .field("queue_depths", &self.shared.lock().depths())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dispatcher {
+    /// A dispatcher in front of `api`, recording into `registry`. Fails on an
+    /// invalid config or if the metrics are already registered there.
+    pub fn new(
+        api: Arc<dyn TelegramApi>,
+        config: DispatchConfig,
+        registry: &Registry,
+    ) -> Result<Self, DispatchError> {
+        config.validate()?;
+        let metrics = DispatchMetrics::register(registry)?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                api,
+                sched: Mutex::new(Scheduler::new(config.clone())),
+                config,
+                wake: Notify::new(),
+                metrics,
+            }),
+            task: Arc::new(TaskGuard::default()),
+        })
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &DispatchConfig {
+        &self.shared.config
+    }
+
+    /// A [`TelegramApi`] view whose every call goes through `lane`.
+    pub fn lane(&self, lane: Lane) -> LaneApi {
+        LaneApi {
+            dispatcher: self.clone(),
+            lane,
+        }
+    }
+
+    /// Calls waiting in `lane` now.
+    pub fn queue_depth(&self, lane: Lane) -> usize {
+        self.shared.lock().depths()[lane.index()]
+    }
+
+    /// Holds every call about `chat` for `duration` (as a 429 for it would).
+    pub fn pause_chat(&self, chat: ChatId, duration: Duration) {
+        self.shared
+            .lock()
+            .pause_chat(chat, Instant::now() + duration);
+        self.shared.wake.notify_one();
+    }
+
+    /// Holds every call for `duration` (a bot-wide flood limit).
+    pub fn pause_all(&self, duration: Duration) {
+        self.shared.lock().pause_all(Instant::now() + duration);
+        self.shared.wake.notify_one();
+    }
+
+    /// Makes one Telegram call through the budgets, lanes and retries.
+    ///
+    /// `method` decides the budget, `chat` the per-chat budget and which chat
+    /// a 429 pauses (`None`: a 429 pauses everything). `attempt` is called
+    /// once per attempt with the underlying API:
+    ///
+    /// ```
+    /// # async fn demo(d: gmbot_core::dispatch::Dispatcher) -> gmbot_core::telegram::TelegramResult<()> {
+    /// use gmbot_core::dispatch::Lane;
+    /// use gmbot_core::domain::{ChatId, UserId};
+    /// use gmbot_core::telegram::Method;
+    ///
+    /// let chat = ChatId(-1_001);
+    /// let status = d
+    ///     .call(Lane::Interactive, Method::GetChatMember, Some(chat), |api| async move {
+    ///         api.get_chat_member(chat, UserId(42)).await
+    ///     })
+    ///     .await?;
+    /// # let _ = status; Ok(()) }
+    /// ```
+    pub async fn call<T, F, Fut>(
+        &self,
+        lane: Lane,
+        method: Method,
+        chat: Option<ChatId>,
+        mut attempt: F,
+    ) -> TelegramResult<T>
+    where
+        F: FnMut(Arc<dyn TelegramApi>) -> Fut + Send,
+        Fut: Future<Output = TelegramResult<T>> + Send,
+        T: Send,
+    {
+        let shared = &self.shared;
+        let enqueued = Instant::now();
+        let mut seq = None;
+        let mut transient_retries = 0u32;
+        let mut rate_limit_retries = 0u32;
+        loop {
+            self.admit(lane, method, chat, enqueued, &mut seq).await?;
+            let started = Instant::now();
+            let result = attempt(Arc::clone(&shared.api)).await;
+            shared.metrics.observe_call(
+                method,
+                result.as_ref().map(|_| ()),
+                started.elapsed().as_secs_f64(),
+            );
+            let error = match result {
+                Ok(value) => return Ok(value),
+                Err(e) => e,
+            };
+            match &error {
+                TelegramError::RetryAfter { retry_after } => {
+                    shared.metrics.rate_limited(lane);
+                    // Pause even when giving up, so other calls respect it too.
+                    let until = Instant::now() + *retry_after;
+                    {
+                        let mut sched = shared.lock();
+                        match chat {
+                            Some(c) => sched.pause_chat(c, until),
+                            None => sched.pause_all(until),
+                        }
+                    }
+                    shared.wake.notify_one();
+                    log::warn!(
+                        method = method.as_str(),
+                        lane = lane.as_str(),
+                        chat_id = chat.map_or(0, ChatId::get),
+                        retry_after_s = retry_after.as_secs();
+                        "Telegram rate limit; pausing"
+                    );
+                    if rate_limit_retries >= shared.config.max_rate_limit_retries {
+                        return Err(error);
+                    }
+                    rate_limit_retries += 1;
+                }
+                e if e.is_transient() => {
+                    if transient_retries >= shared.config.max_retries {
+                        return Err(error);
+                    }
+                    let wait = shared.config.backoff(transient_retries);
+                    transient_retries += 1;
+                    log::warn!(
+                        method = method.as_str(),
+                        error = e.kind(),
+                        retry = transient_retries,
+                        backoff_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+                        "Telegram call failed; retrying"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                _ => return Err(error),
+            }
+        }
+    }
+
+    /// Waits until the call may go.
+    async fn admit(
+        &self,
+        lane: Lane,
+        method: Method,
+        chat: Option<ChatId>,
+        enqueued: Instant,
+        seq: &mut Option<u64>,
+    ) -> TelegramResult<()> {
+        let shared = &self.shared;
+        let mut rx = {
+            let mut sched = shared.lock();
+            let now = Instant::now();
+            let budget = sched.budget_of(method, chat);
+            if budget == Budget::Free && !sched.is_paused(chat, now) {
+                return Ok(());
+            }
+            let (id, rx) = sched.enqueue(lane, chat, budget, enqueued, *seq);
+            *seq = Some(id);
+            sched.grant(now);
+            shared.metrics.set_depths(sched.depths());
+            rx
+        };
+        match rx.try_recv() {
+            Ok(()) => return Ok(()),
+            Err(TryRecvError::Closed) => return Err(stopped()),
+            Err(TryRecvError::Empty) => {}
+        }
+        shared.metrics.waited(lane);
+        self.ensure_scheduler()?;
+        shared.wake.notify_one();
+        rx.await.map_err(|_| stopped())
+    }
+
+    /// Starts the scheduler task on first need (so a dispatcher can be built
+    /// outside a runtime).
+    fn ensure_scheduler(&self) -> TelegramResult<()> {
+        let mut slot = self.task.0.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+                TelegramError::Network("the dispatcher needs a tokio runtime".into())
+            })?;
+            let shared = Arc::clone(&self.shared);
+            *slot = Some(runtime.spawn(run_scheduler(shared)).abort_handle());
+        }
+        Ok(())
+    }
+
+    async fn get_chat_member_in(
+        &self,
+        lane: Lane,
+        chat: ChatId,
+        user: UserId,
+    ) -> TelegramResult<ChatMemberStatus> {
+        self.call(lane, Method::GetChatMember, Some(chat), |api| async move {
+            api.get_chat_member(chat, user).await
+        })
+        .await
+    }
+
+    async fn get_chat_administrators_in(
+        &self,
+        lane: Lane,
+        chat: ChatId,
+    ) -> TelegramResult<Vec<ChatAdmin>> {
+        self.call(
+            lane,
+            Method::GetChatAdministrators,
+            Some(chat),
+            |api| async move { api.get_chat_administrators(chat).await },
+        )
+        .await
+    }
+
+    async fn delete_message_in(
+        &self,
+        lane: Lane,
+        chat: ChatId,
+        message: MessageId,
+    ) -> TelegramResult<()> {
+        self.call(lane, Method::DeleteMessage, Some(chat), |api| async move {
+            api.delete_message(chat, message).await
+        })
+        .await
+    }
+
+    async fn restrict_member_in(
+        &self,
+        lane: Lane,
+        group: GroupId,
+        user: UserId,
+        until: Option<UnixTime>,
+    ) -> TelegramResult<()> {
+        self.call(
+            lane,
+            Method::RestrictMember,
+            Some(group.into()),
+            |api| async move { api.restrict_member(group, user, until).await },
+        )
+        .await
+    }
+
+    async fn unrestrict_member_in(
+        &self,
+        lane: Lane,
+        group: GroupId,
+        user: UserId,
+    ) -> TelegramResult<()> {
+        self.call(
+            lane,
+            Method::UnrestrictMember,
+            Some(group.into()),
+            |api| async move { api.unrestrict_member(group, user).await },
+        )
+        .await
+    }
+
+    async fn kick_member_in(&self, lane: Lane, group: GroupId, user: UserId) -> TelegramResult<()> {
+        self.call(
+            lane,
+            Method::KickMember,
+            Some(group.into()),
+            |api| async move { api.kick_member(group, user).await },
+        )
+        .await
+    }
+
+    async fn send_message_in(
+        &self,
+        lane: Lane,
+        chat: ChatId,
+        message: &OutgoingMessage,
+    ) -> TelegramResult<MessageId> {
+        self.call(lane, Method::SendMessage, Some(chat), |api| async move {
+            api.send_message(chat, message).await
+        })
+        .await
+    }
+
+    async fn answer_callback_in(
+        &self,
+        lane: Lane,
+        callback_id: &str,
+        text: Option<&str>,
+        show_alert: bool,
+    ) -> TelegramResult<()> {
+        self.call(lane, Method::AnswerCallback, None, |api| async move {
+            api.answer_callback(callback_id, text, show_alert).await
+        })
+        .await
+    }
+}
+
+/// Each method in its [default lane](Lane::default_for).
+#[async_trait]
+impl TelegramApi for Dispatcher {
+    async fn get_chat_member(
+        &self,
+        chat: ChatId,
+        user: UserId,
+    ) -> TelegramResult<ChatMemberStatus> {
+        let lane = Lane::default_for(Method::GetChatMember);
+        self.get_chat_member_in(lane, chat, user).await
+    }
+
+    async fn get_chat_administrators(&self, chat: ChatId) -> TelegramResult<Vec<ChatAdmin>> {
+        let lane = Lane::default_for(Method::GetChatAdministrators);
+        self.get_chat_administrators_in(lane, chat).await
+    }
+
+    async fn delete_message(&self, chat: ChatId, message: MessageId) -> TelegramResult<()> {
+        let lane = Lane::default_for(Method::DeleteMessage);
+        self.delete_message_in(lane, chat, message).await
+    }
+
+    async fn restrict_member(
+        &self,
+        group: GroupId,
+        user: UserId,
+        until: Option<UnixTime>,
+    ) -> TelegramResult<()> {
+        let lane = Lane::default_for(Method::RestrictMember);
+        self.restrict_member_in(lane, group, user, until).await
+    }
+
+    async fn unrestrict_member(&self, group: GroupId, user: UserId) -> TelegramResult<()> {
+        let lane = Lane::default_for(Method::UnrestrictMember);
+        self.unrestrict_member_in(lane, group, user).await
+    }
+
+    async fn kick_member(&self, group: GroupId, user: UserId) -> TelegramResult<()> {
+        let lane = Lane::default_for(Method::KickMember);
+        self.kick_member_in(lane, group, user).await
+    }
+
+    async fn send_message(
+        &self,
+        chat: ChatId,
+        message: &OutgoingMessage,
+    ) -> TelegramResult<MessageId> {
+        let lane = Lane::default_for(Method::SendMessage);
+        self.send_message_in(lane, chat, message).await
+    }
+
+    async fn answer_callback(
+        &self,
+        callback_id: &str,
+        text: Option<&str>,
+        show_alert: bool,
+    ) -> TelegramResult<()> {
+        let lane = Lane::default_for(Method::AnswerCallback);
+        self.answer_callback_in(lane, callback_id, text, show_alert)
+            .await
+    }
+}
+
+/// The dispatcher seen through one [`Lane`]: every call of this
+/// [`TelegramApi`] waits in that lane. Made by [`Dispatcher::lane`].
+#[derive(Debug, Clone)]
+pub struct LaneApi {
+    dispatcher: Dispatcher,
+    lane: Lane,
+}
+
+impl LaneApi {
+    /// The lane these calls take.
+    pub fn lane(&self) -> Lane {
+        self.lane
+    }
+}
+
+#[async_trait]
+impl TelegramApi for LaneApi {
+    async fn get_chat_member(
+        &self,
+        chat: ChatId,
+        user: UserId,
+    ) -> TelegramResult<ChatMemberStatus> {
+        self.dispatcher
+            .get_chat_member_in(self.lane, chat, user)
+            .await
+    }
+
+    async fn get_chat_administrators(&self, chat: ChatId) -> TelegramResult<Vec<ChatAdmin>> {
+        self.dispatcher
+            .get_chat_administrators_in(self.lane, chat)
+            .await
+    }
+
+    async fn delete_message(&self, chat: ChatId, message: MessageId) -> TelegramResult<()> {
+        self.dispatcher
+            .delete_message_in(self.lane, chat, message)
+            .await
+    }
+
+    async fn restrict_member(
+        &self,
+        group: GroupId,
+        user: UserId,
+        until: Option<UnixTime>,
+    ) -> TelegramResult<()> {
+        self.dispatcher
+            .restrict_member_in(self.lane, group, user, until)
+            .await
+    }
+
+    async fn unrestrict_member(&self, group: GroupId, user: UserId) -> TelegramResult<()> {
+        self.dispatcher
+            .unrestrict_member_in(self.lane, group, user)
+            .await
+    }
+
+    async fn kick_member(&self, group: GroupId, user: UserId) -> TelegramResult<()> {
+        self.dispatcher.kick_member_in(self.lane, group, user).await
+    }
+
+    async fn send_message(
+        &self,
+        chat: ChatId,
+        message: &OutgoingMessage,
+    ) -> TelegramResult<MessageId> {
+        self.dispatcher
+            .send_message_in(self.lane, chat, message)
+            .await
+    }
+
+    async fn answer_callback(
+        &self,
+        callback_id: &str,
+        text: Option<&str>,
+        show_alert: bool,
+    ) -> TelegramResult<()> {
+        self.dispatcher
+            .answer_callback_in(self.lane, callback_id, text, show_alert)
+            .await
+    }
+}

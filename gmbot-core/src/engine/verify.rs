@@ -1,0 +1,272 @@
+//! `verify` and `recheck`: the order of checks that turns a (group, sender, context) into a [`Verdict`].
+
+use std::time::Instant;
+
+use crate::cache::MembershipKey;
+use crate::domain::{
+    ChannelId, ChatId, FailurePolicy, GroupId, GroupSettings, Membership, UnknownReason, UserId,
+};
+
+use super::channel_faults::unknown_reason;
+use super::context::MessageContext;
+use super::decision::{
+    deny_actions, Action, Actions, ChannelList, Decision, ExemptReason, NotEnforcedReason,
+    UnverifiableChannel, UnverifiableList, Verdict,
+};
+use super::error::EngineError;
+use super::Engine;
+
+/// Where memberships come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lookup {
+    /// The membership cache first (a message, a join).
+    Cached,
+    /// Telegram directly, refreshing the cache (the "I've joined" button).
+    Fresh,
+}
+
+impl Engine {
+    /// Decides whether `user` may speak in `group`.
+    ///
+    /// Fails only when the group's configuration cannot be read and none is
+    /// cached (the database is down): the caller should retry the update
+    /// later. Telegram failures are never errors; see [`Verdict::unverifiable`].
+    pub async fn verify(
+        &self,
+        group: GroupId,
+        user: UserId,
+        ctx: MessageContext,
+    ) -> Result<Verdict, EngineError> {
+        let started = Instant::now();
+        let result = self.decide(group, user, &ctx, Lookup::Cached).await;
+        self.finish(group, user, result, started)
+    }
+
+    /// Verifies `user` again, asking Telegram for every linked channel instead
+    /// of the cache, and stores the answers in the cache. For the "I've joined"
+    /// button: a user who just subscribed must not wait for a cached "not a
+    /// member" to expire.
+    ///
+    /// An allowed (or exempt, or no longer enforced) recheck implies
+    /// [`Action::Unrestrict`]; a denied one implies nothing new (the member is
+    /// already muted and their message already gone).
+    pub async fn recheck(&self, group: GroupId, user: UserId) -> Result<Verdict, EngineError> {
+        let started = Instant::now();
+        let result = self
+            .decide(group, user, &MessageContext::no_message(), Lookup::Fresh)
+            .await;
+        self.finish(group, user, result, started)
+    }
+
+    fn finish(
+        &self,
+        group: GroupId,
+        user: UserId,
+        result: Result<Verdict, EngineError>,
+        started: Instant,
+    ) -> Result<Verdict, EngineError> {
+        let elapsed = started.elapsed();
+        let metrics = &self.inner.metrics;
+        match &result {
+            Ok(verdict) => {
+                metrics.record(verdict, elapsed);
+                log::debug!(
+                    group_id = group.get(),
+                    user_id = user.get(),
+                    decision = verdict.decision.as_str(),
+                    latency_us = elapsed.as_micros();
+                    "verified"
+                );
+            }
+            Err(err) => {
+                metrics.record_error(elapsed);
+                log::warn!(
+                    group_id = group.get(),
+                    user_id = user.get(),
+                    error:display = err;
+                    "verification failed"
+                );
+            }
+        }
+        result
+    }
+
+    async fn decide(
+        &self,
+        group: GroupId,
+        user: UserId,
+        ctx: &MessageContext,
+        lookup: Lookup,
+    ) -> Result<Verdict, EngineError> {
+        let inner = &*self.inner;
+        let cached = inner
+            .configs
+            .get(group, &*inner.store, &*inner.clock)
+            .await
+            .map_err(|source| EngineError::Store { group, source })?;
+        let Some(config) = cached.config.as_deref() else {
+            return Ok(allowed(
+                Decision::NotEnforced(NotEnforcedReason::UnknownGroup),
+                lookup,
+            ));
+        };
+        if let Some(reason) = config.not_enforced() {
+            return Ok(allowed(Decision::NotEnforced(reason), lookup));
+        }
+        let settings = config.settings();
+
+        if let Some(reason) = exemption_without_io(group, user, ctx, settings) {
+            return Ok(allowed(Decision::Exempt(reason), lookup));
+        }
+        let admins = inner
+            .admins
+            .get(group, &*inner.telegram, &*inner.clock)
+            .await;
+        if let Some(reason) = admins.role(user) {
+            return Ok(allowed(Decision::Exempt(reason), lookup));
+        }
+
+        let mut missing = ChannelList::new();
+        let mut unverifiable = UnverifiableList::new();
+        for channel in config.channels() {
+            let membership = match channel.id {
+                Some(id) => self.membership(id, user, lookup).await,
+                // Linked by username and never resolved to an id: nothing to ask Telegram.
+                None => Membership::Unknown(UnknownReason::ChannelNotFound),
+            };
+            match membership {
+                Membership::Member(_) => {}
+                Membership::NotMember(_) => missing.push(channel.clone()),
+                Membership::Unknown(reason) => {
+                    unverifiable.push(UnverifiableChannel {
+                        channel: channel.clone(),
+                        reason,
+                    });
+                    if settings.failure_policy == FailurePolicy::Closed {
+                        missing.push(channel.clone());
+                    }
+                }
+            }
+        }
+
+        let mut verdict = if missing.is_empty() {
+            allowed(Decision::Allow, lookup)
+        } else {
+            let actions = match lookup {
+                Lookup::Cached => deny_actions(settings, ctx.message, inner.clock.unix_now()),
+                Lookup::Fresh => Actions::new(),
+            };
+            Verdict {
+                decision: Decision::Deny { missing },
+                actions,
+                unverifiable: UnverifiableList::new(),
+            }
+        };
+        verdict.unverifiable = unverifiable;
+        Ok(verdict)
+    }
+
+    /// One channel membership: cache then Telegram (single flight), or
+    /// Telegram then cache for a recheck.
+    async fn membership(&self, channel: ChannelId, user: UserId, lookup: Lookup) -> Membership {
+        let inner = &*self.inner;
+        let key = MembershipKey::new(channel, user);
+        let answer = match lookup {
+            Lookup::Cached => {
+                // The hit path: synchronous, no allocation, no boxed future.
+                if let Some(status) = inner.cache.get_local(key) {
+                    return Membership::from(status);
+                }
+                if let Some(reason) = inner.faults.get(channel, &*inner.clock).await {
+                    return Membership::Unknown(reason);
+                }
+                let loader = inner.telegram.get_chat_member(ChatId::from(channel), user);
+                inner.cache.get_or_load(key, loader).await.map(|l| l.status)
+            }
+            Lookup::Fresh => {
+                let answer = inner
+                    .telegram
+                    .get_chat_member(ChatId::from(channel), user)
+                    .await;
+                if let Ok(status) = answer {
+                    inner.cache.insert(key, status).await;
+                    inner.faults.clear(channel).await;
+                }
+                answer
+            }
+        };
+        match answer {
+            Ok(status) => Membership::from(status),
+            Err(err) => {
+                inner.faults.note(channel, &err, &*inner.clock).await;
+                log::debug!(
+                    channel_id = channel.get(),
+                    user_id = user.get(),
+                    error:display = err;
+                    "membership unknown"
+                );
+                Membership::Unknown(unknown_reason(&err))
+            }
+        }
+    }
+}
+
+/// A verdict that lets the sender speak; a recheck that lets them speak lifts their mute.
+fn allowed(decision: Decision, lookup: Lookup) -> Verdict {
+    let mut verdict = Verdict::new(decision);
+    if lookup == Lookup::Fresh {
+        verdict.actions.push(Action::Unrestrict);
+    }
+    verdict
+}
+
+/// Exemptions decided from the message and the settings alone, checked
+/// before anything that may need a Telegram call.
+fn exemption_without_io(
+    group: GroupId,
+    user: UserId,
+    ctx: &MessageContext,
+    settings: &GroupSettings,
+) -> Option<ExemptReason> {
+    if user == UserId::GROUP_ANONYMOUS_BOT {
+        // An anonymous admin's message has from = GroupAnonymousBot and
+        // sender_chat = the group itself (TELEGRAM.md, "Updates"). With any
+        // other sender_chat it is not an admin of this group speaking, and the
+        // id must not slip through as "another bot" either.
+        return (ctx.sender_chat == Some(ChatId::from(group)))
+            .then_some(ExemptReason::AnonymousAdmin);
+    }
+    if user == UserId::SERVICE_ACCOUNT || ctx.is_automatic_forward {
+        // The linked channel's posts arrive from 777000 with is_automatic_forward (Bot API `Message`).
+        return Some(ExemptReason::AutomaticForward);
+    }
+    if ctx.sender_is_bot && settings.exempt_bots {
+        return Some(ExemptReason::Bot);
+    }
+    if settings.allowlist.contains(&user) {
+        return Some(ExemptReason::Allowlisted);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anonymous_admin_needs_the_group_as_sender_chat() {
+        let g = GroupId(-100_1);
+        let s = GroupSettings::default();
+        let anon = UserId::GROUP_ANONYMOUS_BOT;
+        let ctx = MessageContext::no_message().from_bot();
+        assert_eq!(
+            exemption_without_io(g, anon, &ctx.with_sender_chat(ChatId(g.get())), &s),
+            Some(ExemptReason::AnonymousAdmin)
+        );
+        assert_eq!(
+            exemption_without_io(g, anon, &ctx.with_sender_chat(ChatId(-100_2)), &s),
+            None
+        );
+        assert_eq!(exemption_without_io(g, anon, &ctx, &s), None);
+    }
+}

@@ -1,0 +1,1200 @@
+//! `MemoryTelegram`: a scripted, in-memory Telegram implementing [`TelegramApi`].
+//!
+//! It is a shipped adapter, not a mock: the engine's tests, the examples and
+//! library users' tests run against it. It keeps chats (groups and channels)
+//! with their members, administrators and default permissions, the messages
+//! posted and deleted, restrictions and kicks, and it behaves like Telegram
+//! where GMBot depends on it (see TELEGRAM.md):
+//!
+//! - `getChatMember` on a channel where the bot is not an administrator fails
+//!   with [`TelegramError::NotEnoughRights`]`("member list is inaccessible")`;
+//! - an unknown chat fails with [`TelegramError::ChatNotFound`]`("chat not found")`;
+//! - owners and administrators cannot be restricted or kicked
+//!   (`can't remove chat owner` / `user is an administrator of the chat`);
+//! - restricting needs the bot to be an admin with `can_restrict_members`,
+//!   deleting someone else's message needs `can_delete_messages`;
+//! - a restricted member keeps `is_member: true`; lifting the restriction
+//!   restores the group's *default* permissions, not "everything allowed";
+//! - a user the chat has never seen is `left`.
+//!
+//! Every call is recorded (with the tokio instant it was made at) before it is
+//! answered, including calls that fail, so tests can assert what was asked and
+//! when. Errors can be injected for the next calls of a method, for every call
+//! touching one chat, or for everything. Restrictions do not expire by
+//! themselves: the memory Telegram has no wall clock.
+//!
+//! The handle is cheap to clone; clones share the same state.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use super::{ChatAdmin, Method, OutgoingMessage, TelegramApi, TelegramError, TelegramResult};
+use crate::domain::{ChannelId, ChatId, ChatMemberStatus, GroupId, MessageId, UnixTime, UserId};
+
+/// The id the in-memory bot has unless [`MemoryTelegram::with_bot_id`] says otherwise.
+pub const DEFAULT_BOT_ID: UserId = UserId(1_000_000_001);
+
+/// A group's default member permissions (`getChat.permissions`), the subset
+/// GMBot restores when it lifts a restriction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChatPermissions {
+    /// `can_send_messages`.
+    pub can_send_messages: bool,
+    /// `can_send_photos`, `can_send_videos`, … (one flag for all media).
+    pub can_send_media: bool,
+    /// `can_send_other_messages` (stickers, GIFs, games).
+    pub can_send_other_messages: bool,
+    /// `can_add_web_page_previews`.
+    pub can_add_web_page_previews: bool,
+    /// `can_invite_users`.
+    pub can_invite_users: bool,
+    /// `can_pin_messages`.
+    pub can_pin_messages: bool,
+}
+
+impl ChatPermissions {
+    /// Everything a member of a typical open group may do (pinning is off by default in Telegram).
+    pub const OPEN: ChatPermissions = ChatPermissions {
+        can_send_messages: true,
+        can_send_media: true,
+        can_send_other_messages: true,
+        can_add_web_page_previews: true,
+        can_invite_users: true,
+        can_pin_messages: false,
+    };
+
+    /// Nothing allowed: what a muted member gets.
+    pub const MUTED: ChatPermissions = ChatPermissions {
+        can_send_messages: false,
+        can_send_media: false,
+        can_send_other_messages: false,
+        can_add_web_page_previews: false,
+        can_invite_users: false,
+        can_pin_messages: false,
+    };
+}
+
+impl Default for ChatPermissions {
+    fn default() -> Self {
+        Self::OPEN
+    }
+}
+
+/// The kind of a chat the memory Telegram knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChatKind {
+    /// A group or supergroup.
+    Group,
+    /// A channel.
+    Channel,
+    /// A user's private chat with the bot.
+    Private,
+}
+
+/// One call made to the memory Telegram, with its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// `getChatMember`.
+    GetChatMember {
+        /// Chat asked about.
+        chat: ChatId,
+        /// User asked about.
+        user: UserId,
+    },
+    /// `getChatAdministrators`.
+    GetChatAdministrators {
+        /// Chat asked about.
+        chat: ChatId,
+    },
+    /// `deleteMessage`.
+    DeleteMessage {
+        /// Chat of the message.
+        chat: ChatId,
+        /// The message.
+        message: MessageId,
+    },
+    /// `restrictChatMember` (mute).
+    RestrictMember {
+        /// Group.
+        group: GroupId,
+        /// Member.
+        user: UserId,
+        /// Until when (`None` = until lifted).
+        until: Option<UnixTime>,
+    },
+    /// Lifting `restrictChatMember`.
+    UnrestrictMember {
+        /// Group.
+        group: GroupId,
+        /// Member.
+        user: UserId,
+    },
+    /// Kick (ban + unban).
+    KickMember {
+        /// Group.
+        group: GroupId,
+        /// Member.
+        user: UserId,
+    },
+    /// `sendMessage`.
+    SendMessage {
+        /// Target chat.
+        chat: ChatId,
+        /// What was sent.
+        message: OutgoingMessage,
+    },
+    /// `answerCallbackQuery`.
+    AnswerCallback {
+        /// The callback query id.
+        callback_id: String,
+        /// Text shown to the user.
+        text: Option<String>,
+        /// Shown as an alert rather than a toast.
+        show_alert: bool,
+    },
+}
+
+impl Call {
+    /// The method this call invoked.
+    pub fn method(&self) -> Method {
+        match self {
+            Call::GetChatMember { .. } => Method::GetChatMember,
+            Call::GetChatAdministrators { .. } => Method::GetChatAdministrators,
+            Call::DeleteMessage { .. } => Method::DeleteMessage,
+            Call::RestrictMember { .. } => Method::RestrictMember,
+            Call::UnrestrictMember { .. } => Method::UnrestrictMember,
+            Call::KickMember { .. } => Method::KickMember,
+            Call::SendMessage { .. } => Method::SendMessage,
+            Call::AnswerCallback { .. } => Method::AnswerCallback,
+        }
+    }
+
+    /// The chat the call concerns (`None` for callback answers).
+    pub fn chat(&self) -> Option<ChatId> {
+        match self {
+            Call::GetChatMember { chat, .. }
+            | Call::GetChatAdministrators { chat }
+            | Call::DeleteMessage { chat, .. }
+            | Call::SendMessage { chat, .. } => Some(*chat),
+            Call::RestrictMember { group, .. }
+            | Call::UnrestrictMember { group, .. }
+            | Call::KickMember { group, .. } => Some(ChatId::from(*group)),
+            Call::AnswerCallback { .. } => None,
+        }
+    }
+}
+
+/// A recorded call and the (tokio) instant it reached the memory Telegram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedCall {
+    /// When the call arrived (follows tokio's paused clock in tests).
+    pub at: Instant,
+    /// The call.
+    pub call: Call,
+}
+
+/// A message the bot sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentMessage {
+    /// Chat it went to.
+    pub chat: ChatId,
+    /// Its id in that chat.
+    pub id: MessageId,
+    /// Text and buttons.
+    pub message: OutgoingMessage,
+    /// Deleted since.
+    pub deleted: bool,
+}
+
+/// A restriction currently in force in the memory Telegram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveRestriction {
+    /// `until_date` as asked (`None` = forever).
+    pub until: Option<UnixTime>,
+    /// The permissions the member has now.
+    pub permissions: ChatPermissions,
+}
+
+#[derive(Debug)]
+struct Message {
+    author: UserId,
+    deleted: bool,
+}
+
+#[derive(Debug)]
+struct Chat {
+    kind: ChatKind,
+    members: HashMap<UserId, ChatMemberStatus>,
+    admins: HashMap<UserId, ChatAdmin>,
+    default_permissions: ChatPermissions,
+    /// Per-member permissions differing from the defaults (set by restrict / unrestrict).
+    permissions: HashMap<UserId, ActiveRestriction>,
+    messages: HashMap<MessageId, Message>,
+    next_message_id: i64,
+}
+
+impl Chat {
+    fn new(kind: ChatKind) -> Self {
+        Self {
+            kind,
+            members: HashMap::new(),
+            admins: HashMap::new(),
+            default_permissions: ChatPermissions::OPEN,
+            permissions: HashMap::new(),
+            messages: HashMap::new(),
+            next_message_id: 1,
+        }
+    }
+
+    fn status(&self, user: UserId) -> ChatMemberStatus {
+        self.members
+            .get(&user)
+            .copied()
+            .unwrap_or(ChatMemberStatus::Left)
+    }
+
+    fn post(&mut self, author: UserId) -> MessageId {
+        let id = MessageId(self.next_message_id);
+        self.next_message_id += 1;
+        self.messages.insert(
+            id,
+            Message {
+                author,
+                deleted: false,
+            },
+        );
+        id
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    bot: UserId,
+    chats: HashMap<ChatId, Chat>,
+    /// Users who started a private chat with the bot (the bot may message them).
+    private_chats: HashSet<UserId>,
+    calls: Vec<RecordedCall>,
+    sent: Vec<SentMessage>,
+    deleted: Vec<(ChatId, MessageId)>,
+    kicks: Vec<(GroupId, UserId)>,
+    fail_next: HashMap<Method, VecDeque<TelegramError>>,
+    chat_failures: HashMap<ChatId, TelegramError>,
+    global_failure: Option<TelegramError>,
+    latency: Duration,
+}
+
+/// An in-memory Telegram: see the [module documentation](self).
+///
+/// ```
+/// # async fn demo() {
+/// use gmbot_core::domain::{ChannelId, ChatMemberStatus, UserId};
+/// use gmbot_core::telegram::{MemoryTelegram, Method, TelegramApi};
+///
+/// let channel = ChannelId(-1_001);
+/// let tg = MemoryTelegram::new()
+///     .add_channel(channel)
+///     .set_member(channel, UserId(42), ChatMemberStatus::Member);
+/// let status = tg.get_chat_member(channel.into(), UserId(42)).await;
+/// assert_eq!(status, Ok(ChatMemberStatus::Member));
+/// assert_eq!(tg.count(Method::GetChatMember), 1);
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct MemoryTelegram {
+    state: Arc<Mutex<State>>,
+}
+
+impl Default for MemoryTelegram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn full_rights(user: UserId, is_bot: bool, is_creator: bool) -> ChatAdmin {
+    ChatAdmin {
+        user,
+        is_bot,
+        is_creator,
+        can_delete_messages: true,
+        can_restrict_members: true,
+        can_invite_users: true,
+    }
+}
+
+impl MemoryTelegram {
+    /// An empty Telegram whose bot is [`DEFAULT_BOT_ID`].
+    pub fn new() -> Self {
+        Self {
+            state: Arc::new(Mutex::new(State {
+                bot: DEFAULT_BOT_ID,
+                chats: HashMap::new(),
+                private_chats: HashSet::new(),
+                calls: Vec::new(),
+                sent: Vec::new(),
+                deleted: Vec::new(),
+                kicks: Vec::new(),
+                fail_next: HashMap::new(),
+                chat_failures: HashMap::new(),
+                global_failure: None,
+                latency: Duration::ZERO,
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    // ----- setup (builder style: each returns the handle) -----
+
+    /// Changes the bot's own user id (call before adding chats).
+    pub fn with_bot_id(self, bot: UserId) -> Self {
+        self.lock().bot = bot;
+        self
+    }
+
+    /// The bot's user id.
+    pub fn bot_id(&self) -> UserId {
+        self.lock().bot
+    }
+
+    /// Adds a group in which the bot is an administrator with delete,
+    /// restrict and invite rights (what a protected group needs).
+    pub fn add_group(self, group: GroupId) -> Self {
+        self.add_chat(ChatId::from(group), ChatKind::Group)
+    }
+
+    /// Adds a channel of which the bot is an administrator (so it may read memberships).
+    pub fn add_channel(self, channel: ChannelId) -> Self {
+        self.add_chat(ChatId::from(channel), ChatKind::Channel)
+    }
+
+    fn add_chat(self, chat: ChatId, kind: ChatKind) -> Self {
+        {
+            let mut st = self.lock();
+            let bot = st.bot;
+            let entry = st.chats.entry(chat).or_insert_with(|| Chat::new(kind));
+            entry.kind = kind;
+            entry.members.insert(bot, ChatMemberStatus::Administrator);
+            entry.admins.insert(bot, full_rights(bot, true, false));
+        }
+        self
+    }
+
+    /// Removes a chat: every later call about it fails with `ChatNotFound`
+    /// (the chat was deleted or the bot was removed from it).
+    pub fn remove_chat(self, chat: impl Into<ChatId>) -> Self {
+        self.lock().chats.remove(&chat.into());
+        self
+    }
+
+    /// Sets a user's status in a chat (the chat must have been added; otherwise
+    /// this does nothing). `Creator`/`Administrator` also add an admin entry
+    /// (owner: all rights; admin: none — use [`set_admin`](Self::set_admin) for
+    /// rights); any other status removes it.
+    pub fn set_member(
+        self,
+        chat: impl Into<ChatId>,
+        user: UserId,
+        status: ChatMemberStatus,
+    ) -> Self {
+        {
+            let mut st = self.lock();
+            if let Some(c) = st.chats.get_mut(&chat.into()) {
+                c.members.insert(user, status);
+                match status {
+                    ChatMemberStatus::Creator => {
+                        c.admins.insert(user, full_rights(user, false, true));
+                    }
+                    ChatMemberStatus::Administrator => {
+                        c.admins.entry(user).or_insert(ChatAdmin {
+                            user,
+                            is_bot: false,
+                            is_creator: false,
+                            can_delete_messages: false,
+                            can_restrict_members: false,
+                            can_invite_users: false,
+                        });
+                    }
+                    _ => {
+                        c.admins.remove(&user);
+                    }
+                }
+                if !matches!(status, ChatMemberStatus::Restricted { .. }) {
+                    c.permissions.remove(&user);
+                }
+            }
+        }
+        self
+    }
+
+    /// Makes `admin.user` an administrator (or the owner, if `is_creator`) of
+    /// the chat with exactly the given rights. Setting the bot's own entry
+    /// changes the bot's rights.
+    pub fn set_admin(self, chat: impl Into<ChatId>, admin: ChatAdmin) -> Self {
+        {
+            let mut st = self.lock();
+            if let Some(c) = st.chats.get_mut(&chat.into()) {
+                let status = if admin.is_creator {
+                    ChatMemberStatus::Creator
+                } else {
+                    ChatMemberStatus::Administrator
+                };
+                c.members.insert(admin.user, status);
+                c.permissions.remove(&admin.user);
+                c.admins.insert(admin.user, admin);
+            }
+        }
+        self
+    }
+
+    /// Makes the bot an administrator of a chat with full rights (`true`) or a
+    /// plain member (`false`). In a channel, `false` means memberships are no
+    /// longer readable ("member list is inaccessible").
+    pub fn set_bot_admin(self, chat: impl Into<ChatId>, is_admin: bool) -> Self {
+        let chat = chat.into();
+        let bot = self.bot_id();
+        if is_admin {
+            self.set_admin(chat, full_rights(bot, true, false))
+        } else {
+            self.set_member(chat, bot, ChatMemberStatus::Member)
+        }
+    }
+
+    /// [`set_bot_admin`](Self::set_bot_admin) for a channel.
+    pub fn set_bot_channel_admin(self, channel: ChannelId, is_admin: bool) -> Self {
+        self.set_bot_admin(channel, is_admin)
+    }
+
+    /// Sets a group's default member permissions (`getChat.permissions`).
+    pub fn set_default_permissions(self, group: GroupId, permissions: ChatPermissions) -> Self {
+        if let Some(c) = self.lock().chats.get_mut(&ChatId::from(group)) {
+            c.default_permissions = permissions;
+        }
+        self
+    }
+
+    /// Lets the bot message `user` privately (the user pressed Start).
+    pub fn add_private_chat(self, user: UserId) -> Self {
+        self.lock().private_chats.insert(user);
+        self
+    }
+
+    /// Every call waits this long (tokio time) before it is answered, as a
+    /// network round trip would; lets tests overlap concurrent calls.
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
+    }
+
+    /// Posts a message by `author` into a chat (an incoming message the bot
+    /// may later delete). Returns `None` if the chat is unknown.
+    pub fn post_message(&self, chat: impl Into<ChatId>, author: UserId) -> Option<MessageId> {
+        self.lock()
+            .chats
+            .get_mut(&chat.into())
+            .map(|c| c.post(author))
+    }
+
+    // ----- error injection -----
+
+    /// The next call of `method` fails with `error` (queued: several calls
+    /// queue several failures, consumed in order). The call is still recorded.
+    pub fn fail_next(&self, method: Method, error: TelegramError) {
+        self.fail_next_times(method, error, 1);
+    }
+
+    /// The next `times` calls of `method` fail with `error`.
+    pub fn fail_next_times(&self, method: Method, error: TelegramError, times: usize) {
+        let mut st = self.lock();
+        let queue = st.fail_next.entry(method).or_default();
+        queue.extend(std::iter::repeat_n(error, times));
+    }
+
+    /// Every call about `chat` fails with `error` until [`heal_chat`](Self::heal_chat).
+    pub fn fail_chat(&self, chat: impl Into<ChatId>, error: TelegramError) {
+        self.lock().chat_failures.insert(chat.into(), error);
+    }
+
+    /// Ends a [`fail_chat`](Self::fail_chat).
+    pub fn heal_chat(&self, chat: impl Into<ChatId>) {
+        self.lock().chat_failures.remove(&chat.into());
+    }
+
+    /// Every call fails with `error` (Telegram is down) until `set_global_failure(None)`.
+    pub fn set_global_failure(&self, error: Option<TelegramError>) {
+        self.lock().global_failure = error;
+    }
+
+    // ----- inspection -----
+
+    /// Every call so far, in arrival order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.iter().map(|r| r.call.clone()).collect()
+    }
+
+    /// Every call so far with its arrival instant.
+    pub fn timed_calls(&self) -> Vec<RecordedCall> {
+        self.lock().calls.clone()
+    }
+
+    /// How many calls of `method` were made (failed ones included).
+    pub fn count(&self, method: Method) -> usize {
+        self.lock()
+            .calls
+            .iter()
+            .filter(|r| r.call.method() == method)
+            .count()
+    }
+
+    /// How many calls of `method` concerned `chat`.
+    pub fn count_in(&self, method: Method, chat: impl Into<ChatId>) -> usize {
+        let chat = chat.into();
+        self.lock()
+            .calls
+            .iter()
+            .filter(|r| r.call.method() == method && r.call.chat() == Some(chat))
+            .count()
+    }
+
+    /// Forgets the call log (state and injected errors stay).
+    pub fn clear_calls(&self) {
+        self.lock().calls.clear();
+    }
+
+    /// A user's current status in a chat (`None` if the chat is unknown).
+    pub fn status_of(&self, chat: impl Into<ChatId>, user: UserId) -> Option<ChatMemberStatus> {
+        self.lock().chats.get(&chat.into()).map(|c| c.status(user))
+    }
+
+    /// The restriction currently on a member, if any.
+    pub fn restriction_of(&self, group: GroupId, user: UserId) -> Option<ActiveRestriction> {
+        self.lock()
+            .chats
+            .get(&ChatId::from(group))
+            .and_then(|c| c.permissions.get(&user).copied())
+    }
+
+    /// The permissions a member has now: the group's defaults unless restricted;
+    /// `None` if the group is unknown.
+    pub fn permissions_of(&self, group: GroupId, user: UserId) -> Option<ChatPermissions> {
+        let st = self.lock();
+        let c = st.chats.get(&ChatId::from(group))?;
+        Some(
+            c.permissions
+                .get(&user)
+                .map_or(c.default_permissions, |r| r.permissions),
+        )
+    }
+
+    /// Every message the bot sent, in order (deleted ones flagged).
+    pub fn sent_messages(&self) -> Vec<SentMessage> {
+        self.lock().sent.clone()
+    }
+
+    /// Every successful deletion, in order.
+    pub fn deleted_messages(&self) -> Vec<(ChatId, MessageId)> {
+        self.lock().deleted.clone()
+    }
+
+    /// Every successful kick, in order.
+    pub fn kicks(&self) -> Vec<(GroupId, UserId)> {
+        self.lock().kicks.clone()
+    }
+
+    /// Every callback answer, in order (`(callback_id, text, show_alert)`).
+    pub fn callback_answers(&self) -> Vec<(String, Option<String>, bool)> {
+        self.lock()
+            .calls
+            .iter()
+            .filter_map(|r| match &r.call {
+                Call::AnswerCallback {
+                    callback_id,
+                    text,
+                    show_alert,
+                } => Some((callback_id.clone(), text.clone(), *show_alert)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    // ----- the call path -----
+
+    /// Records the call, waits the configured latency, then returns the
+    /// injected error that applies, if any.
+    async fn enter(&self, call: Call) -> TelegramResult<()> {
+        let (latency, injected) = {
+            let mut st = self.lock();
+            let method = call.method();
+            let chat = call.chat();
+            st.calls.push(RecordedCall {
+                at: Instant::now(),
+                call,
+            });
+            let injected = st
+                .fail_next
+                .get_mut(&method)
+                .and_then(VecDeque::pop_front)
+                .or_else(|| chat.and_then(|c| st.chat_failures.get(&c).cloned()))
+                .or_else(|| st.global_failure.clone());
+            (st.latency, injected)
+        };
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        match injected {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn chat_not_found() -> TelegramError {
+    TelegramError::ChatNotFound("chat not found".into())
+}
+
+fn no_restrict_rights() -> TelegramError {
+    TelegramError::NotEnoughRights("not enough rights to restrict/unrestrict chat member".into())
+}
+
+/// The bot's rights in a chat, or `None` if it is not an administrator there.
+fn bot_rights(st: &State, chat: &Chat) -> Option<ChatAdmin> {
+    chat.admins.get(&st.bot).cloned()
+}
+
+/// Checks that `user` may be restricted or kicked in `chat` by the bot.
+fn check_restrictable(st: &State, chat: &Chat, user: UserId) -> TelegramResult<()> {
+    if chat.kind != ChatKind::Group {
+        return Err(TelegramError::BadRequest(
+            "method is available only for supergroups".into(),
+        ));
+    }
+    if !bot_rights(st, chat).is_some_and(|r| r.can_restrict_members) {
+        return Err(no_restrict_rights());
+    }
+    match chat.status(user) {
+        ChatMemberStatus::Creator => {
+            Err(TelegramError::BadRequest("can't remove chat owner".into()))
+        }
+        ChatMemberStatus::Administrator => Err(TelegramError::BadRequest(
+            "user is an administrator of the chat".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[async_trait]
+impl TelegramApi for MemoryTelegram {
+    async fn get_chat_member(
+        &self,
+        chat: ChatId,
+        user: UserId,
+    ) -> TelegramResult<ChatMemberStatus> {
+        self.enter(Call::GetChatMember { chat, user }).await?;
+        let st = self.lock();
+        let c = st.chats.get(&chat).ok_or_else(chat_not_found)?;
+        // Telegram reveals channel memberships only to the channel's admins (TELEGRAM.md).
+        if c.kind == ChatKind::Channel && !c.admins.contains_key(&st.bot) {
+            return Err(TelegramError::NotEnoughRights(
+                "member list is inaccessible".into(),
+            ));
+        }
+        Ok(c.status(user))
+    }
+
+    async fn get_chat_administrators(&self, chat: ChatId) -> TelegramResult<Vec<ChatAdmin>> {
+        self.enter(Call::GetChatAdministrators { chat }).await?;
+        let st = self.lock();
+        let c = st.chats.get(&chat).ok_or_else(chat_not_found)?;
+        let mut admins: Vec<ChatAdmin> = c.admins.values().cloned().collect();
+        // Owner first, then by id: a stable order like Telegram's.
+        admins.sort_by_key(|a| (!a.is_creator, a.user));
+        Ok(admins)
+    }
+
+    async fn delete_message(&self, chat: ChatId, message: MessageId) -> TelegramResult<()> {
+        self.enter(Call::DeleteMessage { chat, message }).await?;
+        let mut st = self.lock();
+        let bot = st.bot;
+        let can_delete = {
+            let c = st.chats.get(&chat).ok_or_else(chat_not_found)?;
+            bot_rights(&st, c).is_some_and(|r| r.can_delete_messages)
+        };
+        let c = st.chats.get_mut(&chat).ok_or_else(chat_not_found)?;
+        let msg = c
+            .messages
+            .get_mut(&message)
+            .filter(|m| !m.deleted)
+            .ok_or_else(|| TelegramError::BadRequest("message to delete not found".into()))?;
+        if msg.author != bot && !can_delete {
+            return Err(TelegramError::NotEnoughRights(
+                "message can't be deleted".into(),
+            ));
+        }
+        msg.deleted = true;
+        st.deleted.push((chat, message));
+        if let Some(s) = st
+            .sent
+            .iter_mut()
+            .find(|s| s.chat == chat && s.id == message)
+        {
+            s.deleted = true;
+        }
+        Ok(())
+    }
+
+    async fn restrict_member(
+        &self,
+        group: GroupId,
+        user: UserId,
+        until: Option<UnixTime>,
+    ) -> TelegramResult<()> {
+        self.enter(Call::RestrictMember { group, user, until })
+            .await?;
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let chat = ChatId::from(group);
+        let c = st.chats.get(&chat).ok_or_else(chat_not_found)?;
+        check_restrictable(st, c, user)?;
+        let c = st.chats.get_mut(&chat).ok_or_else(chat_not_found)?;
+        // A restricted user keeps `is_member` (a restricted non-member stays out).
+        let is_member = match c.status(user) {
+            ChatMemberStatus::Member => true,
+            ChatMemberStatus::Restricted { is_member } => is_member,
+            _ => false,
+        };
+        c.members
+            .insert(user, ChatMemberStatus::Restricted { is_member });
+        c.permissions.insert(
+            user,
+            ActiveRestriction {
+                until,
+                permissions: ChatPermissions::MUTED,
+            },
+        );
+        Ok(())
+    }
+
+    async fn unrestrict_member(&self, group: GroupId, user: UserId) -> TelegramResult<()> {
+        self.enter(Call::UnrestrictMember { group, user }).await?;
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let chat = ChatId::from(group);
+        let c = st.chats.get(&chat).ok_or_else(chat_not_found)?;
+        check_restrictable(st, c, user)?;
+        let c = st.chats.get_mut(&chat).ok_or_else(chat_not_found)?;
+        // Restoring the group's default permissions makes the user an ordinary
+        // member again (or leaves them out, if they were not in the group).
+        if let ChatMemberStatus::Restricted { is_member } = c.status(user) {
+            let status = if is_member {
+                ChatMemberStatus::Member
+            } else {
+                ChatMemberStatus::Left
+            };
+            c.members.insert(user, status);
+        }
+        c.permissions.remove(&user);
+        Ok(())
+    }
+
+    async fn kick_member(&self, group: GroupId, user: UserId) -> TelegramResult<()> {
+        self.enter(Call::KickMember { group, user }).await?;
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let chat = ChatId::from(group);
+        let c = st.chats.get(&chat).ok_or_else(chat_not_found)?;
+        check_restrictable(st, c, user)?;
+        let c = st.chats.get_mut(&chat).ok_or_else(chat_not_found)?;
+        // Ban + unban: out of the group, free to rejoin.
+        c.members.insert(user, ChatMemberStatus::Left);
+        c.permissions.remove(&user);
+        st.kicks.push((group, user));
+        Ok(())
+    }
+
+    async fn send_message(
+        &self,
+        chat: ChatId,
+        message: &OutgoingMessage,
+    ) -> TelegramResult<MessageId> {
+        self.enter(Call::SendMessage {
+            chat,
+            message: message.clone(),
+        })
+        .await?;
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        if message.html.is_empty() {
+            return Err(TelegramError::BadRequest("message text is empty".into()));
+        }
+        if message.html.chars().count() > 4096 {
+            return Err(TelegramError::BadRequest("message is too long".into()));
+        }
+        for button in message.buttons.iter().flatten() {
+            if let super::InlineButton::Callback { data, .. } = button {
+                if data.is_empty() || data.len() > 64 {
+                    return Err(TelegramError::BadRequest("BUTTON_DATA_INVALID".into()));
+                }
+            }
+        }
+        let bot = st.bot;
+        let id = if let Some(c) = st.chats.get_mut(&chat) {
+            if c.kind == ChatKind::Channel && !c.admins.contains_key(&bot) {
+                return Err(TelegramError::NotEnoughRights(
+                    "not enough rights to send text messages to the chat".into(),
+                ));
+            }
+            c.post(bot)
+        } else if chat.get() > 0 {
+            let user = UserId(chat.get());
+            if !st.private_chats.contains(&user) {
+                return Err(TelegramError::Forbidden(
+                    "bot can't initiate conversation with a user".into(),
+                ));
+            }
+            let c = st
+                .chats
+                .entry(chat)
+                .or_insert_with(|| Chat::new(ChatKind::Private));
+            c.post(bot)
+        } else {
+            return Err(chat_not_found());
+        };
+        st.sent.push(SentMessage {
+            chat,
+            id,
+            message: message.clone(),
+            deleted: false,
+        });
+        Ok(id)
+    }
+
+    async fn answer_callback(
+        &self,
+        callback_id: &str,
+        text: Option<&str>,
+        show_alert: bool,
+    ) -> TelegramResult<()> {
+        self.enter(Call::AnswerCallback {
+            callback_id: callback_id.to_owned(),
+            text: text.map(str::to_owned),
+            show_alert,
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telegram::InlineButton;
+
+    const GROUP: GroupId = GroupId(-100_100);
+    const CHANNEL: ChannelId = ChannelId(-100_200);
+    const ALICE: UserId = UserId(11);
+    const BOB: UserId = UserId(12);
+    const OWNER: UserId = UserId(13);
+    const ADMIN: UserId = UserId(14);
+
+    fn world() -> MemoryTelegram {
+        MemoryTelegram::new()
+            .add_group(GROUP)
+            .add_channel(CHANNEL)
+            .set_member(GROUP, ALICE, ChatMemberStatus::Member)
+            .set_member(GROUP, BOB, ChatMemberStatus::Member)
+            .set_member(GROUP, OWNER, ChatMemberStatus::Creator)
+            .set_member(GROUP, ADMIN, ChatMemberStatus::Administrator)
+            .set_member(CHANNEL, ALICE, ChatMemberStatus::Member)
+    }
+
+    #[tokio::test]
+    async fn reads_statuses_and_counts_calls() {
+        let tg = world();
+        assert_eq!(
+            tg.get_chat_member(CHANNEL.into(), ALICE).await,
+            Ok(ChatMemberStatus::Member)
+        );
+        assert_eq!(
+            tg.get_chat_member(CHANNEL.into(), BOB).await,
+            Ok(ChatMemberStatus::Left)
+        );
+        assert_eq!(tg.count(Method::GetChatMember), 2);
+        assert_eq!(tg.count_in(Method::GetChatMember, CHANNEL), 2);
+        assert_eq!(tg.count_in(Method::GetChatMember, GROUP), 0);
+        assert_eq!(
+            tg.calls()[1],
+            Call::GetChatMember {
+                chat: CHANNEL.into(),
+                user: BOB
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn channel_members_are_hidden_unless_bot_is_channel_admin() {
+        let tg = world().set_bot_channel_admin(CHANNEL, false);
+        let err = tg.get_chat_member(CHANNEL.into(), ALICE).await;
+        assert_eq!(
+            err,
+            Err(TelegramError::NotEnoughRights(
+                "member list is inaccessible".into()
+            ))
+        );
+        let tg = tg.set_bot_channel_admin(CHANNEL, true);
+        assert_eq!(
+            tg.get_chat_member(CHANNEL.into(), ALICE).await,
+            Ok(ChatMemberStatus::Member)
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_chat_is_not_found() {
+        let tg = world();
+        let err = tg.get_chat_member(ChatId(-100_999), ALICE).await;
+        assert_eq!(
+            err,
+            Err(TelegramError::ChatNotFound("chat not found".into()))
+        );
+        let tg = tg.remove_chat(GROUP);
+        assert!(matches!(
+            tg.restrict_member(GROUP, ALICE, None).await,
+            Err(TelegramError::ChatNotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn restrict_keeps_membership_and_unrestrict_restores_defaults() {
+        let defaults = ChatPermissions {
+            can_send_media: false,
+            ..ChatPermissions::OPEN
+        };
+        let tg = world().set_default_permissions(GROUP, defaults);
+        tg.restrict_member(GROUP, ALICE, Some(UnixTime(5_000)))
+            .await
+            .expect("restrict works");
+        assert_eq!(
+            tg.status_of(GROUP, ALICE),
+            Some(ChatMemberStatus::Restricted { is_member: true })
+        );
+        assert_eq!(
+            tg.restriction_of(GROUP, ALICE).map(|r| r.until),
+            Some(Some(UnixTime(5_000)))
+        );
+        assert_eq!(
+            tg.permissions_of(GROUP, ALICE),
+            Some(ChatPermissions::MUTED)
+        );
+        tg.unrestrict_member(GROUP, ALICE)
+            .await
+            .expect("unrestrict works");
+        assert_eq!(tg.status_of(GROUP, ALICE), Some(ChatMemberStatus::Member));
+        assert_eq!(tg.restriction_of(GROUP, ALICE), None);
+        // The group's defaults, not everything allowed.
+        assert_eq!(tg.permissions_of(GROUP, ALICE), Some(defaults));
+        // A non-member restricted stays out, and lifting leaves them out.
+        let stranger = UserId(99);
+        tg.restrict_member(GROUP, stranger, None)
+            .await
+            .expect("restrict");
+        assert_eq!(
+            tg.status_of(GROUP, stranger),
+            Some(ChatMemberStatus::Restricted { is_member: false })
+        );
+        tg.unrestrict_member(GROUP, stranger)
+            .await
+            .expect("unrestrict");
+        assert_eq!(tg.status_of(GROUP, stranger), Some(ChatMemberStatus::Left));
+    }
+
+    #[tokio::test]
+    async fn owners_and_admins_cannot_be_restricted_or_kicked() {
+        let tg = world();
+        assert_eq!(
+            tg.restrict_member(GROUP, OWNER, None).await,
+            Err(TelegramError::BadRequest("can't remove chat owner".into()))
+        );
+        assert_eq!(
+            tg.restrict_member(GROUP, ADMIN, None).await,
+            Err(TelegramError::BadRequest(
+                "user is an administrator of the chat".into()
+            ))
+        );
+        assert!(matches!(
+            tg.kick_member(GROUP, OWNER).await,
+            Err(TelegramError::BadRequest(_))
+        ));
+        assert_eq!(
+            tg.status_of(GROUP, ADMIN),
+            Some(ChatMemberStatus::Administrator)
+        );
+    }
+
+    #[tokio::test]
+    async fn restricting_needs_the_right() {
+        let bot = DEFAULT_BOT_ID;
+        let tg = world().set_admin(
+            GROUP,
+            ChatAdmin {
+                user: bot,
+                is_bot: true,
+                is_creator: false,
+                can_delete_messages: true,
+                can_restrict_members: false,
+                can_invite_users: false,
+            },
+        );
+        assert!(matches!(
+            tg.restrict_member(GROUP, ALICE, None).await,
+            Err(TelegramError::NotEnoughRights(_))
+        ));
+        assert_eq!(tg.status_of(GROUP, ALICE), Some(ChatMemberStatus::Member));
+    }
+
+    #[tokio::test]
+    async fn admins_are_listed_owner_first() {
+        let tg = world();
+        let admins = tg
+            .get_chat_administrators(GROUP.into())
+            .await
+            .expect("admins");
+        assert_eq!(admins.len(), 3, "{admins:?}");
+        assert_eq!(admins[0].user, OWNER);
+        assert!(admins[0].is_creator && admins[0].can_restrict_members);
+        assert!(admins.iter().any(|a| a.user == DEFAULT_BOT_ID && a.is_bot));
+        assert!(admins
+            .iter()
+            .any(|a| a.user == ADMIN && !a.can_restrict_members));
+    }
+
+    #[tokio::test]
+    async fn messages_sent_and_deleted() {
+        let tg = world();
+        let msg = OutgoingMessage {
+            html: "Join <b>the channel</b>".into(),
+            buttons: vec![vec![
+                InlineButton::Url {
+                    text: "Join".into(),
+                    url: "https://t.me/x".into(),
+                },
+                InlineButton::Callback {
+                    text: "I've joined".into(),
+                    data: "v:11".into(),
+                },
+            ]],
+            ..OutgoingMessage::default()
+        };
+        let incoming = tg.post_message(GROUP, ALICE).expect("group exists");
+        let warning = tg.send_message(GROUP.into(), &msg).await.expect("sent");
+        assert_ne!(incoming, warning);
+        tg.delete_message(GROUP.into(), incoming)
+            .await
+            .expect("deleted");
+        tg.delete_message(GROUP.into(), warning)
+            .await
+            .expect("deleted");
+        assert_eq!(
+            tg.delete_message(GROUP.into(), warning).await,
+            Err(TelegramError::BadRequest(
+                "message to delete not found".into()
+            ))
+        );
+        let sent = tg.sent_messages();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].message, msg);
+        assert!(sent[0].deleted);
+        assert_eq!(
+            tg.deleted_messages(),
+            vec![(GROUP.into(), incoming), (GROUP.into(), warning)]
+        );
+        // Private chats only with users who started the bot.
+        assert!(matches!(
+            tg.send_message(ALICE.into(), &msg).await,
+            Err(TelegramError::Forbidden(_))
+        ));
+        let tg = tg.add_private_chat(ALICE);
+        assert!(tg.send_message(ALICE.into(), &msg).await.is_ok());
+        // Callback data over 64 bytes is refused.
+        let bad = OutgoingMessage {
+            html: "x".into(),
+            buttons: vec![vec![InlineButton::Callback {
+                text: "x".into(),
+                data: "y".repeat(65),
+            }]],
+            ..OutgoingMessage::default()
+        };
+        assert!(matches!(
+            tg.send_message(GROUP.into(), &bad).await,
+            Err(TelegramError::BadRequest(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn kicks_are_recorded() {
+        let tg = world();
+        tg.kick_member(GROUP, BOB).await.expect("kick");
+        assert_eq!(tg.kicks(), vec![(GROUP, BOB)]);
+        assert_eq!(tg.status_of(GROUP, BOB), Some(ChatMemberStatus::Left));
+        tg.answer_callback("cb1", Some("done"), false)
+            .await
+            .expect("answered");
+        assert_eq!(
+            tg.callback_answers(),
+            vec![("cb1".to_owned(), Some("done".to_owned()), false)]
+        );
+    }
+
+    #[tokio::test]
+    async fn injected_errors() {
+        let tg = world();
+        let busy = TelegramError::RetryAfter {
+            retry_after: Duration::from_secs(3),
+        };
+        tg.fail_next_times(Method::GetChatMember, busy.clone(), 2);
+        assert_eq!(
+            tg.get_chat_member(CHANNEL.into(), ALICE).await,
+            Err(busy.clone())
+        );
+        assert_eq!(tg.get_chat_member(CHANNEL.into(), ALICE).await, Err(busy));
+        assert!(tg.get_chat_member(CHANNEL.into(), ALICE).await.is_ok());
+        assert_eq!(tg.count(Method::GetChatMember), 3);
+
+        let down = TelegramError::Server {
+            code: 502,
+            description: "Bad Gateway".into(),
+        };
+        tg.fail_chat(CHANNEL, down.clone());
+        assert_eq!(
+            tg.get_chat_member(CHANNEL.into(), ALICE).await,
+            Err(down.clone())
+        );
+        assert!(tg.get_chat_member(GROUP.into(), ALICE).await.is_ok());
+        tg.heal_chat(CHANNEL);
+        assert!(tg.get_chat_member(CHANNEL.into(), ALICE).await.is_ok());
+
+        tg.set_global_failure(Some(TelegramError::Network("reset".into())));
+        assert!(tg.answer_callback("x", None, false).await.is_err());
+        tg.set_global_failure(None);
+        assert!(tg.answer_callback("x", None, false).await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn latency_follows_tokio_time_and_calls_are_timestamped() {
+        let tg = world();
+        tg.set_latency(Duration::from_millis(250));
+        let start = Instant::now();
+        let clone = tg.clone();
+        let (a, b) = tokio::join!(
+            tg.get_chat_member(CHANNEL.into(), ALICE),
+            clone.get_chat_member(CHANNEL.into(), BOB)
+        );
+        assert!(a.is_ok() && b.is_ok());
+        assert_eq!(start.elapsed(), Duration::from_millis(250));
+        let calls = tg.timed_calls();
+        assert_eq!(calls.len(), 2);
+        assert!(calls.iter().all(|c| c.at == start));
+    }
+}

@@ -1,0 +1,69 @@
+//! The closed set of [`TelegramApi`](super::TelegramApi) methods, named as the Bot API names them.
+//!
+//! Used wherever a call must be identified without its arguments: metric
+//! labels (bounded by construction), the dispatcher's budget rules and the
+//! in-memory Telegram's call log and error injection.
+
+use std::fmt;
+
+/// One method of the [`TelegramApi`](super::TelegramApi) port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Method {
+    /// `getChatMember`.
+    GetChatMember,
+    /// `getChatAdministrators`.
+    GetChatAdministrators,
+    /// `deleteMessage`.
+    DeleteMessage,
+    /// `restrictChatMember` (mute).
+    RestrictMember,
+    /// `restrictChatMember` with the group's default permissions (unmute).
+    UnrestrictMember,
+    /// `banChatMember` + `unbanChatMember`.
+    KickMember,
+    /// `sendMessage`.
+    SendMessage,
+    /// `answerCallbackQuery`.
+    AnswerCallback,
+}
+
+impl Method {
+    /// Every method, for iteration (metrics pre-registration, tests).
+    pub const ALL: [Method; 8] = [
+        Method::GetChatMember,
+        Method::GetChatAdministrators,
+        Method::DeleteMessage,
+        Method::RestrictMember,
+        Method::UnrestrictMember,
+        Method::KickMember,
+        Method::SendMessage,
+        Method::AnswerCallback,
+    ];
+
+    /// The Bot API name (`unrestrictMember` is GMBot's name for the lifting
+    /// `restrictChatMember`, `kickMember` for ban + unban).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::GetChatMember => "getChatMember",
+            Method::GetChatAdministrators => "getChatAdministrators",
+            Method::DeleteMessage => "deleteMessage",
+            Method::RestrictMember => "restrictChatMember",
+            Method::UnrestrictMember => "unrestrictChatMember",
+            Method::KickMember => "kickChatMember",
+            Method::SendMessage => "sendMessage",
+            Method::AnswerCallback => "answerCallbackQuery",
+        }
+    }
+
+    /// A read: answered from Telegram's state without changing anything.
+    /// Reads have their own, looser flood limits (TELEGRAM.md, "Limits").
+    pub fn is_read(self) -> bool {
+        matches!(self, Method::GetChatMember | Method::GetChatAdministrators)
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
