@@ -414,9 +414,13 @@ fn v1_warning(
         _ => "gmbot protect --group <GROUP_ID> --channel <CHANNEL_ID>".to_owned(),
     };
     Some(format!(
-        "{} {} v1 settings and ignored: protections now live in the database. Make the bot an admin of the group (delete and restrict rights) and of the channel, then send `/protect @yourchannel` in the group, or run `{command}`; then remove {} from the environment",
+        "{} {} and ignored: protections now live in the database. Make the bot an admin of the group (delete and restrict rights) and of the channel, then send `/protect @yourchannel` in the group, or run `{command}`; then remove {} from the environment",
         set.join(", "),
-        if set.len() == 1 { "is a" } else { "are" },
+        if set.len() == 1 {
+            "is a v1 setting"
+        } else {
+            "are v1 settings"
+        },
         if set.len() == 1 { "it" } else { "them" },
     ))
 }
@@ -512,7 +516,8 @@ mod tests {
         assert_eq!(err.var, "WEBHOOK_SECRET");
         assert!(!err.to_string().contains("has space"));
         let hash = "0123456789abcdef0123456789abcdef";
-        let err = parse(&[("TELEGRAM_API_ID", "-3"), ("TELEGRAM_API_HASH", hash)]).expect_err("bad id");
+        let err =
+            parse(&[("TELEGRAM_API_ID", "-3"), ("TELEGRAM_API_HASH", hash)]).expect_err("bad id");
         assert_eq!(err.var, "TELEGRAM_API_ID");
         let err = parse(&[("TELEGRAM_API_ID", "12")]).expect_err("hash missing");
         assert_eq!(err.var, "TELEGRAM_API_HASH");

@@ -240,7 +240,14 @@ async fn send_edit_delete_messages() {
         .delete_message(w.group.into(), posted)
         .await
         .expect("delete member's");
-    assert!(w.sim.visible_messages(w.group).is_empty());
+    for m in [id, posted] {
+        assert!(w.sim.message(w.group, m).is_some_and(|m| m.deleted));
+    }
+    assert!(w
+        .sim
+        .visible_messages(w.group)
+        .iter()
+        .all(|m| m.id != id && m.id != posted));
     let err = w.api.delete_message(w.group.into(), id).await.unwrap_err();
     assert_eq!(
         err,

@@ -12,6 +12,18 @@ use serde_json::{json, Value};
 
 use common::world;
 
+/// Polls a condition of the simulator (bounded: 10 s).
+async fn wait_until(done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 async fn call(sim: &Simulator, method: &str, body: Value) -> (u16, Value) {
     let url = format!("{}/bot{}/{method}", sim.base_url(), sim.token());
     let resp = reqwest::Client::new()
@@ -335,8 +347,8 @@ async fn long_poll_wakes_on_an_update_and_a_newer_poll_ends_an_older_one() {
             .expect("answer");
         raw_json(resp).await
     });
-    // Let the poll start waiting, then post.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Post once the poll is waiting.
+    wait_until(|| w.sim.waiting_polls() == 1).await;
     w.sim.post(w.group, w.bob, "wake up").expect("post");
     let (status, body) = poll.await.expect("poll task");
     assert_eq!(status, 200);
@@ -362,7 +374,7 @@ async fn long_poll_wakes_on_an_update_and_a_newer_poll_ends_an_older_one() {
             raw_json(resp).await
         }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until(|| w.sim.waiting_polls() == 1).await;
     let newer = tokio::spawn(async move {
         let resp = reqwest::Client::new()
             .post(url)
@@ -445,10 +457,7 @@ async fn webhook_delivery_with_secret_and_retries() {
         info["result"]["last_error_message"],
         "Wrong response from the webhook: 500 Internal Server Error"
     );
-    let deadline = Instant::now() + wait;
-    while w.sim.pending_updates() > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(|| w.sim.pending_updates() == 0).await;
     assert_eq!(
         w.sim.pending_updates(),
         0,

@@ -138,7 +138,7 @@ fn build_trace(sc: Scenario) -> Vec<(u64, Event)> {
     for i in 0..total {
         let now = i * step_us / 1_000;
         // Joins due by now.
-        joins.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        joins.sort_unstable_by_key(|j| std::cmp::Reverse(j.0));
         while joins.last().is_some_and(|(at, _)| *at <= now) {
             if let Some((at, key)) = joins.pop() {
                 truth.insert(key, true);

@@ -1,7 +1,8 @@
 //! Engine decision on a cache hit: latency (p50/p99) on one thread and throughput on 1 and 2 threads,
 //! next to a baseline that only looks the same keys up in the membership cache.
 //!
-//! Run: `cargo bench -p gmbot-core --bench engine_hit` (options: `-- --quick` for a short run).
+//! Run: `cargo bench -p gmbot-core --bench engine_hit` (options: `-- --quick` for a short
+//! run, `-- --profile` to run only the hit path, for callgrind).
 //!
 //! Workload: 20 protected groups with one linked channel each, 5,000 users;
 //! 65,536 (group, user) pairs drawn uniformly, 90 % subscribed members
@@ -181,6 +182,7 @@ fn baseline_latencies(s: &Setup, ops: usize) -> Vec<u32> {
     out
 }
 
+#[inline(never)]
 fn engine_loop(s: &Setup, offset: usize, ops: usize) -> usize {
     runtime().block_on(async {
         let mut allowed = 0;
@@ -198,6 +200,7 @@ fn engine_loop(s: &Setup, offset: usize, ops: usize) -> usize {
     })
 }
 
+#[inline(never)]
 fn baseline_loop(s: &Setup, offset: usize, ops: usize) -> usize {
     let mut hits = 0;
     for i in 0..ops {
@@ -263,6 +266,13 @@ fn main() {
         (2_000_000, 5_000_000)
     };
     let s = Arc::new(runtime().block_on(setup()));
+    if std::env::args().any(|a| a == "--profile") {
+        // For `valgrind --tool=callgrind --toggle-collect='*engine_loop*'`: the hit path alone.
+        engine_loop(&s, 0, 200_000);
+        engine_loop(&s, 0, 100_000);
+        baseline_loop(&s, 0, 100_000);
+        return;
+    }
     println!(
         "engine_hit: {GROUPS} groups x 1 channel, {USERS} users, {PAIRS} key pairs (90 % members), {} CPUs",
         std::thread::available_parallelism().map_or(0, |n| n.get())

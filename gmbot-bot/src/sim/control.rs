@@ -743,6 +743,11 @@ impl Simulator {
         self.with(|w| w.updates.pending.len())
     }
 
+    /// Long polls (`getUpdates` with a timeout) waiting for an update right now.
+    pub fn waiting_polls(&self) -> usize {
+        self.with(|w| w.waiting_polls)
+    }
+
     /// The webhook URL, if one is set.
     pub fn webhook_url(&self) -> Option<String> {
         self.with(|w| w.webhook.as_ref().map(|h| h.url.clone()))

@@ -214,12 +214,15 @@ fn get_updates(shared: &Arc<Shared>, req: Request, params: Params) {
             return respond(req, status, body);
         }
     }
+    shared.lock().waiting_polls += 1;
     let shared = Arc::clone(shared);
+    let counter = Arc::clone(&shared);
     let deadline = Instant::now() + Duration::from_secs(u64::try_from(timeout).unwrap_or(0));
     let spawned = std::thread::Builder::new()
         .name("sim-long-poll".into())
         .spawn(move || {
             let result = long_poll(&shared, &params, generation, deadline);
+            shared.lock().waiting_polls -= 1;
             record(
                 &shared,
                 &mut shared.lock(),
@@ -231,6 +234,7 @@ fn get_updates(shared: &Arc<Shared>, req: Request, params: Params) {
             respond(req, status, body);
         });
     if spawned.is_err() {
+        counter.lock().waiting_polls -= 1;
         log::warn!("simulated Telegram: could not start a long-poll thread");
     }
 }

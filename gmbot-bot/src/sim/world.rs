@@ -63,6 +63,8 @@ pub(crate) struct World {
     pub(crate) webhook_generation: u64,
     /// Bumped by every getUpdates so an older long poll ends with 409.
     pub(crate) poll_generation: u64,
+    /// Long polls waiting for an update right now.
+    pub(crate) waiting_polls: usize,
     pub(crate) faults: Vec<Fault>,
     pub(crate) calls: Vec<RecordedCall>,
     pub(crate) record_calls: bool,
@@ -88,6 +90,7 @@ impl World {
             webhook: None,
             webhook_generation: 0,
             poll_generation: 0,
+            waiting_polls: 0,
             faults: Vec::new(),
             calls: Vec::new(),
             record_calls: true,

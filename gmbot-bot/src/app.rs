@@ -1,0 +1,153 @@
+//! `App`: the wired-up bot — store, engine, cache, dispatcher, clock, metrics — shared by every handler.
+//!
+//! `main.rs`, the demo and the tests build one `App` from [`AppDeps`] in one
+//! visible place; handlers only ever receive `&App`. Every Telegram call a
+//! handler makes goes through [`App::telegram`], which is the dispatcher
+//! (rate limits, priority lanes, 429 and 5xx handling).
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use gmbot_core::cache::MembershipCache;
+use gmbot_core::clock::Clock;
+use gmbot_core::dispatch::{DispatchConfig, Dispatcher, Lane, LaneApi};
+use gmbot_core::domain::UserId;
+use gmbot_core::engine::{Engine, EngineConfig, EnginePorts};
+use gmbot_core::store::Store;
+use gmbot_core::telegram::TelegramApi;
+use prometheus::Registry;
+
+use crate::metrics::BotMetrics;
+
+/// Who the bot is (from `getMe`), for `/cmd@username` addressing and admin checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BotIdentity {
+    /// The bot's user id.
+    pub id: UserId,
+    /// The bot's username without `@`.
+    pub username: String,
+}
+
+/// Everything an [`App`] is built from.
+pub struct AppDeps {
+    /// The bot's identity.
+    pub me: BotIdentity,
+    /// The tenancy store.
+    pub store: Arc<dyn Store>,
+    /// The raw Telegram frontend (Bot API client or in-memory); wrapped in the dispatcher here.
+    pub telegram: Arc<dyn TelegramApi>,
+    /// The membership cache.
+    pub cache: Arc<dyn MembershipCache>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Rate-limit budgets and retry policy.
+    pub dispatch: DispatchConfig,
+    /// Engine cache tunables.
+    pub engine: EngineConfig,
+    /// The registry every component records into (served at `/metrics`).
+    pub registry: Registry,
+}
+
+/// The wired-up bot. Cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    me: BotIdentity,
+    store: Arc<dyn Store>,
+    cache: Arc<dyn MembershipCache>,
+    clock: Arc<dyn Clock>,
+    dispatcher: Dispatcher,
+    telegram: Arc<dyn TelegramApi>,
+    engine: Engine,
+    registry: Registry,
+    metrics: BotMetrics,
+}
+
+impl App {
+    /// Wires the components and registers every metric in `deps.registry`.
+    pub fn new(deps: AppDeps) -> anyhow::Result<Self> {
+        let dispatcher = Dispatcher::new(deps.telegram, deps.dispatch, &deps.registry)
+            .context("cannot start the Telegram dispatcher")?;
+        let telegram: Arc<dyn TelegramApi> = Arc::new(dispatcher.clone());
+        let engine = Engine::new(
+            EnginePorts {
+                store: deps.store.clone(),
+                telegram: telegram.clone(),
+                cache: deps.cache.clone(),
+                clock: deps.clock.clone(),
+            },
+            deps.engine,
+            &deps.registry,
+        )
+        .context("cannot register the engine's metrics")?;
+        let metrics =
+            BotMetrics::register(&deps.registry).context("cannot register the bot's metrics")?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                me: deps.me,
+                store: deps.store,
+                cache: deps.cache,
+                clock: deps.clock,
+                dispatcher,
+                telegram,
+                engine,
+                registry: deps.registry,
+                metrics,
+            }),
+        })
+    }
+
+    /// The bot's identity.
+    pub fn me(&self) -> &BotIdentity {
+        &self.inner.me
+    }
+
+    /// The tenancy store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The membership cache.
+    pub fn cache(&self) -> &Arc<dyn MembershipCache> {
+        &self.inner.cache
+    }
+
+    /// Time.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// Telegram through the dispatcher, each method in its default lane.
+    pub fn telegram(&self) -> &Arc<dyn TelegramApi> {
+        &self.inner.telegram
+    }
+
+    /// Telegram through the dispatcher with every call in `lane`
+    /// (e.g. [`Lane::Interactive`] for the "I've joined" button, [`Lane::Bulk`] for reconciliation).
+    pub fn telegram_in(&self, lane: Lane) -> LaneApi {
+        self.inner.dispatcher.lane(lane)
+    }
+
+    /// The dispatcher itself (queue depths, pauses).
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.inner.dispatcher
+    }
+
+    /// The verification engine.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The registry served at `/metrics`.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// The bot's own metrics.
+    pub fn metrics(&self) -> &BotMetrics {
+        &self.inner.metrics
+    }
+}
