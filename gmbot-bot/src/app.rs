@@ -17,6 +17,8 @@ use gmbot_core::store::Store;
 use gmbot_core::telegram::TelegramApi;
 use prometheus::Registry;
 
+use crate::flows::{FlowConfig, FlowState};
+use crate::group_stats::GroupStats;
 use crate::metrics::BotMetrics;
 
 /// Who the bot is (from `getMe`), for `/cmd@username` addressing and admin checks.
@@ -64,11 +66,21 @@ struct Inner {
     engine: Engine,
     registry: Registry,
     metrics: BotMetrics,
+    flows: FlowState,
+    group_stats: GroupStats,
 }
 
 impl App {
     /// Wires the components and registers every metric in `deps.registry`.
+    ///
+    /// Must be called inside a tokio runtime: it starts the flows' background
+    /// tasks (seen-member flushes, warning deletions); stop them with [`App::shutdown`].
     pub fn new(deps: AppDeps) -> anyhow::Result<Self> {
+        Self::with_flows(deps, FlowConfig::default())
+    }
+
+    /// Like [`App::new`], with the flows' tunables.
+    pub fn with_flows(deps: AppDeps, flows: FlowConfig) -> anyhow::Result<Self> {
         let dispatcher = Dispatcher::new(deps.telegram, deps.dispatch, &deps.registry)
             .context("cannot start the Telegram dispatcher")?;
         let telegram: Arc<dyn TelegramApi> = Arc::new(dispatcher.clone());
@@ -85,6 +97,13 @@ impl App {
         .context("cannot register the engine's metrics")?;
         let metrics =
             BotMetrics::register(&deps.registry).context("cannot register the bot's metrics")?;
+        let flows = FlowState::start(
+            flows,
+            deps.store.clone(),
+            Arc::new(dispatcher.lane(Lane::Notify)),
+            metrics.errors.clone(),
+        )
+        .context("cannot start the enforcement flows")?;
         Ok(Self {
             inner: Arc::new(Inner {
                 me: deps.me,
@@ -96,6 +115,8 @@ impl App {
                 engine,
                 registry: deps.registry,
                 metrics,
+                flows,
+                group_stats: GroupStats::new(),
             }),
         })
     }
@@ -149,5 +170,22 @@ impl App {
     /// The bot's own metrics.
     pub fn metrics(&self) -> &BotMetrics {
         &self.inner.metrics
+    }
+
+    /// Per-group verification counters for `/status` (metrics labels never carry group ids).
+    pub fn group_stats(&self) -> &GroupStats {
+        &self.inner.group_stats
+    }
+
+    /// The flows' in-process state (seen-member batcher, warning timers, cool-downs).
+    pub fn flows(&self) -> &FlowState {
+        &self.inner.flows
+    }
+
+    /// Stops the background tasks the app owns: writes the waiting seen
+    /// members and stops the warning timers (warnings not yet due stay in
+    /// their groups). Call it once the transports stopped handing updates in.
+    pub async fn shutdown(&self) {
+        self.inner.flows.shutdown().await;
     }
 }

@@ -16,7 +16,7 @@ use url::Url;
 use crate::secret::{BotToken, SecretString};
 
 /// Every variable GMBot reads.
-pub const VARIABLES: [&str; 16] = [
+pub const VARIABLES: [&str; 18] = [
     "TELEGRAM_BOT_TOKEN",
     "TELEGRAM_API_URL",
     "TELEGRAM_API_ID",
@@ -26,7 +26,9 @@ pub const VARIABLES: [&str; 16] = [
     "WEBHOOK_URL",
     "WEBHOOK_SECRET",
     "HTTP_LISTEN",
+    "METRICS_LISTEN",
     "SENTRY_DSN",
+    "GMBOT_ENV",
     "RUST_LOG",
     "GMBOT_LOG_FORMAT",
     "CHANNEL_ID",
@@ -41,6 +43,8 @@ pub const DEFAULT_API_URL: &str = "https://api.telegram.org";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://gmbot.db";
 /// Where the HTTP endpoints (health, readiness, metrics, webhook) listen.
 pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
+/// The environment reported to Sentry when `GMBOT_ENV` is unset.
+pub const DEFAULT_ENVIRONMENT: &str = "production";
 
 /// A variable with a bad value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -102,10 +106,17 @@ pub struct Config {
     pub webhook: Option<WebhookConfig>,
     /// `HTTP_LISTEN`.
     pub http_listen: SocketAddr,
+    /// `METRICS_LISTEN`: when set, `/health`, `/ready` and `/metrics` are served here
+    /// instead of on `HTTP_LISTEN` (which then serves the webhook and `/health`).
+    pub metrics_listen: Option<SocketAddr>,
     /// `SENTRY_DSN`.
     pub sentry_dsn: Option<SecretString>,
+    /// `GMBOT_ENV`: the environment name reported to Sentry (default `production`).
+    pub environment: String,
     /// `GMBOT_LOG_FORMAT`.
     pub log_format: LogFormat,
+    /// `RUST_LOG`: log filter directives (default `info`).
+    pub log_filter: Option<String>,
     /// `TELEGRAM_API_ID` / `TELEGRAM_API_HASH`.
     pub mtproto: Option<MtprotoCredentials>,
     /// Things worth telling the operator that do not stop the program (v1 variables, …).
@@ -121,8 +132,11 @@ impl fmt::Debug for Config {
             .field("redis_url", &self.redis_url)
             .field("webhook", &self.webhook)
             .field("http_listen", &self.http_listen)
+            .field("metrics_listen", &self.metrics_listen)
             .field("sentry_dsn", &self.sentry_dsn)
+            .field("environment", &self.environment)
             .field("log_format", &self.log_format)
+            .field("log_filter", &self.log_filter)
             .field("mtproto", &self.mtproto)
             .field("warnings", &self.warnings)
             .finish()
@@ -245,6 +259,35 @@ impl Config {
                 )
             })?;
 
+        let metrics_listen = match get("METRICS_LISTEN") {
+            Some(v) => Some(v.parse::<SocketAddr>().map_err(|_| {
+                bad(
+                    "METRICS_LISTEN",
+                    "expected an address and port such as 127.0.0.1:9090",
+                )
+            })?),
+            None => None,
+        };
+        if metrics_listen == Some(http_listen) {
+            return Err(bad(
+                "METRICS_LISTEN",
+                "is the same address as HTTP_LISTEN: leave it unset to serve everything on HTTP_LISTEN",
+            ));
+        }
+
+        let environment = get("GMBOT_ENV").unwrap_or_else(|| DEFAULT_ENVIRONMENT.to_owned());
+        if environment.len() > 64
+            || !environment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(bad(
+                "GMBOT_ENV",
+                "expected a short name such as production or staging (A-Z, a-z, 0-9, -, _ and .)",
+            ));
+        }
+        let log_filter = get("RUST_LOG");
+
         let sentry_dsn = match get("SENTRY_DSN") {
             Some(d) => Some(parse_sentry_dsn(&d)?),
             None => None,
@@ -302,8 +345,11 @@ impl Config {
             redis_url,
             webhook,
             http_listen,
+            metrics_listen,
             sentry_dsn,
+            environment,
             log_format,
+            log_filter,
             mtproto,
             warnings,
         })
@@ -385,7 +431,9 @@ fn parse_sentry_dsn(raw: &str) -> Result<SecretString, ConfigError> {
         && !url.username().is_empty()
         && url.host().is_some()
         && !project.is_empty();
-    if !ok {
+    // The SDK's own parser has the last word: `ClientOptions::dsn` panics on
+    // what it rejects, so whatever passes here must parse there.
+    if !ok || raw.parse::<sentry::types::Dsn>().is_err() {
         return Err(bad(VAR, "expected https://<key>@<host>/<project id>"));
     }
     Ok(SecretString::new(raw))
@@ -444,6 +492,8 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Text);
         assert!(c.webhook.is_none() && c.redis_url.is_none() && c.mtproto.is_none());
         assert!(c.warnings.is_empty());
+        assert!(c.metrics_listen.is_none() && c.log_filter.is_none());
+        assert_eq!(c.environment, "production");
         assert_eq!(
             c.database_url,
             DEFAULT_DATABASE_URL.parse().expect("default db url")
@@ -460,6 +510,9 @@ mod tests {
             ("WEBHOOK_URL", "https://bot.example.com/tg/hook"),
             ("WEBHOOK_SECRET", "s3cr3t_-X"),
             ("HTTP_LISTEN", "127.0.0.1:9000"),
+            ("METRICS_LISTEN", "127.0.0.1:9090"),
+            ("GMBOT_ENV", "staging"),
+            ("RUST_LOG", "debug,gmbot_core=trace"),
             ("SENTRY_DSN", "https://abc@o1.ingest.sentry.io/42"),
             ("GMBOT_LOG_FORMAT", "JSON"),
             ("TELEGRAM_API_ID", "12345"),
@@ -469,6 +522,12 @@ mod tests {
         assert_eq!(c.token.as_ref().map(BotToken::bot_id), Some(123_456_789));
         assert_eq!(c.api_url.as_str(), "http://127.0.0.1:8081/");
         assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(
+            c.metrics_listen,
+            Some("127.0.0.1:9090".parse().expect("addr"))
+        );
+        assert_eq!(c.environment, "staging");
+        assert_eq!(c.log_filter.as_deref(), Some("debug,gmbot_core=trace"));
         let hook = c.webhook.as_ref().expect("webhook mode");
         assert_eq!(hook.url.path(), "/tg/hook");
         assert_eq!(
@@ -494,6 +553,9 @@ mod tests {
             ("WEBHOOK_URL", "http://bot.example.com/hook"),
             ("WEBHOOK_URL", "https://bot.example.com:9999/hook"),
             ("HTTP_LISTEN", "localhost"),
+            ("METRICS_LISTEN", ":9090"),
+            ("METRICS_LISTEN", "0.0.0.0:8080"),
+            ("GMBOT_ENV", "prod env"),
             ("SENTRY_DSN", "not a dsn"),
             ("GMBOT_LOG_FORMAT", "xml"),
         ];

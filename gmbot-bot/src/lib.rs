@@ -13,14 +13,33 @@
 //! - [`secret`] — [`BotToken`] and [`SecretString`], which never print their value.
 //! - [`botapi`] — [`BotApi`], the HTTP Bot API client (typed by `frankenstein`), and the
 //!   classification of Telegram's error answers.
+//! - [`http`] — the `tiny_http` listener: webhook, `/health`, `/ready`, `/metrics`.
+//! - [`logging`] — `env_logger` as text or JSON lines, with the records' key-values.
+//! - [`sentry`] — error and panic reports to Sentry, tagged with their context, scrubbed.
+//! - [`handlers`] — [`handlers::handle`], the one `match` over update kinds every transport calls.
+//! - [`flows`] — enforcing verdicts, warnings, lifting, joins and leaves, the bot's own status,
+//!   migrations, reconciliation and seen-member batching.
+//! - [`commands`] — the admin commands (`/protect`, `/status`, `/settings`, …) and the settings keyboard.
+//! - [`group_stats`] — per-group verification counters shown by `/status`.
 //! - [`sim`] — [`Simulator`](sim::Simulator), the fake Bot API server on 127.0.0.1.
 
 pub mod app;
 pub mod botapi;
+pub mod commands;
 pub mod config;
+pub mod demo;
+pub mod flows;
+pub mod group_stats;
+pub mod handlers;
+pub mod http;
+pub mod logging;
 pub mod metrics;
+pub mod run;
+pub mod runtime;
 pub mod secret;
+pub mod sentry;
 pub mod sim;
+pub mod transport;
 pub mod update;
 
 pub use botapi::{BotApi, BotApiOptions};

@@ -1,9 +1,14 @@
-//! `gmbot-bot`: GMBot's Telegram bot. Parses the configuration, reports what it would run and
-//! exits with a meaningful code (0 ok, 2 bad configuration).
+//! `gmbot-bot`: GMBot's Telegram bot. Parses the configuration, installs logging (and Sentry),
+//! runs the bot until SIGTERM or Ctrl-C, and exits with a meaningful code: 0 after a clean
+//! stop, 1 on a runtime error, 2 on bad configuration. `gmbot-bot demo` runs it against the
+//! simulated Telegram instead.
 
 use std::process::ExitCode;
 
-use gmbot_bot::Config;
+use gmbot_bot::run::{self, RunOptions};
+use gmbot_bot::runtime::Shutdown;
+use gmbot_bot::sentry::SentrySettings;
+use gmbot_bot::{demo, logging, Config};
 
 const NO_TOKEN: &str = "\
 gmbot-bot needs a bot token to talk to Telegram.
@@ -18,10 +23,22 @@ No token yet? Watch GMBot work against a simulated Telegram:
 
   cargo run --release -p gmbot-bot -- demo";
 
+const USAGE: &str = "\
+usage: gmbot-bot          run the bot (configured by environment variables; see README.md)
+       gmbot-bot demo     run the bot against a simulated Telegram with a scripted scenario";
+
 fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("demo") {
-        println!("The demo runs the bot against the simulated Telegram; it arrives with the bot's update handling.");
-        return ExitCode::SUCCESS;
+    match std::env::args().nth(1).as_deref() {
+        None => {}
+        Some("demo") => return demo::main(),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!("gmbot-bot: unknown argument `{other}`\n{USAGE}");
+            return ExitCode::from(2);
+        }
     }
     let config = match Config::from_env() {
         Ok(c) => c,
@@ -30,25 +47,62 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    for warning in &config.warnings {
-        eprintln!("gmbot-bot: warning: {warning}");
-    }
-    let Some(token) = &config.token else {
+    if config.token.is_none() {
+        for warning in &config.warnings {
+            eprintln!("gmbot-bot: warning: {warning}");
+        }
         eprintln!("{NO_TOKEN}");
         return ExitCode::from(2);
+    }
+    let sentry = match SentrySettings::from_config(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("gmbot-bot: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
     };
-    let transport = match &config.webhook {
-        Some(w) => format!("webhook at {} (listening on {})", w.url, config.http_listen),
-        None => "long polling".to_owned(),
+    let filter = std::env::var("RUST_LOG").ok();
+    let logged = if sentry.is_some() {
+        logging::init_with_sentry(config.log_format, filter.as_deref())
+    } else {
+        logging::init(config.log_format, filter.as_deref())
     };
-    println!(
-        "gmbot-bot: configuration is valid: bot {}, Bot API {}, database {}, cache {}, transport {}.",
-        token.bot_id(),
-        config.api_url,
-        config.database_url,
-        if config.redis_url.is_some() { "Redis" } else { "in-process" },
-        transport,
-    );
-    println!("gmbot-bot: update handling is not wired into this binary yet; nothing to run.");
-    ExitCode::SUCCESS
+    if let Err(e) = logged {
+        eprintln!("gmbot-bot: {e}");
+    }
+    let _sentry = sentry.map(gmbot_bot::sentry::init);
+    for warning in &config.warnings {
+        log::warn!("{warning}");
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!(error:display = e; "cannot start the async runtime");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = Shutdown::new();
+        shutdown.trigger_on_signals();
+        run::run(&config, RunOptions::default(), shutdown).await
+    });
+    match result {
+        Ok(report) => {
+            log::info!(
+                handled = report.drain.stats.handled,
+                abandoned = report.drain.abandoned;
+                "gmbot-bot stopped"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!("gmbot-bot stopped: {e:#}");
+            eprintln!("gmbot-bot: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }

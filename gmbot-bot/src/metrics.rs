@@ -61,7 +61,7 @@ impl BotMetrics {
             webhook_rejections: IntCounterVec::new(
                 Opts::new(
                     "gmbot_webhook_rejections_total",
-                    "Webhook requests refused, by reason (unauthorized, too_large, malformed, duplicate, overloaded, method).",
+                    "Webhook requests refused or not queued, by reason (unauthorized, too_large, malformed, unsupported, duplicate, overloaded, shutting_down).",
                 ),
                 &["reason"],
             )?,

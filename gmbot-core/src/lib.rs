@@ -17,6 +17,8 @@
 //! - [`domain`] — ids, groups, channels, settings, restrictions (no I/O).
 //! - [`engine`] — the verification [`Engine`](engine::Engine): group config →
 //!   exemptions → linked channels, returning a decision and its actions.
+//! - [`setup`] — the `/protect` checks (rights in the group and channels, invite
+//!   links), shared by the bot and the CLI.
 //! - [`store`] — the [`Store`](store::Store) port, its SQLite and PostgreSQL
 //!   adapters, migrations and `DATABASE_URL` parsing.
 //! - [`telegram`] — the [`TelegramApi`](telegram::TelegramApi) port the frontends implement,
@@ -49,5 +51,6 @@ pub mod clock;
 pub mod dispatch;
 pub mod domain;
 pub mod engine;
+pub mod setup;
 pub mod store;
 pub mod telegram;

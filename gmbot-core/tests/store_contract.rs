@@ -116,6 +116,7 @@ macro_rules! contract_suite {
                 migrate_group_moves_everything,
                 migrate_group_conflicts_change_nothing,
                 seen_members_upsert_and_paging,
+                seen_members_batch_upsert,
                 concurrent_writers,
             );
 
@@ -1149,6 +1150,63 @@ async fn migrate_group_conflicts_change_nothing(s: Arc<dyn Store>) {
         (1, 0)
     );
     assert_eq!(s.list_groups().await.expect("list").len(), 2);
+}
+
+async fn seen_members_batch_upsert(s: Arc<dyn Store>) {
+    let (a, b) = (gid(1), gid(2));
+    protect(&s, a, vec![by_id(1)]).await;
+    protect(&s, b, vec![by_id(2)]).await;
+    s.record_seen(a, uid(5), t(10)).await.expect("seen");
+
+    s.record_seen_many(&[])
+        .await
+        .expect("an empty batch is a no-op");
+    // Out of order, a pair twice, an older time for a known row, an unknown group.
+    s.record_seen_many(&[
+        (b, uid(7), t(3)),
+        (a, uid(5), t(4)),
+        (a, uid(6), t(8)),
+        (a, uid(6), t(6)),
+        (gid(99), uid(1), t(1)),
+        (b, uid(5), t(2)),
+    ])
+    .await
+    .expect("batch");
+    let row = |g, u| {
+        let s = s.clone();
+        async move { s.seen_member(g, u).await.expect("read") }
+    };
+    let a5 = row(a, uid(5)).await.expect("a/5 kept");
+    assert_eq!(
+        (a5.first_seen, a5.last_seen),
+        (t(10), t(10)),
+        "last_seen never moves backwards"
+    );
+    let a6 = row(a, uid(6)).await.expect("a/6 inserted");
+    assert_eq!(
+        (a6.first_seen, a6.last_seen),
+        (t(8), t(8)),
+        "a pair given twice keeps its latest time"
+    );
+    assert_eq!(row(b, uid(7)).await.map(|m| m.last_seen), Some(t(3)));
+    assert_eq!(row(b, uid(5)).await.map(|m| m.last_seen), Some(t(2)));
+    assert_eq!(row(a, uid(7)).await, None, "tenancy: b's member is not a's");
+    assert_eq!(
+        s.count_seen(gid(99)).await.expect("count"),
+        0,
+        "unknown group skipped"
+    );
+    assert_eq!(s.count_seen(a).await.expect("count"), 2);
+    assert_eq!(s.count_seen(b).await.expect("count"), 2);
+
+    // A batch larger than one statement's chunk.
+    let many: Vec<_> = (1..=1_200).map(|u| (b, uid(1_000 + u), t(u))).collect();
+    s.record_seen_many(&many).await.expect("large batch");
+    assert_eq!(s.count_seen(b).await.expect("count"), 1_202);
+    assert_eq!(
+        row(b, uid(2_200)).await.map(|m| m.last_seen),
+        Some(t(1_200))
+    );
 }
 
 async fn seen_members_upsert_and_paging(s: Arc<dyn Store>) {

@@ -9,6 +9,7 @@
 //! error classification, token redaction, the group-permissions cache for unmuting, and
 //! per-update parsing so one malformed update cannot wedge `getUpdates`.
 
+pub mod convert;
 mod error;
 mod permissions;
 
@@ -34,7 +35,8 @@ use url::Url;
 
 use gmbot_core::domain::{ChatId, ChatMemberStatus, GroupId, MessageId, UnixTime, UserId};
 use gmbot_core::telegram::{
-    ChatAdmin, InlineButton, OutgoingMessage, TelegramApi, TelegramError, TelegramResult,
+    ChatAdmin, ChatInfo, ChatTarget, ChatType, InlineButton, OutgoingMessage, TelegramApi,
+    TelegramError, TelegramResult,
 };
 
 use crate::config::{Config, DEFAULT_API_URL};
@@ -193,6 +195,22 @@ fn keyboard(rows: &[Vec<InlineButton>]) -> Option<InlineKeyboardMarkup> {
             .inline_keyboard(inline_keyboard)
             .build(),
     )
+}
+
+/// The port's view of a `getChat` answer.
+pub fn chat_info(c: &ChatFullInfo) -> ChatInfo {
+    let kind = match c.type_field {
+        frankenstein::types::ChatType::Private => ChatType::Private,
+        frankenstein::types::ChatType::Group => ChatType::Group,
+        frankenstein::types::ChatType::Supergroup => ChatType::Supergroup,
+        frankenstein::types::ChatType::Channel => ChatType::Channel,
+    };
+    ChatInfo {
+        id: ChatId(c.id),
+        kind,
+        title: c.title.clone().or_else(|| c.first_name.clone()),
+        username: c.username.clone(),
+    }
 }
 
 /// The port's view of a `ChatMember`.
@@ -675,5 +693,32 @@ impl TelegramApi for BotApi {
             .await
             .map_err(|e| self.fail(e))?;
         Ok(())
+    }
+
+    async fn get_chat(&self, chat: &ChatTarget) -> TelegramResult<ChatInfo> {
+        let full = match chat {
+            ChatTarget::Id(id) => BotApi::get_chat(self, *id).await?,
+            ChatTarget::Username(name) => self.get_chat_by_username(name.as_str()).await?,
+        };
+        Ok(chat_info(&full))
+    }
+
+    async fn create_invite_link(&self, chat: ChatId) -> TelegramResult<String> {
+        self.create_chat_invite_link(chat, Some("GMBot")).await
+    }
+
+    async fn edit_message(
+        &self,
+        chat: ChatId,
+        message: MessageId,
+        msg: &OutgoingMessage,
+    ) -> TelegramResult<()> {
+        match self.edit_message_text(chat, message, msg).await {
+            // The message already shows exactly this: the edit's goal is met.
+            Err(TelegramError::BadRequest(text)) if text.contains("message is not modified") => {
+                Ok(())
+            }
+            other => other,
+        }
     }
 }

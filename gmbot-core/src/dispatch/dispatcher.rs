@@ -17,7 +17,8 @@ use super::scheduler::{Budget, Scheduler};
 use super::{DispatchConfig, DispatchError, Lane};
 use crate::domain::{ChatId, ChatMemberStatus, GroupId, MessageId, UnixTime, UserId};
 use crate::telegram::{
-    ChatAdmin, Method, OutgoingMessage, TelegramApi, TelegramError, TelegramResult,
+    ChatAdmin, ChatInfo, ChatTarget, Method, OutgoingMessage, TelegramApi, TelegramError,
+    TelegramResult,
 };
 
 struct Shared {
@@ -85,11 +86,12 @@ fn stopped() -> TelegramError {
 
 /// The outbound dispatcher: every Telegram call goes through it.
 ///
-/// - **Budgets** ([`DispatchConfig`]): `sendMessage` draws on the global write
-///   budget (30/s) and its chat's budget (20/min in a group, 1/s in a private
-///   chat); deletions, restrictions and kicks on the global write budget only;
-///   reads on an optional read budget, never on the message budget; callback
-///   answers on nothing. Buckets are `ratelimit` token buckets on tokio's clock.
+/// - **Budgets** ([`DispatchConfig`]): `sendMessage` and `editMessageText`
+///   draw on the global write budget (30/s) and their chat's budget (20/min in
+///   a group, 1/s in a private chat); deletions, restrictions, kicks and invite
+///   links on the global write budget only; reads (`getChatMember`,
+///   `getChatAdministrators`, `getChat`) on an optional read budget, never on
+///   the message budget; callback answers on nothing. Buckets are `ratelimit` token buckets on tokio's clock.
 /// - **Lanes** ([`Lane`]): when calls wait for the same budget, the highest
 ///   lane goes first, in arrival order within a lane. A call that has waited
 ///   [`starvation_limit`](DispatchConfig::starvation_limit) goes before every
@@ -426,6 +428,41 @@ impl Dispatcher {
         })
         .await
     }
+
+    async fn get_chat_in(&self, lane: Lane, target: &ChatTarget) -> TelegramResult<ChatInfo> {
+        // By username the chat id is not known yet: a 429 then pauses everything.
+        let chat = match target {
+            ChatTarget::Id(id) => Some(*id),
+            ChatTarget::Username(_) => None,
+        };
+        self.call(lane, Method::GetChat, chat, |api| async move {
+            api.get_chat(target).await
+        })
+        .await
+    }
+
+    async fn create_invite_link_in(&self, lane: Lane, chat: ChatId) -> TelegramResult<String> {
+        self.call(
+            lane,
+            Method::CreateInviteLink,
+            Some(chat),
+            |api| async move { api.create_invite_link(chat).await },
+        )
+        .await
+    }
+
+    async fn edit_message_in(
+        &self,
+        lane: Lane,
+        chat: ChatId,
+        message: MessageId,
+        new: &OutgoingMessage,
+    ) -> TelegramResult<()> {
+        self.call(lane, Method::EditMessage, Some(chat), |api| async move {
+            api.edit_message(chat, message, new).await
+        })
+        .await
+    }
 }
 
 /// Each method in its [default lane](Lane::default_for).
@@ -488,6 +525,26 @@ impl TelegramApi for Dispatcher {
         let lane = Lane::default_for(Method::AnswerCallback);
         self.answer_callback_in(lane, callback_id, text, show_alert)
             .await
+    }
+
+    async fn get_chat(&self, chat: &ChatTarget) -> TelegramResult<ChatInfo> {
+        let lane = Lane::default_for(Method::GetChat);
+        self.get_chat_in(lane, chat).await
+    }
+
+    async fn create_invite_link(&self, chat: ChatId) -> TelegramResult<String> {
+        let lane = Lane::default_for(Method::CreateInviteLink);
+        self.create_invite_link_in(lane, chat).await
+    }
+
+    async fn edit_message(
+        &self,
+        chat: ChatId,
+        message: MessageId,
+        msg: &OutgoingMessage,
+    ) -> TelegramResult<()> {
+        let lane = Lane::default_for(Method::EditMessage);
+        self.edit_message_in(lane, chat, message, msg).await
     }
 }
 
@@ -569,6 +626,25 @@ impl TelegramApi for LaneApi {
     ) -> TelegramResult<()> {
         self.dispatcher
             .answer_callback_in(self.lane, callback_id, text, show_alert)
+            .await
+    }
+
+    async fn get_chat(&self, chat: &ChatTarget) -> TelegramResult<ChatInfo> {
+        self.dispatcher.get_chat_in(self.lane, chat).await
+    }
+
+    async fn create_invite_link(&self, chat: ChatId) -> TelegramResult<String> {
+        self.dispatcher.create_invite_link_in(self.lane, chat).await
+    }
+
+    async fn edit_message(
+        &self,
+        chat: ChatId,
+        message: MessageId,
+        msg: &OutgoingMessage,
+    ) -> TelegramResult<()> {
+        self.dispatcher
+            .edit_message_in(self.lane, chat, message, msg)
             .await
     }
 }

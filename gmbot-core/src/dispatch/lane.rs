@@ -52,7 +52,8 @@ impl Lane {
     /// The lane a call takes through the dispatcher's own
     /// [`TelegramApi`](crate::telegram::TelegramApi) implementation: unmuting
     /// and callback answers are interactive, membership reads, deletions,
-    /// restrictions and kicks are enforcement, sent messages are notifications.
+    /// restrictions and kicks are enforcement, sent and edited messages and
+    /// the setup calls behind admin commands (`getChat`, invite links) are notifications.
     pub fn default_for(method: Method) -> Lane {
         match method {
             Method::UnrestrictMember | Method::AnswerCallback => Lane::Interactive,
@@ -61,7 +62,10 @@ impl Lane {
             | Method::DeleteMessage
             | Method::RestrictMember
             | Method::KickMember => Lane::Enforcement,
-            Method::SendMessage => Lane::Notify,
+            Method::SendMessage
+            | Method::EditMessage
+            | Method::GetChat
+            | Method::CreateInviteLink => Lane::Notify,
         }
     }
 }

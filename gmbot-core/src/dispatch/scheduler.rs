@@ -153,12 +153,16 @@ impl Scheduler {
     /// The budget `method` draws on (see [`Budget`]).
     pub(crate) fn budget_of(&self, method: Method, chat: Option<ChatId>) -> Budget {
         match method {
-            Method::SendMessage => chat.map_or(Budget::Write, Budget::Message),
+            // An edit is a message as far as Telegram's flood limits go.
+            Method::SendMessage | Method::EditMessage => {
+                chat.map_or(Budget::Write, Budget::Message)
+            }
             Method::DeleteMessage
             | Method::RestrictMember
             | Method::UnrestrictMember
-            | Method::KickMember => Budget::Write,
-            Method::GetChatMember | Method::GetChatAdministrators => {
+            | Method::KickMember
+            | Method::CreateInviteLink => Budget::Write,
+            Method::GetChatMember | Method::GetChatAdministrators | Method::GetChat => {
                 if self.reads.is_some() {
                     Budget::Read
                 } else {

@@ -12,11 +12,8 @@
 //! engine then checks the sender's channels like anyone else's rather than
 //! asking Telegram again for every message while it is failing.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-use moka::future::Cache;
 
 use crate::clock::Clock;
 use crate::domain::{ChatId, GroupId, UserId};
@@ -24,18 +21,19 @@ use crate::telegram::TelegramApi;
 
 use super::config_cache::millis;
 use super::decision::ExemptReason;
+use super::group_map::GroupMap;
 
-/// One group's admins as last fetched.
+/// One group's admins as last fetched (empty if the fetch failed).
 #[derive(Debug)]
 pub(crate) struct AdminList {
     creator: Option<UserId>,
     /// Sorted, for a binary search without hashing or allocating.
     admins: Box<[UserId]>,
-    expires_at_ms: u64,
 }
 
 impl AdminList {
     /// Why `user` is exempt as an admin, if they are one.
+    #[inline]
     pub(crate) fn role(&self, user: UserId) -> Option<ExemptReason> {
         if self.creator == Some(user) {
             Some(ExemptReason::Creator)
@@ -49,51 +47,56 @@ impl AdminList {
 
 /// Group id → admin list, with a TTL on the [`Clock`].
 pub(crate) struct AdminCache {
-    entries: Cache<GroupId, Arc<AdminList>>,
+    entries: GroupMap<Arc<AdminList>>,
     ttl_ms: u64,
     failure_ttl_ms: u64,
-    epoch: AtomicU64,
 }
 
 impl AdminCache {
     pub(crate) fn new(ttl: Duration, failure_ttl: Duration, capacity: u64) -> Self {
         Self {
-            entries: Cache::new(capacity),
+            entries: GroupMap::new(capacity),
             ttl_ms: millis(ttl),
             failure_ttl_ms: millis(failure_ttl),
-            epoch: AtomicU64::new(0),
         }
     }
 
-    /// The group's admins: cached while fresh, else fetched from Telegram.
+    /// The group's admins: cached while fresh at `now_ms`, else fetched from Telegram.
+    #[inline]
     pub(crate) async fn get(
+        &self,
+        group: GroupId,
+        now_ms: u64,
+        telegram: &dyn TelegramApi,
+        clock: &dyn Clock,
+    ) -> Arc<AdminList> {
+        match self.entries.get(group, now_ms) {
+            Some((list, true)) => list,
+            _ => self.load(group, telegram, clock).await,
+        }
+    }
+
+    async fn load(
         &self,
         group: GroupId,
         telegram: &dyn TelegramApi,
         clock: &dyn Clock,
     ) -> Arc<AdminList> {
-        match self.entries.get(&group).await {
-            Some(e) if clock.now_millis() < e.expires_at_ms => return e,
-            Some(_) => self.entries.invalidate(&group).await,
-            None => {}
-        }
-        let epoch = self.epoch.load(Ordering::Acquire);
-        let list = self
-            .entries
-            .get_with(group, async {
+        let epoch = self.entries.epoch();
+        self.entries
+            .load_once(group, async {
                 let answer = telegram.get_chat_administrators(ChatId::from(group)).await;
-                let now = clock.now_millis();
-                Arc::new(match answer {
+                let (list, ttl_ms) = match answer {
                     Ok(admins) => {
                         let creator = admins.iter().find(|a| a.is_creator).map(|a| a.user);
                         let mut ids: Vec<UserId> = admins.iter().map(|a| a.user).collect();
                         ids.sort_unstable();
                         ids.dedup();
-                        AdminList {
+                        let list = AdminList {
                             creator,
                             admins: ids.into_boxed_slice(),
-                            expires_at_ms: now.saturating_add(self.ttl_ms),
-                        }
+                        };
+                        (list, self.ttl_ms)
                     }
                     Err(err) => {
                         log::warn!(
@@ -101,25 +104,29 @@ impl AdminCache {
                             error:display = err;
                             "cannot read the group's administrators; checking everyone's channels until it works"
                         );
-                        AdminList {
+                        let list = AdminList {
                             creator: None,
                             admins: Box::new([]),
-                            expires_at_ms: now.saturating_add(self.failure_ttl_ms),
-                        }
+                        };
+                        (list, self.failure_ttl_ms)
                     }
-                })
+                };
+                let list = Arc::new(list);
+                let now = clock.now_millis();
+                self.entries.insert_unless_invalidated(
+                    group,
+                    list.clone(),
+                    now,
+                    now.saturating_add(ttl_ms),
+                    epoch,
+                );
+                list
             })
-            .await;
-        if self.epoch.load(Ordering::Acquire) != epoch {
-            // Invalidated while the call was in flight: use the answer once, do not keep it.
-            self.entries.invalidate(&group).await;
-        }
-        list
+            .await
     }
 
     /// Forgets the group's admin list; the next lookup asks Telegram.
-    pub(crate) async fn invalidate(&self, group: GroupId) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.entries.invalidate(&group).await;
+    pub(crate) fn invalidate(&self, group: GroupId) {
+        self.entries.invalidate(group);
     }
 }

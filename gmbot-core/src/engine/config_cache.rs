@@ -8,23 +8,21 @@
 //! many groups nobody protected, and each of their messages must not cost a
 //! query either.
 //!
-//! Freshness is measured on the [`Clock`] port; moka is only the concurrent,
-//! bounded map and the single flight (concurrent misses of one group make one
-//! store query). A load that overlaps an invalidation is served to the callers
-//! that waited for it but not kept, so an invalidation is never lost to a
-//! query that read the old row.
+//! Freshness is measured on the [`Clock`] port. The map is a [`GroupMap`]:
+//! sharded (a read takes one shard's read lock, never a global one), single-flight on a
+//! miss (concurrent misses of one group make one store query), and a load
+//! that overlaps an invalidation is served to its callers but not kept, so an
+//! invalidation is never lost to a query that read the old row.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-use moka::future::Cache;
 
 use crate::clock::Clock;
 use crate::domain::{EnforcedChannel, GroupId, GroupSettings, GroupState, ProtectedGroup};
 use crate::store::{Store, StoreError};
 
 use super::decision::NotEnforcedReason;
+use super::group_map::GroupMap;
 
 /// After a failed reload, a stale snapshot is served for this long before the store is asked again.
 const STALE_RETRY: Duration = Duration::from_secs(5);
@@ -70,93 +68,100 @@ impl GroupConfig {
     }
 }
 
-/// A cached lookup: the group's configuration (`None`: unknown to the store) and when it goes stale.
-#[derive(Debug)]
-pub(crate) struct CachedGroup {
-    pub(crate) config: Option<Arc<GroupConfig>>,
-    expires_at_ms: u64,
-}
+/// A cached lookup: the group's configuration, or `None` if the store does not know the group.
+pub(crate) type CachedGroup = Option<Arc<GroupConfig>>;
+
+type Loaded = Result<CachedGroup, Arc<StoreError>>;
 
 /// Group id → configuration, with a TTL on the [`Clock`].
 pub(crate) struct ConfigCache {
-    entries: Cache<GroupId, Arc<CachedGroup>>,
+    entries: GroupMap<CachedGroup, Loaded>,
     ttl_ms: u64,
-    /// Bumped by every invalidation; a load that sees it move was concurrent with one.
-    epoch: AtomicU64,
 }
 
 impl ConfigCache {
     pub(crate) fn new(ttl: Duration, capacity: u64) -> Self {
         Self {
-            entries: Cache::new(capacity),
+            entries: GroupMap::new(capacity),
             ttl_ms: millis(ttl),
-            epoch: AtomicU64::new(0),
         }
     }
 
-    /// The group's configuration: from the cache while fresh, else from the store.
+    /// The group's configuration: from the cache while fresh at `now_ms`, else from the store.
     ///
     /// When the store fails and a stale snapshot exists, the snapshot is
     /// served (and retried after a few seconds): settings that are a little
     /// old are better than stopping enforcement while the database is away.
+    #[inline]
     pub(crate) async fn get(
         &self,
         group: GroupId,
+        now_ms: u64,
         store: &dyn Store,
         clock: &dyn Clock,
-    ) -> Result<Arc<CachedGroup>, Arc<StoreError>> {
-        let stale = match self.entries.get(&group).await {
-            Some(e) if clock.now_millis() < e.expires_at_ms => return Ok(e),
-            other => other,
+    ) -> Result<CachedGroup, Arc<StoreError>> {
+        let stale = match self.entries.get(group, now_ms) {
+            Some((config, true)) => return Ok(config),
+            Some((config, false)) => Some(config),
+            None => None,
         };
-        if stale.is_some() {
-            // Without this, the single-flight lookup below would hand back the stale entry.
-            self.entries.invalidate(&group).await;
-        }
-        let epoch = self.epoch.load(Ordering::Acquire);
+        self.load(group, stale, store, clock).await
+    }
+
+    async fn load(
+        &self,
+        group: GroupId,
+        stale: Option<CachedGroup>,
+        store: &dyn Store,
+        clock: &dyn Clock,
+    ) -> Result<CachedGroup, Arc<StoreError>> {
+        let epoch = self.entries.epoch();
         let loaded = self
             .entries
-            .try_get_with(group, async {
-                let row = store.group(group).await?;
-                Ok::<_, StoreError>(Arc::new(CachedGroup {
-                    config: row.map(|g| Arc::new(GroupConfig::new(g))),
-                    expires_at_ms: clock.now_millis().saturating_add(self.ttl_ms),
-                }))
+            .load_once(group, async {
+                let row = store.group(group).await.map_err(Arc::new)?;
+                let config = row.map(|g| Arc::new(GroupConfig::new(g)));
+                let now = clock.now_millis();
+                self.entries.insert_unless_invalidated(
+                    group,
+                    config.clone(),
+                    now,
+                    now.saturating_add(self.ttl_ms),
+                    epoch,
+                );
+                Ok(config)
             })
             .await;
-        if self.epoch.load(Ordering::Acquire) != epoch {
-            // An invalidation ran while this load was in flight: the row may
-            // predate the change, so serve it to this caller but do not keep it.
-            self.entries.invalidate(&group).await;
-        }
         match (loaded, stale) {
-            (Ok(e), _) => Ok(e),
+            (Ok(config), _) => Ok(config),
             (Err(err), Some(stale)) => {
                 log::warn!(
                     group_id = group.get(),
                     error:display = err;
                     "cannot reload the group's settings; using the cached ones"
                 );
-                let retry = Arc::new(CachedGroup {
-                    config: stale.config.clone(),
-                    expires_at_ms: clock.now_millis().saturating_add(millis(STALE_RETRY)),
-                });
-                self.entries.insert(group, retry.clone()).await;
-                Ok(retry)
+                let now = clock.now_millis();
+                self.entries.insert_unless_invalidated(
+                    group,
+                    stale.clone(),
+                    now,
+                    now.saturating_add(millis(STALE_RETRY)),
+                    self.entries.epoch(),
+                );
+                Ok(stale)
             }
             (Err(err), None) => Err(err),
         }
     }
 
     /// The cached configuration, fresh or stale, without touching the store.
-    pub(crate) async fn peek(&self, group: GroupId) -> Option<Arc<CachedGroup>> {
-        self.entries.get(&group).await
+    pub(crate) fn peek(&self, group: GroupId) -> Option<CachedGroup> {
+        self.entries.get(group, 0).map(|(config, _)| config)
     }
 
     /// Forgets the group's configuration; the next lookup reads the store.
-    pub(crate) async fn invalidate(&self, group: GroupId) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.entries.invalidate(&group).await;
+    pub(crate) fn invalidate(&self, group: GroupId) {
+        self.entries.invalidate(group);
     }
 }
 

@@ -34,8 +34,8 @@
 //!
 //! With the group's configuration, its admin list and the sender's
 //! memberships cached, a verdict costs three in-process map lookups and no
-//! I/O: no database access, no global lock (moka's concurrent maps and the
-//! cache's lock-free `get_local`), no boxed future and no heap allocation
+//! I/O: no database access, no global lock (per-group snapshots in sharded
+//! maps, the cache's synchronous `get_local`), no boxed future and no heap allocation
 //! (inline [`SmallVec`](smallvec::SmallVec) lists). Time comes from the
 //! [`Clock`] port.
 //!
@@ -48,6 +48,7 @@ mod config_cache;
 mod context;
 mod decision;
 mod error;
+mod group_map;
 mod metrics;
 mod verify;
 
@@ -171,9 +172,13 @@ impl Engine {
         let inner = &*self.inner;
         inner
             .configs
-            .get(group, &*inner.store, &*inner.clock)
+            .get(
+                group,
+                inner.clock.now_millis(),
+                &*inner.store,
+                &*inner.clock,
+            )
             .await
-            .map(|c| c.config.clone())
             .map_err(|source| EngineError::Store { group, source })
     }
 
@@ -182,9 +187,8 @@ impl Engine {
     /// change, so the next message sees the change.
     pub async fn invalidate_group(&self, group: GroupId) {
         let inner = &*self.inner;
-        if let Some(cached) = inner.configs.peek(group).await {
+        if let Some(cached) = inner.configs.peek(group) {
             for id in cached
-                .config
                 .iter()
                 .flat_map(|c| c.channels())
                 .filter_map(|c| c.id)
@@ -192,13 +196,13 @@ impl Engine {
                 inner.faults.clear(id).await;
             }
         }
-        inner.configs.invalidate(group).await;
+        inner.configs.invalidate(group);
     }
 
     /// Drops the cached admin list of a group: call it when an admin is
     /// promoted or demoted (a `chat_member` update in the group).
     pub async fn invalidate_admins(&self, group: GroupId) {
-        self.inner.admins.invalidate(group).await;
+        self.inner.admins.invalidate(group);
     }
 }
 

@@ -99,12 +99,14 @@ impl Engine {
         lookup: Lookup,
     ) -> Result<Verdict, EngineError> {
         let inner = &*self.inner;
+        // One clock read for both snapshot caches (the membership cache reads its own).
+        let now_ms = inner.clock.now_millis();
         let cached = inner
             .configs
-            .get(group, &*inner.store, &*inner.clock)
+            .get(group, now_ms, &*inner.store, &*inner.clock)
             .await
             .map_err(|source| EngineError::Store { group, source })?;
-        let Some(config) = cached.config.as_deref() else {
+        let Some(config) = cached.as_deref() else {
             return Ok(allowed(
                 Decision::NotEnforced(NotEnforcedReason::UnknownGroup),
                 lookup,
@@ -120,7 +122,7 @@ impl Engine {
         }
         let admins = inner
             .admins
-            .get(group, &*inner.telegram, &*inner.clock)
+            .get(group, now_ms, &*inner.telegram, &*inner.clock)
             .await;
         if let Some(reason) = admins.role(user) {
             return Ok(allowed(Decision::Exempt(reason), lookup));
@@ -255,7 +257,7 @@ mod tests {
 
     #[test]
     fn anonymous_admin_needs_the_group_as_sender_chat() {
-        let g = GroupId(-100_1);
+        let g = GroupId(-1_001);
         let s = GroupSettings::default();
         let anon = UserId::GROUP_ANONYMOUS_BOT;
         let ctx = MessageContext::no_message().from_bot();
@@ -264,7 +266,7 @@ mod tests {
             Some(ExemptReason::AnonymousAdmin)
         );
         assert_eq!(
-            exemption_without_io(g, anon, &ctx.with_sender_chat(ChatId(-100_2)), &s),
+            exemption_without_io(g, anon, &ctx.with_sender_chat(ChatId(-1_002)), &s),
             None
         );
         assert_eq!(exemption_without_io(g, anon, &ctx, &s), None);

@@ -178,7 +178,38 @@ pub trait Store: Send + Sync + 'static {
 
     /// Number of members seen in a group.
     async fn count_seen(&self, group: GroupId) -> StoreResult<u64>;
+
+    /// Records many sightings in one transaction (one multi-row upsert per
+    /// chunk): the seen-member batcher's flush. Rows of unknown groups are
+    /// skipped; a pair given twice keeps its latest time; `last_seen` never
+    /// moves backwards.
+    async fn record_seen_many(&self, rows: &[(GroupId, UserId, UnixTime)]) -> StoreResult<()>;
+
+    /// The member as seen in a group, if they ever were.
+    async fn seen_member(&self, group: GroupId, user: UserId) -> StoreResult<Option<SeenMember>>;
+
+    // --- health -------------------------------------------------------------
+
+    /// Checks that the database answers (`SELECT 1` on a pooled connection),
+    /// for readiness probes. Callers bound it with their own timeout.
+    async fn ping(&self) -> StoreResult<()>;
 }
+
+/// Rows for a multi-row seen-member upsert: one per (group, user), with the
+/// latest time, sorted by key. PostgreSQL refuses an upsert that touches the
+/// same row twice, and sorted keys take row locks in one order.
+pub(crate) fn coalesce_seen(rows: &[(GroupId, UserId, UnixTime)]) -> Vec<(i64, i64, i64)> {
+    let mut latest = std::collections::BTreeMap::new();
+    for &(g, u, at) in rows {
+        let t = latest.entry((g.0, u.0)).or_insert(at.0);
+        *t = (*t).max(at.0);
+    }
+    latest.into_iter().map(|((g, u), t)| (g, u, t)).collect()
+}
+
+/// Rows per statement of a seen-member batch (three parameters each; SQLite
+/// allows 32,766 parameters per statement, PostgreSQL 65,535).
+pub(crate) const SEEN_CHUNK: usize = 500;
 
 /// What [`open`] does about the schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

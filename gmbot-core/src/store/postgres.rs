@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use postgres::error::SqlState;
 use postgres::types::ToSql;
@@ -36,6 +36,8 @@ use crate::domain::{
 const POOL_MAX: u32 = 16;
 /// How long to wait for a connection (TCP connect, or a free pooled one).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A pooled connection idle for longer is checked with an empty query before use.
+const VALIDATE_AFTER_IDLE: Duration = Duration::from_secs(5);
 
 type Manager = PostgresConnectionManager<NoTls>;
 type Conn = PooledConnection<Manager>;
@@ -68,6 +70,19 @@ pub(crate) mod sql {
         "SELECT ",
         group_cols!(),
         " FROM protected_groups WHERE group_id = $1"
+    );
+
+    /// The group config in one round trip and one snapshot: the group's row
+    /// repeated on each of its channels (`c.id` is NULL when it has none), in
+    /// link order. `$1` = group id. The hot path of `group()`.
+    pub(crate) const GROUP_WITH_CHANNELS: &str = concat!(
+        "SELECT g.group_id, g.title, g.owner_id, g.state, g.paused_reason, g.settings::text,",
+        " g.created_at, g.updated_at, c.id, ",
+        channel_cols!(),
+        " FROM protected_groups g",
+        " LEFT JOIN group_channel_links l ON l.group_id = g.group_id",
+        " LEFT JOIN enforced_channels c ON c.id = l.channel_id",
+        " WHERE g.group_id = $1 ORDER BY l.position"
     );
 
     /// A group's channels in link order. `$1` = group id.
@@ -176,6 +191,8 @@ impl PostgresStore {
                 .max_size(POOL_MAX)
                 .min_idle(Some(1))
                 .connection_timeout(CONNECT_TIMEOUT)
+                // Checked in `checkout` instead, only after idling.
+                .test_on_check_out(false)
                 .build(Manager::new(config, NoTls))
                 .map_err(|e| StoreError::Unavailable {
                     url: redacted.clone(),
@@ -216,11 +233,10 @@ impl PostgresStore {
         let pool = self.pool.clone();
         let url = self.url.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get().map_err(|e| StoreError::Unavailable {
-                url,
-                source: Box::new(e),
-            })?;
-            f(&mut conn)
+            let mut conn = checkout(&pool, &url, VALIDATE_AFTER_IDLE)?;
+            let out = f(&mut conn);
+            PooledConnection::extensions_mut(&mut conn).insert(LastUsed(Instant::now()));
+            out
         })
         .await?
     }
@@ -239,6 +255,45 @@ impl PostgresStore {
         })
         .await
     }
+}
+
+/// When a pooled connection was last used successfully or validated.
+struct LastUsed(Instant);
+
+/// A pooled connection that is known to work.
+///
+/// r2d2's own check-on-checkout costs a round trip on every call, which
+/// is a third of a hot read; instead a connection is checked only after it
+/// sat idle for [`VALIDATE_AFTER_IDLE`] (a server restart or an idle-killing
+/// proxy is then caught before the query). A broken connection reports
+/// itself closed, so dropping it makes r2d2 discard it; the loop then tries
+/// the next one, at most once per pooled connection.
+fn checkout(pool: &Pool<Manager>, url: &str, validate_after: Duration) -> StoreResult<Conn> {
+    let unavailable = |source: crate::store::BoxError| StoreError::Unavailable {
+        url: url.to_owned(),
+        source,
+    };
+    let mut last = None;
+    for _ in 0..=POOL_MAX {
+        let mut conn = pool.get().map_err(|e| unavailable(Box::new(e)))?;
+        let recent = PooledConnection::extensions(&conn)
+            .get::<LastUsed>()
+            .is_some_and(|t| t.0.elapsed() < validate_after);
+        if recent {
+            return Ok(conn);
+        }
+        match conn.simple_query("") {
+            Ok(_) => {
+                PooledConnection::extensions_mut(&mut conn).insert(LastUsed(Instant::now()));
+                return Ok(conn);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(match last {
+        Some(e) => unavailable(Box::new(e)),
+        None => unavailable("no working connection in the pool".into()),
+    })
 }
 
 // --- connecting and migrating ---------------------------------------------
@@ -447,15 +502,17 @@ fn query_prepared(
 }
 
 fn load_group(conn: &mut Conn, group: GroupId) -> StoreResult<Option<ProtectedGroup>> {
-    let rows = query_prepared(conn, sql::GROUP_BY_ID, &[&group.0])?;
-    let Some(row) = rows.first() else {
+    let rows = query_prepared(conn, sql::GROUP_WITH_CHANNELS, &[&group.0])?;
+    let Some(first) = rows.first() else {
         return Ok(None);
     };
-    let channels = query_prepared(conn, sql::CHANNELS_OF_GROUP, &[&group.0])?
-        .iter()
-        .map(|r| channel_from_row(r, 0))
-        .collect::<StoreResult<Vec<_>>>()?;
-    group_from_row(row, channels).map(Some)
+    let mut channels = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if get::<Option<i64>>(row, 8)?.is_some() {
+            channels.push(channel_from_row(row, 9)?);
+        }
+    }
+    group_from_row(first, channels).map(Some)
 }
 
 /// The same read inside a transaction (writes return the group as stored).
@@ -1149,6 +1206,70 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn record_seen_many(&self, rows: &[(GroupId, UserId, UnixTime)]) -> StoreResult<()> {
+        let rows = super::coalesce_seen(rows);
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let upsert = move |tx: &mut Transaction<'_>| -> Result<(), postgres::Error> {
+            for chunk in rows.chunks(super::SEEN_CHUNK) {
+                let groups: Vec<i64> = chunk.iter().map(|r| r.0).collect();
+                let users: Vec<i64> = chunk.iter().map(|r| r.1).collect();
+                let times: Vec<i64> = chunk.iter().map(|r| r.2).collect();
+                tx.execute(
+                    "INSERT INTO seen_members (group_id, user_id, first_seen, last_seen) \
+                     SELECT v.g, v.u, v.t, v.t \
+                     FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS v (g, u, t) \
+                     WHERE EXISTS (SELECT 1 FROM protected_groups p WHERE p.group_id = v.g) \
+                     ON CONFLICT (group_id, user_id) DO UPDATE \
+                       SET last_seen = GREATEST(seen_members.last_seen, EXCLUDED.last_seen)",
+                    &[&groups, &users, &times],
+                )?;
+            }
+            Ok(())
+        };
+        self.run(move |c| {
+            // A group removed between the EXISTS check and the insert fails the
+            // whole statement; the second attempt no longer sees that group.
+            let mut attempt = 0;
+            loop {
+                let mut tx = c.transaction().map_err(db)?;
+                match upsert(&mut tx) {
+                    Ok(()) => return tx.commit().map_err(db),
+                    Err(e)
+                        if attempt == 0 && e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) =>
+                    {
+                        drop(tx);
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(db(e)),
+                }
+            }
+        })
+        .await
+    }
+
+    async fn seen_member(&self, group: GroupId, user: UserId) -> StoreResult<Option<SeenMember>> {
+        self.run(move |c| {
+            c.query_opt(
+                "SELECT group_id, user_id, first_seen, last_seen FROM seen_members \
+                 WHERE group_id = $1 AND user_id = $2",
+                &[&group.0, &user.0],
+            )
+            .map_err(db)?
+            .map(|r| {
+                Ok(SeenMember {
+                    group: GroupId(get(&r, 0)?),
+                    user: UserId(get(&r, 1)?),
+                    first_seen: UnixTime(get(&r, 2)?),
+                    last_seen: UnixTime(get(&r, 3)?),
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
     async fn seen_members(
         &self,
         group: GroupId,
@@ -1187,6 +1308,14 @@ impl Store for PostgresStore {
                 .map_err(db)?;
             let n: i64 = get(&row, 0)?;
             Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.run(|c| {
+            c.simple_query("SELECT 1").map_err(db)?;
+            Ok(())
         })
         .await
     }
@@ -1377,6 +1506,37 @@ mod tests {
         }
         let err = PostgresStore::migrate(&url).await.expect_err("too new");
         assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn broken_pooled_connections_are_replaced_on_checkout() {
+        let schema = TestSchema::new("stale");
+        let app = schema.name.clone();
+        let url: DatabaseUrl = format!("{}&application_name={app}", schema.url)
+            .parse()
+            .expect("valid URL");
+        let store = PostgresStore::open(&url, MigrationMode::Apply)
+            .await
+            .expect("open");
+        store.group(GroupId(-1)).await.expect("a first call works");
+        // What a server restart does to idle connections.
+        let killed: i64 = with_client(&schema.url, move |c| {
+            c.query_one(
+                "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+                &[&app],
+            )
+            .expect("terminate")
+            .get(0)
+        });
+        assert!(killed >= 1, "the pool held a connection");
+        let (pool, url) = (store.pool.clone(), store.url.clone());
+        tokio::task::spawn_blocking(move || {
+            // Every connection counts as idle: each is validated before use.
+            let mut conn = checkout(&pool, &url, Duration::ZERO).expect("a working connection");
+            conn.simple_query("SELECT 1").expect("it works");
+        })
+        .await
+        .expect("task");
     }
 
     /// The adapter-specific paths (JSONB round trip, prepared-statement cache

@@ -1039,6 +1039,44 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn record_seen_many(&self, rows: &[(GroupId, UserId, UnixTime)]) -> StoreResult<()> {
+        let rows = super::coalesce_seen(rows);
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.write(move |tx| {
+            for chunk in rows.chunks(super::SEEN_CHUNK) {
+                let values = vec!["(?, ?, ?)"; chunk.len()].join(", ");
+                // SQLite needs the WHERE clause to parse `INSERT … SELECT … ON CONFLICT`;
+                // it also skips rows of unknown groups, as `record_seen` does.
+                let sql = format!(
+                    "INSERT INTO seen_members (group_id, user_id, first_seen, last_seen) \
+                     SELECT v.column1, v.column2, v.column3, v.column3 FROM (VALUES {values}) AS v \
+                     WHERE EXISTS (SELECT 1 FROM protected_groups p WHERE p.group_id = v.column1) \
+                     ON CONFLICT (group_id, user_id) DO UPDATE \
+                       SET last_seen = MAX(seen_members.last_seen, excluded.last_seen)"
+                );
+                let params: Vec<i64> = chunk.iter().flat_map(|&(g, u, t)| [g, u, t]).collect();
+                tx.prepare_cached(&sql)?
+                    .execute(rusqlite::params_from_iter(params))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn seen_member(&self, group: GroupId, user: UserId) -> StoreResult<Option<SeenMember>> {
+        self.run(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT group_id, user_id, first_seen, last_seen FROM seen_members \
+                 WHERE group_id = ?1 AND user_id = ?2",
+            )?
+            .query_row(params![group.0, user.0], seen_from_row)
+            .optional()?)
+        })
+        .await
+    }
+
     async fn seen_members(
         &self,
         group: GroupId,
@@ -1066,6 +1104,17 @@ impl Store for SqliteStore {
                 "SELECT COUNT(*) FROM seen_members WHERE group_id = ?1",
                 [group.0],
             )
+        })
+        .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        // `SELECT 1` alone never touches the file; reading the schema does, so
+        // a locked or unreadable database fails the probe as it would fail a query.
+        self.run(|c| {
+            c.query_row("SELECT 1 FROM sqlite_master LIMIT 1", [], |_| Ok(()))
+                .optional()?;
+            Ok(())
         })
         .await
     }

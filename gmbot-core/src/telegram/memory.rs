@@ -15,7 +15,12 @@
 //!   deleting someone else's message needs `can_delete_messages`;
 //! - a restricted member keeps `is_member: true`; lifting the restriction
 //!   restores the group's *default* permissions, not "everything allowed";
-//! - a user the chat has never seen is `left`.
+//! - a user the chat has never seen is `left`;
+//! - `getChat` finds a chat by id, or by its public username; a chat without a
+//!   username is visible only while the bot is in it;
+//! - `createChatInviteLink` needs the bot to be an admin with `can_invite_users`
+//!   and returns a new link each time; `editMessageText` edits only the bot's
+//!   own, undeleted messages.
 //!
 //! Every call is recorded (with the tokio instant it was made at) before it is
 //! answered, including calls that fail, so tests can assert what was asked and
@@ -32,7 +37,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{ChatAdmin, Method, OutgoingMessage, TelegramApi, TelegramError, TelegramResult};
+use super::{
+    ChatAdmin, ChatInfo, ChatTarget, ChatType, Method, OutgoingMessage, TelegramApi, TelegramError,
+    TelegramResult,
+};
 use crate::domain::{ChannelId, ChatId, ChatMemberStatus, GroupId, MessageId, UnixTime, UserId};
 
 /// The id the in-memory bot has unless [`MemoryTelegram::with_bot_id`] says otherwise.
@@ -156,6 +164,25 @@ pub enum Call {
         /// Shown as an alert rather than a toast.
         show_alert: bool,
     },
+    /// `getChat`.
+    GetChat {
+        /// The chat asked about, as named.
+        target: ChatTarget,
+    },
+    /// `createChatInviteLink`.
+    CreateInviteLink {
+        /// The chat the link is for.
+        chat: ChatId,
+    },
+    /// `editMessageText`.
+    EditMessage {
+        /// Chat of the message.
+        chat: ChatId,
+        /// The message.
+        message: MessageId,
+        /// The new text and buttons.
+        new: OutgoingMessage,
+    },
 }
 
 impl Call {
@@ -170,16 +197,28 @@ impl Call {
             Call::KickMember { .. } => Method::KickMember,
             Call::SendMessage { .. } => Method::SendMessage,
             Call::AnswerCallback { .. } => Method::AnswerCallback,
+            Call::GetChat { .. } => Method::GetChat,
+            Call::CreateInviteLink { .. } => Method::CreateInviteLink,
+            Call::EditMessage { .. } => Method::EditMessage,
         }
     }
 
-    /// The chat the call concerns (`None` for callback answers).
+    /// The chat the call concerns (`None` for callback answers and for
+    /// `getChat` by username).
     pub fn chat(&self) -> Option<ChatId> {
         match self {
             Call::GetChatMember { chat, .. }
             | Call::GetChatAdministrators { chat }
             | Call::DeleteMessage { chat, .. }
-            | Call::SendMessage { chat, .. } => Some(*chat),
+            | Call::SendMessage { chat, .. }
+            | Call::CreateInviteLink { chat }
+            | Call::EditMessage { chat, .. }
+            | Call::GetChat {
+                target: ChatTarget::Id(chat),
+            } => Some(*chat),
+            Call::GetChat {
+                target: ChatTarget::Username(_),
+            } => None,
             Call::RestrictMember { group, .. }
             | Call::UnrestrictMember { group, .. }
             | Call::KickMember { group, .. } => Some(ChatId::from(*group)),
@@ -228,6 +267,9 @@ struct Message {
 #[derive(Debug)]
 struct Chat {
     kind: ChatKind,
+    title: Option<String>,
+    /// Public username without `@`.
+    username: Option<String>,
     members: HashMap<UserId, ChatMemberStatus>,
     admins: HashMap<UserId, ChatAdmin>,
     default_permissions: ChatPermissions,
@@ -241,6 +283,8 @@ impl Chat {
     fn new(kind: ChatKind) -> Self {
         Self {
             kind,
+            title: None,
+            username: None,
             members: HashMap::new(),
             admins: HashMap::new(),
             default_permissions: ChatPermissions::OPEN,
@@ -281,6 +325,7 @@ struct State {
     sent: Vec<SentMessage>,
     deleted: Vec<(ChatId, MessageId)>,
     kicks: Vec<(GroupId, UserId)>,
+    invite_links: Vec<(ChatId, String)>,
     fail_next: HashMap<Method, VecDeque<TelegramError>>,
     chat_failures: HashMap<ChatId, TelegramError>,
     global_failure: Option<TelegramError>,
@@ -337,6 +382,7 @@ impl MemoryTelegram {
                 sent: Vec::new(),
                 deleted: Vec::new(),
                 kicks: Vec::new(),
+                invite_links: Vec::new(),
                 fail_next: HashMap::new(),
                 chat_failures: HashMap::new(),
                 global_failure: None,
@@ -469,6 +515,23 @@ impl MemoryTelegram {
     /// [`set_bot_admin`](Self::set_bot_admin) for a channel.
     pub fn set_bot_channel_admin(self, channel: ChannelId, is_admin: bool) -> Self {
         self.set_bot_admin(channel, is_admin)
+    }
+
+    /// Sets a chat's title (what `getChat` reports).
+    pub fn set_title(self, chat: impl Into<ChatId>, title: &str) -> Self {
+        if let Some(c) = self.lock().chats.get_mut(&chat.into()) {
+            c.title = Some(title.to_owned());
+        }
+        self
+    }
+
+    /// Gives a chat a public username (without `@`), or removes it (`None`):
+    /// a chat without one is private, found by `getChat` only while the bot is in it.
+    pub fn set_username(self, chat: impl Into<ChatId>, username: Option<&str>) -> Self {
+        if let Some(c) = self.lock().chats.get_mut(&chat.into()) {
+            c.username = username.map(|u| u.trim_start_matches('@').to_owned());
+        }
+        self
     }
 
     /// Sets a group's default member permissions (`getChat.permissions`).
@@ -606,6 +669,11 @@ impl MemoryTelegram {
         self.lock().kicks.clone()
     }
 
+    /// Every invite link created, in order, with its chat.
+    pub fn invite_links(&self) -> Vec<(ChatId, String)> {
+        self.lock().invite_links.clone()
+    }
+
     /// Every callback answer, in order (`(callback_id, text, show_alert)`).
     pub fn callback_answers(&self) -> Vec<(String, Option<String>, bool)> {
         self.lock()
@@ -684,6 +752,16 @@ fn check_restrictable(st: &State, chat: &Chat, user: UserId) -> TelegramResult<(
             "user is an administrator of the chat".into(),
         )),
         _ => Ok(()),
+    }
+}
+
+/// Telegram's type for a chat of the memory Telegram. Its groups behave like
+/// supergroups (members can be restricted), so they report as such.
+fn chat_type(kind: ChatKind) -> ChatType {
+    match kind {
+        ChatKind::Channel => ChatType::Channel,
+        ChatKind::Private => ChatType::Private,
+        ChatKind::Group => ChatType::Supergroup,
     }
 }
 
@@ -885,6 +963,107 @@ impl TelegramApi for MemoryTelegram {
             show_alert,
         })
         .await
+    }
+
+    async fn get_chat(&self, target: &ChatTarget) -> TelegramResult<ChatInfo> {
+        self.enter(Call::GetChat {
+            target: target.clone(),
+        })
+        .await?;
+        let st = self.lock();
+        let found = match target {
+            ChatTarget::Id(id) => st.chats.get_key_value(id),
+            ChatTarget::Username(name) => st.chats.iter().find(|(_, c)| {
+                c.username
+                    .as_deref()
+                    .is_some_and(|u| u.eq_ignore_ascii_case(name.as_str()))
+            }),
+        };
+        let Some((&id, c)) = found else {
+            // A user who started the bot has a private chat the bot can read.
+            if let ChatTarget::Id(id) = target {
+                if st.private_chats.contains(&UserId(id.get())) {
+                    return Ok(ChatInfo {
+                        id: *id,
+                        kind: ChatType::Private,
+                        title: None,
+                        username: None,
+                    });
+                }
+            }
+            return Err(chat_not_found());
+        };
+        // Without a username a chat is private: only its members can see it.
+        if c.username.is_none() && c.kind != ChatKind::Private && !c.status(st.bot).is_subscribed()
+        {
+            return Err(chat_not_found());
+        }
+        Ok(ChatInfo {
+            id,
+            kind: chat_type(c.kind),
+            title: c.title.clone(),
+            username: c.username.clone(),
+        })
+    }
+
+    async fn create_invite_link(&self, chat: ChatId) -> TelegramResult<String> {
+        self.enter(Call::CreateInviteLink { chat }).await?;
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let c = st.chats.get(&chat).ok_or_else(chat_not_found)?;
+        if !bot_rights(st, c).is_some_and(|r| r.can_invite_users) {
+            return Err(TelegramError::NotEnoughRights(
+                "not enough rights to manage chat invite link".into(),
+            ));
+        }
+        let link = format!(
+            "https://t.me/+mem{}x{}",
+            chat.get().unsigned_abs(),
+            st.invite_links.len() + 1
+        );
+        st.invite_links.push((chat, link.clone()));
+        Ok(link)
+    }
+
+    async fn edit_message(
+        &self,
+        chat: ChatId,
+        message: MessageId,
+        new: &OutgoingMessage,
+    ) -> TelegramResult<()> {
+        self.enter(Call::EditMessage {
+            chat,
+            message,
+            new: new.clone(),
+        })
+        .await?;
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        if new.html.is_empty() {
+            return Err(TelegramError::BadRequest("message text is empty".into()));
+        }
+        if new.html.chars().count() > 4096 {
+            return Err(TelegramError::BadRequest("message is too long".into()));
+        }
+        let bot = st.bot;
+        let c = st.chats.get(&chat).ok_or_else(chat_not_found)?;
+        let m = c
+            .messages
+            .get(&message)
+            .filter(|m| !m.deleted)
+            .ok_or_else(|| TelegramError::BadRequest("message to edit not found".into()))?;
+        if m.author != bot {
+            return Err(TelegramError::BadRequest("message can't be edited".into()));
+        }
+        if let Some(sent) = st
+            .sent
+            .iter_mut()
+            .find(|s| s.chat == chat && s.id == message)
+        {
+            sent.message.html.clone_from(&new.html);
+            sent.message.buttons.clone_from(&new.buttons);
+        }
+        Ok(())
     }
 }
 
@@ -1179,6 +1358,92 @@ mod tests {
         assert!(tg.answer_callback("x", None, false).await.is_err());
         tg.set_global_failure(None);
         assert!(tg.answer_callback("x", None, false).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn get_chat_by_id_and_username() {
+        use crate::domain::ChannelUsername;
+        use crate::telegram::{ChatTarget, ChatType};
+        let tg = world()
+            .set_title(CHANNEL, "News")
+            .set_username(CHANNEL, Some("@News_Here"));
+        let by_name = ChatTarget::Username(ChannelUsername::parse("news_here").expect("valid"));
+        let info = tg.get_chat(&by_name).await.expect("found by username");
+        assert_eq!(info.id, ChatId::from(CHANNEL));
+        assert_eq!(info.kind, ChatType::Channel);
+        assert_eq!(info.title.as_deref(), Some("News"));
+        assert_eq!(info.username.as_deref(), Some("News_Here"));
+        let group = tg
+            .get_chat(&ChatTarget::Id(GROUP.into()))
+            .await
+            .expect("group");
+        assert_eq!(group.kind, ChatType::Supergroup);
+        assert_eq!(group.username, None);
+        let missing = ChatTarget::Username(ChannelUsername::parse("nobody_here").expect("valid"));
+        assert!(matches!(
+            tg.get_chat(&missing).await,
+            Err(TelegramError::ChatNotFound(_))
+        ));
+        // A private chat the bot left is invisible; a public one is not.
+        let tg = tg
+            .set_member(GROUP, DEFAULT_BOT_ID, ChatMemberStatus::Left)
+            .set_member(CHANNEL, DEFAULT_BOT_ID, ChatMemberStatus::Left);
+        assert!(matches!(
+            tg.get_chat(&ChatTarget::Id(GROUP.into())).await,
+            Err(TelegramError::ChatNotFound(_))
+        ));
+        assert!(tg.get_chat(&by_name).await.is_ok());
+        assert_eq!(tg.count(Method::GetChat), 5);
+    }
+
+    #[tokio::test]
+    async fn invite_links_need_the_right_and_are_new_each_time() {
+        let tg = world();
+        let a = tg.create_invite_link(CHANNEL.into()).await.expect("link");
+        let b = tg.create_invite_link(CHANNEL.into()).await.expect("link");
+        assert_ne!(a, b);
+        assert_eq!(
+            tg.invite_links(),
+            vec![(CHANNEL.into(), a), (CHANNEL.into(), b)]
+        );
+        let tg = tg.set_bot_channel_admin(CHANNEL, false);
+        assert!(matches!(
+            tg.create_invite_link(CHANNEL.into()).await,
+            Err(TelegramError::NotEnoughRights(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn edits_change_only_the_bots_own_messages() {
+        let tg = world();
+        let first = OutgoingMessage {
+            html: "one".into(),
+            ..OutgoingMessage::default()
+        };
+        let second = OutgoingMessage {
+            html: "two".into(),
+            buttons: vec![vec![InlineButton::Callback {
+                text: "x".into(),
+                data: "s:x".into(),
+            }]],
+            ..OutgoingMessage::default()
+        };
+        let id = tg.send_message(GROUP.into(), &first).await.expect("sent");
+        tg.edit_message(GROUP.into(), id, &second)
+            .await
+            .expect("edited");
+        assert_eq!(tg.sent_messages()[0].message.html, "two");
+        assert_eq!(tg.sent_messages()[0].message.buttons, second.buttons);
+        let theirs = tg.post_message(GROUP, ALICE).expect("posted");
+        assert!(matches!(
+            tg.edit_message(GROUP.into(), theirs, &second).await,
+            Err(TelegramError::BadRequest(_))
+        ));
+        assert!(matches!(
+            tg.edit_message(GROUP.into(), MessageId(999), &second).await,
+            Err(TelegramError::BadRequest(_))
+        ));
+        assert_eq!(tg.count(Method::EditMessage), 3);
     }
 
     #[tokio::test(start_paused = true)]

@@ -25,11 +25,17 @@ pub enum Method {
     SendMessage,
     /// `answerCallbackQuery`.
     AnswerCallback,
+    /// `getChat` (resolving `/protect @channel`, reading a chat's type and title).
+    GetChat,
+    /// `createChatInviteLink` (one stored link per private channel).
+    CreateInviteLink,
+    /// `editMessageText` (the settings keyboard).
+    EditMessage,
 }
 
 impl Method {
     /// Every method, for iteration (metrics pre-registration, tests).
-    pub const ALL: [Method; 8] = [
+    pub const ALL: [Method; 11] = [
         Method::GetChatMember,
         Method::GetChatAdministrators,
         Method::DeleteMessage,
@@ -38,6 +44,9 @@ impl Method {
         Method::KickMember,
         Method::SendMessage,
         Method::AnswerCallback,
+        Method::GetChat,
+        Method::CreateInviteLink,
+        Method::EditMessage,
     ];
 
     /// The Bot API name (`unrestrictMember` is GMBot's name for the lifting
@@ -52,13 +61,19 @@ impl Method {
             Method::KickMember => "kickChatMember",
             Method::SendMessage => "sendMessage",
             Method::AnswerCallback => "answerCallbackQuery",
+            Method::GetChat => "getChat",
+            Method::CreateInviteLink => "createChatInviteLink",
+            Method::EditMessage => "editMessageText",
         }
     }
 
     /// A read: answered from Telegram's state without changing anything.
     /// Reads have their own, looser flood limits (TELEGRAM.md, "Limits").
     pub fn is_read(self) -> bool {
-        matches!(self, Method::GetChatMember | Method::GetChatAdministrators)
+        matches!(
+            self,
+            Method::GetChatMember | Method::GetChatAdministrators | Method::GetChat
+        )
     }
 }
 

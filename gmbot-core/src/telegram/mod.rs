@@ -20,7 +20,7 @@ pub use self::memory::{
     DEFAULT_BOT_ID,
 };
 pub use self::method::Method;
-pub use self::types::{ChatAdmin, InlineButton, OutgoingMessage};
+pub use self::types::{ChatAdmin, ChatInfo, ChatTarget, ChatType, InlineButton, OutgoingMessage};
 
 /// What GMBot asks of Telegram.
 #[async_trait]
@@ -65,5 +65,24 @@ pub trait TelegramApi: Send + Sync + 'static {
         callback_id: &str,
         text: Option<&str>,
         show_alert: bool,
+    ) -> TelegramResult<()>;
+
+    /// `getChat`: a chat's type, title and username, by id or public `@username`.
+    /// A private chat the bot is not in is [`TelegramError::ChatNotFound`].
+    async fn get_chat(&self, chat: &ChatTarget) -> TelegramResult<ChatInfo>;
+
+    /// `createChatInviteLink`: a new additional invite link (needs `can_invite_users`).
+    /// Never `exportChatInviteLink`, which revokes the previous primary link
+    /// (TELEGRAM.md, "Acting"): create one link per private channel and store it.
+    async fn create_invite_link(&self, chat: ChatId) -> TelegramResult<String>;
+
+    /// `editMessageText` (HTML) of one of the bot's messages, replacing its
+    /// buttons (none = removed); `reply_to` and `silent` are ignored. An edit that
+    /// changes nothing succeeds (Telegram's "message is not modified" is not a failure here).
+    async fn edit_message(
+        &self,
+        chat: ChatId,
+        message: MessageId,
+        msg: &OutgoingMessage,
     ) -> TelegramResult<()>;
 }

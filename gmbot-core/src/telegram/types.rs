@@ -1,8 +1,10 @@
-//! Values exchanged with the `TelegramApi` port: admins, outgoing messages and their buttons.
+//! Values exchanged with the `TelegramApi` port: admins, chats, outgoing messages and their buttons.
+
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{MessageId, UserId};
+use crate::domain::{ChannelRef, ChannelUsername, ChatId, MessageId, UserId};
 
 /// One entry of `getChatAdministrators`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,4 +53,82 @@ pub struct OutgoingMessage {
     pub reply_to: Option<MessageId>,
     /// Send without notification sound.
     pub silent: bool,
+}
+
+/// How a chat is named in a `getChat` call: by id, or by its public `@username`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChatTarget {
+    /// A numeric chat id.
+    Id(ChatId),
+    /// A public username (groups and channels share Telegram's username rules).
+    Username(ChannelUsername),
+}
+
+impl From<ChatId> for ChatTarget {
+    fn from(id: ChatId) -> Self {
+        Self::Id(id)
+    }
+}
+
+impl From<ChannelRef> for ChatTarget {
+    fn from(r: ChannelRef) -> Self {
+        match r {
+            ChannelRef::Id(id) => Self::Id(id.into()),
+            ChannelRef::Username(u) => Self::Username(u),
+        }
+    }
+}
+
+impl From<&ChannelRef> for ChatTarget {
+    fn from(r: &ChannelRef) -> Self {
+        r.clone().into()
+    }
+}
+
+impl fmt::Display for ChatTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Id(id) => write!(f, "{id}"),
+            Self::Username(u) => write!(f, "{u}"),
+        }
+    }
+}
+
+/// The type of a chat, as `getChat` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatType {
+    /// A user's private chat with the bot.
+    Private,
+    /// A basic group.
+    Group,
+    /// A supergroup.
+    Supergroup,
+    /// A channel.
+    Channel,
+}
+
+impl ChatType {
+    /// Telegram's name for it (`private`, `group`, `supergroup`, `channel`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Private => "private",
+            Self::Group => "group",
+            Self::Supergroup => "supergroup",
+            Self::Channel => "channel",
+        }
+    }
+}
+
+/// What `getChat` tells about a chat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatInfo {
+    /// The chat id.
+    pub id: ChatId,
+    /// Private, group, supergroup or channel.
+    pub kind: ChatType,
+    /// Title of a group or channel (a private chat's first name).
+    pub title: Option<String>,
+    /// Public username without `@`; `None` for a private group or channel.
+    pub username: Option<String>,
 }

@@ -1,0 +1,119 @@
+//! `/status`: linked channels, the bot's rights in the group and in each
+//! channel (and what is missing), members muted now, and verifications and
+//! the cache hit rate.
+//!
+//! Metrics labels never carry a group id, so the per-group numbers come from
+//! the in-process [`GroupStats`](crate::group_stats::GroupStats) (this
+//! instance, since it started); the cache hit rate is the process-wide one
+//! from the registry.
+
+use gmbot_core::domain::GroupState;
+use gmbot_core::setup::diagnose;
+use prometheus::Registry;
+
+use super::caller::admin_gate;
+use super::protect::{action_summary, channel_list};
+use super::reply::{escape, reply_text};
+use crate::app::App;
+use crate::handlers::HandleError;
+use crate::update::Message;
+
+/// Answers `/status`.
+pub(crate) async fn run(app: &App, msg: &Message) -> Result<(), HandleError> {
+    let Some((group, _)) = admin_gate(app, msg, "status", "/status").await? else {
+        return Ok(());
+    };
+    let stored = app
+        .store()
+        .group(group)
+        .await?
+        .filter(|g| g.state != GroupState::Unprotected);
+    let Some(stored) = stored else {
+        let html = "This group is not protected. Send <code>/protect @yourchannel</code> to start."
+            .to_owned();
+        return reply_text(app, msg, html).await;
+    };
+    let state = match stored.state {
+        GroupState::Active if stored.channels.is_empty() => {
+            "⚠️ on, but no channel is linked: send /protect @yourchannel".to_owned()
+        }
+        GroupState::Active => "✅ protected".to_owned(),
+        GroupState::Paused => format!(
+            "⏸ paused{}",
+            stored
+                .paused_reason
+                .as_deref()
+                .map(|r| format!(" ({})", escape(r)))
+                .unwrap_or_default()
+        ),
+        GroupState::Unprotected => "off".to_owned(),
+    };
+    let problems = diagnose(&**app.telegram(), app.me().id, group, &stored.channels).await;
+    let rights = if problems.is_empty() {
+        "✅ I have every right I need here and in each channel.".to_owned()
+    } else {
+        let list: Vec<String> = problems
+            .iter()
+            .map(|p| format!("• {}", escape(&p.to_string())))
+            .collect();
+        format!("⚠️ To fix:\n{}", list.join("\n"))
+    };
+    let muted = app.store().count_active_restrictions(group).await?;
+    let counts = app.group_stats().get(group);
+    let hit_rate = cache_hit_rate(app.registry())
+        .map_or_else(|| "n/a".to_owned(), |r| format!("{:.1} %", r * 100.0));
+    let html = format!(
+        "<b>Status</b>: {state}\n\
+         <b>Channels</b>: {channels}\n\
+         {action}\n\
+         <b>My rights</b>: {rights}\n\
+         <b>Muted now</b>: {muted}\n\
+         <b>Verifications</b> (this instance, since it started): {total} — {allowed} allowed, \
+         {exempt} exempt, {denied} denied, {unverifiable} unverifiable\n\
+         <b>Cache hit rate</b> (all groups): {hit_rate}",
+        channels = channel_list(&stored.channels),
+        action = action_summary(&stored.settings),
+        total = counts.verifications,
+        allowed = counts.allowed,
+        exempt = counts.exempt,
+        denied = counts.denied,
+        unverifiable = counts.unverifiable,
+    );
+    reply_text(app, msg, html).await
+}
+
+/// Share of membership lookups answered without a Telegram call, from the
+/// cache's counters: `1 − loads / lookups`. `None` before the first lookup or
+/// when the cache records elsewhere.
+fn cache_hit_rate(registry: &Registry) -> Option<f64> {
+    let mut lookups = 0.0_f64;
+    let mut loads = 0.0_f64;
+    for family in registry.gather() {
+        match family.name() {
+            "gmbot_cache_requests_total" => {
+                for m in family.get_metric() {
+                    // Every lookup passes the in-process layer first.
+                    let l1 = m
+                        .get_label()
+                        .iter()
+                        .any(|l| l.name() == "layer" && l.value() == "l1");
+                    let counted = m.get_label().iter().any(|l| {
+                        l.name() == "result" && (l.value() == "hit" || l.value() == "miss")
+                    });
+                    if l1 && counted {
+                        lookups += m.get_counter().get_value();
+                    }
+                }
+            }
+            "gmbot_cache_loads_total" => {
+                loads += family
+                    .get_metric()
+                    .iter()
+                    .map(|m| m.get_counter().get_value())
+                    .sum::<f64>();
+            }
+            _ => {}
+        }
+    }
+    (lookups > 0.0).then(|| (1.0 - loads / lookups).clamp(0.0, 1.0))
+}

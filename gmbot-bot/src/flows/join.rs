@@ -1,0 +1,154 @@
+//! Joins and leaves: check on join (groups), auto-unmute on join and strict leave (channels).
+//!
+//! - A member joining a protected group with `check_on_join` is verified at
+//!   once and, if not subscribed, muted and warned before they write. Telegram
+//!   reports a join twice (the `new_chat_members` service message and a
+//!   `chat_member` update); the second copy within a minute is ignored.
+//! - A member joining a linked channel is unmuted in every active group
+//!   linked to it where the bot restricted them and they now satisfy every
+//!   channel of that group.
+//! - A member leaving a linked channel is, with `strict_leave`, muted and
+//!   warned at once in each linked group where they were seen writing.
+
+use gmbot_core::cache::MembershipKey;
+use gmbot_core::domain::{ChannelId, GroupId, LiftReason};
+use gmbot_core::engine::MessageContext;
+
+use crate::app::App;
+use crate::handlers::HandleError;
+use crate::update::{ChatMemberUpdate, User};
+
+use super::enforce;
+use super::lift::unmute_member;
+
+/// A member joined `group` (service message or `chat_member`): verify them now
+/// if the group checks on join.
+pub async fn member_joined_group(
+    app: &App,
+    group: GroupId,
+    member: &User,
+) -> Result<(), HandleError> {
+    if member.id == app.me().id {
+        // The bot's own membership arrives as `my_chat_member`.
+        return Ok(());
+    }
+    if !app.flows().claim_join(group, member.id).await {
+        return Ok(());
+    }
+    let Some(config) = app.engine().group_config(group).await? else {
+        return Ok(());
+    };
+    if config.not_enforced().is_some() || !config.settings().check_on_join {
+        return Ok(());
+    }
+    let mut ctx = MessageContext::no_message();
+    if member.is_bot {
+        ctx = ctx.from_bot();
+    }
+    let verdict = app.engine().verify(group, member.id, ctx).await?;
+    log::info!(
+        group_id = group.get(),
+        user_id = member.id.get(),
+        decision = verdict.decision.as_str();
+        "member joined the group"
+    );
+    enforce::perform(app, group, member, &verdict).await?;
+    Ok(())
+}
+
+/// Someone's membership changed in a channel (`chat_member`).
+pub async fn channel_member_changed(
+    app: &App,
+    channel: ChannelId,
+    update: &ChatMemberUpdate,
+) -> Result<(), HandleError> {
+    let user = update.user.id;
+    app.cache()
+        .invalidate(MembershipKey::new(channel, user))
+        .await;
+    if update.joined() {
+        channel_joined(app, channel, &update.user).await
+    } else if update.left() {
+        channel_left(app, channel, &update.user).await
+    } else {
+        Ok(())
+    }
+}
+
+/// Unmutes the member in every active linked group where they are restricted
+/// and now satisfy all of that group's channels.
+async fn channel_joined(app: &App, channel: ChannelId, member: &User) -> Result<(), HandleError> {
+    let groups = app.store().groups_for_channel(channel).await?;
+    let mut first_error = None;
+    for group in groups {
+        let result: Result<(), HandleError> = async {
+            if app
+                .store()
+                .active_restriction(group, member.id)
+                .await?
+                .is_none()
+            {
+                return Ok(());
+            }
+            // Every channel of the group, asked afresh: joining this one may not be enough.
+            let verdict = app.engine().recheck(group, member.id).await?;
+            log::info!(
+                group_id = group.get(),
+                user_id = member.id.get(),
+                channel_id = channel.get(),
+                decision = verdict.decision.as_str();
+                "member joined a linked channel"
+            );
+            if verdict.decision.is_allowed() {
+                unmute_member(app, &**app.telegram(), group, member.id, LiftReason::Joined).await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(err) = result {
+            log::warn!(group_id = group.get(), user_id = member.id.get(), error:display = err; "cannot re-check a member after a channel join");
+            first_error.get_or_insert(err);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// With `strict_leave`, mutes and warns the member in the linked groups where they were seen.
+async fn channel_left(app: &App, channel: ChannelId, member: &User) -> Result<(), HandleError> {
+    let groups = app.store().groups_for_channel(channel).await?;
+    let mut first_error = None;
+    for group in groups {
+        let result: Result<(), HandleError> = async {
+            let Some(config) = app.engine().group_config(group).await? else {
+                return Ok(());
+            };
+            if config.not_enforced().is_some() || !config.settings().strict_leave {
+                return Ok(());
+            }
+            let seen = app.flows().seen().is_pending(group, member.id)
+                || app.store().seen_member(group, member.id).await?.is_some();
+            if !seen {
+                return Ok(());
+            }
+            let verdict = app
+                .engine()
+                .verify(group, member.id, MessageContext::no_message())
+                .await?;
+            log::info!(
+                group_id = group.get(),
+                user_id = member.id.get(),
+                channel_id = channel.get(),
+                decision = verdict.decision.as_str();
+                "member left a linked channel"
+            );
+            enforce::perform(app, group, member, &verdict).await?;
+            Ok(())
+        }
+        .await;
+        if let Err(err) = result {
+            log::warn!(group_id = group.get(), user_id = member.id.get(), error:display = err; "cannot apply strict leave");
+            first_error.get_or_insert(err);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}

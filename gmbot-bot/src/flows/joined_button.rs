@@ -1,0 +1,99 @@
+//! The "I've joined" button: re-check the member it is bound to, bypassing the cache, and unmute them.
+//!
+//! The callback data (`j:<user id>`) binds the button to one member; the
+//! group is the chat of the message carrying it. Callback data is untrusted:
+//! anything malformed gets a generic answer, and someone else's press gets
+//! "This button is not for you." without a re-check.
+
+use gmbot_core::dispatch::Lane;
+use gmbot_core::domain::{GroupId, LiftReason};
+use gmbot_core::telegram::TelegramApi;
+
+use crate::app::App;
+use crate::handlers::HandleError;
+use crate::update::CallbackQuery;
+
+use super::lift::{unmute_member, Unmuted};
+use super::warn::{channel_label, parse_joined_data};
+
+/// Answer to someone pressing another member's button.
+pub const NOT_FOR_YOU: &str = "This button is not for you.";
+/// Answer once the member may write.
+pub const WELCOME: &str = "Welcome! You can write now.";
+/// Answer to data that does not parse or a button out of context.
+pub const INVALID: &str = "This button is no longer valid.";
+/// Answer when the re-check or the unmute failed.
+pub const TRY_AGAIN: &str = "Something went wrong, please try again in a moment.";
+
+/// Telegram shows at most 200 characters of a callback answer.
+const MAX_ANSWER_CHARS: usize = 200;
+
+async fn answer(telegram: &dyn TelegramApi, cq: &CallbackQuery, text: &str, alert: bool) {
+    let text: String = text.chars().take(MAX_ANSWER_CHARS).collect();
+    if let Err(err) = telegram.answer_callback(&cq.id, Some(&text), alert).await {
+        log::info!(user_id = cq.from.id.get(), error:display = err; "cannot answer a callback query");
+    }
+}
+
+/// Handles a press whose data starts with `j:`.
+pub async fn pressed(app: &App, cq: &CallbackQuery, data: &str) -> Result<(), HandleError> {
+    let telegram = app.telegram_in(Lane::Interactive);
+    let bound = parse_joined_data(data);
+    let group = cq
+        .message
+        .and_then(|(chat, _)| GroupId::new(chat.get()).ok());
+    let (Some(bound), Some(group)) = (bound, group) else {
+        log::warn!(
+            user_id = cq.from.id.get(),
+            data_len = data.len();
+            "malformed \"I've joined\" callback"
+        );
+        answer(&telegram, cq, INVALID, false).await;
+        return Ok(());
+    };
+    if cq.from.id != bound {
+        log::info!(
+            group_id = group.get(),
+            user_id = cq.from.id.get(),
+            bound_user_id = bound.get();
+            "\"I've joined\" pressed by someone else"
+        );
+        answer(&telegram, cq, NOT_FOR_YOU, false).await;
+        return Ok(());
+    }
+    let verdict = match app.engine().recheck(group, bound).await {
+        Ok(v) => v,
+        Err(err) => {
+            answer(&telegram, cq, TRY_AGAIN, false).await;
+            return Err(err.into());
+        }
+    };
+    log::info!(
+        group_id = group.get(),
+        user_id = bound.get(),
+        decision = verdict.decision.as_str();
+        "\"I've joined\" re-check"
+    );
+    if !verdict.decision.is_allowed() {
+        let names: Vec<String> = verdict.missing().iter().map(|c| channel_label(c)).collect();
+        let text = format!("You still need to join: {}.", names.join(", "));
+        answer(&telegram, cq, &text, true).await;
+        return Ok(());
+    }
+    let outcome = match unmute_member(app, &telegram, group, bound, LiftReason::Joined).await {
+        Ok(o) => o,
+        Err(err) => {
+            answer(&telegram, cq, TRY_AGAIN, false).await;
+            return Err(err.into());
+        }
+    };
+    if outcome == Unmuted::Failed {
+        answer(&telegram, cq, TRY_AGAIN, false).await;
+        return Ok(());
+    }
+    // `unmute_member` deleted the member's tracked warnings, this one included.
+    // Untracked messages (a warning posted before a restart, or spoofed data
+    // naming any message) are never deleted.
+    answer(&telegram, cq, WELCOME, false).await;
+    Ok(())
+}

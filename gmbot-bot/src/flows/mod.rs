@@ -1,0 +1,188 @@
+//! The enforcement flows the handlers drive: performing verdicts, warnings,
+//! lifting restrictions, channel joins and leaves, the bot's own status,
+//! migrations, reconciliation and seen-member batching.
+//!
+//! Handlers parse an update and pick a flow; flows talk to the store, the
+//! engine and Telegram (always through the dispatcher). The in-process state
+//! the flows share — warning cool-downs and timers, notice de-duplication,
+//! the seen-member batcher — lives in [`FlowState`], owned by the
+//! [`App`](crate::app::App), whose background tasks stop on
+//! [`App::shutdown`](crate::app::App::shutdown).
+
+pub mod bot_status;
+pub mod enforce;
+pub mod join;
+pub mod joined_button;
+pub mod lift;
+pub mod migration;
+pub mod notice;
+pub mod reconcile;
+pub mod seen;
+pub mod warn;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use gmbot_core::domain::{GroupId, UserId};
+use gmbot_core::store::Store;
+use gmbot_core::telegram::TelegramApi;
+use moka::future::Cache;
+use prometheus::IntCounterVec;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use self::lift::{lift_group, LiftSummary};
+pub use self::reconcile::{reconcile_once, spawn_reconciler, ReconcileReport, ReconcilerGuard};
+pub use self::seen::SeenRecorder;
+pub use self::warn::WarningTimers;
+
+/// Tunables of the flows' in-process state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowConfig {
+    /// How often waiting seen-member rows are written (default 1 s).
+    pub seen_flush_interval: Duration,
+    /// Write at once when this many distinct members are waiting (default 1,000).
+    pub seen_max_batch: usize,
+    /// How long the admins are not told again about the same channel problem (default 6 h).
+    pub notice_interval: Duration,
+    /// Upper bound on the (group, member) entries of the cool-down and de-duplication caches.
+    pub max_members: u64,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        Self {
+            seen_flush_interval: Duration::from_secs(1),
+            seen_max_batch: 1_000,
+            notice_interval: Duration::from_secs(6 * 3600),
+            max_members: 1_000_000,
+        }
+    }
+}
+
+/// A join reported twice (the `new_chat_members` message and the `chat_member`
+/// update) is handled once if the second copy arrives within this window.
+const JOIN_DEDUP_WINDOW: Duration = Duration::from_secs(60);
+
+/// The flows' shared in-process state and background tasks.
+pub struct FlowState {
+    config: FlowConfig,
+    seen: SeenRecorder,
+    timers: WarningTimers,
+    cooldowns: warn::Cooldowns,
+    notices: Cache<(GroupId, String), ()>,
+    joins: Cache<(GroupId, UserId), ()>,
+    shutdown: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for FlowState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowState")
+            .field("config", &self.config)
+            .field("seen", &self.seen)
+            .field("timers", &self.timers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FlowState {
+    /// Creates the state and starts its tasks (seen-member flushes, warning
+    /// deletions) on the current tokio runtime. `telegram` is what the
+    /// deletions go through (the dispatcher's notification lane).
+    pub(crate) fn start(
+        config: FlowConfig,
+        store: Arc<dyn Store>,
+        telegram: Arc<dyn TelegramApi>,
+        errors: IntCounterVec,
+    ) -> anyhow::Result<Self> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            anyhow::bail!(
+                "the app must be built inside a tokio runtime (it starts background tasks)"
+            );
+        }
+        let (shutdown, rx) = watch::channel(false);
+        let seen = SeenRecorder::new(store, config.seen_max_batch, errors);
+        let timers = WarningTimers::new();
+        let tasks = vec![
+            seen.spawn(config.seen_flush_interval, rx.clone()),
+            timers.spawn(telegram, rx),
+        ];
+        Ok(Self {
+            config,
+            seen,
+            timers,
+            cooldowns: warn::Cooldowns::new(config.max_members),
+            notices: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(config.notice_interval)
+                .build(),
+            joins: Cache::builder()
+                .max_capacity(config.max_members)
+                .time_to_live(JOIN_DEDUP_WINDOW)
+                .build(),
+            shutdown,
+            tasks: Mutex::new(tasks),
+        })
+    }
+
+    /// The tunables.
+    pub fn config(&self) -> &FlowConfig {
+        &self.config
+    }
+
+    /// The seen-member batcher.
+    pub fn seen(&self) -> &SeenRecorder {
+        &self.seen
+    }
+
+    /// The warning deletion timers.
+    pub fn timers(&self) -> &WarningTimers {
+        &self.timers
+    }
+
+    pub(crate) fn cooldowns(&self) -> &warn::Cooldowns {
+        &self.cooldowns
+    }
+
+    /// `true` the first time a notice with this key is asked for in `notice_interval`.
+    pub(crate) async fn claim_notice(&self, group: GroupId, key: String) -> bool {
+        self.notices
+            .entry((group, key))
+            .or_insert(())
+            .await
+            .is_fresh()
+    }
+
+    /// `true` the first time this join is reported within a minute.
+    pub(crate) async fn claim_join(&self, group: GroupId, user: UserId) -> bool {
+        self.joins
+            .entry((group, user))
+            .or_insert(())
+            .await
+            .is_fresh()
+    }
+
+    /// Stops the background tasks: warnings not yet due stay, waiting seen
+    /// members are written. Idempotent.
+    pub async fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        for task in tasks {
+            if let Err(err) = task.await {
+                log::warn!(error:display = err; "a background task ended abnormally");
+            }
+        }
+        // Anything recorded after the flush task's last pass.
+        if let Err(err) = self.seen.flush().await {
+            log::warn!(error:display = err; "cannot write the last seen members");
+        }
+    }
+}
+
+impl Drop for FlowState {
+    fn drop(&mut self) {
+        // Without a shutdown, the tasks end with the runtime; tell them anyway.
+        self.shutdown.send_replace(true);
+    }
+}

@@ -1,0 +1,107 @@
+//! `message`: commands, service messages (joins, migrations) and enforcement of everything else in a protected group.
+
+use std::time::Instant;
+
+use gmbot_core::domain::{GroupId, UserId};
+use gmbot_core::engine::{Decision, MessageContext};
+
+use crate::app::App;
+use crate::commands;
+use crate::flows::{enforce, join, migration};
+use crate::update::Message;
+
+use super::HandleError;
+
+pub(super) async fn handle(app: &App, update_id: i64, msg: Message) -> Result<(), HandleError> {
+    let command = msg
+        .text
+        .as_deref()
+        .filter(|t| t.starts_with('/'))
+        .and_then(|t| commands::parse(t, &app.me().username));
+    if !msg.chat.is_group() {
+        return match command {
+            Some(cmd) => commands::handle(app, &msg, cmd).await,
+            None => Ok(()),
+        };
+    }
+    let Ok(group) = GroupId::new(msg.chat.id.get()) else {
+        return Ok(());
+    };
+
+    // Service messages.
+    if let Some(to) = msg.migrate_to_chat_id {
+        if let Ok(to) = GroupId::new(to.get()) {
+            migration::migrate(app, group, to).await?;
+        }
+        return Ok(());
+    }
+    if let Some(from) = msg.migrate_from_chat_id {
+        if let Ok(from) = GroupId::new(from.get()) {
+            migration::migrate(app, from, group).await?;
+        }
+        return Ok(());
+    }
+    if !msg.new_chat_members.is_empty() {
+        for member in &msg.new_chat_members {
+            join::member_joined_group(app, group, member).await?;
+        }
+        return Ok(());
+    }
+    if msg.left_chat_member.is_some() {
+        return Ok(());
+    }
+    let Some(from) = &msg.from else {
+        return Ok(());
+    };
+
+    let started = Instant::now();
+    let mut ctx = MessageContext::message(msg.id);
+    if let Some(chat) = &msg.sender_chat {
+        ctx = ctx.with_sender_chat(chat.id);
+    }
+    if msg.is_automatic_forward {
+        ctx = ctx.automatic_forward();
+    }
+    if from.is_bot {
+        ctx = ctx.from_bot();
+    }
+    let verdict = app.engine().verify(group, from.id, ctx).await?;
+    if let Decision::NotEnforced(_) = verdict.decision {
+        return match command {
+            Some(cmd) => commands::handle(app, &msg, cmd).await,
+            None => Ok(()),
+        };
+    }
+    if !from.is_bot && from.id != UserId::SERVICE_ACCOUNT && from.id != UserId::GROUP_ANONYMOUS_BOT
+    {
+        app.flows()
+            .seen()
+            .record(group, from.id, app.clock().unix_now());
+    }
+    let denied = !verdict.decision.is_allowed();
+    enforce::perform(app, group, from, &verdict).await?;
+    if denied {
+        log::info!(
+            update_id = update_id,
+            group_id = group.get(),
+            user_id = from.id.get(),
+            decision = verdict.decision.as_str(),
+            latency_ms = started.elapsed().as_millis() as u64;
+            "message denied"
+        );
+        // A non-member's command is not run: commands are no way around the rule.
+        return Ok(());
+    }
+    log::debug!(
+        update_id = update_id,
+        group_id = group.get(),
+        user_id = from.id.get(),
+        decision = verdict.decision.as_str(),
+        latency_ms = started.elapsed().as_millis() as u64;
+        "message allowed"
+    );
+    match command {
+        Some(cmd) => commands::handle(app, &msg, cmd).await,
+        None => Ok(()),
+    }
+}

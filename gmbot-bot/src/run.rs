@@ -1,0 +1,393 @@
+//! The bot's wiring, in one visible place: configuration → store → cache → Bot API →
+//! `getMe` → [`App`] → update runtime → HTTP listener → polling or webhook → drain.
+//!
+//! [`Bot::start`] builds everything and binds the listener; [`Bot::run`] receives updates
+//! until the shutdown signal, then stops taking updates, drains what is queued and in flight
+//! (bounded) and flushes. `main.rs`, the demo, the end-to-end tests and the load benchmark all
+//! run the bot through here, so they run the same bot.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use gmbot_core::cache::{
+    LayeredCache, LayeredCacheConfig, MembershipCache, MemoryCache, MemoryCacheConfig,
+};
+use gmbot_core::clock::{Clock, SystemClock};
+use gmbot_core::dispatch::DispatchConfig;
+use gmbot_core::domain::UserId;
+use gmbot_core::engine::EngineConfig;
+use gmbot_core::store::{self, MigrationMode};
+use gmbot_core::telegram::TelegramError;
+use prometheus::Registry;
+use url::Url;
+
+use crate::app::{App, AppDeps, BotIdentity};
+use crate::botapi::{BotApi, BotApiOptions};
+use crate::config::Config;
+use crate::http::{self, HttpRoutes, HttpServerGuard};
+use crate::runtime::{
+    DrainReport, RedisClaims, Runtime, RuntimeConfig, RuntimeMonitor, RuntimeStats, Shutdown,
+};
+use crate::transport::polling::{self, PollingOptions};
+use crate::transport::webhook::{self, WebhookIngress};
+use crate::transport::Mode;
+
+/// Tunables that are not environment variables (tests, the demo and benchmarks set them).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Queue, workers, drain deadline (claims are filled in from `REDIS_URL`).
+    pub runtime: RuntimeConfig,
+    /// Telegram budgets and retries.
+    pub dispatch: DispatchConfig,
+    /// Engine cache tunables.
+    pub engine: EngineConfig,
+    /// `getUpdates` timeout.
+    pub long_poll: Duration,
+    /// Polling backoff.
+    pub polling: PollingOptions,
+    /// `max_connections` for `setWebhook`.
+    pub max_connections: u32,
+    /// Largest webhook body accepted.
+    pub max_body: usize,
+    /// HTTP listener threads.
+    pub http_threads: usize,
+    /// Prefix of every Redis key and channel this bot uses (tests give each run its own).
+    pub redis_prefix: String,
+    /// How long an update id stays claimed in Redis.
+    pub claim_ttl: Duration,
+    /// Attempts at `getMe` (and `setWebhook`) before giving up when Telegram is unreachable.
+    pub startup_attempts: u32,
+    /// How often the reconciliation pass runs (it also runs at start).
+    pub reconcile_interval: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            runtime: RuntimeConfig::default(),
+            dispatch: DispatchConfig::default(),
+            engine: EngineConfig::default(),
+            long_poll: Duration::from_secs(30),
+            polling: PollingOptions::default(),
+            max_connections: webhook::DEFAULT_MAX_CONNECTIONS,
+            max_body: http::DEFAULT_MAX_BODY,
+            http_threads: http::DEFAULT_THREADS,
+            redis_prefix: "gmbot:".to_owned(),
+            claim_ttl: Duration::from_secs(3600),
+            startup_attempts: 5,
+            reconcile_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A bot that is built and listening, not yet receiving updates.
+pub struct Bot {
+    app: App,
+    api: BotApi,
+    runtime: Runtime,
+    http: HttpServerGuard,
+    mode: Mode,
+    webhook_url: Option<Url>,
+    secret: Option<crate::secret::SecretString>,
+    options: RunOptions,
+}
+
+impl std::fmt::Debug for Bot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bot")
+            .field("me", self.app.me())
+            .field("mode", &self.mode.name())
+            .field("http", &self.http.local_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a run did, for the caller's last log line (and tests).
+#[derive(Debug, Clone, Copy)]
+pub struct RunReport {
+    /// The drain at shutdown.
+    pub drain: DrainReport,
+}
+
+async fn retry_startup<T, F, Fut>(
+    what: &str,
+    attempts: u32,
+    shutdown: &Shutdown,
+    mut call: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, TelegramError>>,
+{
+    let mut pause = Duration::from_millis(500);
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(e)
+                if (e.is_transient() || matches!(e, TelegramError::RetryAfter { .. }))
+                    && attempt < attempts =>
+            {
+                let wait = match e {
+                    TelegramError::RetryAfter { retry_after } => retry_after,
+                    _ => pause,
+                };
+                log::warn!(attempt = attempt, error:display = e; "{what} failed; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = shutdown.wait() => anyhow::bail!("{what}: stopped while retrying"),
+                }
+                pause = (pause * 2).min(Duration::from_secs(10));
+                attempt += 1;
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("{what} failed"))),
+        }
+    }
+}
+
+/// The webhook URL to register: as configured, except that a loopback URL with port 0 gets
+/// the port the listener actually bound (`HTTP_LISTEN=127.0.0.1:0`), for local runs.
+fn public_webhook_url(url: &Url, bound: SocketAddr) -> Url {
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    let mut url = url.clone();
+    if loopback && url.port() == Some(0) && url.set_port(Some(bound.port())).is_err() {
+        log::warn!("cannot set the webhook URL's port");
+    }
+    url
+}
+
+impl Bot {
+    /// Builds the bot from its configuration: opens (and migrates) the store, connects the
+    /// cache, checks the token with `getMe`, starts the update runtime and binds the HTTP
+    /// listener. Must run inside a tokio runtime.
+    pub async fn start(
+        config: &Config,
+        options: RunOptions,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<Self> {
+        let token = config
+            .token
+            .clone()
+            .context("TELEGRAM_BOT_TOKEN is not set")?;
+        let mode = Mode::detect(config);
+        let store = store::open(&config.database_url, MigrationMode::Apply)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the database {}",
+                    config.database_url.redacted()
+                )
+            })?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+        let registry = Registry::new();
+
+        let redis_prefix = options.redis_prefix.clone();
+        let (cache, layered): (Arc<dyn MembershipCache>, Option<Arc<LayeredCache>>) = match &config
+            .redis_url
+        {
+            Some(url) => {
+                let mut c = LayeredCacheConfig::new(url.expose());
+                c.redis.key_prefix = format!("{redis_prefix}m:");
+                c.redis.invalidation_channel = format!("{redis_prefix}m:invalidate");
+                let cache = LayeredCache::connect(c, Arc::clone(&clock), &registry)
+                    .await
+                    .context("cannot set up the Redis cache (REDIS_URL)")?;
+                if cache.ping().await.is_err() {
+                    log::warn!(
+                        "Redis does not answer yet; using the in-process cache until it does"
+                    );
+                }
+                let cache = Arc::new(cache);
+                (cache.clone(), Some(cache))
+            }
+            None => (
+                Arc::new(
+                    MemoryCache::new(MemoryCacheConfig::default(), Arc::clone(&clock), &registry)
+                        .context("cannot set up the in-process cache")?,
+                ),
+                None,
+            ),
+        };
+
+        let api_options = BotApiOptions {
+            long_poll: options.long_poll,
+            ..BotApiOptions::from_config(config)
+        };
+        let api =
+            BotApi::new(token.clone(), api_options).context("cannot build the Bot API client")?;
+        let me =
+            retry_startup("getMe", options.startup_attempts, shutdown, || api.get_me()).await?;
+        let username = me.username.clone().unwrap_or_default();
+        log::info!(bot_id = me.id, username = username.as_str(); "signed in to Telegram");
+        let app = App::new(AppDeps {
+            me: BotIdentity {
+                id: UserId(i64::try_from(me.id).unwrap_or(token.bot_id())),
+                username,
+            },
+            store,
+            telegram: Arc::new(api.clone()),
+            cache,
+            clock,
+            dispatch: options.dispatch.clone(),
+            engine: options.engine,
+            registry,
+        })?;
+
+        let mut runtime_config = options.runtime.clone();
+        if let Some(url) = &config.redis_url {
+            let claims = RedisClaims::new(
+                url.expose(),
+                format!("{redis_prefix}u:{}:", token.bot_id()),
+                options.claim_ttl,
+                Duration::from_millis(250),
+            )
+            .context("cannot set up update de-duplication in Redis (REDIS_URL)")?;
+            runtime_config.claims = Some(claims);
+        }
+        let runtime = Runtime::start(app.clone(), runtime_config);
+
+        let mut routes = HttpRoutes::new(app.clone());
+        if let Some(cache) = layered {
+            routes = routes.with_redis(cache);
+        }
+        let mut secret = None;
+        if let Mode::Webhook { path, .. } = &mode {
+            let s = config
+                .webhook
+                .as_ref()
+                .and_then(|w| w.secret.clone())
+                .unwrap_or_else(|| webhook::derive_secret(&token));
+            let ingress = WebhookIngress::new(&s, options.max_body, runtime.sender());
+            routes = routes.with_webhook_limit(path, Arc::new(ingress), options.max_body);
+            secret = Some(s);
+        }
+        let http = http::serve_with(config.http_listen, routes, options.http_threads)
+            .context("cannot start the HTTP listener (HTTP_LISTEN)")?;
+        let webhook_url = match &mode {
+            Mode::Webhook { url, .. } => Some(public_webhook_url(url, http.local_addr())),
+            Mode::Polling => None,
+        };
+        Ok(Self {
+            app,
+            api,
+            runtime,
+            http,
+            mode,
+            webhook_url,
+            secret,
+            options,
+        })
+    }
+
+    /// The wired-up app (store, engine, metrics, …).
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    /// The address the HTTP listener bound.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr()
+    }
+
+    /// The transport in use.
+    pub fn mode(&self) -> &Mode {
+        &self.mode
+    }
+
+    /// The update runtime's counters so far.
+    pub fn stats(&self) -> RuntimeStats {
+        self.runtime.stats()
+    }
+
+    /// A handle on the update runtime's progress that stays valid while the bot runs.
+    pub fn monitor(&self) -> RuntimeMonitor {
+        self.runtime.monitor()
+    }
+
+    /// Receives updates until `shutdown` fires, then drains and stops.
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<RunReport> {
+        let stop = shutdown.clone();
+        let reconciler = crate::flows::reconcile::spawn_reconciler(
+            self.app.clone(),
+            self.options.reconcile_interval,
+            async move { stop.wait().await },
+        );
+        let received = match (&self.mode, &self.webhook_url, &self.secret) {
+            (Mode::Webhook { .. }, Some(url), Some(secret)) => {
+                let registered = retry_startup(
+                    "setWebhook",
+                    self.options.startup_attempts,
+                    &shutdown,
+                    || webhook::register(&self.api, url, secret, self.options.max_connections),
+                )
+                .await;
+                match registered {
+                    Ok(()) => {
+                        log::info!(transport = "webhook", path = url.path(); "receiving updates by webhook");
+                        shutdown.wait().await;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            _ => polling::run(
+                &self.api,
+                &self.runtime.sender(),
+                &shutdown,
+                self.options.polling,
+            )
+            .await
+            .map_err(anyhow::Error::new),
+        };
+        // Whatever ended the loop, stop everything that watches the signal.
+        shutdown.trigger();
+        log::info!("stopping: no new updates; finishing those in flight");
+        let drain = self.runtime.shutdown().await;
+        reconciler.stop().await;
+        // Seen members waiting to be written, warning timers.
+        self.app.shutdown().await;
+        let http = self.http;
+        // Joining the listener threads blocks briefly; keep it off the async workers.
+        let _ = tokio::task::spawn_blocking(move || http.stop()).await;
+        received?;
+        Ok(RunReport { drain })
+    }
+}
+
+/// Builds and runs the bot until `shutdown` fires.
+pub async fn run(
+    config: &Config,
+    options: RunOptions,
+    shutdown: Shutdown,
+) -> anyhow::Result<RunReport> {
+    let bot = Bot::start(config, options, &shutdown).await?;
+    log::info!(
+        transport = bot.mode().name(),
+        listen = bot.http_addr().to_string().as_str();
+        "gmbot-bot started"
+    );
+    bot.run(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_port_zero_takes_the_bound_port() {
+        let bound: SocketAddr = "127.0.0.1:4567".parse().expect("addr");
+        let u = public_webhook_url(&Url::parse("http://127.0.0.1:0/hook").expect("url"), bound);
+        assert_eq!(u.as_str(), "http://127.0.0.1:4567/hook");
+        let public = Url::parse("https://bot.example.com/hook").expect("url");
+        assert_eq!(public_webhook_url(&public, bound), public);
+        let fixed = Url::parse("http://127.0.0.1:8080/hook").expect("url");
+        assert_eq!(public_webhook_url(&fixed, bound), fixed);
+    }
+}

@@ -1,0 +1,260 @@
+//! Webhook mode: registering the webhook with Telegram, and [`WebhookIngress`], which decides
+//! what to answer to one POST.
+//!
+//! The HTTP listener ([`crate::http`], through the [`WebhookEndpoint`] seam) reads the body
+//! (sent by Telegram with the `X-Telegram-Bot-Api-Secret-Token` header) with a cap of
+//! [`WebhookIngress::max_body`] + 1 bytes and calls [`WebhookIngress::accept`], which is
+//! synchronous and never blocks: it checks the secret in constant time, parses, and queues
+//! with `try_send`. Telegram treats any non-2xx answer as "deliver again later", so the
+//! answers are chosen for that: 401/413/400 for requests that are not Telegram's (or never
+//! will parse), 503 when the queue is full or the bot is stopping (so the update comes back),
+//! 200 for everything taken — including a repeat, which must not come back a third time.
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use gmbot_core::telegram::TelegramResult;
+
+use crate::botapi::{convert, BotApi, ALLOWED_UPDATES};
+use crate::http::{HttpReply, WebhookEndpoint};
+use crate::metrics::BotMetrics;
+use crate::runtime::{Offer, Transport, UpdateSender};
+use crate::secret::{BotToken, SecretString};
+
+/// `max_connections` asked of Telegram (its maximum: the listener is not the bottleneck).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 100;
+
+/// The answer to one webhook request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookReply {
+    /// HTTP status.
+    pub status: u16,
+    /// A small JSON body (`application/json`).
+    pub body: &'static str,
+}
+
+impl WebhookReply {
+    const OK: Self = Self {
+        status: 200,
+        body: r#"{"ok":true}"#,
+    };
+    const DUPLICATE: Self = Self {
+        status: 200,
+        body: r#"{"ok":true,"duplicate":true}"#,
+    };
+    const IGNORED: Self = Self {
+        status: 200,
+        body: r#"{"ok":true,"ignored":true}"#,
+    };
+    const UNAUTHORIZED: Self = Self {
+        status: 401,
+        body: r#"{"ok":false,"error":"wrong or missing secret token"}"#,
+    };
+    const TOO_LARGE: Self = Self {
+        status: 413,
+        body: r#"{"ok":false,"error":"body too large"}"#,
+    };
+    const MALFORMED: Self = Self {
+        status: 400,
+        body: r#"{"ok":false,"error":"malformed update"}"#,
+    };
+    const OVERLOADED: Self = Self {
+        status: 503,
+        body: r#"{"ok":false,"error":"busy, retry later"}"#,
+    };
+    const STOPPING: Self = Self {
+        status: 503,
+        body: r#"{"ok":false,"error":"shutting down, retry later"}"#,
+    };
+}
+
+/// The webhook's request handler. Cheap to clone.
+#[derive(Clone)]
+pub struct WebhookIngress {
+    secret: Arc<[u8]>,
+    max_body: usize,
+    sender: UpdateSender,
+    metrics: BotMetrics,
+}
+
+impl std::fmt::Debug for WebhookIngress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookIngress")
+            .field("secret", &"<redacted>")
+            .field("max_body", &self.max_body)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Byte-wise comparison whose time depends only on `expected`'s length, not on where the
+/// first difference is (so response timing cannot be used to guess the secret).
+fn same_secret(expected: &[u8], given: &[u8]) -> bool {
+    let mut diff = expected.len() ^ given.len();
+    for (i, e) in expected.iter().enumerate() {
+        let g = given.get(i).copied().unwrap_or(!*e);
+        diff |= usize::from(e ^ g);
+    }
+    std::hint::black_box(diff) == 0
+}
+
+/// The webhook secret when `WEBHOOK_SECRET` is not set: hex of SHA-256 of
+/// `"gmbot-webhook:" + token` (64 characters of `0-9a-f`, within Telegram's 1–256 of
+/// `A-Za-z0-9_-`). Every instance with the same token derives the same value, and it reveals
+/// nothing about the token.
+pub fn derive_secret(token: &BotToken) -> SecretString {
+    let digest = Sha256::new()
+        .chain_update(b"gmbot-webhook:")
+        .chain_update(token.expose().as_bytes())
+        .finalize();
+    let mut hex = String::with_capacity(64);
+    for b in digest.iter() {
+        hex.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
+        hex.push(char::from_digit(u32::from(b & 0x0f), 16).unwrap_or('0'));
+    }
+    SecretString::new(hex)
+}
+
+impl WebhookIngress {
+    /// An ingress checking `secret`, refusing bodies over `max_body` bytes, queueing into `sender`.
+    pub fn new(secret: &SecretString, max_body: usize, sender: UpdateSender) -> Self {
+        let metrics = sender.app().metrics().clone();
+        Self {
+            secret: Arc::from(secret.expose().as_bytes()),
+            max_body,
+            sender,
+            metrics,
+        }
+    }
+
+    /// The largest body accepted; read at most this + 1 bytes.
+    pub fn max_body(&self) -> usize {
+        self.max_body
+    }
+
+    fn reject(&self, reason: &'static str, reply: WebhookReply) -> WebhookReply {
+        self.metrics
+            .webhook_rejections
+            .with_label_values(&[reason])
+            .inc();
+        reply
+    }
+
+    /// Answers one `POST` to the webhook path. Never blocks, never panics.
+    pub fn accept(&self, secret_header: Option<&str>, body: &[u8]) -> WebhookReply {
+        let authorized = secret_header.is_some_and(|h| same_secret(&self.secret, h.as_bytes()));
+        if !authorized {
+            log::warn!(
+                reason = if secret_header.is_some() { "wrong" } else { "missing" };
+                "webhook request without the right secret token"
+            );
+            return self.reject("unauthorized", WebhookReply::UNAUTHORIZED);
+        }
+        if body.len() > self.max_body {
+            log::warn!(bytes = body.len(), max = self.max_body; "webhook body over the cap");
+            return self.reject("too_large", WebhookReply::TOO_LARGE);
+        }
+        let update = match convert::from_json(body) {
+            Ok(u) => u,
+            Err(e) => return self.unparsed(body, &e),
+        };
+        let id = update.id;
+        match self.sender.try_offer(update, Transport::Webhook) {
+            Offer::Queued => WebhookReply::OK,
+            Offer::Duplicate => {
+                log::debug!(update_id = id; "webhook update delivered again; already taken");
+                self.reject("duplicate", WebhookReply::DUPLICATE)
+            }
+            Offer::Full => {
+                log::warn!(update_id = id, queued = self.sender.queue_len(); "update queue full; asking Telegram to retry");
+                self.reject("overloaded", WebhookReply::OVERLOADED)
+            }
+            Offer::Closed => self.reject("shutting_down", WebhookReply::STOPPING),
+        }
+    }
+
+    /// A body that is not an update GMBot can read. Valid JSON with an `update_id` is an update
+    /// of a kind (or shape) this version does not know: acknowledge it, or Telegram would
+    /// re-deliver it for hours. Anything else is refused as malformed.
+    fn unparsed(&self, body: &[u8], error: &serde_json::Error) -> WebhookReply {
+        let id = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("update_id").and_then(serde_json::Value::as_u64));
+        match id {
+            Some(id) => {
+                log::warn!(update_id = id, error:display = error; "webhook update not understood; acknowledged and skipped");
+                self.reject("unsupported", WebhookReply::IGNORED)
+            }
+            None => {
+                log::warn!(bytes = body.len(), error:display = error; "malformed webhook body");
+                self.reject("malformed", WebhookReply::MALFORMED)
+            }
+        }
+    }
+}
+
+impl WebhookEndpoint for WebhookIngress {
+    fn accept(&self, secret_header: Option<&str>, body: &[u8]) -> HttpReply {
+        let reply = WebhookIngress::accept(self, secret_header, body);
+        HttpReply::json(reply.status, reply.body)
+    }
+}
+
+/// `setWebhook` for `url` with the secret, [`ALLOWED_UPDATES`] (always sent: an omitted list
+/// keeps the previous one, and `chat_member` must be asked for) and `max_connections`.
+pub async fn register(
+    api: &BotApi,
+    url: &Url,
+    secret: &SecretString,
+    max_connections: u32,
+) -> TelegramResult<()> {
+    api.set_webhook(
+        url.as_str(),
+        Some(secret.expose()),
+        &ALLOWED_UPDATES,
+        max_connections,
+        false,
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_comparison() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"ab"));
+        assert!(!same_secret(b"abc", b"abcd"));
+        assert!(!same_secret(b"abc", b""));
+        assert!(!same_secret(b"", b"a"));
+        // A byte equal to the complement of the expected one must not read as a match.
+        assert!(!same_secret(b"a", &[!b'a']));
+    }
+
+    #[test]
+    fn derived_secret_is_stable_valid_and_hides_the_token() {
+        let t = BotToken::parse("123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw-").expect("token");
+        let a = derive_secret(&t);
+        let b = derive_secret(&t);
+        assert_eq!(a, b, "every instance agrees");
+        let s = a.expose();
+        assert_eq!(s.len(), 64);
+        assert!(s
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(!s.contains("AAHdq"));
+        let other =
+            BotToken::parse("123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw_").expect("token");
+        assert_ne!(derive_secret(&other), a);
+        // Known answer: sha256("gmbot-webhook:123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw-").
+        let expected = {
+            let d = Sha256::digest(b"gmbot-webhook:123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw-");
+            d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        assert_eq!(s, expected);
+    }
+}

@@ -1,0 +1,51 @@
+//! Graceful shutdown end to end: on the signal the bot stops taking updates, finishes the
+//! update in flight (here held up by a slow Telegram), and stops cleanly.
+
+mod e2e_support;
+
+use std::time::{Duration, Instant};
+
+use gmbot_bot::sim::{Fault, FaultKind};
+
+use e2e_support::{settle, start, wait_until, world, Backend, Transport};
+
+async fn in_flight_work_finishes(transport: Transport) {
+    let w = world();
+    let backend = Backend::sqlite();
+    let bot = start(&w.sim, &backend, transport).await;
+    w.sim
+        .post(w.group, w.owner, "/protect @e2e_news")
+        .expect("owner posts");
+    settle(&w.sim, &bot.monitor).await;
+
+    // Telegram is slow to delete: the handler for Bob's message is in flight for a while.
+    w.sim.inject(Fault::on(
+        "deleteMessage",
+        FaultKind::Delay(Duration::from_millis(1500)),
+    ));
+    let msg = w.sim.post(w.group, w.bob, "anyone?").expect("bob posts");
+    let monitor = bot.monitor.clone();
+    wait_until("the update is in flight", || monitor.in_flight() > 0).await;
+
+    let started = Instant::now();
+    let report = bot.stop().await;
+    let took = started.elapsed();
+    assert_eq!(report.drain.abandoned, 0, "{report:?}");
+    assert!(took < Duration::from_secs(20), "stopped in {took:?}");
+    assert!(
+        w.sim.message(w.group, msg).is_some_and(|m| m.deleted),
+        "the in-flight handler finished its work"
+    );
+    assert!(!w.sim.can_post(w.group, w.bob), "and muted the member");
+    assert_eq!(report.drain.stats.failed, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_shutdown_finishes_in_flight_work() {
+    in_flight_work_finishes(Transport::Polling).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_shutdown_finishes_in_flight_work() {
+    in_flight_work_finishes(Transport::Webhook).await;
+}

@@ -1,0 +1,1175 @@
+//! The verification flows end to end: the real Bot API client against the simulated Telegram,
+//! a `sqlite::memory:` store and the memory cache; updates are fetched from the simulator
+//! with `getUpdates`, converted, and handed to `handlers::handle`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use gmbot_bot::app::{App, AppDeps, BotIdentity};
+use gmbot_bot::botapi::{convert, ALLOWED_UPDATES};
+use gmbot_bot::flows::{self, lift_group, reconcile_once};
+use gmbot_bot::handlers;
+use gmbot_bot::sim::{AdminRights, MemberState, SimMessage, Simulator};
+use gmbot_bot::update::{Update, UpdateKind};
+use gmbot_bot::{BotApi, BotApiOptions, BotToken};
+use gmbot_core::cache::{MemoryCache, MemoryCacheConfig};
+use gmbot_core::clock::{Clock, SystemClock};
+use gmbot_core::dispatch::DispatchConfig;
+use gmbot_core::domain::{
+    ChannelId, ChannelRef, ChannelUsername, EnforcedChannel, GroupId, GroupSettings, GroupState,
+    LiftReason, NewRestriction, NonMemberAction, Owner, ProtectRequest, ProtectedGroup,
+    Restriction, RestrictionId, RestrictionKind, RestrictionState, SeenMember, SettingChange,
+    UnixTime, UserId,
+};
+use gmbot_core::engine::EngineConfig;
+use gmbot_core::store::{self, MigrationMode, Store, StoreResult};
+use prometheus::Registry;
+
+// ---------------------------------------------------------------------------------------------
+// A store that counts seen-member writes.
+
+struct CountingStore {
+    inner: Arc<dyn Store>,
+    seen_single: AtomicUsize,
+    seen_batches: AtomicUsize,
+}
+
+#[async_trait]
+impl Store for CountingStore {
+    async fn upsert_owner(&self, owner: &Owner) -> StoreResult<()> {
+        self.inner.upsert_owner(owner).await
+    }
+    async fn owner(&self, user: UserId) -> StoreResult<Option<Owner>> {
+        self.inner.owner(user).await
+    }
+    async fn protect(&self, req: &ProtectRequest, at: UnixTime) -> StoreResult<ProtectedGroup> {
+        self.inner.protect(req, at).await
+    }
+    async fn unprotect(&self, group: GroupId, at: UnixTime) -> StoreResult<bool> {
+        self.inner.unprotect(group, at).await
+    }
+    async fn pause(&self, group: GroupId, reason: &str, at: UnixTime) -> StoreResult<bool> {
+        self.inner.pause(group, reason, at).await
+    }
+    async fn resume(&self, group: GroupId, at: UnixTime) -> StoreResult<bool> {
+        self.inner.resume(group, at).await
+    }
+    async fn group(&self, group: GroupId) -> StoreResult<Option<ProtectedGroup>> {
+        self.inner.group(group).await
+    }
+    async fn list_groups(&self) -> StoreResult<Vec<ProtectedGroup>> {
+        self.inner.list_groups().await
+    }
+    async fn link_channel(
+        &self,
+        group: GroupId,
+        channel: &EnforcedChannel,
+        at: UnixTime,
+    ) -> StoreResult<bool> {
+        self.inner.link_channel(group, channel, at).await
+    }
+    async fn unlink_channel(
+        &self,
+        group: GroupId,
+        channel: &ChannelRef,
+        at: UnixTime,
+    ) -> StoreResult<bool> {
+        self.inner.unlink_channel(group, channel, at).await
+    }
+    async fn update_channel(&self, channel: &EnforcedChannel) -> StoreResult<bool> {
+        self.inner.update_channel(channel).await
+    }
+    async fn update_settings(
+        &self,
+        group: GroupId,
+        changes: &[SettingChange],
+        at: UnixTime,
+    ) -> StoreResult<GroupSettings> {
+        self.inner.update_settings(group, changes, at).await
+    }
+    async fn groups_for_channel(&self, channel: ChannelId) -> StoreResult<Vec<GroupId>> {
+        self.inner.groups_for_channel(channel).await
+    }
+    async fn migrate_group(&self, from: GroupId, to: GroupId, at: UnixTime) -> StoreResult<()> {
+        self.inner.migrate_group(from, to, at).await
+    }
+    async fn record_restriction(
+        &self,
+        new: &NewRestriction,
+        at: UnixTime,
+    ) -> StoreResult<Restriction> {
+        self.inner.record_restriction(new, at).await
+    }
+    async fn confirm_restriction(&self, group: GroupId, id: RestrictionId) -> StoreResult<bool> {
+        self.inner.confirm_restriction(group, id).await
+    }
+    async fn lift_restriction(
+        &self,
+        group: GroupId,
+        id: RestrictionId,
+        reason: LiftReason,
+        at: UnixTime,
+    ) -> StoreResult<bool> {
+        self.inner.lift_restriction(group, id, reason, at).await
+    }
+    async fn lift_member(
+        &self,
+        group: GroupId,
+        user: UserId,
+        reason: LiftReason,
+        at: UnixTime,
+    ) -> StoreResult<Vec<Restriction>> {
+        self.inner.lift_member(group, user, reason, at).await
+    }
+    async fn active_restriction(
+        &self,
+        group: GroupId,
+        user: UserId,
+    ) -> StoreResult<Option<Restriction>> {
+        self.inner.active_restriction(group, user).await
+    }
+    async fn active_restrictions(&self, group: GroupId) -> StoreResult<Vec<Restriction>> {
+        self.inner.active_restrictions(group).await
+    }
+    async fn count_active_restrictions(&self, group: GroupId) -> StoreResult<u64> {
+        self.inner.count_active_restrictions(group).await
+    }
+    async fn active_restrictions_for_user(&self, user: UserId) -> StoreResult<Vec<Restriction>> {
+        self.inner.active_restrictions_for_user(user).await
+    }
+    async fn active_restrictions_page(
+        &self,
+        after: Option<RestrictionId>,
+        limit: u32,
+    ) -> StoreResult<Vec<Restriction>> {
+        self.inner.active_restrictions_page(after, limit).await
+    }
+    async fn restriction_history(
+        &self,
+        group: GroupId,
+        limit: u32,
+    ) -> StoreResult<Vec<Restriction>> {
+        self.inner.restriction_history(group, limit).await
+    }
+    async fn record_seen(&self, group: GroupId, user: UserId, at: UnixTime) -> StoreResult<()> {
+        self.seen_single.fetch_add(1, Ordering::SeqCst);
+        self.inner.record_seen(group, user, at).await
+    }
+    async fn seen_members(
+        &self,
+        group: GroupId,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> StoreResult<Vec<SeenMember>> {
+        self.inner.seen_members(group, after, limit).await
+    }
+    async fn count_seen(&self, group: GroupId) -> StoreResult<u64> {
+        self.inner.count_seen(group).await
+    }
+    async fn record_seen_many(&self, rows: &[(GroupId, UserId, UnixTime)]) -> StoreResult<()> {
+        self.seen_batches.fetch_add(1, Ordering::SeqCst);
+        self.inner.record_seen_many(rows).await
+    }
+    async fn seen_member(&self, group: GroupId, user: UserId) -> StoreResult<Option<SeenMember>> {
+        self.inner.seen_member(group, user).await
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        self.inner.ping().await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fixture.
+
+struct H {
+    sim: Simulator,
+    poll: BotApi,
+    offset: Option<i64>,
+    app: App,
+    store: Arc<CountingStore>,
+    bot: UserId,
+    owner: UserId,
+    /// In the group and subscribed to the channel.
+    alice: UserId,
+    /// In the group only; HTML in the name.
+    bob: UserId,
+    group: GroupId,
+    channel: ChannelId,
+}
+
+const BOB_FIRST: &str = "<b>Bob</b> & \"Co\"";
+
+fn client(sim: &Simulator) -> BotApi {
+    let token = BotToken::parse(sim.token()).expect("simulator token has a real token's shape");
+    let options = BotApiOptions {
+        base_url: sim.base_url().parse().expect("simulator URL"),
+        request_timeout: Duration::from_secs(10),
+        long_poll: Duration::from_secs(1),
+        ..BotApiOptions::default()
+    };
+    BotApi::new(token, options).expect("client builds")
+}
+
+fn public_channel(id: ChannelId, username: &str, title: &str) -> EnforcedChannel {
+    EnforcedChannel {
+        id: Some(id),
+        username: Some(ChannelUsername::parse(username).expect("username")),
+        title: Some(title.to_owned()),
+        invite_link: None,
+    }
+}
+
+async fn harness() -> H {
+    let sim = Simulator::start().expect("simulator starts");
+    let bot = sim.bot().id;
+    let owner = sim.add_user("Owner");
+    let alice = sim.add_user_with("Alice", Some("A."), Some("alice"));
+    let bob = sim.add_user_with(BOB_FIRST, None, None);
+    let group = sim.create_supergroup("Test group", owner).expect("group");
+    let channel = sim
+        .create_channel("News", Some("test_news"), owner)
+        .expect("channel");
+    sim.add_bot(group, owner, Some(AdminRights::moderator()))
+        .expect("bot joins group");
+    sim.add_bot(channel, owner, Some(AdminRights::full()))
+        .expect("bot joins channel");
+    for (chat, user) in [
+        (group.into(), alice),
+        (group.into(), bob),
+        (channel.into(), alice),
+    ] {
+        let chat: gmbot_core::domain::ChatId = chat;
+        sim.join(chat, user).expect("join");
+    }
+
+    let url: store::DatabaseUrl = "sqlite::memory:".parse().expect("url");
+    let inner = store::open(&url, MigrationMode::Apply)
+        .await
+        .expect("in-memory store");
+    let store = Arc::new(CountingStore {
+        inner,
+        seen_single: AtomicUsize::new(0),
+        seen_batches: AtomicUsize::new(0),
+    });
+    let registry = Registry::new();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let cache = MemoryCache::new(MemoryCacheConfig::default(), clock.clone(), &registry)
+        .expect("memory cache");
+    let dispatch = DispatchConfig {
+        group_per_minute: 10_000,
+        group_burst: 1_000,
+        global_per_second: 10_000,
+        global_burst: 1_000,
+        ..DispatchConfig::default()
+    };
+    let app = App::new(AppDeps {
+        me: BotIdentity {
+            id: bot,
+            username: "gmbot_test_bot".to_owned(),
+        },
+        store: store.clone(),
+        telegram: Arc::new(client(&sim)),
+        cache: Arc::new(cache),
+        clock,
+        dispatch,
+        engine: EngineConfig::default(),
+        registry,
+    })
+    .expect("app builds");
+
+    let now = app.clock().unix_now();
+    store
+        .upsert_owner(&Owner {
+            user_id: owner,
+            username: None,
+            display_name: Some("Owner".to_owned()),
+            can_be_messaged: true,
+            created_at: now,
+        })
+        .await
+        .expect("owner");
+    store
+        .protect(
+            &ProtectRequest {
+                group,
+                title: Some("Test group".to_owned()),
+                owner: Some(owner),
+                channels: vec![public_channel(channel, "test_news", "News")],
+            },
+            now,
+        )
+        .await
+        .expect("protect");
+
+    let mut h = H {
+        poll: client(&sim),
+        sim,
+        offset: None,
+        app,
+        store,
+        bot,
+        owner,
+        alice,
+        bob,
+        group,
+        channel,
+    };
+    h.skip_updates().await;
+    h
+}
+
+impl H {
+    async fn fetch(&mut self) -> Vec<Update> {
+        let batch = self
+            .poll
+            .get_updates_with(self.offset, 100, 0, &ALLOWED_UPDATES)
+            .await
+            .expect("getUpdates");
+        assert!(batch.malformed.is_empty(), "{:?}", batch.malformed);
+        if let Some(next) = batch.next_offset {
+            self.offset = Some(next);
+        }
+        batch.updates.into_iter().map(convert::update).collect()
+    }
+
+    /// Forgets the updates produced by the setup.
+    async fn skip_updates(&mut self) {
+        while !self.fetch().await.is_empty() {}
+    }
+
+    /// Handles every update until the simulator has none left (handling may produce more).
+    async fn pump(&mut self) -> usize {
+        self.pump_where(|_| true).await
+    }
+
+    /// Like [`H::pump`], dropping the updates `keep` refuses.
+    async fn pump_where(&mut self, keep: impl Fn(&Update) -> bool) -> usize {
+        let mut n = 0;
+        loop {
+            let updates = self.fetch().await;
+            if updates.is_empty() {
+                return n;
+            }
+            for u in updates {
+                if keep(&u) {
+                    n += 1;
+                    handlers::handle(&self.app, u)
+                        .await
+                        .expect("update handled");
+                }
+            }
+        }
+    }
+
+    fn bot_messages(&self, chat: impl Into<gmbot_core::domain::ChatId>) -> Vec<SimMessage> {
+        self.sim
+            .messages(chat)
+            .into_iter()
+            .filter(|m| m.from == Some(self.bot))
+            .collect()
+    }
+
+    fn warnings(&self, group: GroupId) -> Vec<SimMessage> {
+        self.bot_messages(group)
+            .into_iter()
+            .filter(|m| !m.buttons.is_empty())
+            .collect()
+    }
+
+    fn calls(&self, method: &str, chat: i64) -> usize {
+        self.sim
+            .calls_to(method)
+            .iter()
+            .filter(|c| c.int("chat_id") == Some(chat))
+            .count()
+    }
+
+    async fn active(&self, group: GroupId, user: UserId) -> Option<Restriction> {
+        self.store
+            .active_restriction(group, user)
+            .await
+            .expect("store read")
+    }
+
+    async fn set(&self, group: GroupId, change: SettingChange) {
+        self.store
+            .update_settings(group, &[change], self.app.clock().unix_now())
+            .await
+            .expect("settings");
+        self.app.engine().invalidate_group(group).await;
+    }
+
+    /// A second protected supergroup linked to the same channel, with `members` in it.
+    async fn second_group(&mut self, members: &[UserId]) -> GroupId {
+        let g = self
+            .sim
+            .create_supergroup("Second group", self.owner)
+            .expect("group");
+        self.sim
+            .add_bot(g, self.owner, Some(AdminRights::moderator()))
+            .expect("bot joins");
+        for &m in members {
+            self.sim.join(g, m).expect("join");
+        }
+        self.store
+            .protect(
+                &ProtectRequest {
+                    group: g,
+                    title: Some("Second group".to_owned()),
+                    owner: Some(self.owner),
+                    channels: vec![public_channel(self.channel, "test_news", "News")],
+                },
+                self.app.clock().unix_now(),
+            )
+            .await
+            .expect("protect");
+        self.skip_updates().await;
+        g
+    }
+
+    async fn finish(self) {
+        self.app.shutdown().await;
+    }
+}
+
+fn data_of(m: &SimMessage) -> Vec<String> {
+    m.buttons
+        .iter()
+        .flatten()
+        .filter_map(|b| b.callback_data.clone())
+        .collect()
+}
+
+fn urls_of(m: &SimMessage) -> Vec<String> {
+    m.buttons
+        .iter()
+        .flatten()
+        .filter_map(|b| b.url.clone())
+        .collect()
+}
+
+fn is_muted(state: MemberState) -> bool {
+    matches!(state, MemberState::Restricted { permissions, .. } if !permissions.can_send_messages)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribed_member_is_allowed() {
+    let mut h = harness().await;
+    let id = h.sim.post(h.group, h.alice, "hello").expect("alice posts");
+    assert_eq!(h.pump().await, 1);
+    assert_eq!(h.calls("deleteMessage", h.group.get()), 0);
+    assert_eq!(h.sim.calls_to("restrictChatMember").len(), 0);
+    assert!(h.warnings(h.group).is_empty());
+    assert!(!h.sim.message(h.group, id).expect("message").deleted);
+    assert!(h.sim.can_post(h.group, h.alice));
+    assert_eq!(h.active(h.group, h.alice).await, None);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_subscriber_is_deleted_muted_and_warned_with_escaped_name_and_buttons() {
+    let mut h = harness().await;
+    let id = h.sim.post(h.group, h.bob, "spam").expect("bob posts");
+    h.pump().await;
+
+    assert!(
+        h.sim.message(h.group, id).expect("message").deleted,
+        "deleted"
+    );
+    assert!(is_muted(h.sim.member(h.group, h.bob)), "muted in Telegram");
+    assert!(!h.sim.can_post(h.group, h.bob));
+    let row = h
+        .active(h.group, h.bob)
+        .await
+        .expect("restriction recorded");
+    assert_eq!(
+        row.state,
+        RestrictionState::Active,
+        "confirmed after the call"
+    );
+    assert_eq!(row.kind, RestrictionKind::Mute);
+
+    let warnings = h.warnings(h.group);
+    assert_eq!(warnings.len(), 1, "one warning");
+    let w = &warnings[0];
+    let html = w.html.as_deref().expect("sent as HTML");
+    assert!(
+        html.contains("&lt;b&gt;Bob&lt;/b&gt; &amp; &quot;Co&quot;"),
+        "name escaped: {html}"
+    );
+    assert!(!html.contains("<b>Bob</b>"), "no raw markup from the name");
+    assert!(
+        w.text.contains(BOB_FIRST),
+        "readers see the name as typed: {}",
+        w.text
+    );
+    assert_eq!(urls_of(w), vec!["https://t.me/test_news".to_owned()]);
+    assert_eq!(data_of(w), vec![format!("j:{}", h.bob.get())]);
+    assert_eq!(h.app.flows().timers().scheduled(), 1, "deletion scheduled");
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_warning_per_member_per_cooldown() {
+    let mut h = harness().await;
+    // Delete-only keeps Bob able to write, so he is denied again and again.
+    h.set(h.group, SettingChange::Action(NonMemberAction::DeleteOnly))
+        .await;
+    let carol = h.sim.add_user("Carol");
+    h.sim.join(h.group, carol).expect("join");
+    h.skip_updates().await;
+    for i in 0..4 {
+        h.sim
+            .post(h.group, h.bob, &format!("bob {i}"))
+            .expect("post");
+        h.sim
+            .post(h.group, carol, &format!("carol {i}"))
+            .expect("post");
+    }
+    h.pump().await;
+    assert_eq!(
+        h.calls("deleteMessage", h.group.get()),
+        8,
+        "every message deleted"
+    );
+    assert_eq!(h.sim.calls_to("restrictChatMember").len(), 0, "delete-only");
+    let warned: Vec<Vec<String>> = h.warnings(h.group).iter().map(data_of).collect();
+    assert_eq!(
+        warned,
+        vec![
+            vec![format!("j:{}", h.bob.get())],
+            vec![format!("j:{}", carol.get())]
+        ],
+        "one warning per member"
+    );
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_join_unmutes_in_every_linked_group() {
+    let mut h = harness().await;
+    let second = h.second_group(&[h.bob]).await;
+    h.sim.post(h.group, h.bob, "one").expect("post");
+    h.sim.post(second, h.bob, "two").expect("post");
+    h.pump().await;
+    assert!(!h.sim.can_post(h.group, h.bob) && !h.sim.can_post(second, h.bob));
+    assert_eq!(h.warnings(h.group).len() + h.warnings(second).len(), 2);
+
+    h.sim.join(h.channel, h.bob).expect("bob subscribes");
+    h.pump().await;
+    for g in [h.group, second] {
+        assert!(h.sim.can_post(g, h.bob), "unmuted in {g}");
+        assert_eq!(h.active(g, h.bob).await, None, "lifted in the store");
+        assert!(
+            h.warnings(g).iter().all(|w| w.deleted),
+            "warning deleted in {g}"
+        );
+    }
+    let history = h
+        .store
+        .restriction_history(h.group, 10)
+        .await
+        .expect("history");
+    assert_eq!(history[0].lift_reason, Some(LiftReason::Joined));
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joined_button_works_for_the_member_only() {
+    let mut h = harness().await;
+    h.sim.post(h.group, h.bob, "hi").expect("post");
+    h.pump().await;
+    let w = h.warnings(h.group).remove(0);
+    let data = format!("j:{}", h.bob.get());
+
+    // Someone else: no re-check.
+    let before = h.sim.calls_to("getChatMember").len();
+    let cq = h
+        .sim
+        .press_button(h.group, w.id, h.alice, &data)
+        .expect("alice presses");
+    h.pump().await;
+    let answer = h.sim.callback_answer(&cq).expect("answered");
+    assert_eq!(answer.text.as_deref(), Some("This button is not for you."));
+    assert_eq!(h.sim.calls_to("getChatMember").len(), before, "no re-check");
+
+    // The member, not subscribed yet: an alert naming the channel.
+    let cq = h
+        .sim
+        .press_button(h.group, w.id, h.bob, &data)
+        .expect("bob presses");
+    h.pump().await;
+    let answer = h.sim.callback_answer(&cq).expect("answered");
+    assert!(answer.show_alert);
+    assert!(
+        answer.text.as_deref().is_some_and(|t| t.contains("News")),
+        "{answer:?}"
+    );
+    assert!(!h.sim.can_post(h.group, h.bob));
+
+    // Subscribes (the channel update is not delivered: the button alone must do it).
+    h.sim.join(h.channel, h.bob).expect("subscribe");
+    let cq = h
+        .sim
+        .press_button(h.group, w.id, h.bob, &data)
+        .expect("bob presses");
+    h.pump_where(|u| !matches!(u.kind, UpdateKind::ChatMember(_)))
+        .await;
+    let answer = h.sim.callback_answer(&cq).expect("answered");
+    assert_eq!(answer.text.as_deref(), Some("Welcome! You can write now."));
+    assert!(h.sim.can_post(h.group, h.bob), "unmuted");
+    assert!(
+        h.sim.message(h.group, w.id).expect("warning").deleted,
+        "warning deleted"
+    );
+    assert_eq!(h.active(h.group, h.bob).await, None);
+    // The group's defaults are restored, not "everything allowed".
+    let unrestrict = h.sim.calls_to("restrictChatMember");
+    let last = unrestrict.last().expect("unrestrict call");
+    assert_eq!(last.int("user_id"), Some(h.bob.get()));
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_callback_data_is_answered_and_changes_nothing() {
+    let mut h = harness().await;
+    h.sim.post(h.group, h.bob, "hi").expect("post");
+    let alice_msg = h.sim.post(h.group, h.alice, "a message").expect("post");
+    h.pump().await;
+    let w = h.warnings(h.group).remove(0);
+    h.sim.join(h.channel, h.bob).expect("subscribe");
+    h.skip_updates().await;
+    let restricts = h.sim.calls_to("restrictChatMember").len();
+
+    for data in [
+        "j:abc".to_owned(),
+        "j:-5".to_owned(),
+        "j:".to_owned(),
+        "zzz".to_owned(),
+        "j:99999999999999999999999".to_owned(),
+        format!("j:{} ", h.bob.get()),
+    ] {
+        let cq = h
+            .sim
+            .send_callback(h.group, w.id, h.bob, &data)
+            .expect("callback");
+        h.pump().await;
+        let answer = h.sim.callback_answer(&cq).expect("answered");
+        assert_eq!(
+            answer.text.as_deref(),
+            Some("This button is no longer valid."),
+            "{data:?}"
+        );
+    }
+    assert_eq!(h.sim.calls_to("restrictChatMember").len(), restricts);
+    assert!(!h.sim.can_post(h.group, h.bob));
+
+    // Bob's own data on Alice's message: Bob is re-checked and unmuted, Alice's message stays.
+    let cq = h
+        .sim
+        .send_callback(h.group, alice_msg, h.bob, &format!("j:{}", h.bob.get()))
+        .expect("callback");
+    h.pump().await;
+    assert_eq!(
+        h.sim.callback_answer(&cq).and_then(|a| a.text).as_deref(),
+        Some("Welcome! You can write now.")
+    );
+    assert!(!h.sim.message(h.group, alice_msg).expect("msg").deleted);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_on_join_mutes_and_warns_before_they_write_once() {
+    let mut h = harness().await;
+    let carol = h.sim.add_user("Carol");
+    h.sim.join(h.group, carol).expect("carol joins");
+    let handled = h.pump().await;
+    assert!(
+        handled >= 2,
+        "service message and chat_member both delivered ({handled})"
+    );
+    assert!(is_muted(h.sim.member(h.group, carol)));
+    let restricts: Vec<_> = h
+        .sim
+        .calls_to("restrictChatMember")
+        .into_iter()
+        .filter(|c| c.int("user_id") == Some(carol.get()))
+        .collect();
+    assert_eq!(restricts.len(), 1, "handled once");
+    assert_eq!(h.warnings(h.group).len(), 1);
+
+    // With the setting off, a newcomer is left alone until they write.
+    h.set(h.group, SettingChange::CheckOnJoin(false)).await;
+    let dave = h.sim.add_user("Dave");
+    h.sim.join(h.group, dave).expect("dave joins");
+    h.pump().await;
+    assert!(h.sim.can_post(h.group, dave));
+    assert_eq!(h.warnings(h.group).len(), 1);
+
+    // A subscribed newcomer is let in.
+    h.set(h.group, SettingChange::CheckOnJoin(true)).await;
+    let erin = h.sim.add_user("Erin");
+    h.sim.join(h.channel, erin).expect("subscribe");
+    h.sim.join(h.group, erin).expect("erin joins");
+    h.pump().await;
+    assert!(h.sim.can_post(h.group, erin));
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_leave_mutes_members_seen_writing() {
+    let mut h = harness().await;
+    let quiet = h.sim.add_user("Quiet");
+    h.sim.join(h.group, quiet).expect("join");
+    h.sim.join(h.channel, quiet).expect("subscribe");
+    h.sim.post(h.group, h.alice, "hi").expect("post");
+    h.pump().await;
+    assert!(h.sim.can_post(h.group, h.alice));
+
+    h.sim.leave(h.channel, h.alice).expect("alice leaves");
+    h.sim.leave(h.channel, quiet).expect("quiet leaves");
+    h.pump().await;
+    assert!(
+        is_muted(h.sim.member(h.group, h.alice)),
+        "seen: muted at once"
+    );
+    assert!(h.active(h.group, h.alice).await.is_some());
+    let w = h.warnings(h.group);
+    assert_eq!(w.len(), 1);
+    assert_eq!(data_of(&w[0]), vec![format!("j:{}", h.alice.get())]);
+    assert!(h.sim.can_post(h.group, quiet), "never seen: left alone");
+
+    // Rejoining lifts it again.
+    h.sim.join(h.channel, h.alice).expect("rejoin");
+    h.pump().await;
+    assert!(h.sim.can_post(h.group, h.alice));
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bot_demoted_pauses_and_tells_the_owner_then_resumes() {
+    let mut h = harness().await;
+    h.sim
+        .start_bot(h.owner)
+        .expect("owner opens the private chat");
+    h.skip_updates().await;
+
+    h.sim
+        .set_bot_rights(h.group, h.owner, Some(AdminRights::bare()))
+        .expect("demote");
+    h.pump().await;
+    let g = h.store.group(h.group).await.expect("read").expect("group");
+    assert_eq!(g.state, GroupState::Paused);
+    assert!(g.paused_reason.is_some());
+    let told = h.bot_messages(h.owner);
+    assert_eq!(told.len(), 1, "owner told");
+    assert!(told[0].text.contains("paused"), "{}", told[0].text);
+
+    // Paused: nothing enforced.
+    h.sim.post(h.group, h.bob, "free").expect("post");
+    h.pump().await;
+    assert_eq!(h.calls("deleteMessage", h.group.get()), 0);
+
+    h.sim
+        .set_bot_rights(h.group, h.owner, Some(AdminRights::moderator()))
+        .expect("promote back");
+    h.pump().await;
+    let g = h.store.group(h.group).await.expect("read").expect("group");
+    assert_eq!(g.state, GroupState::Active);
+    let told = h.bot_messages(h.owner);
+    assert_eq!(told.len(), 2);
+    assert!(told[1].text.contains("resumed"), "{}", told[1].text);
+
+    // Losing the channel pauses too.
+    h.sim
+        .remove_bot(h.channel, h.owner)
+        .expect("removed from channel");
+    h.pump().await;
+    let g = h.store.group(h.group).await.expect("read").expect("group");
+    assert_eq!(g.state, GroupState::Paused);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_to_a_supergroup_keeps_the_protection() {
+    let mut h = harness().await;
+    let basic = h.sim.create_basic_group("Basic", h.owner).expect("group");
+    h.sim
+        .add_bot(basic, h.owner, Some(AdminRights::moderator()))
+        .expect("bot");
+    h.sim.join(basic, h.bob).expect("join");
+    h.store
+        .protect(
+            &ProtectRequest {
+                group: basic,
+                title: Some("Basic".to_owned()),
+                owner: Some(h.owner),
+                channels: vec![public_channel(h.channel, "test_news", "News")],
+            },
+            h.app.clock().unix_now(),
+        )
+        .await
+        .expect("protect");
+    h.skip_updates().await;
+
+    let sup = h.sim.migrate_to_supergroup(basic).expect("migrate");
+    h.pump().await;
+    assert!(h.store.group(basic).await.expect("read").is_none());
+    let g = h.store.group(sup).await.expect("read").expect("moved");
+    assert_eq!(g.state, GroupState::Active);
+    assert_eq!(g.channels.len(), 1);
+
+    h.sim.post(sup, h.bob, "hi").expect("post");
+    h.pump().await;
+    assert!(
+        is_muted(h.sim.member(sup, h.bob)),
+        "enforced in the new supergroup"
+    );
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lift_group_leaves_nobody_muted() {
+    let mut h = harness().await;
+    let carol = h.sim.add_user("Carol");
+    h.sim.join(h.group, carol).expect("join");
+    h.pump().await; // check on join mutes Carol
+    h.sim.post(h.group, h.bob, "hi").expect("post");
+    h.pump().await;
+    assert!(!h.sim.can_post(h.group, h.bob) && !h.sim.can_post(h.group, carol));
+
+    h.store
+        .unprotect(h.group, h.app.clock().unix_now())
+        .await
+        .expect("unprotect");
+    let summary = lift_group(&h.app, h.group, LiftReason::Unprotected)
+        .await
+        .expect("lift");
+    assert_eq!(
+        summary,
+        flows::LiftSummary {
+            lifted: 2,
+            failed: 0
+        }
+    );
+    assert!(h.sim.can_post(h.group, h.bob) && h.sim.can_post(h.group, carol));
+    assert!(h
+        .store
+        .active_restrictions(h.group)
+        .await
+        .expect("read")
+        .is_empty());
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lift_group_keeps_rows_whose_unmute_failed() {
+    let mut h = harness().await;
+    h.sim.post(h.group, h.bob, "hi").expect("post");
+    h.pump().await;
+    h.sim
+        .set_bot_rights(h.group, h.owner, Some(AdminRights::bare()))
+        .expect("demote");
+    h.skip_updates().await;
+    let summary = lift_group(&h.app, h.group, LiftReason::Unprotected)
+        .await
+        .expect("lift");
+    assert_eq!(
+        summary,
+        flows::LiftSummary {
+            lifted: 0,
+            failed: 1
+        }
+    );
+    assert!(
+        h.active(h.group, h.bob).await.is_some(),
+        "kept for reconciliation"
+    );
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_repairs_crashes_and_lifts_expired_and_unprotected() {
+    let mut h = harness().await;
+    let now = h.app.clock().unix_now();
+    let old = UnixTime(now.secs() - 120);
+    let carol = h.sim.add_user("Carol");
+    let dave = h.sim.add_user("Dave");
+    let erin = h.sim.add_user("Erin");
+    for u in [carol, dave, erin] {
+        h.sim.join(h.group, u).expect("join");
+    }
+    h.sim.join(h.channel, dave).expect("dave subscribed");
+    h.skip_updates().await;
+    let record = |user, until, at| {
+        let store = h.store.clone();
+        let group = h.group;
+        async move {
+            store
+                .record_restriction(
+                    &NewRestriction {
+                        group,
+                        user,
+                        kind: RestrictionKind::Mute,
+                        until,
+                        reason: "test".to_owned(),
+                    },
+                    at,
+                )
+                .await
+                .expect("record")
+        }
+    };
+    // Crash between record and call: pending, nothing in Telegram.
+    let bob_row = record(h.bob, None, old).await; // not subscribed: must end up muted
+    let alice_row = record(h.alice, None, old).await; // subscribed: lifted
+                                                      // Call done, confirmation lost: pending, restricted in Telegram, and subscribed since.
+    let dave_row = record(dave, None, old).await;
+    h.app
+        .telegram()
+        .restrict_member(h.group, dave, None)
+        .await
+        .expect("restrict");
+    // Too fresh to touch.
+    let erin_row = record(erin, None, now).await;
+    // Expired.
+    let carol_row = record(carol, Some(UnixTime(now.secs() - 10)), old).await;
+
+    // A restriction in a group no longer protected.
+    let second = h.second_group(&[h.bob]).await;
+    h.app
+        .telegram()
+        .restrict_member(second, h.bob, None)
+        .await
+        .expect("restrict");
+    let second_row = h
+        .store
+        .record_restriction(
+            &NewRestriction {
+                group: second,
+                user: h.bob,
+                kind: RestrictionKind::Mute,
+                until: None,
+                reason: "test".to_owned(),
+            },
+            old,
+        )
+        .await
+        .expect("record");
+    h.store
+        .confirm_restriction(second, second_row.id)
+        .await
+        .expect("confirm");
+    h.store.unprotect(second, now).await.expect("unprotect");
+
+    let report = reconcile_once(&h.app).await;
+    assert_eq!(report.checked, 6, "{report:?}");
+    assert_eq!(report.lifted_joined, 2, "{report:?}");
+    assert_eq!(report.lifted_expired, 1, "{report:?}");
+    assert_eq!(report.lifted_unprotected, 1, "{report:?}");
+    assert_eq!(report.reapplied, 1, "{report:?}");
+    assert_eq!(report.kept, 1, "{report:?}");
+    assert!(!report.aborted);
+
+    let state = |g, u| {
+        let store = h.store.clone();
+        async move {
+            store
+                .active_restriction(g, u)
+                .await
+                .expect("read")
+                .map(|r| (r.id, r.state))
+        }
+    };
+    assert_eq!(
+        state(h.group, h.bob).await,
+        Some((bob_row.id, RestrictionState::Active))
+    );
+    assert!(
+        is_muted(h.sim.member(h.group, h.bob)),
+        "bob muted after the repair"
+    );
+    assert_eq!(state(h.group, h.alice).await, None);
+    assert!(h.sim.can_post(h.group, h.alice));
+    assert_eq!(state(h.group, dave).await, None);
+    assert!(h.sim.can_post(h.group, dave), "dave unmuted");
+    assert_eq!(
+        state(h.group, erin).await,
+        Some((erin_row.id, RestrictionState::Pending))
+    );
+    assert_eq!(state(h.group, carol).await, None);
+    assert_eq!(state(second, h.bob).await, None);
+    assert!(h.sim.can_post(second, h.bob), "unprotected group: unmuted");
+    let _ = (alice_row, dave_row, carol_row);
+
+    let lifts = |reason: &str| {
+        h.app
+            .metrics()
+            .reconciliation_lifts
+            .with_label_values(&[reason])
+            .get()
+    };
+    assert_eq!(
+        (lifts("joined"), lifts("expired"), lifts("unprotected")),
+        (2, 1, 1)
+    );
+    assert_eq!(h.app.metrics().active_restrictions.get(), 2);
+    assert_eq!(h.app.metrics().reconciliation_backlog.get(), 0);
+
+    // A second pass changes nothing.
+    let again = reconcile_once(&h.app).await;
+    assert_eq!((again.checked, again.lifted()), (2, 0), "{again:?}");
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seen_members_are_written_in_batches() {
+    let mut h = harness().await;
+    let mut users = vec![h.alice];
+    for i in 0..4 {
+        let u = h.sim.add_user(&format!("Member {i}"));
+        h.sim.join(h.group, u).expect("join");
+        h.sim.join(h.channel, u).expect("subscribe");
+        users.push(u);
+    }
+    h.skip_updates().await;
+    const PER_USER: usize = 40;
+    for i in 0..PER_USER {
+        for &u in &users {
+            h.sim.post(h.group, u, &format!("m{i}")).expect("post");
+        }
+    }
+    let handled = h.pump().await;
+    assert_eq!(handled, PER_USER * users.len());
+    h.app.flows().seen().flush().await.expect("flush");
+    let batches = h.store.seen_batches.load(Ordering::SeqCst);
+    let singles = h.store.seen_single.load(Ordering::SeqCst);
+    assert_eq!(singles, 0, "never one write per message");
+    assert!(
+        (1..=20).contains(&batches),
+        "{handled} messages written in {batches} batches"
+    );
+    assert_eq!(
+        h.store.count_seen(h.group).await.expect("count"),
+        users.len() as u64
+    );
+    for &u in &users {
+        assert!(h
+            .store
+            .seen_member(h.group, u)
+            .await
+            .expect("read")
+            .is_some());
+    }
+    println!("seen members: {handled} messages, {batches} store writes");
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unverifiable_and_unlinked_channels_are_reported_to_admins_once() {
+    let mut h = harness().await;
+    // A private channel the bot administers but has no invite link for, and one it is not in.
+    let private = h
+        .sim
+        .create_channel("Secret", None, h.owner)
+        .expect("channel");
+    h.sim
+        .add_bot(private, h.owner, Some(AdminRights::full()))
+        .expect("bot");
+    let foreign = h
+        .sim
+        .create_channel("Foreign", Some("foreign_news"), h.owner)
+        .expect("channel");
+    let now = h.app.clock().unix_now();
+    for c in [
+        EnforcedChannel {
+            id: Some(private),
+            username: None,
+            title: Some("Secret".to_owned()),
+            invite_link: None,
+        },
+        public_channel(foreign, "foreign_news", "Foreign"),
+    ] {
+        h.store.link_channel(h.group, &c, now).await.expect("link");
+    }
+    h.app.engine().invalidate_group(h.group).await;
+    h.skip_updates().await;
+
+    h.sim.post(h.group, h.bob, "one").expect("post");
+    h.pump().await;
+    let notices: Vec<String> = h
+        .bot_messages(h.group)
+        .into_iter()
+        .filter(|m| m.buttons.is_empty())
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(notices.len(), 2, "{notices:?}");
+    assert!(notices
+        .iter()
+        .any(|t| t.contains("Foreign") && t.contains("administrator")));
+    assert!(notices
+        .iter()
+        .any(|t| t.contains("Secret") && t.contains("invite link")));
+    let w = h.warnings(h.group).remove(0);
+    assert!(w.text.contains("Secret"));
+    assert_eq!(
+        urls_of(&w),
+        vec!["https://t.me/test_news".to_owned()],
+        "no Join button without a link, and none exported"
+    );
+    assert!(
+        h.sim.invite_links(private).is_empty(),
+        "no link exported per warning"
+    );
+
+    // The same problems again: no new notice.
+    let carol = h.sim.add_user("Carol");
+    h.sim.join(h.group, carol).expect("join");
+    h.pump().await;
+    h.sim.post(h.group, carol, "two").ok();
+    h.pump().await;
+    let notices = h
+        .bot_messages(h.group)
+        .into_iter()
+        .filter(|m| m.buttons.is_empty())
+        .count();
+    assert_eq!(notices, 2, "told once");
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciler_task_runs_at_start_and_stops() {
+    let mut h = harness().await;
+    h.sim.post(h.group, h.bob, "hi").expect("post");
+    h.pump().await;
+    h.store
+        .unprotect(h.group, h.app.clock().unix_now())
+        .await
+        .expect("unprotect");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let guard = flows::spawn_reconciler(h.app.clone(), Duration::from_secs(3600), async {
+        let _ = rx.await;
+    });
+    // Bounded wait for the first pass (it runs at start).
+    let mut lifted = false;
+    for _ in 0..200 {
+        if h.active(h.group, h.bob).await.is_none() {
+            lifted = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(lifted, "the first pass ran at start");
+    assert!(h.sim.can_post(h.group, h.bob));
+    let _ = tx.send(());
+    tokio::time::timeout(Duration::from_secs(10), guard.stop())
+        .await
+        .expect("the reconciler stops");
+    h.finish().await;
+}
