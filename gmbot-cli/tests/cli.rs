@@ -70,7 +70,11 @@ impl Db {
         cmd.args(args)
             .current_dir(self.workdir.path())
             .env("DATABASE_URL", &self.url)
-            .env("RUST_BACKTRACE", "1");
+            .env("RUST_BACKTRACE", "1")
+            // These tests exercise the offline path; a token in the caller's
+            // environment would make `protect` ask Telegram.
+            .env_remove("TELEGRAM_BOT_TOKEN")
+            .env_remove("TELEGRAM_API_URL");
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -4,9 +4,11 @@
 //! pool inside `tokio::task::spawn_blocking`. The hot reads (group config,
 //! groups of a channel, a member's active restriction) use per-connection
 //! prepared statements, so after the first call on a connection they cost one
-//! round trip and reuse the server's plan. Settings are a JSONB column written
-//! from a text parameter and read back as text, so no driver feature for JSON
-//! is needed.
+//! round trip and reuse the server's plan; `group()` is a single statement.
+//! A pooled connection is checked (an empty query) only after it sat idle,
+//! not on every checkout, which would cost one more round trip per call.
+//! Settings are a JSONB column written from a text parameter and read back
+//! as text, so no driver feature for JSON is needed.
 
 use std::collections::HashMap;
 use std::fmt;
