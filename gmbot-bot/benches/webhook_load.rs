@@ -10,8 +10,12 @@
 //! cargo bench -p gmbot-bot --bench webhook_load
 //! ```
 //!
-//! Bounded: `GMBOT_LOAD_UPDATES` updates (default 200,000) or `GMBOT_LOAD_SECONDS` seconds
-//! (default 20), whichever comes first; `GMBOT_LOAD_CONNECTIONS` (default 1,000).
+//! Two measured phases, each bounded by `GMBOT_LOAD_UPDATES` updates (default 200,000) or
+//! `GMBOT_LOAD_SECONDS` seconds (default 20), whichever comes first, over
+//! `GMBOT_LOAD_CONNECTIONS` connections (default 1,000): *paced*, an open loop offering
+//! `GMBOT_LOAD_RATE` updates/s (default 10,000; latency is meaningful only when the bot keeps
+//! up), then *saturation*, every connection sending as fast as it is answered (the webhook
+//! answers before handling, so the queue fills and the 503 backpressure shows).
 //! Needs PostgreSQL and Redis (see README.md); `GMBOT_LOAD_BACKEND=sqlite` runs on SQLite and
 //! the in-process cache instead.
 
@@ -105,6 +109,7 @@ async fn drive<F>(
     connections: usize,
     limit: u64,
     duration: Duration,
+    rate: Option<f64>,
     request: F,
 ) -> Phase
 where
@@ -134,6 +139,14 @@ where
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 if n >= limit {
                     return;
+                }
+                // Open loop at a fixed rate: request n leaves at start + n / rate.
+                if let Some(rate) = rate {
+                    let at = started + Duration::from_secs_f64(n as f64 / rate);
+                    if at >= deadline {
+                        return;
+                    }
+                    tokio::time::sleep_until(at.into()).await;
                 }
                 let bytes = request(n);
                 if conn.is_none() {
@@ -276,6 +289,7 @@ fn main() {
     let limit = env_or("GMBOT_LOAD_UPDATES", 200_000);
     let seconds = env_or("GMBOT_LOAD_SECONDS", 20);
     let sqlite = std::env::var("GMBOT_LOAD_BACKEND").is_ok_and(|b| b == "sqlite");
+    let rate = env_or("GMBOT_LOAD_RATE", 10_000) as f64;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -288,7 +302,7 @@ fn main() {
     ));
 }
 
-async fn run(connections: usize, limit: u64, duration: Duration, sqlite: bool) {
+async fn run(connections: usize, limit: u64, duration: Duration, target_rate: f64, sqlite: bool) {
     println!(
         "webhook load: {connections} connections, up to {limit} updates or {} s",
         duration.as_secs()
@@ -302,6 +316,7 @@ async fn run(connections: usize, limit: u64, duration: Duration, sqlite: bool) {
         connections,
         limit,
         Duration::from_secs(5).min(duration),
+        None,
         move |_| post("/", "", &body),
     )
     .await;
@@ -328,6 +343,7 @@ async fn run(connections: usize, limit: u64, duration: Duration, sqlite: bool) {
         connections,
         limit,
         Duration::from_secs(5).min(duration),
+        None,
         move |_| post(&sim_path, "", &sim_body),
     )
     .await;
@@ -425,6 +441,7 @@ async fn run(connections: usize, limit: u64, duration: Duration, sqlite: bool) {
         connections.min(200),
         USERS as u64,
         Duration::from_secs(30),
+        None,
         make(1_000_000),
     )
     .await;
@@ -439,58 +456,47 @@ async fn run(connections: usize, limit: u64, duration: Duration, sqlite: bool) {
         warm.errors
     );
 
-    let measured_start = Instant::now();
-    let load = drive(addr, connections, limit, duration, make(10_000_000)).await;
-    wait_idle(&monitor).await;
-    let total = measured_start.elapsed();
-    let stats = monitor.stats();
-    let handled = stats.handled - stats_before.handled;
-    let failed = stats.failed - stats_before.failed;
-    let calls = telegram_calls(&w.sim) - calls_before;
-    let summary = latency.summary();
+    let backend = if sqlite {
+        "SQLite + in-process cache"
+    } else {
+        "PostgreSQL + Redis (layered cache)"
+    };
+    println!("backend: {backend}");
+    let mut measured = Vec::new();
+    for (label, rate, base) in [
+        ("paced", Some(target_rate), 10_000_000u64),
+        ("saturation", None, 100_000_000u64),
+    ] {
+        latency.reset();
+        let calls_before = telegram_calls(&w.sim);
+        let stats_before = monitor.stats();
+        let rejected_before = overloaded(&app);
+        let started = Instant::now();
+        let load = drive(addr, connections, limit, duration, rate, make(base)).await;
+        wait_idle(&monitor).await;
+        let total = started.elapsed();
+        let stats = monitor.stats();
+        let m = Measured {
+            label,
+            offered: rate,
+            accepted: load.requests - load.errors,
+            http_errors: load.errors - (overloaded(&app) - rejected_before),
+            backpressure: overloaded(&app) - rejected_before,
+            handled: stats.handled - stats_before.handled,
+            failed: stats.failed - stats_before.failed,
+            calls: telegram_calls(&w.sim) - calls_before,
+            total,
+            latency: latency.summary(),
+        };
+        m.print(bare.rate(), sim_phase.rate());
+        measured.push(m);
+    }
 
     shutdown.trigger();
     let report = running
         .await
         .expect("bot task")
         .expect("the bot stops cleanly");
-
-    let rate = handled as f64 / total.as_secs_f64();
-    println!();
-    println!(
-        "backend: {}",
-        if sqlite {
-            "SQLite + in-process cache"
-        } else {
-            "PostgreSQL + Redis (layered cache)"
-        }
-    );
-    println!(
-        "updates accepted (HTTP 200): {} in {:.2} s, {:.0}/s",
-        load.requests,
-        load.elapsed.as_secs_f64(),
-        load.rate()
-    );
-    println!(
-        "updates handled: {handled} in {:.2} s (to the last one handled): {rate:.0} updates/s",
-        total.as_secs_f64()
-    );
-    println!(
-        "receipt to decision (handled): p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples)",
-        ms(summary.p50), ms(summary.p95), ms(summary.p99), ms(summary.max), summary.count
-    );
-    println!(
-        "Telegram calls per update: {:.4} ({calls} calls)",
-        calls as f64 / handled.max(1) as f64
-    );
-    println!("errors: {} HTTP, {failed} handling", load.errors);
-    println!(
-        "ratios: {:.1} % of the bare listener ({:.0}/s), {:.1} % of the simulator's ceiling ({:.0}/s)",
-        100.0 * rate / bare.rate(),
-        bare.rate(),
-        100.0 * rate / sim_phase.rate(),
-        sim_phase.rate()
-    );
     println!(
         "shutdown drain: {:?}, abandoned {}",
         report.drain.took, report.drain.abandoned
@@ -510,6 +516,71 @@ async fn run(connections: usize, limit: u64, duration: Duration, sqlite: bool) {
             }
         }
     }
+}
+
+/// One measured phase of the bot.
+struct Measured {
+    label: &'static str,
+    offered: Option<f64>,
+    accepted: u64,
+    http_errors: u64,
+    backpressure: u64,
+    handled: u64,
+    failed: u64,
+    calls: u64,
+    total: Duration,
+    latency: gmbot_bot::runtime::LatencySummary,
+}
+
+impl Measured {
+    fn print(&self, bare: f64, sim: f64) {
+        let rate = self.handled as f64 / self.total.as_secs_f64().max(1e-9);
+        println!();
+        match self.offered {
+            Some(r) => println!("{} phase: offered {r:.0} updates/s (open loop)", self.label),
+            None => println!(
+                "{} phase: as fast as the connections go (closed loop)",
+                self.label
+            ),
+        }
+        println!(
+            "  handled {} updates in {:.2} s (to the last one handled): {rate:.0} updates/s",
+            self.handled,
+            self.total.as_secs_f64()
+        );
+        println!(
+            "  receipt to decision: p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            ms(self.latency.p50),
+            ms(self.latency.p95),
+            ms(self.latency.p99),
+            ms(self.latency.max)
+        );
+        println!(
+            "  Telegram calls per update: {:.4} ({} calls)",
+            self.calls as f64 / self.handled.max(1) as f64,
+            self.calls
+        );
+        println!(
+            "  errors: {} (HTTP other than 200/503: {}, handling failures: {}); 503 backpressure: {}; accepted: {}",
+            self.http_errors + self.failed,
+            self.http_errors,
+            self.failed,
+            self.backpressure,
+            self.accepted
+        );
+        println!(
+            "  ratios: {:.1} % of the bare listener ({bare:.0}/s), {:.1} % of the simulator's ceiling ({sim:.0}/s)",
+            100.0 * rate / bare,
+            100.0 * rate / sim
+        );
+    }
+}
+
+fn overloaded(app: &gmbot_bot::app::App) -> u64 {
+    app.metrics()
+        .webhook_rejections
+        .with_label_values(&["overloaded"])
+        .get()
 }
 
 fn ms(d: Duration) -> f64 {

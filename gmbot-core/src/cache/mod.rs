@@ -7,7 +7,7 @@
 //! together do not expire together.
 //!
 //! Adapters, one file each:
-//! - [`MemoryCache`] — in-process, bounded ([`moka`]); the default.
+//! - [`MemoryCache`] — in-process, bounded ([`quick_cache`]); the default.
 //! - [`RedisCache`] — shared by every instance through Redis.
 //! - [`LayeredCache`] — a small in-process L1 in front of Redis; a Redis
 //!   invalidation clears the L1 of every instance (pub/sub).
