@@ -20,7 +20,6 @@
 //! the in-process cache instead.
 
 #[path = "../../gmbot-core/tests/support/mod.rs"]
-#[allow(dead_code, unreachable_pub)]
 mod support;
 
 use std::net::SocketAddr;
@@ -298,6 +297,7 @@ fn main() {
         connections,
         limit,
         Duration::from_secs(seconds),
+        rate,
         sqlite,
     ));
 }
@@ -446,11 +446,9 @@ async fn run(connections: usize, limit: u64, duration: Duration, target_rate: f6
     )
     .await;
     wait_idle(&monitor).await;
-    latency.reset();
-    let calls_before = telegram_calls(&w.sim);
-    let stats_before = monitor.stats();
+    let warm_calls = telegram_calls(&w.sim);
     println!(
-        "warm-up: {} updates in {:.1} s ({} errors)",
+        "warm-up: {} updates in {:.1} s ({} errors, {warm_calls} Telegram calls: first sight of each member and group)",
         warm.requests,
         warm.elapsed.as_secs_f64(),
         warm.errors

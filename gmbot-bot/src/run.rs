@@ -241,7 +241,10 @@ impl Bot {
         })?;
 
         let mut runtime_config = options.runtime.clone();
-        if let Some(url) = &config.redis_url {
+        // Only webhook mode runs several instances (polling is one per token, by Telegram's
+        // design), so only it pays a Redis round trip per update for de-duplication.
+        let shared_dedup = matches!(mode, Mode::Webhook { .. });
+        if let (Some(url), true) = (&config.redis_url, shared_dedup) {
             let claims = RedisClaims::new(
                 url.expose(),
                 format!("{redis_prefix}u:{}:", token.bot_id()),

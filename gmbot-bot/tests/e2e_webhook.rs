@@ -92,8 +92,22 @@ async fn webhook_whole_flow_on_postgres_and_redis() {
         Some(SECRET.to_owned())
     );
     whole_flow(&w, &bot).await;
+    let handled = bot.monitor.stats().handled;
     let report = bot.stop().await;
     assert_eq!(report.drain.abandoned, 0);
+    // Every update was claimed in Redis under this run's prefix (so other instances skip it).
+    let Backend::PostgresRedis(_, redis) = &backend else {
+        unreachable!("postgres backend")
+    };
+    let claims = redis
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with(&format!("{}u:", redis.prefix)))
+        .count() as u64;
+    assert!(
+        claims >= handled,
+        "{claims} claims for {handled} handled updates"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,20 +13,8 @@ use crate::update::Message;
 /// Longest piece of user input quoted back in a reply.
 const MAX_QUOTE: usize = 64;
 
-/// Escapes text for Telegram's HTML parse mode.
-pub(crate) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// Escapes text for Telegram's HTML parse mode (one implementation for the whole bot).
+pub(crate) use crate::flows::warn::escape_html as escape;
 
 /// User input to quote back: shortened to [`MAX_QUOTE`] characters, then escaped.
 pub(crate) fn quote(input: &str) -> String {

@@ -406,8 +406,10 @@ pub(crate) async fn whole_flow(w: &World, bot: &Running) {
     );
 
     sim.join(w.channel, w.carol).expect("carol subscribes");
+    // She presses at once; the bot may already have removed the warning after seeing the join,
+    // so the press is sent as her client sends it (the button was still on her screen).
     let press = sim
-        .press_button(w.group, warning.id, w.carol, &data)
+        .send_callback(w.group, warning.id, w.carol, &data)
         .expect("carol presses");
     settle().await;
     assert!(

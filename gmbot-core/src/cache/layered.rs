@@ -21,7 +21,8 @@ use crate::telegram::TelegramResult;
 
 use super::flight::SingleFlight;
 use super::local::LocalLayer;
-use super::metrics::{CacheMetrics, LayerResult};
+use super::lookup;
+use super::metrics::CacheMetrics;
 use super::redis::{spawn_listener, Invalidation, ListenerGuard, RedisLayer, RedisLookup};
 use super::{
     CacheError, CacheLookup, CacheSource, MembershipCache, MembershipKey, MembershipLoader,
@@ -144,9 +145,7 @@ impl LayeredCache {
 impl MembershipCache for LayeredCache {
     #[inline]
     fn get_local(&self, key: MembershipKey) -> Option<ChatMemberStatus> {
-        let status = self.local.get(key)?;
-        self.metrics.l1.record(LayerResult::Hit);
-        Some(status)
+        lookup::local_hit(&self.local, &self.metrics, key)
     }
 
     async fn get_or_load(
@@ -154,20 +153,13 @@ impl MembershipCache for LayeredCache {
         key: MembershipKey,
         loader: MembershipLoader<'_>,
     ) -> TelegramResult<CacheLookup> {
-        if let Some(status) = self.get_local(key) {
-            return Ok(CacheLookup {
-                status,
-                source: CacheSource::L1,
-            });
+        if let Some(hit) = lookup::before_flight(&self.local, &self.metrics, key) {
+            return Ok(hit);
         }
-        self.metrics.l1.record(LayerResult::Miss);
         self.flight
             .run(key, |flight| async move {
-                if let Some(status) = self.local.get(key) {
-                    return Ok(CacheLookup {
-                        status,
-                        source: CacheSource::L1,
-                    });
+                if let Some(hit) = lookup::in_flight(&self.local, key) {
+                    return Ok(hit);
                 }
                 if let RedisLookup::Hit { status, remaining } = self.redis.get(key).await {
                     if !flight.is_invalidated() {
@@ -178,18 +170,12 @@ impl MembershipCache for LayeredCache {
                         source: CacheSource::Redis,
                     });
                 }
-                let loaded = loader.await;
-                self.metrics.record_load(&loaded);
-                let status = loaded?;
-                if !flight.is_invalidated() {
+                lookup::load(&flight, &self.metrics, loader, |status| async move {
                     let ttl = self.ttl.ttl(status);
                     self.local.insert(key, status, ttl);
                     self.redis.set(key, status, ttl).await;
-                }
-                Ok(CacheLookup {
-                    status,
-                    source: CacheSource::Loaded,
                 })
+                .await
             })
             .await
     }

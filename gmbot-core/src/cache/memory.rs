@@ -11,11 +11,9 @@ use crate::telegram::TelegramResult;
 
 use super::flight::SingleFlight;
 use super::local::LocalLayer;
-use super::metrics::{CacheMetrics, LayerResult};
-use super::{
-    CacheError, CacheLookup, CacheSource, MembershipCache, MembershipKey, MembershipLoader,
-    TtlPolicy,
-};
+use super::lookup;
+use super::metrics::CacheMetrics;
+use super::{CacheError, CacheLookup, MembershipCache, MembershipKey, MembershipLoader, TtlPolicy};
 
 /// Settings of a [`MemoryCache`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -80,9 +78,7 @@ impl MemoryCache {
 impl MembershipCache for MemoryCache {
     #[inline]
     fn get_local(&self, key: MembershipKey) -> Option<ChatMemberStatus> {
-        let status = self.local.get(key)?;
-        self.metrics.l1.record(LayerResult::Hit);
-        Some(status)
+        lookup::local_hit(&self.local, &self.metrics, key)
     }
 
     async fn get_or_load(
@@ -90,32 +86,18 @@ impl MembershipCache for MemoryCache {
         key: MembershipKey,
         loader: MembershipLoader<'_>,
     ) -> TelegramResult<CacheLookup> {
-        if let Some(status) = self.get_local(key) {
-            return Ok(CacheLookup {
-                status,
-                source: CacheSource::L1,
-            });
+        if let Some(hit) = lookup::before_flight(&self.local, &self.metrics, key) {
+            return Ok(hit);
         }
-        self.metrics.l1.record(LayerResult::Miss);
         self.flight
             .run(key, |flight| async move {
-                // A load that finished just before this flight began has filled the entry.
-                if let Some(status) = self.local.get(key) {
-                    return Ok(CacheLookup {
-                        status,
-                        source: CacheSource::L1,
-                    });
+                if let Some(hit) = lookup::in_flight(&self.local, key) {
+                    return Ok(hit);
                 }
-                let loaded = loader.await;
-                self.metrics.record_load(&loaded);
-                let status = loaded?;
-                if !flight.is_invalidated() {
+                lookup::load(&flight, &self.metrics, loader, |status| async move {
                     self.local.insert(key, status, self.ttl.ttl(status));
-                }
-                Ok(CacheLookup {
-                    status,
-                    source: CacheSource::Loaded,
                 })
+                .await
             })
             .await
     }

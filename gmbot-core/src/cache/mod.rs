@@ -28,6 +28,7 @@
 mod flight;
 mod layered;
 mod local;
+mod lookup;
 mod memory;
 mod metrics;
 mod redis;

@@ -32,6 +32,7 @@ use crate::domain::{ChannelId, ChatMemberStatus, UserId};
 use crate::telegram::TelegramResult;
 
 use super::flight::SingleFlight;
+use super::lookup;
 use super::metrics::{CacheMetrics, LayerResult};
 use super::{
     CacheError, CacheLookup, CacheSource, MembershipCache, MembershipKey, MembershipLoader,
@@ -622,16 +623,10 @@ impl MembershipCache for RedisCache {
                         source: CacheSource::Redis,
                     });
                 }
-                let loaded = loader.await;
-                self.metrics.record_load(&loaded);
-                let status = loaded?;
-                if !flight.is_invalidated() {
+                lookup::load(&flight, &self.metrics, loader, |status| async move {
                     self.redis.set(key, status, self.ttl.ttl(status)).await;
-                }
-                Ok(CacheLookup {
-                    status,
-                    source: CacheSource::Loaded,
                 })
+                .await
             })
             .await
     }

@@ -1,10 +1,10 @@
 //! `GroupMap`: the per-group snapshot map behind the config and admin caches — sharded, read-mostly, single-flight loads.
 //!
-//! Why not moka here, as for memberships: a profile of the hit path
+//! Why not a general-purpose cache here: a profile of the hit path
 //! (callgrind, `benches/engine_hit.rs`) showed a moka lookup at ~1,000–1,300
-//! instructions — its frequency sketch, read buffer and inline housekeeping
-//! are worth it for millions of (channel, user) keys, not for one entry per
-//! group that is read on every message and replaced every few minutes. Here a
+//! instructions — an eviction policy earns its keep for millions of (channel,
+//! user) keys (see `cache/local.rs`), not for one entry per group that is read
+//! on every message and replaced every few minutes. Here a
 //! read is: hash the id, take one shard's read lock (never held across an
 //! await, never global), clone an `Arc`. Writes happen only on a miss.
 //!

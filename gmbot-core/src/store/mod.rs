@@ -10,6 +10,7 @@ mod migrations;
 mod postgres;
 #[cfg(test)]
 mod query_plans;
+mod rows;
 mod sqlite;
 mod url;
 

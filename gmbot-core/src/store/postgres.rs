@@ -26,11 +26,12 @@ use super::error::{StoreError, StoreResult};
 use super::migrations::{
     latest, migration_error, postgres_set, report, MigrationReport, SchemaStatus,
 };
+use super::rows;
 use super::{DatabaseUrl, MigrationMode, Store};
 use crate::domain::{
-    ChannelId, ChannelRef, ChannelUsername, EnforcedChannel, GroupId, GroupSettings, GroupState,
-    LiftReason, NewRestriction, Owner, ProtectRequest, ProtectedGroup, Restriction, RestrictionId,
-    RestrictionKind, RestrictionState, SeenMember, SettingChange, UnixTime, UserId,
+    ChannelId, ChannelRef, ChannelUsername, EnforcedChannel, GroupId, GroupSettings, LiftReason,
+    NewRestriction, Owner, ProtectRequest, ProtectedGroup, Restriction, RestrictionId, SeenMember,
+    SettingChange, UnixTime, UserId,
 };
 
 /// Upper bound on pooled connections per process (PostgreSQL's default
@@ -47,19 +48,19 @@ type Conn = PooledConnection<Manager>;
 /// The SQL of the hot queries, shared with the query-plan tests so that what
 /// is tested is exactly what runs.
 pub(crate) mod sql {
-    /// Columns of a group row, in the order `group_from_row` reads them.
+    /// Columns of a group row, in the order `rows::group` reads them.
     macro_rules! group_cols {
         () => {
             "group_id, title, owner_id, state, paused_reason, settings::text, created_at, updated_at"
         };
     }
-    /// Columns of a channel, in the order `channel_from_row` reads them (from `c`).
+    /// Columns of a channel, in the order `rows::channel` reads them (from `c`).
     macro_rules! channel_cols {
         () => {
             "c.chat_id, c.username, c.title, c.invite_link"
         };
     }
-    /// Columns of a restriction row, in the order `restriction_from_row` reads them.
+    /// Columns of a restriction row, in the order `rows::restriction` reads them.
     macro_rules! restriction_cols {
         () => {
             "id, group_id, user_id, kind, state, reason, placed_at, until, lifted_at, lift_reason"
@@ -396,75 +397,66 @@ fn get<'a, T: postgres::types::FromSql<'a>>(row: &'a Row, idx: usize) -> StoreRe
     row.try_get(idx).map_err(corrupt)
 }
 
-fn group_from_row(row: &Row, channels: Vec<EnforcedChannel>) -> StoreResult<ProtectedGroup> {
-    let state: String = get(row, 3)?;
-    let settings: String = get(row, 5)?;
-    let id = GroupId(get(row, 0)?);
-    Ok(ProtectedGroup {
-        id,
-        title: get(row, 1)?,
-        owner: get::<Option<i64>>(row, 2)?.map(UserId),
-        state: GroupState::from_db(&state)
-            .ok_or_else(|| StoreError::Corrupt(format!("group {id}: unknown state `{state}`")))?,
-        paused_reason: get(row, 4)?,
-        channels,
-        settings: serde_json::from_str(&settings)
-            .map_err(|e| StoreError::Corrupt(format!("group {id}: settings: {e}")))?,
-        created_at: UnixTime(get(row, 6)?),
-        updated_at: UnixTime(get(row, 7)?),
-    })
+impl rows::Columns for Row {
+    type Error = StoreError;
+
+    fn int(&self, column: usize) -> StoreResult<i64> {
+        get(self, column)
+    }
+
+    fn opt_int(&self, column: usize) -> StoreResult<Option<i64>> {
+        get(self, column)
+    }
+
+    fn text(&self, column: usize) -> StoreResult<String> {
+        get(self, column)
+    }
+
+    fn opt_text(&self, column: usize) -> StoreResult<Option<String>> {
+        get(self, column)
+    }
+
+    fn flag(&self, column: usize) -> StoreResult<bool> {
+        get(self, column)
+    }
+
+    fn bad(&self, _column: usize, bad: rows::Bad<'_>) -> StoreError {
+        StoreError::Corrupt(match bad {
+            rows::Bad::Unknown {
+                of: rows::Subject::Group(id),
+                what,
+                value,
+            } => format!("group {id}: unknown {what} `{value}`"),
+            rows::Bad::Unknown {
+                of: rows::Subject::Restriction(id),
+                what,
+                value,
+            } => format!("restriction {}: unknown {what} `{value}`", id.0),
+            rows::Bad::Settings(id, e) => format!("group {id}: settings: {e}"),
+            rows::Bad::Username(e) => format!("channel username: {e}"),
+        })
+    }
 }
 
-/// Decodes a channel whose four columns start at `at`.
-fn channel_from_row(row: &Row, at: usize) -> StoreResult<EnforcedChannel> {
-    let username = get::<Option<String>>(row, at + 1)?
-        .map(|u| ChannelUsername::parse(&u))
-        .transpose()
-        .map_err(|e| StoreError::Corrupt(format!("channel username: {e}")))?;
-    Ok(EnforcedChannel {
-        id: get::<Option<i64>>(row, at)?.map(ChannelId),
-        username,
-        title: get(row, at + 2)?,
-        invite_link: get(row, at + 3)?,
-    })
+fn restrictions_from_rows(found: &[Row]) -> StoreResult<Vec<Restriction>> {
+    found.iter().map(rows::restriction).collect()
 }
 
-fn restriction_from_row(row: &Row) -> StoreResult<Restriction> {
-    let id = RestrictionId(get(row, 0)?);
-    let kind: String = get(row, 3)?;
-    let state: String = get(row, 4)?;
-    let lift_reason: Option<String> = get(row, 9)?;
-    let bad = |what: &str, v: &str| {
-        StoreError::Corrupt(format!("restriction {}: unknown {what} `{v}`", id.0))
-    };
-    Ok(Restriction {
-        id,
-        group: GroupId(get(row, 1)?),
-        user: UserId(get(row, 2)?),
-        kind: RestrictionKind::from_db(&kind).ok_or_else(|| bad("kind", &kind))?,
-        state: RestrictionState::from_db(&state).ok_or_else(|| bad("state", &state))?,
-        reason: get(row, 5)?,
-        placed_at: UnixTime(get(row, 6)?),
-        until: get::<Option<i64>>(row, 7)?.map(UnixTime),
-        lifted_at: get::<Option<i64>>(row, 8)?.map(UnixTime),
-        lift_reason: lift_reason
-            .map(|r| LiftReason::from_db(&r).ok_or_else(|| bad("lift reason", &r)))
-            .transpose()?,
-    })
+/// Runs a restriction query and decodes every row.
+fn query_restrictions(
+    conn: &mut Conn,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> StoreResult<Vec<Restriction>> {
+    let found = conn.query(sql, params).map_err(db)?;
+    restrictions_from_rows(&found)
 }
 
-fn restrictions_from_rows(rows: &[Row]) -> StoreResult<Vec<Restriction>> {
-    rows.iter().map(restriction_from_row).collect()
-}
-
-fn owner_from_row(row: &Row) -> StoreResult<Owner> {
-    Ok(Owner {
-        user_id: UserId(get(row, 0)?),
-        username: get(row, 1)?,
-        display_name: get(row, 2)?,
-        can_be_messaged: get(row, 3)?,
-        created_at: UnixTime(get(row, 4)?),
-    })
+/// Runs a `SELECT COUNT(*)` query.
+fn count(conn: &mut Conn, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
+    let row = conn.query_one(sql, params).map_err(db)?;
+    let n: i64 = get(&row, 0)?;
+    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 fn limit_of(limit: u32) -> i64 {
@@ -511,10 +503,10 @@ fn load_group(conn: &mut Conn, group: GroupId) -> StoreResult<Option<ProtectedGr
     let mut channels = Vec::with_capacity(rows.len());
     for row in &rows {
         if get::<Option<i64>>(row, 8)?.is_some() {
-            channels.push(channel_from_row(row, 9)?);
+            channels.push(rows::channel(row, 9)?);
         }
     }
-    group_from_row(first, channels).map(Some)
+    rows::group(first, channels).map(Some)
 }
 
 /// The same read inside a transaction (writes return the group as stored).
@@ -527,9 +519,9 @@ fn load_group_tx(tx: &mut Transaction<'_>, group: GroupId) -> StoreResult<Protec
         .query(sql::CHANNELS_OF_GROUP, &[&group.0])
         .map_err(db)?
         .iter()
-        .map(|r| channel_from_row(r, 0))
+        .map(|r| rows::channel(r, 0))
         .collect::<StoreResult<Vec<_>>>()?;
-    group_from_row(&row, channels)
+    rows::group(&row, channels)
 }
 
 // --- write helpers (inside a transaction) --------------------------------
@@ -687,7 +679,7 @@ impl Store for PostgresStore {
             )
             .map_err(db)?
             .as_ref()
-            .map(owner_from_row)
+            .map(rows::owner)
             .transpose()
         })
         .await
@@ -825,13 +817,13 @@ impl Store for PostgresStore {
                 channels
                     .entry(get(row, 0)?)
                     .or_default()
-                    .push(channel_from_row(row, 1)?);
+                    .push(rows::channel(row, 1)?);
             }
             groups
                 .iter()
                 .map(|row| {
                     let id: i64 = get(row, 0)?;
-                    group_from_row(row, channels.remove(&id).unwrap_or_default())
+                    rows::group(row, channels.remove(&id).unwrap_or_default())
                 })
                 .collect()
         })
@@ -927,11 +919,7 @@ impl Store for PostgresStore {
                 .map_err(db)?
                 .ok_or(StoreError::UnknownGroup(group))?;
             let text: String = get(&row, 0)?;
-            let mut settings: GroupSettings = serde_json::from_str(&text)
-                .map_err(|e| StoreError::Corrupt(format!("group {group}: settings: {e}")))?;
-            for change in &changes {
-                settings.apply(change)?;
-            }
+            let settings = rows::apply_settings(group, &text, &changes)?;
             let text = serde_json::to_string(&settings)
                 .map_err(|e| StoreError::Corrupt(format!("group {group}: settings: {e}")))?;
             tx.execute(
@@ -1025,7 +1013,7 @@ impl Store for PostgresStore {
                     }
                 })?
                 .ok_or(StoreError::UnknownGroup(new.group))?;
-            restriction_from_row(&row)
+            rows::restriction(&row)
         })
         .await
     }
@@ -1072,17 +1060,15 @@ impl Store for PostgresStore {
         at: UnixTime,
     ) -> StoreResult<Vec<Restriction>> {
         self.run(move |c| {
-            let rows = c
-                .query(
-                    concat!(
-                        "UPDATE restrictions SET state = 'lifted', lifted_at = $3, lift_reason = $4 ",
-                        "WHERE group_id = $1 AND user_id = $2 AND state <> 'lifted' RETURNING ",
-                        restriction_cols!()
-                    ),
-                    &[&group.0, &user.0, &at.0, &reason.as_str()],
-                )
-                .map_err(db)?;
-            let mut lifted = restrictions_from_rows(&rows)?;
+            let mut lifted = query_restrictions(
+                c,
+                concat!(
+                    "UPDATE restrictions SET state = 'lifted', lifted_at = $3, lift_reason = $4 ",
+                    "WHERE group_id = $1 AND user_id = $2 AND state <> 'lifted' RETURNING ",
+                    restriction_cols!()
+                ),
+                &[&group.0, &user.0, &at.0, &reason.as_str()],
+            )?;
             lifted.sort_by_key(|r| r.id);
             Ok(lifted)
         })
@@ -1097,7 +1083,7 @@ impl Store for PostgresStore {
         self.run(move |c| {
             query_prepared(c, sql::ACTIVE_RESTRICTION, &[&group.0, &user.0])?
                 .first()
-                .map(restriction_from_row)
+                .map(rows::restriction)
                 .transpose()
         })
         .await
@@ -1105,31 +1091,26 @@ impl Store for PostgresStore {
 
     async fn active_restrictions(&self, group: GroupId) -> StoreResult<Vec<Restriction>> {
         self.run(move |c| {
-            let rows = c
-                .query(
-                    concat!(
-                        "SELECT ",
-                        restriction_cols!(),
-                        " FROM restrictions WHERE group_id = $1 AND state <> 'lifted' ORDER BY id"
-                    ),
-                    &[&group.0],
-                )
-                .map_err(db)?;
-            restrictions_from_rows(&rows)
+            query_restrictions(
+                c,
+                concat!(
+                    "SELECT ",
+                    restriction_cols!(),
+                    " FROM restrictions WHERE group_id = $1 AND state <> 'lifted' ORDER BY id"
+                ),
+                &[&group.0],
+            )
         })
         .await
     }
 
     async fn count_active_restrictions(&self, group: GroupId) -> StoreResult<u64> {
         self.run(move |c| {
-            let row = c
-                .query_one(
-                    "SELECT COUNT(*) FROM restrictions WHERE group_id = $1 AND state <> 'lifted'",
-                    &[&group.0],
-                )
-                .map_err(db)?;
-            let n: i64 = get(&row, 0)?;
-            Ok(u64::try_from(n).unwrap_or(0))
+            count(
+                c,
+                "SELECT COUNT(*) FROM restrictions WHERE group_id = $1 AND state <> 'lifted'",
+                &[&group.0],
+            )
         })
         .await
     }
@@ -1149,17 +1130,15 @@ impl Store for PostgresStore {
     ) -> StoreResult<Vec<Restriction>> {
         self.run(move |c| {
             let after = after.map_or(i64::MIN, |a| a.0);
-            let rows = c
-                .query(
-                    concat!(
-                        "SELECT ",
-                        restriction_cols!(),
-                        " FROM restrictions WHERE state <> 'lifted' AND id > $1 ORDER BY id LIMIT $2"
-                    ),
-                    &[&after, &limit_of(limit)],
-                )
-                .map_err(db)?;
-            restrictions_from_rows(&rows)
+            query_restrictions(
+                c,
+                concat!(
+                    "SELECT ",
+                    restriction_cols!(),
+                    " FROM restrictions WHERE state <> 'lifted' AND id > $1 ORDER BY id LIMIT $2"
+                ),
+                &[&after, &limit_of(limit)],
+            )
         })
         .await
     }
@@ -1170,17 +1149,15 @@ impl Store for PostgresStore {
         limit: u32,
     ) -> StoreResult<Vec<Restriction>> {
         self.run(move |c| {
-            let rows = c
-                .query(
-                    concat!(
-                        "SELECT ",
-                        restriction_cols!(),
-                        " FROM restrictions WHERE group_id = $1 ORDER BY id DESC LIMIT $2"
-                    ),
-                    &[&group.0, &limit_of(limit)],
-                )
-                .map_err(db)?;
-            restrictions_from_rows(&rows)
+            query_restrictions(
+                c,
+                concat!(
+                    "SELECT ",
+                    restriction_cols!(),
+                    " FROM restrictions WHERE group_id = $1 ORDER BY id DESC LIMIT $2"
+                ),
+                &[&group.0, &limit_of(limit)],
+            )
         })
         .await
     }
@@ -1259,14 +1236,8 @@ impl Store for PostgresStore {
                 &[&group.0, &user.0],
             )
             .map_err(db)?
-            .map(|r| {
-                Ok(SeenMember {
-                    group: GroupId(get(&r, 0)?),
-                    user: UserId(get(&r, 1)?),
-                    first_seen: UnixTime(get(&r, 2)?),
-                    last_seen: UnixTime(get(&r, 3)?),
-                })
-            })
+            .as_ref()
+            .map(rows::seen)
             .transpose()
         })
         .await
@@ -1287,14 +1258,7 @@ impl Store for PostgresStore {
             )
             .map_err(db)?
             .iter()
-            .map(|r| {
-                Ok(SeenMember {
-                    group: GroupId(get(r, 0)?),
-                    user: UserId(get(r, 1)?),
-                    first_seen: UnixTime(get(r, 2)?),
-                    last_seen: UnixTime(get(r, 3)?),
-                })
-            })
+            .map(rows::seen)
             .collect()
         })
         .await
@@ -1302,14 +1266,11 @@ impl Store for PostgresStore {
 
     async fn count_seen(&self, group: GroupId) -> StoreResult<u64> {
         self.run(move |c| {
-            let row = c
-                .query_one(
-                    "SELECT COUNT(*) FROM seen_members WHERE group_id = $1",
-                    &[&group.0],
-                )
-                .map_err(db)?;
-            let n: i64 = get(&row, 0)?;
-            Ok(u64::try_from(n).unwrap_or(0))
+            count(
+                c,
+                "SELECT COUNT(*) FROM seen_members WHERE group_id = $1",
+                &[&group.0],
+            )
         })
         .await
     }
@@ -1414,7 +1375,7 @@ pub(super) mod test_schema {
 mod tests {
     use super::test_schema::{with_client, TestSchema};
     use super::*;
-    use crate::domain::ChannelRef;
+    use crate::domain::{ChannelRef, RestrictionKind};
 
     #[tokio::test]
     async fn unreachable_server_is_unavailable_and_the_password_stays_hidden() {

@@ -27,11 +27,12 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, Transact
 
 use super::error::{StoreError, StoreResult};
 use super::migrations::{self, MigrationReport, SchemaStatus};
+use super::rows;
 use super::{DatabaseUrl, MigrationMode, Store};
 use crate::domain::{
-    ChannelId, ChannelRef, ChannelUsername, EnforcedChannel, GroupId, GroupSettings, GroupState,
-    LiftReason, NewRestriction, Owner, ProtectRequest, ProtectedGroup, Restriction, RestrictionId,
-    RestrictionKind, RestrictionState, SeenMember, SettingChange, UnixTime, UserId,
+    ChannelId, ChannelRef, ChannelUsername, EnforcedChannel, GroupId, GroupSettings, LiftReason,
+    NewRestriction, Owner, ProtectRequest, ProtectedGroup, Restriction, RestrictionId, SeenMember,
+    SettingChange, UnixTime, UserId,
 };
 
 /// Pooled connections for a database file. WAL lets readers run beside the
@@ -45,19 +46,19 @@ const POOL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The SQL of the hot queries, shared with the query-plan tests so that what
 /// is tested is exactly what runs.
 pub(crate) mod sql {
-    /// Columns of a group row, in the order `group_from_row` reads them.
+    /// Columns of a group row, in the order `rows::group` reads them.
     macro_rules! group_cols {
         () => {
             "group_id, title, owner_id, state, paused_reason, settings, created_at, updated_at"
         };
     }
-    /// Columns of a channel (table alias `c`), in the order `channel_from_row` reads them.
+    /// Columns of a channel (table alias `c`), in the order `rows::channel` reads them.
     macro_rules! channel_cols {
         () => {
             "c.chat_id, c.username, c.title, c.invite_link"
         };
     }
-    /// Columns of a restriction row, in the order `restriction_from_row` reads them.
+    /// Columns of a restriction row, in the order `rows::restriction` reads them.
     macro_rules! restriction_cols {
         () => {
             "id, group_id, user_id, kind, state, reason, placed_at, until, lifted_at, lift_reason"
@@ -325,81 +326,43 @@ fn bad_value(column: usize, what: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(column, Type::Text, what.into())
 }
 
-/// Decodes a closed-set text column (state, kind, reason).
-fn text_enum<T>(row: &Row<'_>, column: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
-    let s: String = row.get(column)?;
-    parse(&s).ok_or_else(|| bad_value(column, format!("unknown value `{s}`")))
+impl rows::Columns for Row<'_> {
+    type Error = rusqlite::Error;
+
+    fn int(&self, column: usize) -> rusqlite::Result<i64> {
+        self.get(column)
+    }
+
+    fn opt_int(&self, column: usize) -> rusqlite::Result<Option<i64>> {
+        self.get(column)
+    }
+
+    fn text(&self, column: usize) -> rusqlite::Result<String> {
+        self.get(column)
+    }
+
+    fn opt_text(&self, column: usize) -> rusqlite::Result<Option<String>> {
+        self.get(column)
+    }
+
+    fn flag(&self, column: usize) -> rusqlite::Result<bool> {
+        self.get(column)
+    }
+
+    fn bad(&self, column: usize, bad: rows::Bad<'_>) -> rusqlite::Error {
+        bad_value(
+            column,
+            match bad {
+                rows::Bad::Unknown { value, .. } => format!("unknown value `{value}`"),
+                rows::Bad::Settings(_, e) => format!("settings: {e}"),
+                rows::Bad::Username(e) => e.to_string(),
+            },
+        )
+    }
 }
 
 fn group_from_row(row: &Row<'_>) -> rusqlite::Result<ProtectedGroup> {
-    let settings: String = row.get(5)?;
-    Ok(ProtectedGroup {
-        id: GroupId(row.get(0)?),
-        title: row.get(1)?,
-        owner: row.get::<_, Option<i64>>(2)?.map(UserId),
-        state: text_enum(row, 3, GroupState::from_db)?,
-        paused_reason: row.get(4)?,
-        channels: Vec::new(),
-        settings: serde_json::from_str(&settings)
-            .map_err(|e| bad_value(5, format!("settings: {e}")))?,
-        created_at: UnixTime(row.get(6)?),
-        updated_at: UnixTime(row.get(7)?),
-    })
-}
-
-/// Decodes a channel whose four columns start at `at`.
-fn channel_from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<EnforcedChannel> {
-    let username = row
-        .get::<_, Option<String>>(at + 1)?
-        .map(|u| ChannelUsername::parse(&u))
-        .transpose()
-        .map_err(|e| bad_value(at + 1, e.to_string()))?;
-    Ok(EnforcedChannel {
-        id: row.get::<_, Option<i64>>(at)?.map(ChannelId),
-        username,
-        title: row.get(at + 2)?,
-        invite_link: row.get(at + 3)?,
-    })
-}
-
-fn restriction_from_row(row: &Row<'_>) -> rusqlite::Result<Restriction> {
-    Ok(Restriction {
-        id: RestrictionId(row.get(0)?),
-        group: GroupId(row.get(1)?),
-        user: UserId(row.get(2)?),
-        kind: text_enum(row, 3, RestrictionKind::from_db)?,
-        state: text_enum(row, 4, RestrictionState::from_db)?,
-        reason: row.get(5)?,
-        placed_at: UnixTime(row.get(6)?),
-        until: row.get::<_, Option<i64>>(7)?.map(UnixTime),
-        lifted_at: row.get::<_, Option<i64>>(8)?.map(UnixTime),
-        lift_reason: match row.get::<_, Option<String>>(9)? {
-            Some(r) => Some(
-                LiftReason::from_db(&r)
-                    .ok_or_else(|| bad_value(9, format!("unknown value `{r}`")))?,
-            ),
-            None => None,
-        },
-    })
-}
-
-fn owner_from_row(row: &Row<'_>) -> rusqlite::Result<Owner> {
-    Ok(Owner {
-        user_id: UserId(row.get(0)?),
-        username: row.get(1)?,
-        display_name: row.get(2)?,
-        can_be_messaged: row.get(3)?,
-        created_at: UnixTime(row.get(4)?),
-    })
-}
-
-fn seen_from_row(row: &Row<'_>) -> rusqlite::Result<SeenMember> {
-    Ok(SeenMember {
-        group: GroupId(row.get(0)?),
-        user: UserId(row.get(1)?),
-        first_seen: UnixTime(row.get(2)?),
-        last_seen: UnixTime(row.get(3)?),
-    })
+    rows::group(row, Vec::new())
 }
 
 /// Runs a restriction query and decodes every row.
@@ -409,7 +372,7 @@ fn query_restrictions(
     params: impl rusqlite::Params,
 ) -> StoreResult<Vec<Restriction>> {
     let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt.query_map(params, restriction_from_row)?;
+    let rows = stmt.query_map(params, |r| rows::restriction(r))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -435,7 +398,7 @@ fn load_group(conn: &Connection, group: GroupId) -> StoreResult<Option<Protected
         return Ok(None);
     };
     let mut stmt = conn.prepare_cached(sql::CHANNELS_OF_GROUP)?;
-    let channels = stmt.query_map([group.0], |r| channel_from_row(r, 0))?;
+    let channels = stmt.query_map([group.0], |r| rows::channel(r, 0))?;
     g.channels = channels.collect::<rusqlite::Result<_>>()?;
     Ok(Some(g))
 }
@@ -611,7 +574,7 @@ impl Store for SqliteStore {
                 "SELECT user_id, username, display_name, can_be_messaged, created_at \
                  FROM owners WHERE user_id = ?1",
             )?
-            .query_row([user.0], owner_from_row)
+            .query_row([user.0], |r| rows::owner(r))
             .optional()?)
         })
         .await
@@ -720,7 +683,7 @@ impl Store for SqliteStore {
                     channels
                         .entry(row.get(0)?)
                         .or_default()
-                        .push(channel_from_row(row, 1)?);
+                        .push(rows::channel(row, 1)?);
                 }
             }
             let mut stmt = tx.prepare_cached(concat!(
@@ -812,11 +775,7 @@ impl Store for SqliteStore {
                 .query_row([group.0], |r| r.get(0))
                 .optional()?
                 .ok_or(StoreError::UnknownGroup(group))?;
-            let mut settings: GroupSettings = serde_json::from_str(&text)
-                .map_err(|e| StoreError::Corrupt(format!("group {group}: settings: {e}")))?;
-            for change in &changes {
-                settings.apply(change)?;
-            }
+            let settings = rows::apply_settings(group, &text, &changes)?;
             tx.prepare_cached(
                 "UPDATE protected_groups SET settings = ?2, updated_at = ?3 WHERE group_id = ?1",
             )?
@@ -879,7 +838,7 @@ impl Store for SqliteStore {
                         at.0,
                         new.until.map(|u| u.0)
                     ],
-                    restriction_from_row,
+                    |r| rows::restriction(r),
                 )?)
         })
         .await
@@ -948,7 +907,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Option<Restriction>> {
         self.run(move |c| {
             Ok(c.prepare_cached(sql::ACTIVE_RESTRICTION)?
-                .query_row(params![group.0, user.0], restriction_from_row)
+                .query_row(params![group.0, user.0], |r| rows::restriction(r))
                 .optional()?)
         })
         .await
@@ -1071,7 +1030,7 @@ impl Store for SqliteStore {
                 "SELECT group_id, user_id, first_seen, last_seen FROM seen_members \
                  WHERE group_id = ?1 AND user_id = ?2",
             )?
-            .query_row(params![group.0, user.0], seen_from_row)
+            .query_row(params![group.0, user.0], |r| rows::seen(r))
             .optional()?)
         })
         .await
@@ -1090,7 +1049,7 @@ impl Store for SqliteStore {
             )?;
             let rows = stmt.query_map(
                 params![group.0, after.map_or(i64::MIN, |a| a.0), i64::from(limit)],
-                seen_from_row,
+                |r| rows::seen(r),
             )?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
