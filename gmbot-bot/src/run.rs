@@ -271,8 +271,13 @@ impl Bot {
             routes = routes.with_webhook_limit(path, Arc::new(ingress), options.max_body);
             secret = Some(s);
         }
-        let http = http::serve_with(config.http_listen, routes, options.http_threads)
-            .context("cannot start the HTTP listener (HTTP_LISTEN)")?;
+        let http = http::serve_split(
+            config.http_listen,
+            config.metrics_listen,
+            routes,
+            options.http_threads,
+        )
+        .context("cannot start the HTTP listener (HTTP_LISTEN / METRICS_LISTEN)")?;
         let webhook_url = match &mode {
             Mode::Webhook { url, .. } => Some(public_webhook_url(url, http.local_addr())),
             Mode::Polling => None,

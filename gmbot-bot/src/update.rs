@@ -17,6 +17,23 @@ pub struct Update {
     pub kind: UpdateKind,
 }
 
+impl Update {
+    /// The chat and the user this update is about, as raw ids, for log and
+    /// error-report context (never for metric labels).
+    pub fn subject(&self) -> (Option<i64>, Option<i64>) {
+        match &self.kind {
+            UpdateKind::Message(m) => (Some(m.chat.id.get()), m.from.as_ref().map(|u| u.id.get())),
+            UpdateKind::CallbackQuery(c) => {
+                (c.message.map(|(chat, _)| chat.get()), Some(c.from.id.get()))
+            }
+            UpdateKind::ChatMember(c) | UpdateKind::MyChatMember(c) => {
+                (Some(c.chat.id.get()), Some(c.user.id.get()))
+            }
+            UpdateKind::Other(_) => (None, None),
+        }
+    }
+}
+
 /// The update kinds GMBot handles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpdateKind {

@@ -485,9 +485,18 @@ impl Worker {
                 Err(e) => self.claim_failed(id, &e),
             }
         }
+        let (group_id, user_id) = r.update.subject();
+        let context = crate::sentry::EventContext {
+            update_id: Some(id),
+            group_id,
+            user_id,
+        };
         let mut attempt = 0;
         loop {
-            match handlers::handle(&self.app, r.update.clone()).await {
+            // The context tags any error or panic reported while handling it.
+            let handled =
+                crate::sentry::scoped(context, handlers::handle(&self.app, r.update.clone()));
+            match handled.await {
                 Ok(()) => {
                     self.stats.handled.fetch_add(1, Ordering::Relaxed);
                     break;
