@@ -18,6 +18,21 @@
 //! answers before handling, so the queue fills and the 503 backpressure shows).
 //! Needs PostgreSQL and Redis (see README.md); `GMBOT_LOAD_BACKEND=sqlite` runs on SQLite and
 //! the in-process cache instead.
+//!
+//! `GMBOT_LOAD_OBSERVABILITY=compare` measures what logging and metrics cost: after the one
+//! warm-up, the paced and saturation phases run twice against the same bot, (a) *off* — the
+//! `log` macros' ceiling at `off`, nobody reading `/metrics` — then (b) *on* — the bot's own
+//! JSON formatter ([`gmbot_bot::logging::builder`]) at `info` writing every line to a file in a
+//! temporary directory, and `/metrics` scraped once a second over a separate connection — and
+//! prints both with the on/off ratios. The logger is installed once (env_logger allows one per
+//! process); the two configurations switch with `log::set_max_level`. `GMBOT_LOAD_LOG_FILTER`
+//! (default `info`, `RUST_LOG` syntax) sets the *on* filter, e.g. `debug` to format a line for
+//! every update. Example:
+//!
+//! ```text
+//! GMBOT_LOAD_BACKEND=sqlite GMBOT_LOAD_OBSERVABILITY=compare \
+//!     cargo bench -p gmbot-bot --bench webhook_load
+//! ```
 
 #[path = "../../gmbot-core/tests/support/mod.rs"]
 mod support;
@@ -27,11 +42,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use env_logger::fmt::{Target, WriteStyle};
+use gmbot_bot::config::LogFormat;
+use gmbot_bot::logging;
 use gmbot_bot::run::{Bot, RunOptions};
 use gmbot_bot::runtime::{LatencyRecorder, RuntimeConfig, Shutdown};
 use gmbot_bot::sim::{AdminRights, Simulator, SimulatorOptions};
 use gmbot_bot::Config;
 use gmbot_core::domain::{ChannelRef, EnforcedChannel, GroupId, ProtectRequest, UnixTime, UserId};
+use log::LevelFilter;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -289,6 +308,15 @@ fn main() {
     let seconds = env_or("GMBOT_LOAD_SECONDS", 20);
     let sqlite = std::env::var("GMBOT_LOAD_BACKEND").is_ok_and(|b| b == "sqlite");
     let rate = env_or("GMBOT_LOAD_RATE", 10_000) as f64;
+    let compare = match std::env::var("GMBOT_LOAD_OBSERVABILITY").ok().as_deref() {
+        None | Some("" | "off") => None,
+        Some("compare") => {
+            let filter =
+                std::env::var("GMBOT_LOAD_LOG_FILTER").unwrap_or_else(|_| "info".to_owned());
+            Some(LogSink::install(&filter))
+        }
+        Some(other) => panic!("GMBOT_LOAD_OBSERVABILITY={other}: expected `compare` or `off`"),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -299,10 +327,106 @@ fn main() {
         Duration::from_secs(seconds),
         rate,
         sqlite,
+        compare,
     ));
 }
 
-async fn run(connections: usize, limit: u64, duration: Duration, target_rate: f64, sqlite: bool) {
+/// The process' logger in compare mode: the bot's JSON formatter writing into a file.
+struct LogSink {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    filter: String,
+    /// The `log` ceiling of the *on* configuration (the filter's most verbose level).
+    on: LevelFilter,
+}
+
+impl LogSink {
+    /// Installs the logger with the macros' ceiling at `off`.
+    fn install(filter: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory for the log");
+        let path = dir.path().join("gmbot.jsonl");
+        let file = std::fs::File::create(&path).expect("log file");
+        let logger = logging::builder(LogFormat::Json, Some(filter))
+            .write_style(WriteStyle::Never)
+            .target(Target::Pipe(Box::new(file)))
+            .build();
+        let on = logger.filter();
+        logging::install(logger, LevelFilter::Off).expect("the only logger of the process");
+        Self {
+            _dir: dir,
+            path,
+            filter: filter.to_owned(),
+            on,
+        }
+    }
+
+    /// Bytes and lines written so far.
+    fn written(&self) -> (u64, u64) {
+        let bytes = std::fs::read(&self.path).unwrap_or_default();
+        let lines = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+        (bytes.len() as u64, lines)
+    }
+}
+
+/// What the `/metrics` scraper did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Scrapes {
+    ok: u64,
+    failed: u64,
+    bytes: u64,
+    slowest: Duration,
+}
+
+/// One `GET /metrics` over its own HTTP/1.0 connection (so the body is never chunked);
+/// returns the body's size on a 200.
+async fn scrape(addr: SocketAddr) -> std::io::Result<usize> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let head_end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no end of headers"))?;
+    let head = String::from_utf8_lossy(&buf[..head_end]);
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    if status != "200" {
+        return Err(std::io::Error::other(format!("status {status}")));
+    }
+    Ok(buf.len() - head_end - 4)
+}
+
+/// Scrapes `/metrics` once a second until `stop` is set.
+async fn scraper(addr: SocketAddr, stop: Arc<std::sync::atomic::AtomicBool>) -> Scrapes {
+    let mut out = Scrapes::default();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if stop.load(Ordering::Relaxed) {
+            return out;
+        }
+        let started = Instant::now();
+        match tokio::time::timeout(Duration::from_secs(5), scrape(addr)).await {
+            Ok(Ok(bytes)) => {
+                out.ok += 1;
+                out.bytes += bytes as u64;
+                out.slowest = out.slowest.max(started.elapsed());
+            }
+            _ => out.failed += 1,
+        }
+    }
+}
+
+async fn run(
+    connections: usize,
+    limit: u64,
+    duration: Duration,
+    target_rate: f64,
+    sqlite: bool,
+    compare: Option<LogSink>,
+) {
     println!(
         "webhook load: {connections} connections, up to {limit} updates or {} s",
         duration.as_secs()
@@ -460,34 +584,93 @@ async fn run(connections: usize, limit: u64, duration: Duration, target_rate: f6
         "PostgreSQL + Redis (layered cache)"
     };
     println!("backend: {backend}");
-    let mut measured = Vec::new();
-    for (label, rate, base) in [
+    let phases = [
         ("paced", Some(target_rate), 10_000_000u64),
         ("saturation", None, 100_000_000u64),
-    ] {
-        latency.reset();
-        let calls_before = telegram_calls(&w.sim);
-        let stats_before = monitor.stats();
-        let rejected_before = overloaded(&app);
-        let started = Instant::now();
-        let load = drive(addr, connections, limit, duration, rate, make(base)).await;
-        wait_idle(&monitor).await;
-        let total = started.elapsed();
-        let stats = monitor.stats();
-        let m = Measured {
-            label,
-            offered: rate,
-            accepted: load.requests - load.errors,
-            http_errors: load.errors - (overloaded(&app) - rejected_before),
-            backpressure: overloaded(&app) - rejected_before,
-            handled: stats.handled - stats_before.handled,
-            failed: stats.failed - stats_before.failed,
-            calls: telegram_calls(&w.sim) - calls_before,
-            total,
-            latency: latency.summary(),
-        };
-        m.print(bare.rate(), sim_phase.rate());
-        measured.push(m);
+    ];
+    let measure = |label: &'static str, rate: Option<f64>, base: u64| {
+        let (latency, w, monitor, app) = (&latency, &w, &monitor, &app);
+        let make = &make;
+        async move {
+            latency.reset();
+            let calls_before = telegram_calls(&w.sim);
+            let stats_before = monitor.stats();
+            let rejected_before = overloaded(app);
+            let started = Instant::now();
+            let load = drive(addr, connections, limit, duration, rate, make(base)).await;
+            wait_idle(monitor).await;
+            let total = started.elapsed();
+            let stats = monitor.stats();
+            Measured {
+                label,
+                offered: rate,
+                accepted: load.requests - load.errors,
+                http_errors: load.errors - (overloaded(app) - rejected_before),
+                backpressure: overloaded(app) - rejected_before,
+                handled: stats.handled - stats_before.handled,
+                failed: stats.failed - stats_before.failed,
+                calls: telegram_calls(&w.sim) - calls_before,
+                total,
+                latency: latency.summary(),
+            }
+        }
+    };
+    match &compare {
+        None => {
+            for (label, rate, base) in phases {
+                let m = measure(label, rate, base).await;
+                m.print(bare.rate(), sim_phase.rate());
+            }
+        }
+        Some(sink) => {
+            let mut results: Vec<Vec<Measured>> = Vec::new();
+            for on in [false, true] {
+                println!();
+                if on {
+                    println!(
+                        "== logging and metrics ON: JSON lines at `{}` into a file, /metrics scraped every 1 s",
+                        sink.filter
+                    );
+                    log::set_max_level(sink.on);
+                } else {
+                    println!("== logging and metrics OFF: log level off, no /metrics scrapes");
+                    log::set_max_level(LevelFilter::Off);
+                }
+                let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let scraping = on.then(|| tokio::spawn(scraper(addr, Arc::clone(&stop))));
+                let written_before = sink.written();
+                let mut measured = Vec::new();
+                // Offsets keep update ids unique across the two configurations.
+                let offset = if on { 1_000_000_000 } else { 0 };
+                for (label, rate, base) in phases {
+                    let m = measure(label, rate, base + offset).await;
+                    m.print(bare.rate(), sim_phase.rate());
+                    measured.push(m);
+                }
+                stop.store(true, Ordering::Relaxed);
+                let scrapes = match scraping {
+                    Some(t) => t.await.expect("scraper task"),
+                    None => Scrapes::default(),
+                };
+                log::set_max_level(LevelFilter::Off);
+                let written_after = sink.written();
+                let written = (
+                    written_after.0 - written_before.0,
+                    written_after.1 - written_before.1,
+                );
+                println!(
+                    "  log: {} lines, {} bytes; /metrics: {} scrapes ({} failed), {} bytes each on average, slowest {:.1} ms",
+                    written.1,
+                    written.0,
+                    scrapes.ok,
+                    scrapes.failed,
+                    scrapes.bytes / scrapes.ok.max(1),
+                    ms(scrapes.slowest)
+                );
+                results.push(measured);
+            }
+            print_comparison(&results);
+        }
     }
 
     shutdown.trigger();
@@ -531,8 +714,13 @@ struct Measured {
 }
 
 impl Measured {
+    /// Updates handled per second, to the last one handled.
+    fn rate(&self) -> f64 {
+        self.handled as f64 / self.total.as_secs_f64().max(1e-9)
+    }
+
     fn print(&self, bare: f64, sim: f64) {
-        let rate = self.handled as f64 / self.total.as_secs_f64().max(1e-9);
+        let rate = self.rate();
         println!();
         match self.offered {
             Some(r) => println!("{} phase: offered {r:.0} updates/s (open loop)", self.label),
@@ -579,6 +767,41 @@ fn overloaded(app: &gmbot_bot::app::App) -> u64 {
         .webhook_rejections
         .with_label_values(&["overloaded"])
         .get()
+}
+
+/// The on/off table of compare mode.
+fn print_comparison(results: &[Vec<Measured>]) {
+    let [off, on] = results else {
+        return;
+    };
+    println!();
+    println!("cost of logging and metrics (on / off):");
+    println!("| phase | config | updates/s handled | p50 ms | p95 ms | p99 ms | errors | 503s |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    for (a, b) in off.iter().zip(on) {
+        for (config, m) in [("off", a), ("on", b)] {
+            println!(
+                "| {} | {config} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |",
+                m.label,
+                m.rate(),
+                ms(m.latency.p50),
+                ms(m.latency.p95),
+                ms(m.latency.p99),
+                m.http_errors + m.failed,
+                m.backpressure
+            );
+        }
+        let ratio = b.rate() / a.rate().max(1e-9);
+        println!(
+            "{} throughput ratio on/off: {ratio:.3} ({})",
+            a.label,
+            if ratio >= 0.90 {
+                "within 10 %"
+            } else {
+                "MORE than 10 % slower"
+            }
+        );
+    }
 }
 
 fn ms(d: Duration) -> f64 {

@@ -7,10 +7,12 @@
 //! instance to `SET key NX EX` an id processes it, the others skip it.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{mpsc, oneshot};
 
 /// The most recent update ids seen by this process, bounded.
 #[derive(Debug)]
@@ -85,19 +87,38 @@ impl RecentIds {
     }
 }
 
+/// Most claims sent to Redis in one round trip.
+pub const MAX_CLAIM_BATCH: usize = 64;
+
+type ClaimRequest = (i64, oneshot::Sender<Result<bool, redis::RedisError>>);
+
 /// Claims on update ids in Redis, shared by every instance of one bot.
+///
+/// Claims are batched: a background task sends whatever claims are waiting (up to
+/// [`MAX_CLAIM_BATCH`]) as one pipeline of `SET NX EX`, so updates arriving together cost one
+/// round trip. Nothing waits for a batch to fill: a lone update goes out at once, and claims
+/// that arrive while a pipeline is in flight form the next one.
 #[derive(Clone)]
 pub struct RedisClaims {
+    target: ClaimTarget,
+    /// Started by the first claim, on the runtime that makes it; ends when every clone is gone.
+    queue: Arc<OnceLock<mpsc::UnboundedSender<ClaimRequest>>>,
+}
+
+/// What the batching task needs (not the queue's sender, or the task would never end).
+#[derive(Clone)]
+struct ClaimTarget {
     conn: ConnectionManager,
-    prefix: String,
+    prefix: Arc<str>,
     ttl_secs: u64,
+    round_trips: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for RedisClaims {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisClaims")
-            .field("prefix", &self.prefix)
-            .field("ttl_secs", &self.ttl_secs)
+            .field("prefix", &self.target.prefix)
+            .field("ttl_secs", &self.target.ttl_secs)
             .finish_non_exhaustive()
     }
 }
@@ -121,41 +142,99 @@ impl RedisClaims {
             .set_max_delay(op_timeout);
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
         Ok(Self {
-            conn,
-            prefix: prefix.into(),
-            ttl_secs: ttl.as_secs().max(1),
+            target: ClaimTarget {
+                conn,
+                prefix: prefix.into().into(),
+                ttl_secs: ttl.as_secs().max(1),
+                round_trips: Arc::new(AtomicU64::new(0)),
+            },
+            queue: Arc::new(OnceLock::new()),
         })
     }
 
     /// The key of one update.
     pub fn key(&self, update_id: i64) -> String {
-        format!("{}{update_id}", self.prefix)
+        self.target.key(update_id)
     }
 
-    /// `SET key 1 NX EX ttl`: `true` if this call claimed the update (process it), `false` if
-    /// another delivery already did (skip it).
+    /// `SET key 1 NX EX ttl` (batched with concurrent claims): `true` if this call claimed the
+    /// update (process it), `false` if another delivery already did (skip it).
     pub async fn claim(&self, update_id: i64) -> Result<bool, redis::RedisError> {
-        let mut conn = self.conn.clone();
-        let reply: Option<String> = redis::cmd("SET")
-            .arg(self.key(update_id))
-            .arg(1)
-            .arg("NX")
-            .arg("EX")
-            .arg(self.ttl_secs)
-            .query_async(&mut conn)
-            .await?;
-        Ok(reply.is_some())
+        let queue = self.queue.get_or_init(|| {
+            // Unbounded, yet bounded in practice: each worker waits on at most one claim.
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(send_batches(self.target.clone(), rx));
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        queue.send((update_id, reply)).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Pipelines sent to Redis so far, each answering a batch of claims.
+    pub fn round_trips(&self) -> u64 {
+        self.target.round_trips.load(Ordering::Relaxed)
     }
 
     /// Removes this process's claim (an update that could not be queued after all).
     pub async fn release(&self, update_id: i64) -> Result<(), redis::RedisError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.target.conn.clone();
         redis::cmd("DEL")
             .arg(self.key(update_id))
             .query_async::<i64>(&mut conn)
             .await
             .map(|_| ())
     }
+}
+
+impl ClaimTarget {
+    fn key(&self, update_id: i64) -> String {
+        format!("{}{update_id}", self.prefix)
+    }
+
+    /// One pipeline of `SET key 1 NX EX ttl`, one answer per id, in order.
+    async fn claim_all(&self, ids: &[i64]) -> Result<Vec<bool>, redis::RedisError> {
+        let mut pipe = redis::pipe();
+        for &id in ids {
+            pipe.cmd("SET")
+                .arg(self.key(id))
+                .arg(1)
+                .arg("NX")
+                .arg("EX")
+                .arg(self.ttl_secs);
+        }
+        let mut conn = self.conn.clone();
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let replies: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+        Ok(replies.into_iter().map(|r| r.is_some()).collect())
+    }
+}
+
+/// Sends the waiting claims as one pipeline, answers each, and repeats until every
+/// [`RedisClaims`] clone is dropped.
+async fn send_batches(target: ClaimTarget, mut rx: mpsc::UnboundedReceiver<ClaimRequest>) {
+    let mut batch = Vec::with_capacity(MAX_CLAIM_BATCH);
+    while rx.recv_many(&mut batch, MAX_CLAIM_BATCH).await > 0 {
+        let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
+        match target.claim_all(&ids).await {
+            // A short reply (never expected) drops the rest, and their claims fail.
+            Ok(claimed) => {
+                for ((_, reply), claimed) in batch.drain(..).zip(claimed) {
+                    let _ = reply.send(Ok(claimed));
+                }
+            }
+            Err(e) => {
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+fn stopped() -> redis::RedisError {
+    (redis::ErrorKind::Io, "the update claim task has stopped").into()
 }
 
 #[cfg(test)]
@@ -185,5 +264,101 @@ mod tests {
         assert!(r.contains(11) && r.contains(12));
         r.remove(99);
         assert_eq!(r.len(), 2);
+    }
+
+    const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+    /// A unique key prefix on a reachable Redis (panics with how to start it otherwise).
+    fn redis_prefix(test: &str) -> (redis::Connection, String) {
+        let conn = redis::Client::open(REDIS_URL)
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c).map(|_| c));
+        let conn = conn.unwrap_or_else(|e| {
+            panic!(
+                "Redis is unreachable at {REDIS_URL} ({e}). This test needs it: start it with \
+                 `redis-server --daemonize yes`"
+            )
+        });
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        (
+            conn,
+            format!("gmbot:test:{test}:{}:{nanos}:", std::process::id()),
+        )
+    }
+
+    async fn claim_burst(claims: &RedisClaims, ids: std::ops::Range<i64>) -> Vec<bool> {
+        let mut tasks = Vec::new();
+        for id in ids {
+            let claims = claims.clone();
+            tasks.push(tokio::spawn(async move { claims.claim(id).await }));
+        }
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.push(task.await.expect("claim task").expect("claim in Redis"));
+        }
+        answers
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_claims_is_one_round_trip_and_duplicates_are_refused_across_batchers() {
+        let (mut conn, prefix) = redis_prefix("claims-batch");
+        let ttl = Duration::from_secs(60);
+        let timeout = Duration::from_secs(2);
+        let a = RedisClaims::new(REDIS_URL, prefix.clone(), ttl, timeout).expect("claims a");
+        let b = RedisClaims::new(REDIS_URL, prefix.clone(), ttl, timeout).expect("claims b");
+
+        let first = claim_burst(&a, 0..MAX_CLAIM_BATCH as i64).await;
+        assert!(
+            first.iter().all(|&c| c),
+            "fresh ids are all claimed: {first:?}"
+        );
+        assert_eq!(
+            a.round_trips(),
+            1,
+            "a burst of {MAX_CLAIM_BATCH} is one pipeline"
+        );
+
+        // Half overlaps what `a` claimed: those are refused, the rest claimed, in one trip.
+        let second = claim_burst(&b, 32..96).await;
+        assert!(
+            second[..32].iter().all(|&c| !c),
+            "claimed elsewhere: {second:?}"
+        );
+        assert!(second[32..].iter().all(|&c| c), "fresh ids: {second:?}");
+        assert_eq!(b.round_trips(), 1);
+
+        // A repeat inside one batch: exactly one of the two wins.
+        let same = {
+            let (x, y) = tokio::join!(a.claim(500), a.claim(500));
+            [x.expect("claim"), y.expect("claim")]
+        };
+        assert_eq!(same.iter().filter(|&&c| c).count(), 1, "{same:?}");
+        assert_eq!(a.round_trips(), 2);
+
+        // A lone claim does not wait for company.
+        assert!(b.claim(501).await.expect("claim"));
+        assert!(!a.claim(501).await.expect("claim"));
+
+        let keys: Vec<String> = (0..96).chain([500, 501]).map(|id| a.key(id)).collect();
+        redis::cmd("DEL")
+            .arg(&keys)
+            .query::<i64>(&mut conn)
+            .expect("clean up test keys");
+    }
+
+    #[tokio::test]
+    async fn claims_fail_when_redis_is_unreachable() {
+        // Nothing listens on port 1: every claim of the batch gets the error.
+        let claims = RedisClaims::new(
+            "redis://127.0.0.1:1",
+            "gmbot:test:down:",
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+        )
+        .expect("a well-formed URL");
+        let (x, y) = tokio::join!(claims.claim(1), claims.claim(2));
+        assert!(x.is_err() && y.is_err(), "{x:?} {y:?}");
     }
 }

@@ -6,8 +6,8 @@
 //! later), long polling with [`UpdateSender::offer`] (waits for room, so a slow database slows
 //! the polling instead of growing a backlog in memory). A dispatcher task takes updates off
 //! the queue and runs each one as its own task once a worker permit is free; with
-//! [`RedisClaims`] configured each update is claimed in Redis first, so several webhook
-//! instances process it once. [`Runtime::shutdown`] stops taking updates, finishes the queue
+//! [`RedisClaims`] configured each update is claimed in Redis first (claims made together
+//! share one pipelined round trip), so several webhook instances process it once. [`Runtime::shutdown`] stops taking updates, finishes the queue
 //! and what is in flight within a deadline, and reports what it did.
 
 mod dedup;
@@ -24,7 +24,7 @@ use crate::app::App;
 use crate::handlers::{self, HandleError};
 use crate::update::Update;
 
-pub use self::dedup::{RecentIds, RedisClaims};
+pub use self::dedup::{RecentIds, RedisClaims, MAX_CLAIM_BATCH};
 pub use self::latency::{LatencyRecorder, LatencySummary};
 pub use self::shutdown::Shutdown;
 

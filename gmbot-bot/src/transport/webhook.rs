@@ -77,6 +77,55 @@ pub struct WebhookIngress {
     max_body: usize,
     sender: UpdateSender,
     metrics: BotMetrics,
+    overload_log: Arc<OverloadLog>,
+}
+
+/// Rate limit for the "queue full" warning: under overload every refused
+/// update would otherwise write a line (tens of MB in seconds, measured in the
+/// load benchmark); the exact count is in `gmbot_webhook_rejections_total`.
+#[derive(Debug)]
+struct OverloadLog {
+    started: std::time::Instant,
+    /// Seconds since `started` of the last warning, plus one (0 = never warned).
+    last: std::sync::atomic::AtomicU64,
+    /// Refusals since the last warning.
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+impl OverloadLog {
+    const EVERY_SECS: u64 = 10;
+
+    fn new() -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            last: std::sync::atomic::AtomicU64::new(0),
+            suppressed: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one refusal; returns how many refusals the warning to write now
+    /// stands for, or `None` while within the quiet period.
+    fn note(&self) -> Option<u64> {
+        self.note_at(self.started.elapsed().as_secs() + 1)
+    }
+
+    /// [`note`](Self::note) at `now` seconds (≥ 1) after the start.
+    fn note_at(&self, now: u64) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        let last = self.last.load(Ordering::Relaxed);
+        if last != 0 && now < last + Self::EVERY_SECS {
+            return None;
+        }
+        if self
+            .last
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return None;
+        }
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
 }
 
 impl std::fmt::Debug for WebhookIngress {
@@ -125,6 +174,7 @@ impl WebhookIngress {
             max_body,
             sender,
             metrics,
+            overload_log: Arc::new(OverloadLog::new()),
         }
     }
 
@@ -167,7 +217,9 @@ impl WebhookIngress {
                 self.reject("duplicate", WebhookReply::DUPLICATE)
             }
             Offer::Full => {
-                log::warn!(update_id = id, queued = self.sender.queue_len(); "update queue full; asking Telegram to retry");
+                if let Some(refused) = self.overload_log.note() {
+                    log::warn!(update_id = id, queued = self.sender.queue_len(), refused = refused; "update queue full; asking Telegram to retry (at most one such line per 10 s; `refused` counts the updates since the last one)");
+                }
                 self.reject("overloaded", WebhookReply::OVERLOADED)
             }
             Offer::Closed => self.reject("shutting_down", WebhookReply::STOPPING),
@@ -221,6 +273,26 @@ pub async fn register(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn overload_warning_is_written_once_per_quiet_period() {
+        let log = super::OverloadLog::new();
+        assert_eq!(log.note_at(1), Some(1), "the first refusal is logged");
+        for _ in 0..999 {
+            assert_eq!(
+                log.note_at(5),
+                None,
+                "refusals within 10 s are only counted"
+            );
+        }
+        assert_eq!(log.note_at(10), None);
+        assert_eq!(
+            log.note_at(11),
+            Some(1001),
+            "the next line stands for every refusal since the last one"
+        );
+        assert_eq!(log.note_at(12), None);
+    }
+
     use super::*;
 
     #[test]
