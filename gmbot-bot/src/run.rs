@@ -242,7 +242,7 @@ impl Bot {
 
         let mut runtime_config = options.runtime.clone();
         // Only webhook mode runs several instances (polling is one per token, by Telegram's
-        // design), so only it pays a Redis round trip per update for de-duplication.
+        // design), so only it claims updates in Redis for de-duplication (batched: one pipelined round trip for the claims waiting together).
         let shared_dedup = matches!(mode, Mode::Webhook { .. });
         if let (Some(url), true) = (&config.redis_url, shared_dedup) {
             let claims = RedisClaims::new(
