@@ -17,9 +17,10 @@ use gmbot_core::store::Store;
 use gmbot_core::telegram::TelegramApi;
 use prometheus::Registry;
 
-use crate::flows::{FlowConfig, FlowState};
+use crate::flows::{FlowConfig, FlowState, RaidWatch};
 use crate::group_stats::GroupStats;
 use crate::metrics::BotMetrics;
+use crate::outbox::{Outbox, OutboxConfig};
 
 /// Who the bot is (from `getMe`), for `/cmd@username` addressing and admin checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +68,8 @@ struct Inner {
     registry: Registry,
     metrics: BotMetrics,
     flows: FlowState,
+    outbox: Outbox,
+    started_at: gmbot_core::domain::UnixTime,
     group_stats: GroupStats,
 }
 
@@ -81,6 +84,15 @@ impl App {
 
     /// Like [`App::new`], with the flows' tunables.
     pub fn with_flows(deps: AppDeps, flows: FlowConfig) -> anyhow::Result<Self> {
+        Self::with_options(deps, flows, OutboxConfig::default())
+    }
+
+    /// Like [`App::new`], with the flows' and the outbox's tunables.
+    pub fn with_options(
+        deps: AppDeps,
+        flows: FlowConfig,
+        outbox: OutboxConfig,
+    ) -> anyhow::Result<Self> {
         let dispatcher = Dispatcher::new(deps.telegram, deps.dispatch, &deps.registry)
             .context("cannot start the Telegram dispatcher")?;
         let telegram: Arc<dyn TelegramApi> = Arc::new(dispatcher.clone());
@@ -97,14 +109,21 @@ impl App {
         .context("cannot register the engine's metrics")?;
         let metrics =
             BotMetrics::register(&deps.registry).context("cannot register the bot's metrics")?;
+        let raids = RaidWatch::new(
+            flows.raid,
+            metrics.raids.clone(),
+            metrics.groups_under_raid.clone(),
+        );
         let flows = FlowState::start(
             flows,
             deps.store.clone(),
             Arc::new(dispatcher.lane(Lane::Notify)),
             metrics.errors.clone(),
+            raids,
         )
         .context("cannot start the enforcement flows")?;
-        Ok(Self {
+        let started_at = deps.clock.unix_now();
+        let app = Self {
             inner: Arc::new(Inner {
                 me: deps.me,
                 store: deps.store,
@@ -116,9 +135,13 @@ impl App {
                 registry: deps.registry,
                 metrics,
                 flows,
+                outbox: Outbox::new(outbox),
+                started_at,
                 group_stats: GroupStats::new(),
             }),
-        })
+        };
+        app.inner.outbox.start(&app);
+        Ok(app)
     }
 
     /// The bot's identity.
@@ -177,15 +200,32 @@ impl App {
         &self.inner.group_stats
     }
 
+    /// Where handlers leave the actions that wait for a Telegram budget.
+    pub fn outbox(&self) -> &Outbox {
+        &self.inner.outbox
+    }
+
+    /// When this app was built (app clock): restriction rows pending from before it belong
+    /// to a previous process, whose calls died with it.
+    pub fn started_at(&self) -> gmbot_core::domain::UnixTime {
+        self.inner.started_at
+    }
+
     /// The flows' in-process state (seen-member batcher, warning timers, cool-downs).
     pub fn flows(&self) -> &FlowState {
         &self.inner.flows
     }
 
-    /// Stops the background tasks the app owns: writes the waiting seen
-    /// members and stops the warning timers (warnings not yet due stay in
-    /// their groups). Call it once the transports stopped handing updates in.
+    /// Stops the background tasks the app owns: lets the outbox finish what is queued
+    /// (within [`OUTBOX_DRAIN`]; mutes still waiting keep their pending rows for the next
+    /// start's reconciliation), writes the waiting seen members and stops the warning timers
+    /// (warnings not yet due stay in their groups). Call it once the transports stopped
+    /// handing updates in. Idempotent.
     pub async fn shutdown(&self) {
+        self.inner.outbox.shutdown(OUTBOX_DRAIN).await;
         self.inner.flows.shutdown().await;
     }
 }
+
+/// How long [`App::shutdown`] lets the outbox work through what is queued.
+pub const OUTBOX_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);

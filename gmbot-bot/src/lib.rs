@@ -17,6 +17,10 @@
 //! - [`logging`] — `env_logger` as text or JSON lines, with the records' key-values.
 //! - [`sentry`] — error and panic reports to Sentry, tagged with their context, scrubbed.
 //! - [`handlers`] — [`handlers::handle`], the one `match` over update kinds every transport calls.
+//! - [`runtime`] — de-duplication and the per-chat sequencer: one chat's updates in order,
+//!   different chats concurrently.
+//! - [`outbox`] — actions waiting for their Telegram budget: round-robin across groups, bulk
+//!   deletes, consolidated warnings, bounded queues.
 //! - [`flows`] — enforcing verdicts, warnings, lifting, joins and leaves, the bot's own status,
 //!   migrations, reconciliation and seen-member batching.
 //! - [`commands`] — the admin commands (`/protect`, `/status`, `/settings`, …) and the settings keyboard.
@@ -34,6 +38,7 @@ pub mod handlers;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod outbox;
 pub mod run;
 pub mod runtime;
 pub mod secret;

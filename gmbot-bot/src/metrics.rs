@@ -34,6 +34,14 @@ pub struct BotMetrics {
     pub dependency_up: IntGaugeVec,
     /// `gmbot_build_info{version}`: always 1.
     pub build_info: GaugeVec,
+    /// `gmbot_outbox_shed_total{kind}`: deletions and mutes dropped because the outbox was full.
+    pub outbox_shed: IntCounterVec,
+    /// `gmbot_outbox_queued`: deletions, mutes and lifts waiting in the outbox.
+    pub outbox_queued: IntGauge,
+    /// `gmbot_raids_total`: raids detected (a group crossing the raid threshold).
+    pub raids: prometheus::IntCounter,
+    /// `gmbot_groups_under_raid`: groups whose raid is going on.
+    pub groups_under_raid: IntGauge,
 }
 
 /// Update handling buckets: 100 µs to 10 s, resolving 1 ms and 500 ms.
@@ -106,7 +114,30 @@ impl BotMetrics {
                 Opts::new("gmbot_build_info", "Build information; the value is always 1."),
                 &["version"],
             )?,
+            outbox_shed: IntCounterVec::new(
+                Opts::new(
+                    "gmbot_outbox_shed_total",
+                    "Actions dropped because the outbox was full (delete, restrict); shed mutes are applied by reconciliation.",
+                ),
+                &["kind"],
+            )?,
+            outbox_queued: IntGauge::new(
+                "gmbot_outbox_queued",
+                "Deletions, mutes and lifts waiting in the outbox for their Telegram budget.",
+            )?,
+            raids: prometheus::IntCounter::new(
+                "gmbot_raids_total",
+                "Raids detected: a group reaching the raid threshold of denials within the raid window.",
+            )?,
+            groups_under_raid: IntGauge::new(
+                "gmbot_groups_under_raid",
+                "Groups whose raid is going on (denials within the raid window at or above the threshold).",
+            )?,
         };
+        registry.register(Box::new(m.outbox_shed.clone()))?;
+        registry.register(Box::new(m.outbox_queued.clone()))?;
+        registry.register(Box::new(m.raids.clone()))?;
+        registry.register(Box::new(m.groups_under_raid.clone()))?;
         registry.register(Box::new(m.updates.clone()))?;
         registry.register(Box::new(m.update_duration.clone()))?;
         registry.register(Box::new(m.webhook_rejections.clone()))?;

@@ -327,6 +327,7 @@ impl Bot {
             self.options.reconcile_interval,
             async move { stop.wait().await },
         );
+        let mut polled = None;
         let received = match (&self.mode, &self.webhook_url, &self.secret) {
             (Mode::Webhook { .. }, Some(url), Some(secret)) => {
                 let registered = retry_startup(
@@ -352,12 +353,18 @@ impl Bot {
                 self.options.polling,
             )
             .await
+            .map(|fetched| polled = Some(fetched))
             .map_err(anyhow::Error::new),
         };
         // Whatever ended the loop, stop everything that watches the signal.
         shutdown.trigger();
         log::info!("stopping: no new updates; finishing those in flight");
+        let sender = self.runtime.sender();
         let drain = self.runtime.shutdown().await;
+        if let Some(fetched) = polled {
+            // Only what was handled: the rest comes again at the next start.
+            polling::confirm_handled(&self.api, &sender, fetched).await;
+        }
         reconciler.stop().await;
         // Seen members waiting to be written, warning timers.
         self.app.shutdown().await;

@@ -18,6 +18,19 @@ pub struct Update {
 }
 
 impl Update {
+    /// The runtime's ordering key: updates with the same key are handled one after another in
+    /// arrival order. A chat's messages and membership changes share the chat's id (negative
+    /// for groups and channels); a button press is keyed by the presser (a positive user id),
+    /// so a raid's "I've joined" presses do not queue behind the group's messages.
+    pub fn sequence_key(&self) -> i64 {
+        match &self.kind {
+            UpdateKind::Message(m) => m.chat.id.get(),
+            UpdateKind::CallbackQuery(c) => c.from.id.get(),
+            UpdateKind::ChatMember(c) | UpdateKind::MyChatMember(c) => c.chat.id.get(),
+            UpdateKind::Other(_) => 0,
+        }
+    }
+
     /// The chat and the user this update is about, as raw ids, for log and
     /// error-report context (never for metric labels).
     pub fn subject(&self) -> (Option<i64>, Option<i64>) {

@@ -19,10 +19,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use frankenstein::methods::{
     AnswerCallbackQueryParams, BanChatMemberParams, CreateChatInviteLinkParams,
-    DeleteMessageParams, DeleteWebhookParams, EditMessageTextParams, ExportChatInviteLinkParams,
-    GetChatAdministratorsParams, GetChatMemberCountParams, GetChatMemberParams, GetChatParams,
-    GetUpdatesParams, RestrictChatMemberParams, SendMessageParams, SetWebhookParams,
-    UnbanChatMemberParams,
+    DeleteMessageParams, DeleteMessagesParams, DeleteWebhookParams, EditMessageTextParams,
+    ExportChatInviteLinkParams, GetChatAdministratorsParams, GetChatMemberCountParams,
+    GetChatMemberParams, GetChatParams, GetUpdatesParams, RestrictChatMemberParams,
+    SendMessageParams, SetWebhookParams, UnbanChatMemberParams,
 };
 use frankenstein::response::MethodResponse;
 use frankenstein::types::{
@@ -625,6 +625,22 @@ impl TelegramApi for BotApi {
             .build();
         self.bot
             .delete_message(&params)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+
+    async fn delete_messages(&self, chat: ChatId, messages: &[MessageId]) -> TelegramResult<()> {
+        let ids = messages
+            .iter()
+            .map(|&m| mid(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        let params = DeleteMessagesParams::builder()
+            .chat_id(chat.0)
+            .message_ids(ids)
+            .build();
+        self.bot
+            .delete_messages(&params)
             .await
             .map_err(|e| self.fail(e))?;
         Ok(())

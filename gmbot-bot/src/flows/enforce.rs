@@ -1,10 +1,12 @@
 //! Performing a verdict: delete, restrict (recorded before the call, confirmed after), kick, warn.
 //!
-//! The engine decides and lists [`Action`]s; this module carries them out
-//! through the dispatcher. A restriction is written to the store as `pending`
-//! before `restrictChatMember` and confirmed after it, so a crash in between
-//! leaves a row for reconciliation; a refused call marks the row lifted with
-//! [`LiftReason::NotApplied`].
+//! The engine decides and lists [`Action`]s; [`perform`] records what must survive a crash
+//! and hands the rest to the [`Outbox`](crate::outbox::Outbox), so the handler returns
+//! without waiting for any send budget. A restriction is written to the store as `pending`
+//! before it is queued and confirmed after `restrictChatMember` succeeded, so a crash in
+//! between leaves a row for reconciliation; a refused call marks the row lifted with
+//! [`LiftReason::NotApplied`]. [`restrict`] is the same mute made in place, for
+//! reconciliation, which runs in the background in the bulk lane.
 
 use std::time::Duration;
 
@@ -17,10 +19,11 @@ use gmbot_core::store::StoreError;
 use gmbot_core::telegram::TelegramApi;
 
 use crate::app::App;
+use crate::outbox::{ModJob, ModKind, WarnRequest};
 use crate::update::User;
 
 use super::notice;
-use super::warn::{channel_label, warning_message};
+use super::warn::channel_label;
 
 /// Counts one enforcement action in `gmbot_enforcement_actions_total{action,outcome}`.
 pub(crate) fn count(app: &App, action: &str, ok: bool) {
@@ -30,8 +33,10 @@ pub(crate) fn count(app: &App, action: &str, ok: bool) {
         .inc();
 }
 
-/// Carries out every action of `verdict` against `member` in `group`, and
-/// tells the admins about channels that could not be checked.
+/// Records and queues every action of `verdict` against `member` in `group`, and tells the
+/// admins (in the background) about channels that could not be checked. Returns as soon as
+/// the actions are in the outbox; the caller holds the member's lock
+/// ([`FlowState::member_lock`](super::FlowState::member_lock)).
 pub async fn perform(
     app: &App,
     group: GroupId,
@@ -39,50 +44,184 @@ pub async fn perform(
     verdict: &Verdict,
 ) -> Result<(), StoreError> {
     let missing = verdict.missing();
+    let outbox = app.outbox();
+    if !verdict.decision.is_allowed()
+        && !matches!(
+            verdict.decision,
+            gmbot_core::engine::Decision::NotEnforced(_)
+        )
+    {
+        let now_ms = app.clock().now_millis();
+        if app.flows().raids().denied(group, now_ms) == super::raid::RaidEvent::Started {
+            raid_started(app, group);
+        }
+    }
     for action in &verdict.actions {
         match *action {
             Action::DeleteMessage(message) => {
-                let result = app.telegram().delete_message(group.into(), message).await;
-                count(app, "delete", result.is_ok());
-                if let Err(err) = result {
-                    log::info!(
-                        group_id = group.get(),
-                        user_id = member.id.get(),
-                        error:display = err;
-                        "cannot delete a message"
-                    );
-                }
+                outbox.delete(app, group, message);
             }
             Action::Restrict { until } => {
-                restrict(app, &**app.telegram(), group, member.id, until, missing).await?;
+                if let Some(job) = record_mute(app, group, member.id, until, missing).await? {
+                    outbox.moderate(app, group, job);
+                }
             }
-            Action::Kick => kick(app, group, member, missing).await?,
+            Action::Kick => {
+                let row = app
+                    .store()
+                    .record_restriction(
+                        &NewRestriction {
+                            group,
+                            user: member.id,
+                            kind: RestrictionKind::Kick,
+                            until: None,
+                            reason: reason_text(missing),
+                        },
+                        app.clock().unix_now(),
+                    )
+                    .await?;
+                outbox.moderate(
+                    app,
+                    group,
+                    ModJob {
+                        user: member.id,
+                        row: row.id,
+                        kind: ModKind::Kick,
+                    },
+                );
+            }
             Action::Warn {
                 delete_after_seconds,
                 cooldown_seconds,
             } => {
-                warn(
-                    app,
-                    group,
-                    member,
-                    missing,
-                    Duration::from_secs(delete_after_seconds.into()),
-                    Duration::from_secs(cooldown_seconds.into()),
-                )
-                .await;
+                let cooldown = Duration::from_secs(cooldown_seconds.into());
+                let now_ms = app.clock().now_millis();
+                if app
+                    .flows()
+                    .cooldowns()
+                    .try_claim(group, member.id, cooldown, now_ms)
+                    .await
+                {
+                    outbox.warn(
+                        group,
+                        WarnRequest {
+                            member: member.clone(),
+                            missing: missing.to_vec(),
+                            delete_after: Duration::from_secs(delete_after_seconds.into()),
+                            cooldown,
+                        },
+                    );
+                } else {
+                    log::debug!(group_id = group.get(), user_id = member.id.get(); "warning skipped: cool-down");
+                }
             }
             // Only a recheck implies it; the callers of `recheck` lift themselves.
             Action::Unrestrict => {}
         }
     }
+    app.metrics()
+        .outbox_queued
+        .set(i64::try_from(outbox.depth().queued).unwrap_or(i64::MAX));
     if !verdict.unverifiable.is_empty() {
-        let policy = match app.engine().group_config(group).await {
-            Ok(Some(c)) => c.settings().failure_policy,
-            _ => Default::default(),
-        };
-        notice::unverifiable_channels(app, group, &verdict.unverifiable, policy).await;
+        // Rare (once per channel per notice interval) and posted with the group's message
+        // budget: in the background, so the handler does not wait for it.
+        let (app, unverifiable) = (app.clone(), verdict.unverifiable.clone());
+        tokio::spawn(async move {
+            let policy = match app.engine().group_config(group).await {
+                Ok(Some(c)) => c.settings().failure_policy,
+                _ => Default::default(),
+            };
+            notice::unverifiable_channels(&app, group, &unverifiable, policy).await;
+        });
     }
     Ok(())
+}
+
+/// A raid just started in `group`: one log line, and the owner is told once.
+fn raid_started(app: &App, group: GroupId) {
+    let config = app.flows().raids().config();
+    log::warn!(
+        group_id = group.get(),
+        denials = config.denials,
+        window_s = config.window.as_secs();
+        "raid detected: many non-subscribers denied in a short time"
+    );
+    let app = app.clone();
+    tokio::spawn(async move {
+        let owner = match app.store().group(group).await {
+            Ok(Some(g)) => g.owner,
+            _ => None,
+        };
+        if app.flows().claim_notice(group, "raid".to_owned()).await {
+            let html = format!(
+                "🚨 A raid is going on in your group <code>{}</code>: at least {} non-subscribers wrote within {} s. \
+                 I am deleting their messages in bulk and muting them; the warnings are collected into one message. \
+                 /status in the group shows the numbers.",
+                group.get(),
+                config.denials,
+                config.window.as_secs()
+            );
+            notice::tell_owner(&app, owner, html).await;
+        }
+    });
+}
+
+/// Records (or reuses) `user`'s mute row and returns the job that applies it, or `None`
+/// when the member is muted already and the mute needs no new call.
+async fn record_mute(
+    app: &App,
+    group: GroupId,
+    user: UserId,
+    until: Option<UnixTime>,
+    missing: &[std::sync::Arc<EnforcedChannel>],
+) -> Result<Option<ModJob>, StoreError> {
+    let store = app.store();
+    let now = app.clock().unix_now();
+    let existing = match store.active_restriction(group, user).await? {
+        Some(r) if r.kind == RestrictionKind::Mute && r.until.is_none_or(|u| u > now) => Some(r),
+        Some(r) => {
+            // Telegram lifted a timed mute by itself (or it was a kick): close the old row.
+            store
+                .lift_restriction(group, r.id, LiftReason::Expired, now)
+                .await?;
+            None
+        }
+        None => None,
+    };
+    let row = match existing {
+        // Muted already and confirmed: a message got through before the mute landed; the
+        // message is deleted, no second call is needed.
+        Some(r) if r.state == RestrictionState::Active => return Ok(None),
+        // Pending: its call is queued or in flight (the outbox knows), or it died with a
+        // previous process; queue it again unless the outbox has it.
+        Some(r) if app.outbox().has_work_for(group, user) => {
+            let _ = r;
+            return Ok(None);
+        }
+        Some(r) => r,
+        None => {
+            store
+                .record_restriction(
+                    &NewRestriction {
+                        group,
+                        user,
+                        kind: RestrictionKind::Mute,
+                        until,
+                        reason: reason_text(missing),
+                    },
+                    now,
+                )
+                .await?
+        }
+    };
+    Ok(Some(ModJob {
+        user,
+        row: row.id,
+        kind: ModKind::Mute {
+            until: row.until,
+            pending: row.state == RestrictionState::Pending,
+        },
+    }))
 }
 
 /// Why the member is restricted, for operators (`restrictions.reason`).
@@ -169,97 +308,5 @@ pub async fn restrict(
             }
             Ok(false)
         }
-    }
-}
-
-/// Removes `member` from `group` (ban + unban), with a row that records it:
-/// pending before the call, then closed, since a kick lasts no time.
-async fn kick(
-    app: &App,
-    group: GroupId,
-    member: &User,
-    missing: &[std::sync::Arc<EnforcedChannel>],
-) -> Result<(), StoreError> {
-    let store = app.store();
-    let now = app.clock().unix_now();
-    let row = store
-        .record_restriction(
-            &NewRestriction {
-                group,
-                user: member.id,
-                kind: RestrictionKind::Kick,
-                until: None,
-                reason: reason_text(missing),
-            },
-            now,
-        )
-        .await?;
-    let result = app.telegram().kick_member(group, member.id).await;
-    count(app, "kick", result.is_ok());
-    match result {
-        Ok(()) => {
-            store.confirm_restriction(group, row.id).await?;
-            store
-                .lift_restriction(group, row.id, LiftReason::Expired, app.clock().unix_now())
-                .await?;
-            log::info!(group_id = group.get(), user_id = member.id.get(); "member removed");
-        }
-        Err(err) => {
-            app.metrics().errors.with_label_values(&["kick"]).inc();
-            log::warn!(
-                group_id = group.get(),
-                user_id = member.id.get(),
-                error:display = err;
-                "cannot remove a member"
-            );
-            store
-                .lift_restriction(
-                    group,
-                    row.id,
-                    LiftReason::NotApplied,
-                    app.clock().unix_now(),
-                )
-                .await?;
-        }
-    }
-    Ok(())
-}
-
-/// Posts a warning for `member` unless one went out within `cooldown`, and
-/// schedules its deletion after `delete_after`.
-pub async fn warn(
-    app: &App,
-    group: GroupId,
-    member: &User,
-    missing: &[std::sync::Arc<EnforcedChannel>],
-    delete_after: Duration,
-    cooldown: Duration,
-) {
-    let flows = app.flows();
-    let now_ms = app.clock().now_millis();
-    if !flows
-        .cooldowns()
-        .try_claim(group, member.id, cooldown, now_ms)
-        .await
-    {
-        log::debug!(group_id = group.get(), user_id = member.id.get(); "warning skipped: cool-down");
-        return;
-    }
-    let (msg, unlinked) = warning_message(member, missing);
-    let result = app.telegram().send_message(group.into(), &msg).await;
-    count(app, "warn", result.is_ok());
-    match result {
-        Ok(message) => flows
-            .timers()
-            .schedule(group, member.id, message, delete_after),
-        Err(err) => log::warn!(
-            group_id = group.get(),
-            user_id = member.id.get(),
-            error:display = err;
-            "cannot post a warning"
-        ),
-    }
-    for channel in unlinked {
-        notice::missing_invite_link(app, group, channel).await;
     }
 }

@@ -18,8 +18,9 @@ use crate::app::App;
 use crate::handlers::HandleError;
 use crate::update::{ChatMemberUpdate, User};
 
+use gmbot_core::dispatch::Lane;
+
 use super::enforce;
-use super::lift::unmute_member;
 
 /// A member joined `group` (service message or `chat_member`): verify them now
 /// if the group checks on join.
@@ -45,6 +46,7 @@ pub async fn member_joined_group(
     if member.is_bot {
         ctx = ctx.from_bot();
     }
+    let _guard = app.flows().member_lock(group, member.id).await;
     let verdict = app.engine().verify(group, member.id, ctx).await?;
     log::info!(
         group_id = group.get(),
@@ -82,11 +84,13 @@ async fn channel_joined(app: &App, channel: ChannelId, member: &User) -> Result<
     let mut first_error = None;
     for group in groups {
         let result: Result<(), HandleError> = async {
+            let _guard = app.flows().member_lock(group, member.id).await;
             if app
                 .store()
                 .active_restriction(group, member.id)
                 .await?
                 .is_none()
+                && !app.outbox().has_work_for(group, member.id)
             {
                 return Ok(());
             }
@@ -100,7 +104,12 @@ async fn channel_joined(app: &App, channel: ChannelId, member: &User) -> Result<
                 "member joined a linked channel"
             );
             if verdict.decision.is_allowed() {
-                unmute_member(app, &**app.telegram(), group, member.id, LiftReason::Joined).await?;
+                // Queued, not awaited: the unmute waits for its budget in the outbox, after
+                // (or instead of) the member's mute still queued there.
+                drop(
+                    app.outbox()
+                        .lift(group, member.id, LiftReason::Joined, Lane::Interactive),
+                );
             }
             Ok(())
         }
@@ -130,6 +139,7 @@ async fn channel_left(app: &App, channel: ChannelId, member: &User) -> Result<()
             if !seen {
                 return Ok(());
             }
+            let _guard = app.flows().member_lock(group, member.id).await;
             let verdict = app
                 .engine()
                 .verify(group, member.id, MessageContext::no_message())

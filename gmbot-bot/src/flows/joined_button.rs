@@ -1,7 +1,9 @@
 //! The "I've joined" button: re-check the member it is bound to, bypassing the cache, and unmute them.
 //!
 //! The callback data (`j:<user id>`) binds the button to one member; the
-//! group is the chat of the message carrying it. Callback data is untrusted:
+//! group is the chat of the message carrying it. The consolidated warning of a raid carries
+//! `j:any` ([`ANYONE_JOINED_DATA`]): it re-checks whoever presses it, and a presser who is
+//! not muted gets a short answer only they see. Callback data is untrusted:
 //! anything malformed gets a generic answer, and someone else's press gets
 //! "This button is not for you." without a re-check.
 
@@ -13,7 +15,9 @@ use crate::app::App;
 use crate::handlers::HandleError;
 use crate::update::CallbackQuery;
 
-use super::lift::{unmute_member, Unmuted};
+use crate::outbox::ANYONE_JOINED_DATA;
+
+use super::lift::Unmuted;
 use super::warn::{channel_label, parse_joined_data};
 
 /// Answer to someone pressing another member's button.
@@ -22,6 +26,8 @@ pub const NOT_FOR_YOU: &str = "This button is not for you.";
 pub const WELCOME: &str = "Welcome! You can write now.";
 /// Answer to data that does not parse or a button out of context.
 pub const INVALID: &str = "This button is no longer valid.";
+/// Answer to a press of the consolidated warning's button by someone who is not muted.
+pub const NOT_MUTED: &str = "You are not muted: you can write in this group.";
 /// Answer when the re-check or the unmute failed.
 pub const TRY_AGAIN: &str = "Something went wrong, please try again in a moment.";
 
@@ -38,7 +44,12 @@ async fn answer(telegram: &dyn TelegramApi, cq: &CallbackQuery, text: &str, aler
 /// Handles a press whose data starts with `j:`.
 pub async fn pressed(app: &App, cq: &CallbackQuery, data: &str) -> Result<(), HandleError> {
     let telegram = app.telegram_in(Lane::Interactive);
-    let bound = parse_joined_data(data);
+    let anyone = data == ANYONE_JOINED_DATA;
+    let bound = if anyone {
+        Some(cq.from.id)
+    } else {
+        parse_joined_data(data)
+    };
     let group = cq
         .message
         .and_then(|(chat, _)| GroupId::new(chat.get()).ok());
@@ -61,6 +72,20 @@ pub async fn pressed(app: &App, cq: &CallbackQuery, data: &str) -> Result<(), Ha
         answer(&telegram, cq, NOT_FOR_YOU, false).await;
         return Ok(());
     }
+    let _guard = app.flows().member_lock(group, bound).await;
+    if anyone {
+        let muted = match app.store().active_restriction(group, bound).await {
+            Ok(row) => row.is_some() || app.outbox().has_work_for(group, bound),
+            Err(err) => {
+                answer(&telegram, cq, TRY_AGAIN, false).await;
+                return Err(err.into());
+            }
+        };
+        if !muted {
+            answer(&telegram, cq, NOT_MUTED, false).await;
+            return Ok(());
+        }
+    }
     let verdict = match app.engine().recheck(group, bound).await {
         Ok(v) => v,
         Err(err) => {
@@ -80,13 +105,13 @@ pub async fn pressed(app: &App, cq: &CallbackQuery, data: &str) -> Result<(), Ha
         answer(&telegram, cq, &text, true).await;
         return Ok(());
     }
-    let outcome = match unmute_member(app, &telegram, group, bound, LiftReason::Joined).await {
-        Ok(o) => o,
-        Err(err) => {
-            answer(&telegram, cq, TRY_AGAIN, false).await;
-            return Err(err.into());
-        }
-    };
+    // Through the outbox, so a mute of this member still queued there is cancelled rather
+    // than applied after the unmute; the presser waits for it (interactive lane).
+    let outcome = app
+        .outbox()
+        .lift(group, bound, LiftReason::Joined, Lane::Interactive)
+        .await
+        .unwrap_or(Unmuted::Failed);
     if outcome == Unmuted::Failed {
         answer(&telegram, cq, TRY_AGAIN, false).await;
         return Ok(());

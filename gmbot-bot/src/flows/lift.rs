@@ -4,6 +4,7 @@
 //! Telegram confirmed the unmute, so a failed call leaves the row active for
 //! the reconciliation pass to retry.
 
+use gmbot_core::dispatch::Lane;
 use gmbot_core::domain::{GroupId, LiftReason, Restriction, RestrictionKind, UserId};
 use gmbot_core::store::StoreError;
 use gmbot_core::telegram::{TelegramApi, TelegramError};
@@ -33,11 +34,19 @@ pub async fn lift_group(
 ) -> Result<LiftSummary, StoreError> {
     let rows = app.store().active_restrictions(group).await?;
     let mut summary = LiftSummary::default();
-    for row in rows {
-        if lift_one(app, &**app.telegram(), &row, reason).await? {
-            summary.lifted += 1;
-        } else {
-            summary.failed += 1;
+    // Through the outbox: a member's mute still queued there is cancelled instead of being
+    // applied after the lift.
+    let mut users: Vec<UserId> = rows.iter().map(|r| r.user).collect();
+    users.sort_unstable();
+    users.dedup();
+    let waiting: Vec<_> = users
+        .into_iter()
+        .map(|u| app.outbox().lift(group, u, reason, Lane::Enforcement))
+        .collect();
+    for done in waiting {
+        match done.await {
+            Ok(Unmuted::Lifted | Unmuted::NotRestricted) => summary.lifted += 1,
+            Ok(Unmuted::Failed) | Err(_) => summary.failed += 1,
         }
     }
     log::info!(

@@ -16,6 +16,7 @@ pub mod joined_button;
 pub mod lift;
 pub mod migration;
 pub mod notice;
+pub mod raid;
 pub mod reconcile;
 pub mod seen;
 pub mod warn;
@@ -32,6 +33,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use self::lift::{lift_group, LiftSummary};
+pub use self::raid::{RaidConfig, RaidStatus, RaidWatch};
 pub use self::reconcile::{reconcile_once, spawn_reconciler, ReconcileReport, ReconcilerGuard};
 pub use self::seen::SeenRecorder;
 pub use self::warn::WarningTimers;
@@ -47,6 +49,8 @@ pub struct FlowConfig {
     pub notice_interval: Duration,
     /// Upper bound on the (group, member) entries of the cool-down and de-duplication caches.
     pub max_members: u64,
+    /// What counts as a raid.
+    pub raid: RaidConfig,
 }
 
 impl Default for FlowConfig {
@@ -56,6 +60,7 @@ impl Default for FlowConfig {
             seen_max_batch: 1_000,
             notice_interval: Duration::from_secs(6 * 3600),
             max_members: 1_000_000,
+            raid: RaidConfig::default(),
         }
     }
 }
@@ -72,6 +77,8 @@ pub struct FlowState {
     cooldowns: warn::Cooldowns,
     notices: Cache<(GroupId, String), ()>,
     joins: Cache<(GroupId, UserId), ()>,
+    members: MemberLocks,
+    raids: RaidWatch,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -95,6 +102,7 @@ impl FlowState {
         store: Arc<dyn Store>,
         telegram: Arc<dyn TelegramApi>,
         errors: IntCounterVec,
+        raids: RaidWatch,
     ) -> anyhow::Result<Self> {
         if tokio::runtime::Handle::try_current().is_err() {
             anyhow::bail!(
@@ -121,6 +129,8 @@ impl FlowState {
                 .max_capacity(config.max_members)
                 .time_to_live(JOIN_DEDUP_WINDOW)
                 .build(),
+            members: MemberLocks::new(),
+            raids,
             shutdown,
             tasks: Mutex::new(tasks),
         })
@@ -143,6 +153,18 @@ impl FlowState {
 
     pub(crate) fn cooldowns(&self) -> &warn::Cooldowns {
         &self.cooldowns
+    }
+
+    /// Serialises work on one (group, member): enforce, lift, "I've joined", a channel join.
+    /// Hold the guard while reading and writing the member's restriction rows and queueing
+    /// their actions (never across a send: those wait in the outbox).
+    pub async fn member_lock(&self, group: GroupId, user: UserId) -> MemberGuard<'_> {
+        self.members.lock(group, user).await
+    }
+
+    /// Raid detection.
+    pub fn raids(&self) -> &RaidWatch {
+        &self.raids
     }
 
     /// `true` the first time a notice with this key is asked for in `notice_interval`.
@@ -177,6 +199,35 @@ impl FlowState {
         if let Err(err) = self.seen.flush().await {
             log::warn!(error:display = err; "cannot write the last seen members");
         }
+    }
+}
+
+/// Striped async locks keyed by (group, member): a fixed table, so memory does not grow with
+/// the members seen; two members sharing a stripe only wait for each other briefly.
+struct MemberLocks {
+    stripes: Vec<tokio::sync::Mutex<()>>,
+}
+
+/// Held while working on one (group, member).
+pub type MemberGuard<'a> = tokio::sync::MutexGuard<'a, ()>;
+
+const MEMBER_STRIPES: usize = 1024;
+
+impl MemberLocks {
+    fn new() -> Self {
+        Self {
+            stripes: (0..MEMBER_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+
+    async fn lock(&self, group: GroupId, user: UserId) -> MemberGuard<'_> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (group, user).hash(&mut h);
+        let i = (h.finish() % MEMBER_STRIPES as u64) as usize;
+        self.stripes[i].lock().await
     }
 }
 

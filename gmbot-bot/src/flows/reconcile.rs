@@ -6,7 +6,10 @@
 //! - its group is no longer protected (unknown, unprotected, no channel) →
 //!   unrestrict and lift (`unprotected`);
 //! - its end passed → lift (`expired`; Telegram already lifted it itself);
-//! - it is pending for less than a minute → left alone (the call is in flight);
+//! - it is pending and its call is still queued in this process's outbox, or it was placed
+//!   by this process less than a minute ago → left alone (the call is on its way); a pending
+//!   row from before this process started is handled at once (its call died with the old
+//!   process, e.g. a stop in the middle of a raid);
 //! - otherwise the member's channels are asked afresh (bypassing the cache):
 //!   subscribed → unrestrict and lift (`joined`); not subscribed and still
 //!   pending (a crash between record and call, or the call never confirmed)
@@ -191,8 +194,12 @@ async fn check(
             .await?;
         return Ok(Outcome::Lifted(LiftReason::Expired));
     }
+    // A pending row of this process may still have its call queued in the outbox (or in
+    // flight); one placed before this process started lost its call with the old process.
     if row.state == RestrictionState::Pending
-        && now.secs() - row.placed_at.secs() < PENDING_GRACE_SECS
+        && (app.outbox().has_work_for(row.group, row.user)
+            || (row.placed_at >= app.started_at()
+                && now.secs() - row.placed_at.secs() < PENDING_GRACE_SECS))
     {
         return Ok(Outcome::Kept);
     }

@@ -177,7 +177,8 @@ impl Cooldowns {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Pending {
     group: GroupId,
-    user: UserId,
+    /// The member a personal warning is for; `None` for a group-wide (consolidated) one.
+    user: Option<UserId>,
     message: MessageId,
 }
 
@@ -231,6 +232,7 @@ impl WarningTimers {
     }
 
     /// Schedules the deletion of `user`'s warning `message` in `group` after `delay`.
+    #[cfg(test)]
     pub(crate) fn schedule(
         &self,
         group: GroupId,
@@ -238,8 +240,23 @@ impl WarningTimers {
         message: MessageId,
         delay: Duration,
     ) {
+        self.reschedule(group, Some(user), message, delay);
+    }
+
+    /// Schedules the deletion of `message` in `group` after `delay`, replacing any deletion
+    /// already scheduled for it; `user` is the member it is for (`None`: group-wide, not
+    /// deleted when one member joins).
+    pub(crate) fn reschedule(
+        &self,
+        group: GroupId,
+        user: Option<UserId>,
+        message: MessageId,
+        delay: Duration,
+    ) {
         {
             let mut s = self.lock();
+            s.entries
+                .retain(|_, p| !(p.group == group && p.message == message));
             let id = s.next;
             s.next += 1;
             s.queue.push(Reverse((Instant::now() + delay, id)));
@@ -260,7 +277,7 @@ impl WarningTimers {
         let mut s = self.lock();
         let mut out = Vec::new();
         s.entries.retain(|_, p| {
-            let hit = p.group == group && p.user == user;
+            let hit = p.group == group && p.user == Some(user);
             if hit {
                 out.push(p.message);
             }

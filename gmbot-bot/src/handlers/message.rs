@@ -65,8 +65,11 @@ pub(super) async fn handle(app: &App, update_id: i64, msg: Message) -> Result<()
     if from.is_bot {
         ctx = ctx.from_bot();
     }
+    // Enforce, lift, "I've joined" and channel joins of one member never interleave.
+    let guard = app.flows().member_lock(group, from.id).await;
     let verdict = app.engine().verify(group, from.id, ctx).await?;
     if let Decision::NotEnforced(_) = verdict.decision {
+        drop(guard);
         return match command {
             Some(cmd) => commands::handle(app, &msg, cmd).await,
             None => Ok(()),
@@ -80,6 +83,7 @@ pub(super) async fn handle(app: &App, update_id: i64, msg: Message) -> Result<()
     }
     let denied = !verdict.decision.is_allowed();
     enforce::perform(app, group, from, &verdict).await?;
+    drop(guard);
     if denied {
         log::info!(
             update_id = update_id,

@@ -1,24 +1,35 @@
-//! Update processing: a bounded queue in front of a bounded number of concurrent handlers,
-//! `update_id` de-duplication, the update counters, and the graceful drain at shutdown.
+//! Update processing: de-duplication, the per-chat sequencer, a bounded number of concurrent
+//! handlers, the update counters, and the graceful drain at shutdown.
 //!
 //! Transports hand converted updates to an [`UpdateSender`]: the webhook with
-//! [`UpdateSender::try_offer`] (never blocks; a full queue is a 503, so Telegram retries
+//! [`UpdateSender::try_offer`] (never blocks; a full runtime is a 503, so Telegram retries
 //! later), long polling with [`UpdateSender::offer`] (waits for room, so a slow database slows
-//! the polling instead of growing a backlog in memory). A dispatcher task takes updates off
-//! the queue and runs each one as its own task once a worker permit is free; with
-//! [`RedisClaims`] configured each update is claimed in Redis first (claims made together
-//! share one pipelined round trip), so several webhook instances process it once. [`Runtime::shutdown`] stops taking updates, finishes the queue
-//! and what is in flight within a deadline, and reports what it did.
+//! the polling instead of growing a backlog in memory). Every accepted update holds one of
+//! `queue_capacity` slots until it is handled, which bounds the memory a raid can take.
+//!
+//! **Per-chat order, cross-chat concurrency** (the sequencer): updates with the same
+//! [`Update::sequence_key`] — one chat's messages and membership changes, one user's button
+//! presses — are handled one after another in arrival order (a demote then a promote of the
+//! bot never apply reversed); different keys run concurrently, at most `workers` at a time.
+//! Handlers never wait for a send budget (their actions go to the outbox), so one busy chat
+//! holds at most one worker.
+//!
+//! With [`RedisClaims`] configured each update is claimed in Redis first (claims made together
+//! share one pipelined round trip), so several webhook instances process it once.
+//! [`UpdateSender::oldest_unfinished`] tells long polling which updates it may confirm: only
+//! those handled. [`Runtime::shutdown`] stops taking updates, finishes what was accepted
+//! within a deadline, and reports what it did.
 
 mod dedup;
 mod latency;
 mod shutdown;
 
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::app::App;
 use crate::handlers::{self, HandleError};
@@ -50,9 +61,9 @@ impl Transport {
 /// Settings of a [`Runtime`].
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
-    /// Updates handled concurrently.
+    /// Updates handled concurrently (each from a different chat).
     pub workers: usize,
-    /// Updates waiting for a worker; beyond it the webhook answers 503 and polling waits.
+    /// Updates accepted and not yet handled; beyond it the webhook answers 503 and polling waits.
     pub queue_capacity: usize,
     /// Update ids remembered in-process for de-duplication.
     pub recent_ids: usize,
@@ -101,6 +112,44 @@ struct Received {
     update: Update,
     transport: Transport,
     at: Instant,
+    /// The update's slot in the runtime, given back when it is handled.
+    _slot: OwnedSemaphorePermit,
+}
+
+/// The per-chat sequencer's state: the updates waiting behind the one being handled, per
+/// key (a key is present while a task works through it), and every update accepted and not
+/// yet finished (for polling's confirmation).
+#[derive(Default)]
+struct Sequence {
+    waiting: HashMap<i64, VecDeque<Received>>,
+    queued: usize,
+    /// update_id → how many accepted copies are unfinished (normally 1).
+    unfinished: BTreeMap<i64, u32>,
+}
+
+struct Shared {
+    seq: Mutex<Sequence>,
+    slots: Arc<Semaphore>,
+    slot_count: usize,
+    workers: Arc<Semaphore>,
+    worker_count: usize,
+    stats: Stats,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Sequence> {
+        self.seq.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn finished(&self, id: i64) {
+        let mut s = self.lock();
+        if let Some(n) = s.unfinished.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                s.unfinished.remove(&id);
+            }
+        }
+    }
 }
 
 /// Counters of a runtime, for tests, the demo and load runs.
@@ -125,13 +174,13 @@ pub struct RuntimeStats {
     pub claimed_elsewhere: u64,
 }
 
-/// The transports' handle on the queue. Cheap to clone.
+/// The transports' handle on the runtime. Cheap to clone.
 #[derive(Clone)]
 pub struct UpdateSender {
-    tx: mpsc::Sender<Received>,
+    shared: Arc<Shared>,
+    worker: Arc<Worker>,
     recent: Arc<RecentIds>,
     accepting: Arc<AtomicBool>,
-    stats: Arc<Stats>,
     app: App,
 }
 
@@ -144,14 +193,6 @@ impl std::fmt::Debug for UpdateSender {
 }
 
 impl UpdateSender {
-    fn received(&self, update: Update, transport: Transport) -> Received {
-        Received {
-            update,
-            transport,
-            at: Instant::now(),
-        }
-    }
-
     fn counted(&self, r: &Received) {
         let m = self.app.metrics();
         m.updates
@@ -161,7 +202,41 @@ impl UpdateSender {
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         m.last_update.set(now);
-        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Puts an accepted update behind the others of its key, starting a task for the key if
+    /// none is running.
+    fn enqueue(&self, update: Update, transport: Transport, slot: OwnedSemaphorePermit) {
+        let r = Received {
+            update,
+            transport,
+            at: Instant::now(),
+            _slot: slot,
+        };
+        self.counted(&r);
+        let key = r.update.sequence_key();
+        let id = r.update.id;
+        let first = {
+            let mut s = self.shared.lock();
+            *s.unfinished.entry(id).or_insert(0) += 1;
+            match s.waiting.get_mut(&key) {
+                Some(q) => {
+                    q.push_back(r);
+                    s.queued += 1;
+                    None
+                }
+                None => {
+                    s.waiting.insert(key, VecDeque::new());
+                    Some(r)
+                }
+            }
+        };
+        if let Some(first) = first {
+            let shared = Arc::clone(&self.shared);
+            let worker = Arc::clone(&self.worker);
+            tokio::spawn(run_key(shared, worker, key, first));
+        }
     }
 
     /// Queues an update without waiting (the webhook's path).
@@ -173,18 +248,16 @@ impl UpdateSender {
         if !self.recent.insert(id) {
             return Offer::Duplicate;
         }
-        match self.tx.try_reserve() {
-            Ok(permit) => {
-                let r = self.received(update, transport);
-                self.counted(&r);
-                permit.send(r);
+        match Arc::clone(&self.shared.slots).try_acquire_owned() {
+            Ok(slot) => {
+                self.enqueue(update, transport, slot);
                 Offer::Queued
             }
-            Err(mpsc::error::TrySendError::Full(())) => {
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
                 self.recent.remove(id);
                 Offer::Full
             }
-            Err(mpsc::error::TrySendError::Closed(())) => {
+            Err(tokio::sync::TryAcquireError::Closed) => {
                 self.recent.remove(id);
                 Offer::Closed
             }
@@ -200,28 +273,32 @@ impl UpdateSender {
         if !self.recent.insert(id) {
             return Offer::Duplicate;
         }
-        match self.tx.reserve().await {
-            Ok(permit) => {
-                let r = self.received(update, transport);
-                self.counted(&r);
-                permit.send(r);
+        match Arc::clone(&self.shared.slots).acquire_owned().await {
+            Ok(slot) if self.accepting.load(Ordering::Acquire) => {
+                self.enqueue(update, transport, slot);
                 Offer::Queued
             }
-            Err(_) => {
+            _ => {
                 self.recent.remove(id);
                 Offer::Closed
             }
         }
     }
 
-    /// Updates waiting in the queue.
-    pub fn queue_len(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+    /// The smallest `update_id` accepted and not yet handled, if any: long polling confirms
+    /// updates only below it, so a stop never loses an update Telegram was told is done.
+    pub fn oldest_unfinished(&self) -> Option<i64> {
+        self.shared.lock().unfinished.keys().next().copied()
     }
 
-    /// The queue's capacity.
+    /// Updates accepted and not yet handled (waiting or being handled).
+    pub fn queue_len(&self) -> usize {
+        self.shared.slot_count - self.shared.slots.available_permits()
+    }
+
+    /// The runtime's capacity.
     pub fn queue_capacity(&self) -> usize {
-        self.tx.max_capacity()
+        self.shared.slot_count
     }
 
     /// The app the updates are handled by.
@@ -230,38 +307,64 @@ impl UpdateSender {
     }
 }
 
+/// Works through one key's updates in order, one at a time, each under a worker permit;
+/// ends when the key has nothing waiting.
+async fn run_key(shared: Arc<Shared>, worker: Arc<Worker>, key: i64, first: Received) {
+    let mut next = Some(first);
+    while let Some(r) = next {
+        // The semaphore is never closed, so acquiring only waits.
+        let Ok(permit) = Arc::clone(&shared.workers).acquire_owned().await else {
+            break;
+        };
+        let id = r.update.id;
+        worker.process(r).await;
+        drop(permit);
+        shared.finished(id);
+        let mut s = shared.lock();
+        next = s.waiting.get_mut(&key).and_then(VecDeque::pop_front);
+        match next {
+            Some(_) => s.queued -= 1,
+            None => {
+                s.waiting.remove(&key);
+            }
+        }
+    }
+}
+
 /// Watches a runtime's progress: counters, in-flight updates, whether it is idle.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RuntimeMonitor {
-    stats: Arc<Stats>,
-    workers: Arc<Semaphore>,
-    worker_count: usize,
-    tx: mpsc::WeakSender<Received>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RuntimeMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeMonitor")
+            .field("stats", &self.stats())
+            .finish()
+    }
 }
 
 impl RuntimeMonitor {
     /// The counters so far.
     pub fn stats(&self) -> RuntimeStats {
-        snapshot(&self.stats)
+        snapshot(&self.shared.stats)
     }
 
     /// Updates being handled right now.
     pub fn in_flight(&self) -> usize {
-        self.worker_count - self.workers.available_permits()
+        self.shared.worker_count - self.shared.workers.available_permits()
     }
 
-    /// Updates waiting in the queue.
+    /// Updates waiting behind another of their chat (or for a worker).
     pub fn queued(&self) -> usize {
-        self.tx
-            .upgrade()
-            .map_or(0, |tx| tx.max_capacity() - tx.capacity())
+        self.shared.lock().queued
     }
 
-    /// Nothing queued, nothing in flight, every queued update accounted for.
+    /// Nothing waiting, nothing in flight, every accepted update accounted for.
     pub fn is_idle(&self) -> bool {
         let s = self.stats();
-        self.queued() == 0
-            && self.in_flight() == 0
+        self.shared.slots.available_permits() == self.shared.slot_count
             && s.queued == s.handled + s.failed + s.claimed_elsewhere
     }
 }
@@ -286,20 +389,17 @@ pub struct DrainReport {
     pub took: Duration,
 }
 
-/// The update processor. Dropping it without [`Runtime::shutdown`] abandons the queue.
+/// The update processor. Dropping it without [`Runtime::shutdown`] abandons what is queued.
 pub struct Runtime {
     sender: UpdateSender,
     stop: Shutdown,
-    dispatcher: tokio::task::JoinHandle<()>,
-    workers: Arc<Semaphore>,
-    worker_count: usize,
     drain_timeout: Duration,
 }
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
-            .field("workers", &self.worker_count)
+            .field("workers", &self.sender.shared.worker_count)
             .field("queued", &self.sender.queue_len())
             .finish_non_exhaustive()
     }
@@ -309,7 +409,7 @@ struct Worker {
     app: App,
     claims: Option<RedisClaims>,
     latency: Option<LatencyRecorder>,
-    stats: Arc<Stats>,
+    shared: std::sync::Weak<Shared>,
     stop: Shutdown,
     store_retries: u32,
     retry_base: Duration,
@@ -317,37 +417,39 @@ struct Worker {
 }
 
 impl Runtime {
-    /// Starts the dispatcher. Must run inside a tokio runtime.
+    /// Starts the runtime. Must run inside a tokio runtime.
     pub fn start(app: App, config: RuntimeConfig) -> Self {
         let worker_count = config.workers.max(1);
-        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
-        let stats = Arc::new(Stats::default());
+        let slot_count = config.queue_capacity.max(1);
+        let shared = Arc::new(Shared {
+            seq: Mutex::new(Sequence::default()),
+            slots: Arc::new(Semaphore::new(slot_count)),
+            slot_count,
+            workers: Arc::new(Semaphore::new(worker_count)),
+            worker_count,
+            stats: Stats::default(),
+        });
         let stop = Shutdown::new();
-        let workers = Arc::new(Semaphore::new(worker_count));
         let worker = Arc::new(Worker {
             app: app.clone(),
             claims: config.claims,
             latency: config.latency,
-            stats: Arc::clone(&stats),
+            shared: Arc::downgrade(&shared),
             stop: stop.clone(),
             store_retries: config.store_retries,
             retry_base: config.retry_base,
             last_claim_warning: AtomicU64::new(0),
         });
-        let dispatcher = tokio::spawn(dispatch(rx, Arc::clone(&workers), worker, stop.clone()));
         let sender = UpdateSender {
-            tx,
+            shared,
+            worker,
             recent: Arc::new(RecentIds::new(config.recent_ids)),
             accepting: Arc::new(AtomicBool::new(true)),
-            stats,
             app,
         };
         Self {
             sender,
             stop,
-            dispatcher,
-            workers,
-            worker_count,
             drain_timeout: config.drain_timeout,
         }
     }
@@ -359,49 +461,41 @@ impl Runtime {
 
     /// The counters so far.
     pub fn stats(&self) -> RuntimeStats {
-        snapshot(&self.sender.stats)
+        snapshot(&self.sender.shared.stats)
     }
 
     /// Updates being handled right now.
     pub fn in_flight(&self) -> usize {
-        self.worker_count - self.workers.available_permits()
+        self.monitor().in_flight()
     }
 
     /// A handle that watches this runtime's progress (it outlives [`Runtime::shutdown`]).
     pub fn monitor(&self) -> RuntimeMonitor {
         RuntimeMonitor {
-            stats: Arc::clone(&self.sender.stats),
-            workers: Arc::clone(&self.workers),
-            worker_count: self.worker_count,
-            tx: self.sender.tx.downgrade(),
+            shared: Arc::clone(&self.sender.shared),
         }
     }
 
-    /// Stops taking updates (offers answer [`Offer::Closed`]), handles what is queued and in
-    /// flight, and returns when done or when the drain deadline passes.
+    /// Stops taking updates (offers answer [`Offer::Closed`]), handles what was accepted, and
+    /// returns when done or when the drain deadline passes.
     pub async fn shutdown(self) -> DrainReport {
         let started = Instant::now();
         self.sender.accepting.store(false, Ordering::Release);
         self.stop.trigger();
         let deadline = started + self.drain_timeout;
-        let mut dispatcher = self.dispatcher;
-        let drained = tokio::time::timeout_at(deadline.into(), &mut dispatcher).await;
-        let in_flight = tokio::time::timeout_at(
+        let shared = &self.sender.shared;
+        let all = u32::try_from(shared.slot_count).unwrap_or(u32::MAX);
+        let drained = tokio::time::timeout_at(
             deadline.into(),
-            self.workers
-                .acquire_many(u32::try_from(self.worker_count).unwrap_or(u32::MAX)),
+            Arc::clone(&shared.slots).acquire_many_owned(all),
         )
         .await;
-        let queued_left = self.sender.queue_len();
-        let abandoned = match (drained, in_flight) {
-            (Ok(_), Ok(_)) => 0,
-            _ => {
-                dispatcher.abort();
-                queued_left + (self.worker_count - self.workers.available_permits())
-            }
+        let abandoned = match drained {
+            Ok(Ok(_all_back)) => 0,
+            _ => shared.slot_count - shared.slots.available_permits(),
         };
         let report = DrainReport {
-            stats: snapshot(&self.sender.stats),
+            stats: snapshot(&shared.stats),
             abandoned,
             took: started.elapsed(),
         };
@@ -415,7 +509,7 @@ impl Runtime {
             log::info!(
                 handled = report.stats.handled,
                 latency_ms = report.took.as_millis() as u64;
-                "update queue drained"
+                "updates drained"
             );
         }
         report
@@ -431,46 +525,20 @@ fn snapshot(s: &Stats) -> RuntimeStats {
     }
 }
 
-/// Takes updates off the queue and runs each on its own task under a worker permit. After
-/// the stop signal it closes the queue (nothing new gets in) and keeps going until it is empty.
-async fn dispatch(
-    mut rx: mpsc::Receiver<Received>,
-    workers: Arc<Semaphore>,
-    worker: Arc<Worker>,
-    stop: Shutdown,
-) {
-    let mut closing = false;
-    loop {
-        let next = tokio::select! {
-            biased;
-            () = stop.wait(), if !closing => {
-                rx.close();
-                closing = true;
-                continue;
-            }
-            next = rx.recv() => next,
-        };
-        let Some(received) = next else { break };
-        // The semaphore is never closed, so acquiring only waits.
-        let Ok(permit) = Arc::clone(&workers).acquire_owned().await else {
-            break;
-        };
-        let worker = Arc::clone(&worker);
-        tokio::spawn(async move {
-            worker.process(received).await;
-            drop(permit);
-        });
-    }
-}
-
 impl Worker {
+    fn count(&self, which: impl Fn(&Stats) -> &AtomicU64) {
+        if let Some(shared) = self.shared.upgrade() {
+            which(&shared.stats).fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     async fn process(&self, r: Received) {
         let id = r.update.id;
         if let Some(claims) = &self.claims {
             match claims.claim(id).await {
                 Ok(true) => {}
                 Ok(false) => {
-                    self.stats.claimed_elsewhere.fetch_add(1, Ordering::Relaxed);
+                    self.count(|s| &s.claimed_elsewhere);
                     if r.transport == Transport::Webhook {
                         self.app
                             .metrics()
@@ -498,7 +566,7 @@ impl Worker {
                 crate::sentry::scoped(context, handlers::handle(&self.app, r.update.clone()));
             match handled.await {
                 Ok(()) => {
-                    self.stats.handled.fetch_add(1, Ordering::Relaxed);
+                    self.count(|s| &s.handled);
                     break;
                 }
                 Err(HandleError::Store(_)) | Err(HandleError::Engine(_))
@@ -513,7 +581,7 @@ impl Worker {
                 }
                 // Logged and counted by the handler.
                 Err(_) => {
-                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    self.count(|s| &s.failed);
                     break;
                 }
             }

@@ -2,8 +2,11 @@
 //! `getUpdates` in a loop with `offset`, the long-poll `timeout` and `allowed_updates` (always
 //! sent: an omitted list keeps the previous one, and `chat_member` must be asked for).
 //!
-//! An update is confirmed by the next call's `offset`, after it has been queued; the queue
-//! waits when full, so polling slows down rather than piling updates up in memory.
+//! An update is confirmed by the next call's `offset` only once it has been *handled*: the
+//! offset stops at the oldest accepted update not yet handled (Telegram sends the updates
+//! from there again; the runtime recognises them as repeats), so stopping the bot, even in
+//! the middle of a raid, never loses an update Telegram was told is done. The runtime waits
+//! when full, so polling slows down rather than piling updates up in memory.
 //! Network errors and 5xx back off exponentially; a 429 waits `retry_after`; a 409 means a
 //! second poller (or a webhook set by someone else) and is reported as such. A rejected token
 //! stops polling with an error.
@@ -84,19 +87,30 @@ async fn pause(d: Duration, shutdown: &Shutdown) -> bool {
     }
 }
 
-/// Polls until `shutdown` fires (then `Ok`) or Telegram refuses the bot (then `Err`).
+/// The offset that confirms what is handled: below the oldest accepted update not yet
+/// handled, and never past what was fetched.
+fn confirmable(sender: &UpdateSender, fetched: Option<i64>) -> Option<i64> {
+    match (sender.oldest_unfinished(), fetched) {
+        (Some(oldest), Some(f)) => Some(oldest.min(f)),
+        (Some(oldest), None) => Some(oldest),
+        (None, f) => f,
+    }
+}
+
+/// Polls until `shutdown` fires (then `Ok` with the offset after the last update fetched,
+/// for [`confirm_handled`]) or Telegram refuses the bot (then `Err`).
 pub async fn run(
     api: &BotApi,
     sender: &UpdateSender,
     shutdown: &Shutdown,
     options: PollingOptions,
-) -> Result<(), PollingError> {
+) -> Result<Option<i64>, PollingError> {
     let mut backoff = Backoff::new(options);
     // getUpdates is refused while a webhook is set: remove it first (keeping pending updates).
     loop {
         let result = tokio::select! {
             r = api.delete_webhook(false) => r,
-            () = shutdown.wait() => return Ok(()),
+            () = shutdown.wait() => return Ok(None),
         };
         match result {
             Ok(()) => break,
@@ -107,7 +121,7 @@ pub async fn run(
                 };
                 log::warn!(error:display = e, retry_ms = wait.as_millis() as u64; "deleteWebhook failed; retrying");
                 if !pause(wait, shutdown).await {
-                    return Ok(());
+                    return Ok(None);
                 }
             }
             Err(e) => return Err(PollingError::Refused(e)),
@@ -116,8 +130,10 @@ pub async fn run(
     backoff.reset();
     log::info!(transport = "polling"; "receiving updates by long polling");
 
-    let mut offset: Option<i64> = None;
+    // After the last update fetched; what is asked for is `confirmable` (≤ this).
+    let mut fetched: Option<i64> = None;
     loop {
+        let offset = confirmable(sender, fetched);
         let result = tokio::select! {
             r = api.get_updates(offset) => r,
             () = shutdown.wait() => break,
@@ -166,33 +182,45 @@ pub async fn run(
             log::warn!(update_id = id.unwrap_or(-1), error:display = error; "update not understood; skipped");
         }
         let mut closed = false;
+        let mut fresh = 0usize;
         for update in batch.updates {
             if closed {
                 break;
             }
             let update = convert::update(update);
             match sender.offer(update, Transport::Polling).await {
-                Offer::Queued | Offer::Duplicate => {}
+                Offer::Queued => fresh += 1,
+                Offer::Duplicate => {}
                 Offer::Closed => closed = true,
                 // `offer` waits for room; it never reports a full queue.
                 Offer::Full => {}
             }
         }
-        if batch.next_offset.is_some() {
-            offset = batch.next_offset;
+        if let Some(next) = batch.next_offset {
+            fetched = Some(fetched.map_or(next, |f| f.max(next)));
         }
         if closed {
             break;
         }
+        if fresh == 0 && sender.oldest_unfinished().is_some() {
+            // Only updates already being handled came back (the offset waits for the
+            // oldest of them): give the handlers a moment instead of asking again at once.
+            if !pause(Duration::from_millis(20), shutdown).await {
+                break;
+            }
+        }
     }
-    confirm(api, offset).await;
-    Ok(())
+    Ok(fetched)
 }
 
-/// Confirms the updates queued so far (their offset), so a restart does not fetch them
-/// again. Best effort, bounded: the next start re-fetches them if this fails.
-async fn confirm(api: &BotApi, offset: Option<i64>) {
-    let Some(offset) = offset else { return };
+/// Confirms the updates handled so far, so a restart does not fetch them again: up to the
+/// oldest one still unhandled (which the next start fetches again), at most `fetched`. Call
+/// it after the runtime drained. Best effort, bounded: the next start re-fetches them if
+/// this fails.
+pub async fn confirm_handled(api: &BotApi, sender: &UpdateSender, fetched: Option<i64>) {
+    let Some(offset) = confirmable(sender, fetched) else {
+        return;
+    };
     let call = api.get_updates_with(Some(offset), 1, 0, &ALLOWED_UPDATES);
     match tokio::time::timeout(Duration::from_secs(5), call).await {
         Ok(Ok(_)) => log::debug!(offset = offset; "confirmed queued updates"),

@@ -15,10 +15,16 @@ use super::DispatchError;
 /// Settings of a [`Dispatcher`](super::Dispatcher); validated by [`DispatchConfig::validate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DispatchConfig {
-    /// Writes (send, delete, restrict, unrestrict, kick) per second for the whole bot.
+    /// Messages (send, edit, invite links) per second for the whole bot.
     pub global_per_second: u32,
     /// Global bucket capacity (calls that may go at once after an idle period).
     pub global_burst: u32,
+    /// Moderation calls (delete, restrict, unrestrict, kick) per second for the whole bot:
+    /// the restrict/delete budget. They post nothing, so they do not draw on the message
+    /// budget; a raid is cleaned up at this rate.
+    pub actions_per_second: u32,
+    /// Action bucket capacity.
+    pub action_burst: u32,
     /// `sendMessage` calls per minute into one group or channel.
     pub group_per_minute: u32,
     /// Per-group bucket capacity.
@@ -51,6 +57,8 @@ impl Default for DispatchConfig {
         Self {
             global_per_second: 30,
             global_burst: 1,
+            actions_per_second: 30,
+            action_burst: 1,
             group_per_minute: 20,
             group_burst: 1,
             private_per_second: 1,
@@ -81,6 +89,8 @@ impl DispatchConfig {
     pub fn validate(&self) -> Result<(), DispatchError> {
         positive(self.global_per_second, "global_per_second")?;
         positive(self.global_burst, "global_burst")?;
+        positive(self.actions_per_second, "actions_per_second")?;
+        positive(self.action_burst, "action_burst")?;
         positive(self.group_per_minute, "group_per_minute")?;
         positive(self.group_burst, "group_burst")?;
         positive(self.private_per_second, "private_per_second")?;

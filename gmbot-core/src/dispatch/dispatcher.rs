@@ -88,8 +88,8 @@ fn stopped() -> TelegramError {
 ///
 /// - **Budgets** ([`DispatchConfig`]): `sendMessage` and `editMessageText`
 ///   draw on the global write budget (30/s) and their chat's budget (20/min in
-///   a group, 1/s in a private chat); deletions, restrictions, kicks and invite
-///   links on the global write budget only; reads (`getChatMember`,
+///   a group, 1/s in a private chat); deletions, restrictions, kicks and their
+///   lifting on the action budget (30/s); invite links on the global write budget; reads (`getChatMember`,
 ///   `getChatAdministrators`, `getChat`) on an optional read budget, never on
 ///   the message budget; callback answers on nothing. Buckets are `ratelimit` token buckets on tokio's clock.
 /// - **Lanes** ([`Lane`]): when calls wait for the same budget, the highest
@@ -363,6 +363,18 @@ impl Dispatcher {
         .await
     }
 
+    async fn delete_messages_in(
+        &self,
+        lane: Lane,
+        chat: ChatId,
+        messages: &[MessageId],
+    ) -> TelegramResult<()> {
+        self.call(lane, Method::DeleteMessages, Some(chat), |api| async move {
+            api.delete_messages(chat, messages).await
+        })
+        .await
+    }
+
     async fn restrict_member_in(
         &self,
         lane: Lane,
@@ -487,6 +499,11 @@ impl TelegramApi for Dispatcher {
         self.delete_message_in(lane, chat, message).await
     }
 
+    async fn delete_messages(&self, chat: ChatId, messages: &[MessageId]) -> TelegramResult<()> {
+        let lane = Lane::default_for(Method::DeleteMessages);
+        self.delete_messages_in(lane, chat, messages).await
+    }
+
     async fn restrict_member(
         &self,
         group: GroupId,
@@ -584,6 +601,12 @@ impl TelegramApi for LaneApi {
     async fn delete_message(&self, chat: ChatId, message: MessageId) -> TelegramResult<()> {
         self.dispatcher
             .delete_message_in(self.lane, chat, message)
+            .await
+    }
+
+    async fn delete_messages(&self, chat: ChatId, messages: &[MessageId]) -> TelegramResult<()> {
+        self.dispatcher
+            .delete_messages_in(self.lane, chat, messages)
             .await
     }
 

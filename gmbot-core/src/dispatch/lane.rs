@@ -60,6 +60,7 @@ impl Lane {
             Method::GetChatMember
             | Method::GetChatAdministrators
             | Method::DeleteMessage
+            | Method::DeleteMessages
             | Method::RestrictMember
             | Method::KickMember => Lane::Enforcement,
             Method::SendMessage

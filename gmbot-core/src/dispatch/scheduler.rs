@@ -64,9 +64,9 @@ fn take(bucket: &Bucket) -> Result<(), Duration> {
 ///
 /// - `sendMessage` posts into a chat: the global write budget **and** that
 ///   chat's budget (20/min in a group, 1/s in a private chat).
-/// - `deleteMessage`, `restrictChatMember`, lifting it and kicking change a
-///   chat without posting: the global write budget only (counting them per
-///   group would make clearing a spam wave take minutes).
+/// - `deleteMessage(s)`, `restrictChatMember`, lifting it and kicking change a
+///   chat without posting: the action budget only (counting them per group, or
+///   against the message budget, would make clearing a spam wave take minutes).
 /// - `getChatMember`, `getChatAdministrators`: the optional read budget, never
 ///   the message budget (TELEGRAM.md: reads have their own, looser limits).
 /// - `answerCallbackQuery` is not a message and a user's spinner waits on it: free.
@@ -80,6 +80,8 @@ pub(crate) enum Budget {
     Read,
     /// The global bucket.
     Write,
+    /// The action (restrict/delete) bucket.
+    Action,
     /// The global bucket and the chat's bucket.
     Message(ChatId),
 }
@@ -112,6 +114,7 @@ pub(crate) struct Scheduler {
     queues: [VecDeque<Waiter>; 4],
     free_queued: usize,
     global: Bucket,
+    actions: Bucket,
     reads: Option<Bucket>,
     chats: HashMap<ChatId, ChatBucket>,
     chat_pauses: HashMap<ChatId, Instant>,
@@ -133,6 +136,11 @@ impl Scheduler {
             Duration::from_secs(1),
             config.global_burst,
         );
+        let actions = bucket(
+            config.actions_per_second,
+            Duration::from_secs(1),
+            config.action_burst,
+        );
         let reads = config
             .reads_per_second
             .map(|r| bucket(r, Duration::from_secs(1), config.read_burst));
@@ -141,6 +149,7 @@ impl Scheduler {
             queues: Default::default(),
             free_queued: 0,
             global,
+            actions,
             reads,
             chats: HashMap::new(),
             chat_pauses: HashMap::new(),
@@ -158,10 +167,11 @@ impl Scheduler {
                 chat.map_or(Budget::Write, Budget::Message)
             }
             Method::DeleteMessage
+            | Method::DeleteMessages
             | Method::RestrictMember
             | Method::UnrestrictMember
-            | Method::KickMember
-            | Method::CreateInviteLink => Budget::Write,
+            | Method::KickMember => Budget::Action,
+            Method::CreateInviteLink => Budget::Write,
             Method::GetChatMember | Method::GetChatAdministrators | Method::GetChat => {
                 if self.reads.is_some() {
                     Budget::Read
@@ -316,9 +326,14 @@ impl Scheduler {
         let mut next = None;
         let mut global_blocked = false;
         let mut reads_blocked = false;
+        let mut actions_blocked = false;
         let mut blocked_chats: HashSet<ChatId> = HashSet::new();
         for (l, i) in self.order(now) {
-            if global_blocked && (self.reads.is_none() || reads_blocked) && self.free_queued == 0 {
+            if global_blocked
+                && actions_blocked
+                && (self.reads.is_none() || reads_blocked)
+                && self.free_queued == 0
+            {
                 break; // nothing left could go
             }
             let (chat, budget, cancelled) = {
@@ -346,6 +361,15 @@ impl Scheduler {
                                 false
                             }
                         },
+                    },
+                    Budget::Action if actions_blocked => false,
+                    Budget::Action => match take(&self.actions) {
+                        Ok(()) => true,
+                        Err(wait) => {
+                            actions_blocked = true;
+                            next = earliest(next, now + wait);
+                            false
+                        }
                     },
                     Budget::Write if global_blocked => false,
                     Budget::Write => match self.take_global() {

@@ -125,6 +125,13 @@ pub enum Call {
         /// The message.
         message: MessageId,
     },
+    /// `deleteMessages`.
+    DeleteMessages {
+        /// Chat of the messages.
+        chat: ChatId,
+        /// The messages.
+        messages: Vec<MessageId>,
+    },
     /// `restrictChatMember` (mute).
     RestrictMember {
         /// Group.
@@ -192,6 +199,7 @@ impl Call {
             Call::GetChatMember { .. } => Method::GetChatMember,
             Call::GetChatAdministrators { .. } => Method::GetChatAdministrators,
             Call::DeleteMessage { .. } => Method::DeleteMessage,
+            Call::DeleteMessages { .. } => Method::DeleteMessages,
             Call::RestrictMember { .. } => Method::RestrictMember,
             Call::UnrestrictMember { .. } => Method::UnrestrictMember,
             Call::KickMember { .. } => Method::KickMember,
@@ -210,6 +218,7 @@ impl Call {
             Call::GetChatMember { chat, .. }
             | Call::GetChatAdministrators { chat }
             | Call::DeleteMessage { chat, .. }
+            | Call::DeleteMessages { chat, .. }
             | Call::SendMessage { chat, .. }
             | Call::CreateInviteLink { chat }
             | Call::EditMessage { chat, .. }
@@ -694,6 +703,37 @@ impl MemoryTelegram {
 
     /// Records the call, waits the configured latency, then returns the
     /// injected error that applies, if any.
+    /// Deletes one message as `deleteMessage` would, without recording a call.
+    fn delete_now(&self, chat: ChatId, message: MessageId) -> TelegramResult<()> {
+        let mut st = self.lock();
+        let bot = st.bot;
+        let can_delete = {
+            let c = st.chats.get(&chat).ok_or_else(chat_not_found)?;
+            bot_rights(&st, c).is_some_and(|r| r.can_delete_messages)
+        };
+        let c = st.chats.get_mut(&chat).ok_or_else(chat_not_found)?;
+        let msg = c
+            .messages
+            .get_mut(&message)
+            .filter(|m| !m.deleted)
+            .ok_or_else(|| TelegramError::BadRequest("message to delete not found".into()))?;
+        if msg.author != bot && !can_delete {
+            return Err(TelegramError::NotEnoughRights(
+                "message can't be deleted".into(),
+            ));
+        }
+        msg.deleted = true;
+        st.deleted.push((chat, message));
+        if let Some(s) = st
+            .sent
+            .iter_mut()
+            .find(|s| s.chat == chat && s.id == message)
+        {
+            s.deleted = true;
+        }
+        Ok(())
+    }
+
     async fn enter(&self, call: Call) -> TelegramResult<()> {
         let (latency, injected) = {
             let mut st = self.lock();
@@ -796,31 +836,26 @@ impl TelegramApi for MemoryTelegram {
 
     async fn delete_message(&self, chat: ChatId, message: MessageId) -> TelegramResult<()> {
         self.enter(Call::DeleteMessage { chat, message }).await?;
-        let mut st = self.lock();
-        let bot = st.bot;
-        let can_delete = {
-            let c = st.chats.get(&chat).ok_or_else(chat_not_found)?;
-            bot_rights(&st, c).is_some_and(|r| r.can_delete_messages)
-        };
-        let c = st.chats.get_mut(&chat).ok_or_else(chat_not_found)?;
-        let msg = c
-            .messages
-            .get_mut(&message)
-            .filter(|m| !m.deleted)
-            .ok_or_else(|| TelegramError::BadRequest("message to delete not found".into()))?;
-        if msg.author != bot && !can_delete {
-            return Err(TelegramError::NotEnoughRights(
-                "message can't be deleted".into(),
+        self.delete_now(chat, message)
+    }
+
+    async fn delete_messages(&self, chat: ChatId, messages: &[MessageId]) -> TelegramResult<()> {
+        self.enter(Call::DeleteMessages {
+            chat,
+            messages: messages.to_vec(),
+        })
+        .await?;
+        if messages.is_empty() || messages.len() > super::MAX_BULK_DELETE {
+            return Err(TelegramError::BadRequest(
+                "message_ids must contain 1-100 identifiers".into(),
             ));
         }
-        msg.deleted = true;
-        st.deleted.push((chat, message));
-        if let Some(s) = st
-            .sent
-            .iter_mut()
-            .find(|s| s.chat == chat && s.id == message)
-        {
-            s.deleted = true;
+        // Like Telegram: messages already gone are skipped; missing rights fail the call.
+        for &message in messages {
+            match self.delete_now(chat, message) {
+                Ok(()) | Err(TelegramError::BadRequest(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }

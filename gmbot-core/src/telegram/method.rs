@@ -15,6 +15,8 @@ pub enum Method {
     GetChatAdministrators,
     /// `deleteMessage`.
     DeleteMessage,
+    /// `deleteMessages` (up to 100 messages of one chat in one call).
+    DeleteMessages,
     /// `restrictChatMember` (mute).
     RestrictMember,
     /// `restrictChatMember` with the group's default permissions (unmute).
@@ -35,10 +37,11 @@ pub enum Method {
 
 impl Method {
     /// Every method, for iteration (metrics pre-registration, tests).
-    pub const ALL: [Method; 11] = [
+    pub const ALL: [Method; 12] = [
         Method::GetChatMember,
         Method::GetChatAdministrators,
         Method::DeleteMessage,
+        Method::DeleteMessages,
         Method::RestrictMember,
         Method::UnrestrictMember,
         Method::KickMember,
@@ -56,6 +59,7 @@ impl Method {
             Method::GetChatMember => "getChatMember",
             Method::GetChatAdministrators => "getChatAdministrators",
             Method::DeleteMessage => "deleteMessage",
+            Method::DeleteMessages => "deleteMessages",
             Method::RestrictMember => "restrictChatMember",
             Method::UnrestrictMember => "unrestrictChatMember",
             Method::KickMember => "kickChatMember",

@@ -22,6 +22,9 @@ pub use self::memory::{
 pub use self::method::Method;
 pub use self::types::{ChatAdmin, ChatInfo, ChatTarget, ChatType, InlineButton, OutgoingMessage};
 
+/// At most this many message ids go into one `deleteMessages` call (Bot API limit).
+pub const MAX_BULK_DELETE: usize = 100;
+
 /// What GMBot asks of Telegram.
 #[async_trait]
 pub trait TelegramApi: Send + Sync + 'static {
@@ -35,6 +38,20 @@ pub trait TelegramApi: Send + Sync + 'static {
 
     /// `deleteMessage`.
     async fn delete_message(&self, chat: ChatId, message: MessageId) -> TelegramResult<()>;
+
+    /// `deleteMessages`: up to [`MAX_BULK_DELETE`] messages of one chat in one call; messages
+    /// already gone are skipped (TELEGRAM.md, "Acting"). The default makes one
+    /// [`delete_message`](Self::delete_message) call each and ignores "not found", for
+    /// frontends without the bulk method; it fails with the first other error.
+    async fn delete_messages(&self, chat: ChatId, messages: &[MessageId]) -> TelegramResult<()> {
+        for &message in messages {
+            match self.delete_message(chat, message).await {
+                Ok(()) | Err(TelegramError::BadRequest(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 
     /// `restrictChatMember` with every send permission off, until `until`
     /// (`None` = until lifted; Telegram treats < 30 s or > 366 days as forever).

@@ -175,9 +175,39 @@ pub(super) fn send_message(world: &mut World, p: &Params) -> Result<Value, ApiEr
     super::to_json(&render::message(world, chat, &msg))
 }
 
+/// `deleteMessages`: 1–100 ids of one chat; ids already gone are skipped, as in Telegram.
+pub(super) fn delete_messages(world: &mut World, p: &Params) -> Result<Value, ApiError> {
+    let id = world.resolve_joined(&p.chat("chat_id")?)?;
+    let ids: Vec<i64> = p
+        .typed("message_ids")?
+        .ok_or_else(|| ApiError::bad_request("message_ids is empty"))?;
+    if ids.is_empty() || ids.len() > 100 {
+        return Err(ApiError::bad_request(
+            "message_ids must contain 1-100 identifiers",
+        ));
+    }
+    let mut deleted = 0;
+    for mid in ids {
+        match delete_one(world, id, mid) {
+            Ok(()) => deleted += 1,
+            Err(e) if e.description.ends_with("message to delete not found") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if deleted == 0 {
+        return Err(ApiError::bad_request("message to delete not found"));
+    }
+    Ok(Value::Bool(true))
+}
+
 pub(super) fn delete_message(world: &mut World, p: &Params) -> Result<Value, ApiError> {
     let id = world.resolve_joined(&p.chat("chat_id")?)?;
     let mid = p.req_int("message_id")?;
+    delete_one(world, id, mid)?;
+    Ok(Value::Bool(true))
+}
+
+fn delete_one(world: &mut World, id: i64, mid: i64) -> Result<(), ApiError> {
     let bot = world.bot.id;
     let bot_state = world.chat(id)?.member(bot.0, now());
     let chat = world.chat_mut(id)?;
@@ -195,7 +225,7 @@ pub(super) fn delete_message(world: &mut World, p: &Params) -> Result<Value, Api
         return Err(ApiError::bad_request("message can't be deleted"));
     }
     msg.deleted = true;
-    Ok(Value::Bool(true))
+    Ok(())
 }
 
 pub(super) fn edit_message_text(world: &mut World, p: &Params) -> Result<Value, ApiError> {

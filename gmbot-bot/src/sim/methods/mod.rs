@@ -19,7 +19,7 @@ use super::world::World;
 pub(crate) use self::webhook::WebhookChange;
 
 /// Every method the simulator serves, in Telegram's spelling.
-pub(crate) const METHODS: [&str; 20] = [
+pub(crate) const METHODS: [&str; 21] = [
     "getMe",
     "getUpdates",
     "setWebhook",
@@ -31,6 +31,7 @@ pub(crate) const METHODS: [&str; 20] = [
     "getChatMemberCount",
     "sendMessage",
     "deleteMessage",
+    "deleteMessages",
     "editMessageText",
     "restrictChatMember",
     "banChatMember",
@@ -75,6 +76,7 @@ pub(crate) fn dispatch(
         "getChatMemberCount" => chats::get_chat_member_count(world, p),
         "sendMessage" => messages::send_message(world, p),
         "deleteMessage" => messages::delete_message(world, p),
+        "deleteMessages" => messages::delete_messages(world, p),
         "editMessageText" => messages::edit_message_text(world, p),
         "restrictChatMember" => moderation::restrict_chat_member(world, p),
         "banChatMember" => moderation::ban_chat_member(world, p),

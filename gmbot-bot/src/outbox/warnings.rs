@@ -1,0 +1,268 @@
+//! Consolidated warnings: one warning message per group at a time, edited as more members are
+//! muted, instead of one message per member.
+//!
+//! The first non-subscriber of a quiet group gets the personal warning (their name, the Join
+//! buttons, an "I've joined" button bound to them). While that warning is shown — until the
+//! group's warning cool-down has passed since it was posted — further non-subscribers are
+//! gathered and the shown message is edited into "N members may not write here yet: join …,
+//! then press I've joined", whose button re-checks whoever presses it. Edits draw on the group's
+//! message budget (20/min) like sends, so in a raid the warning is edited at most every few
+//! seconds with everyone gathered meanwhile. Each edit moves the warning's deletion to
+//! `warning_ttl_seconds` after it, so it stays up while the raid goes on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gmbot_core::dispatch::Lane;
+use gmbot_core::domain::{EnforcedChannel, GroupId, MessageId, UserId};
+use gmbot_core::telegram::{InlineButton, OutgoingMessage, TelegramApi};
+use tokio::time::Instant;
+
+use crate::app::App;
+use crate::flows::enforce::count;
+use crate::flows::notice;
+use crate::flows::warn::{channel_label, escape_html, warning_message};
+use crate::update::User;
+
+use super::Outbox;
+
+/// Callback data of the consolidated warning's button: re-check whoever presses it.
+pub const ANYONE_JOINED_DATA: &str = "j:any";
+
+/// Members named in a consolidated warning; the rest are counted.
+const MAX_NAMED: usize = 10;
+
+/// One denied member to warn.
+#[derive(Debug, Clone)]
+pub struct WarnRequest {
+    /// The member.
+    pub member: User,
+    /// The channels they must join.
+    pub missing: Vec<Arc<EnforcedChannel>>,
+    /// `warning_ttl_seconds`.
+    pub delete_after: Duration,
+    /// `warning_cooldown_seconds`: how long a shown warning gathers further members.
+    pub cooldown: Duration,
+}
+
+/// Members waiting for the group's next warning message.
+#[derive(Debug, Clone)]
+pub(super) struct WarnBatch {
+    named: Vec<User>,
+    count: usize,
+    missing: Vec<Arc<EnforcedChannel>>,
+    delete_after: Duration,
+    cooldown: Duration,
+}
+
+fn same_channel(a: &EnforcedChannel, b: &EnforcedChannel) -> bool {
+    match (a.id, b.id) {
+        (Some(x), Some(y)) => x == y,
+        _ => a.username == b.username,
+    }
+}
+
+fn merge_channels(into: &mut Vec<Arc<EnforcedChannel>>, from: &[Arc<EnforcedChannel>]) {
+    for c in from {
+        if !into.iter().any(|x| same_channel(x, c)) {
+            into.push(Arc::clone(c));
+        }
+    }
+}
+
+impl WarnBatch {
+    pub(super) fn new(r: WarnRequest) -> Self {
+        Self {
+            named: vec![r.member],
+            count: 1,
+            missing: r.missing,
+            delete_after: r.delete_after,
+            cooldown: r.cooldown,
+        }
+    }
+
+    pub(super) fn add(&mut self, r: WarnRequest) {
+        if self.named.iter().any(|u| u.id == r.member.id) {
+            return;
+        }
+        self.count += 1;
+        if self.named.len() < MAX_NAMED {
+            self.named.push(r.member);
+        }
+        merge_channels(&mut self.missing, &r.missing);
+        self.delete_after = r.delete_after;
+        self.cooldown = r.cooldown;
+    }
+
+    pub(super) fn remove(&mut self, user: UserId) {
+        if let Some(i) = self.named.iter().position(|u| u.id == user) {
+            self.named.remove(i);
+            self.count -= 1;
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// The group's warning on screen.
+#[derive(Debug, Clone)]
+pub(super) struct ShownWarning {
+    message: MessageId,
+    posted: Instant,
+    cooldown: Duration,
+    named: Vec<User>,
+    count: usize,
+    missing: Vec<Arc<EnforcedChannel>>,
+}
+
+impl ShownWarning {
+    pub(super) fn is_fresh(&self, now: Instant) -> bool {
+        now < self.posted + self.cooldown
+    }
+}
+
+/// "N members may not write here yet (…): join …, then press I've joined", naming up to ten
+/// of them.
+pub fn consolidated_message(
+    named: &[User],
+    count: usize,
+    missing: &[Arc<EnforcedChannel>],
+) -> OutgoingMessage {
+    let mut names: Vec<String> = named
+        .iter()
+        .map(|u| {
+            format!(
+                "<a href=\"tg://user?id={}\">{}</a>",
+                u.id.get(),
+                escape_html(&u.display_name())
+            )
+        })
+        .collect();
+    if count > named.len() {
+        names.push(format!("{} more", count - named.len()));
+    }
+    let channels: Vec<String> = missing
+        .iter()
+        .map(|c| format!("<b>{}</b>", escape_html(&channel_label(c))))
+        .collect();
+    let mut html = format!(
+        "⚠️ {count} members may not write here yet ({}): to write in this group, join {}, then press “I've joined”.",
+        names.join(", "),
+        channels.join(" and ")
+    );
+    if missing.iter().any(|c| c.join_url().is_none()) {
+        html.push_str("\n(A private channel has no invite link yet; the admins have been told.)");
+    }
+    let mut buttons: Vec<Vec<InlineButton>> = missing
+        .iter()
+        .filter_map(|c| {
+            c.join_url().map(|url| {
+                vec![InlineButton::Url {
+                    text: format!("Join {}", channel_label(c)),
+                    url,
+                }]
+            })
+        })
+        .collect();
+    buttons.push(vec![InlineButton::Callback {
+        text: "✅ I've joined".to_owned(),
+        data: ANYONE_JOINED_DATA.to_owned(),
+    }]);
+    OutgoingMessage {
+        html,
+        buttons,
+        reply_to: None,
+        silent: true,
+    }
+}
+
+/// Posts or edits the group's warning for `batch`.
+pub(super) async fn send(outbox: &Outbox, app: &App, group: GroupId, batch: WarnBatch) {
+    let now = Instant::now();
+    let shown = {
+        let mut s = outbox.lock();
+        s.groups.get_mut(&group).and_then(|q| {
+            if q.shown.as_ref().is_some_and(|w| !w.is_fresh(now)) {
+                q.shown = None;
+            }
+            q.shown.clone()
+        })
+    };
+    let telegram = app.telegram_in(Lane::Notify);
+    let timers = app.flows().timers();
+    if let Some(shown) = shown {
+        let mut named = shown.named.clone();
+        for u in &batch.named {
+            if named.len() < MAX_NAMED && !named.iter().any(|n| n.id == u.id) {
+                named.push(u.clone());
+            }
+        }
+        let count_all = shown.count + batch.count;
+        let mut missing = shown.missing.clone();
+        merge_channels(&mut missing, &batch.missing);
+        let msg = consolidated_message(&named, count_all, &missing);
+        match telegram
+            .edit_message(group.into(), shown.message, &msg)
+            .await
+        {
+            Ok(()) => {
+                count(app, "warn_edit", true);
+                // Group-wide now: one member's join no longer deletes it.
+                timers.reschedule(group, None, shown.message, batch.delete_after);
+                let mut s = outbox.lock();
+                if let Some(q) = s.groups.get_mut(&group) {
+                    q.shown = Some(ShownWarning {
+                        named,
+                        count: count_all,
+                        missing,
+                        ..shown
+                    });
+                }
+                log::info!(group_id = group.get(), members = count_all; "warning updated");
+                return;
+            }
+            Err(err) => {
+                count(app, "warn_edit", false);
+                // Deleted meanwhile (its timer, an admin, the member joined): post a new one.
+                log::debug!(group_id = group.get(), error:display = err; "cannot edit the shown warning; posting a new one");
+            }
+        }
+    }
+    let (msg, personal) = if batch.count == 1 && batch.named.len() == 1 {
+        let member = &batch.named[0];
+        let (msg, unlinked) = warning_message(member, &batch.missing);
+        for channel in unlinked {
+            let (app, channel) = (app.clone(), channel.clone());
+            tokio::spawn(async move { notice::missing_invite_link(&app, group, &channel).await });
+        }
+        (msg, Some(member.id))
+    } else {
+        (
+            consolidated_message(&batch.named, batch.count, &batch.missing),
+            None,
+        )
+    };
+    match telegram.send_message(group.into(), &msg).await {
+        Ok(message) => {
+            count(app, "warn", true);
+            timers.reschedule(group, personal, message, batch.delete_after);
+            let mut s = outbox.lock();
+            if let Some(q) = s.groups.get_mut(&group) {
+                q.shown = Some(ShownWarning {
+                    message,
+                    posted: Instant::now(),
+                    cooldown: batch.cooldown,
+                    named: batch.named,
+                    count: batch.count,
+                    missing: batch.missing,
+                });
+            }
+        }
+        Err(err) => {
+            count(app, "warn", false);
+            log::warn!(group_id = group.get(), members = batch.count, error:display = err; "cannot post a warning");
+        }
+    }
+}
