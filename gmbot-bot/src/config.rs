@@ -16,7 +16,7 @@ use url::Url;
 use crate::secret::{BotToken, SecretString};
 
 /// Every variable GMBot reads.
-pub const VARIABLES: [&str; 18] = [
+pub const VARIABLES: [&str; 24] = [
     "TELEGRAM_BOT_TOKEN",
     "TELEGRAM_API_URL",
     "TELEGRAM_API_ID",
@@ -31,6 +31,12 @@ pub const VARIABLES: [&str; 18] = [
     "GMBOT_ENV",
     "RUST_LOG",
     "GMBOT_LOG_FORMAT",
+    "GMBOT_MESSAGES_PER_SECOND",
+    "GMBOT_GROUP_MESSAGES_PER_MINUTE",
+    "GMBOT_ACTIONS_PER_SECOND",
+    "GMBOT_READS_PER_SECOND",
+    "GMBOT_RAID_DENIALS",
+    "GMBOT_RAID_WINDOW_SECONDS",
     "CHANNEL_ID",
     "CHANNEL_URL",
     "GROUP_ID",
@@ -119,8 +125,71 @@ pub struct Config {
     pub log_filter: Option<String>,
     /// `TELEGRAM_API_ID` / `TELEGRAM_API_HASH`.
     pub mtproto: Option<MtprotoCredentials>,
+    /// The dispatcher's budgets (`GMBOT_MESSAGES_PER_SECOND`, `GMBOT_GROUP_MESSAGES_PER_MINUTE`,
+    /// `GMBOT_ACTIONS_PER_SECOND`, `GMBOT_READS_PER_SECOND`).
+    pub budgets: Budgets,
+    /// What counts as a raid (`GMBOT_RAID_DENIALS` within `GMBOT_RAID_WINDOW_SECONDS`).
+    pub raid: crate::flows::RaidConfig,
     /// Things worth telling the operator that do not stop the program (v1 variables, …).
     pub warnings: Vec<String>,
+}
+
+/// The Telegram budgets an operator can set; each is at least 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budgets {
+    /// Messages (send, edit) per second for the whole bot (default 30).
+    pub messages_per_second: u32,
+    /// Messages per minute into one group (default 20).
+    pub group_messages_per_minute: u32,
+    /// Deletions, restrictions, unmutes and kicks per second for the whole bot (default 30).
+    pub actions_per_second: u32,
+    /// Membership reads per second; `None` (default) = not throttled.
+    pub reads_per_second: Option<u32>,
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        let d = gmbot_core::dispatch::DispatchConfig::default();
+        Self {
+            messages_per_second: d.global_per_second,
+            group_messages_per_minute: d.group_per_minute,
+            actions_per_second: d.actions_per_second,
+            reads_per_second: d.reads_per_second,
+        }
+    }
+}
+
+impl Budgets {
+    /// Applies the budgets to a dispatcher configuration.
+    pub fn apply(&self, d: &mut gmbot_core::dispatch::DispatchConfig) {
+        d.global_per_second = self.messages_per_second;
+        d.group_per_minute = self.group_messages_per_minute;
+        d.actions_per_second = self.actions_per_second;
+        d.reads_per_second = self.reads_per_second;
+    }
+}
+
+/// A whole number in `1..=max`, or the variable's error naming the range.
+fn parse_count(
+    get: &dyn Fn(&str) -> Option<String>,
+    var: &'static str,
+    max: u32,
+    default: u32,
+) -> Result<u32, ConfigError> {
+    match get(var) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                bad(
+                    var,
+                    format!("expected a whole number from 1 to {max}, got {v:?}"),
+                )
+            }),
+    }
 }
 
 impl fmt::Debug for Config {
@@ -334,6 +403,42 @@ impl Config {
             }
         };
 
+        let defaults = Budgets::default();
+        let budgets = Budgets {
+            messages_per_second: parse_count(
+                &get,
+                "GMBOT_MESSAGES_PER_SECOND",
+                10_000,
+                defaults.messages_per_second,
+            )?,
+            group_messages_per_minute: parse_count(
+                &get,
+                "GMBOT_GROUP_MESSAGES_PER_MINUTE",
+                10_000,
+                defaults.group_messages_per_minute,
+            )?,
+            actions_per_second: parse_count(
+                &get,
+                "GMBOT_ACTIONS_PER_SECOND",
+                10_000,
+                defaults.actions_per_second,
+            )?,
+            reads_per_second: match get("GMBOT_READS_PER_SECOND") {
+                None => None,
+                Some(_) => Some(parse_count(&get, "GMBOT_READS_PER_SECOND", 100_000, 1)?),
+            },
+        };
+        let raid_defaults = crate::flows::RaidConfig::default();
+        let raid = crate::flows::RaidConfig {
+            denials: parse_count(&get, "GMBOT_RAID_DENIALS", 1_000_000, raid_defaults.denials)?,
+            window: std::time::Duration::from_secs(u64::from(parse_count(
+                &get,
+                "GMBOT_RAID_WINDOW_SECONDS",
+                86_400,
+                u32::try_from(raid_defaults.window.as_secs()).unwrap_or(60),
+            )?)),
+        };
+
         if let Some(w) = v1_warning(&get("CHANNEL_ID"), &get("CHANNEL_URL"), &get("GROUP_ID")) {
             warnings.push(w);
         }
@@ -351,6 +456,8 @@ impl Config {
             log_format,
             log_filter,
             mtproto,
+            budgets,
+            raid,
             warnings,
         })
     }
@@ -542,6 +649,40 @@ mod tests {
     }
 
     #[test]
+    fn budgets_and_raid_thresholds_come_from_the_environment() {
+        let c = parse(&[]).expect("defaults");
+        assert_eq!(c.budgets, Budgets::default());
+        assert_eq!(c.budgets.messages_per_second, 30);
+        assert_eq!(c.budgets.group_messages_per_minute, 20);
+        assert_eq!(c.budgets.actions_per_second, 30);
+        assert_eq!(c.budgets.reads_per_second, None);
+        assert_eq!(c.raid, crate::flows::RaidConfig::default());
+        let c = parse(&[
+            ("GMBOT_MESSAGES_PER_SECOND", "10"),
+            ("GMBOT_GROUP_MESSAGES_PER_MINUTE", "15"),
+            ("GMBOT_ACTIONS_PER_SECOND", " 25 "),
+            ("GMBOT_READS_PER_SECOND", "200"),
+            ("GMBOT_RAID_DENIALS", "50"),
+            ("GMBOT_RAID_WINDOW_SECONDS", "30"),
+        ])
+        .expect("valid");
+        let mut d = gmbot_core::dispatch::DispatchConfig::default();
+        c.budgets.apply(&mut d);
+        assert_eq!(
+            (
+                d.global_per_second,
+                d.group_per_minute,
+                d.actions_per_second,
+                d.reads_per_second
+            ),
+            (10, 15, 25, Some(200))
+        );
+        assert!(d.validate().is_ok());
+        assert_eq!(c.raid.denials, 50);
+        assert_eq!(c.raid.window, std::time::Duration::from_secs(30));
+    }
+
+    #[test]
     fn bad_values_name_the_variable_and_hide_secrets() {
         let cases: &[(&str, &str)] = &[
             ("TELEGRAM_BOT_TOKEN", "123:not-a-real-token"),
@@ -550,6 +691,12 @@ mod tests {
             ("TELEGRAM_API_URL", "https://api.telegram.org/bot123:abc"),
             ("DATABASE_URL", "mysql://x"),
             ("REDIS_URL", "http://127.0.0.1:6379"),
+            ("GMBOT_MESSAGES_PER_SECOND", "0"),
+            ("GMBOT_GROUP_MESSAGES_PER_MINUTE", "twenty"),
+            ("GMBOT_ACTIONS_PER_SECOND", "-5"),
+            ("GMBOT_READS_PER_SECOND", "1.5"),
+            ("GMBOT_RAID_DENIALS", "many"),
+            ("GMBOT_RAID_WINDOW_SECONDS", "999999999"),
             ("WEBHOOK_URL", "http://bot.example.com/hook"),
             ("WEBHOOK_URL", "https://bot.example.com:9999/hook"),
             ("HTTP_LISTEN", "localhost"),

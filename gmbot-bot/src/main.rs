@@ -88,7 +88,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let shutdown = Shutdown::new();
         shutdown.trigger_on_signals();
-        run::run(&config, RunOptions::default(), shutdown).await
+        let mut options = RunOptions::default();
+        config.budgets.apply(&mut options.dispatch);
+        options.raid = config.raid;
+        run::run(&config, options, shutdown).await
     });
     match result {
         Ok(report) => {

@@ -61,6 +61,8 @@ pub struct RunOptions {
     pub startup_attempts: u32,
     /// How often the reconciliation pass runs (it also runs at start).
     pub reconcile_interval: Duration,
+    /// What counts as a raid.
+    pub raid: crate::flows::RaidConfig,
 }
 
 impl Default for RunOptions {
@@ -78,6 +80,7 @@ impl Default for RunOptions {
             claim_ttl: Duration::from_secs(3600),
             startup_attempts: 5,
             reconcile_interval: Duration::from_secs(300),
+            raid: crate::flows::RaidConfig::default(),
         }
     }
 }
@@ -226,19 +229,25 @@ impl Bot {
             retry_startup("getMe", options.startup_attempts, shutdown, || api.get_me()).await?;
         let username = me.username.clone().unwrap_or_default();
         log::info!(bot_id = me.id, username = username.as_str(); "signed in to Telegram");
-        let app = App::new(AppDeps {
-            me: BotIdentity {
-                id: UserId(i64::try_from(me.id).unwrap_or(token.bot_id())),
-                username,
+        let app = App::with_flows(
+            AppDeps {
+                me: BotIdentity {
+                    id: UserId(i64::try_from(me.id).unwrap_or(token.bot_id())),
+                    username,
+                },
+                store,
+                telegram: Arc::new(api.clone()),
+                cache,
+                clock,
+                dispatch: options.dispatch.clone(),
+                engine: options.engine,
+                registry,
             },
-            store,
-            telegram: Arc::new(api.clone()),
-            cache,
-            clock,
-            dispatch: options.dispatch.clone(),
-            engine: options.engine,
-            registry,
-        })?;
+            crate::flows::FlowConfig {
+                raid: options.raid,
+                ..crate::flows::FlowConfig::default()
+            },
+        )?;
 
         let mut runtime_config = options.runtime.clone();
         // Only webhook mode runs several instances (polling is one per token, by Telegram's

@@ -79,6 +79,16 @@ pub(crate) async fn run(app: &App, msg: &Message) -> Result<(), HandleError> {
         denied = counts.denied,
         unverifiable = counts.unverifiable,
     );
+    let mut html = html;
+    if let Some(raid) = app.flows().raids().status(group, app.clock().now_millis()) {
+        let minutes = app.clock().now_millis().saturating_sub(raid.since_ms) / 60_000;
+        html.push_str(&format!(
+            "\n🚨 <b>Raid going on</b> for {minutes} min: {} non-subscribers denied since it started; \
+             the outbox holds {} actions",
+            raid.denials,
+            app.outbox().depth().queued
+        ));
+    }
     reply_text(app, msg, html).await
 }
 

@@ -128,6 +128,8 @@ struct Sequence {
 }
 
 struct Shared {
+    /// Where key tasks run: the webhook offers from the HTTP listener's own threads.
+    handle: tokio::runtime::Handle,
     seq: Mutex<Sequence>,
     slots: Arc<Semaphore>,
     slot_count: usize,
@@ -235,7 +237,8 @@ impl UpdateSender {
         if let Some(first) = first {
             let shared = Arc::clone(&self.shared);
             let worker = Arc::clone(&self.worker);
-            tokio::spawn(run_key(shared, worker, key, first));
+            let handle = shared.handle.clone();
+            handle.spawn(run_key(shared, worker, key, first));
         }
     }
 
@@ -422,6 +425,7 @@ impl Runtime {
         let worker_count = config.workers.max(1);
         let slot_count = config.queue_capacity.max(1);
         let shared = Arc::new(Shared {
+            handle: tokio::runtime::Handle::current(),
             seq: Mutex::new(Sequence::default()),
             slots: Arc::new(Semaphore::new(slot_count)),
             slot_count,
