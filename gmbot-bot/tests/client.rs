@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use frankenstein::updates::UpdateContent;
+use gmbot_bot::botapi::lenient::UpdateContent;
 use gmbot_bot::botapi::ALLOWED_UPDATES;
 use gmbot_bot::sim::{AdminRights, Fault, FaultKind, MemberState, Permissions};
 use gmbot_bot::{BotApi, BotApiOptions, BotToken};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use gmbot_bot::app::{App, AppDeps, BotIdentity};
 use gmbot_bot::commands::{self, settings};
-use gmbot_bot::sim::{AdminRights, SimMessage, Simulator};
+use gmbot_bot::sim::{AdminRights, Fault, FaultKind, SimMessage, Simulator};
 use gmbot_bot::update::{CallbackQuery, Chat, ChatKind, Message, User};
 use gmbot_bot::{BotApi, BotApiOptions, BotToken};
 use gmbot_core::cache::{MemoryCache, MemoryCacheConfig};
@@ -259,6 +259,51 @@ async fn protect_resolves_and_stores_the_channel() {
     h.say_private(h.owner, "/start").await;
     let owner = h.store.owner(h.owner).await.expect("store").expect("owner");
     assert!(owner.can_be_messaged, "/start in private is remembered");
+}
+
+#[tokio::test]
+async fn protect_works_against_an_older_bot_api_server() {
+    let h = harness().await;
+    // A Bot API 7.x server: no can_send_welcome_messages on admins, no accepted_gift_types…
+    h.sim.set_legacy_shape(true);
+    let started = std::time::Instant::now();
+    h.protect_news().await;
+    let reply = h.last_reply();
+    assert!(
+        reply.text.contains("This group is protected"),
+        "{}",
+        reply.text
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "no retries");
+    let calls = h.sim.calls_to("getChatAdministrators");
+    assert!(!calls.is_empty());
+    assert!(calls.iter().all(|c| c.status == 200), "{calls:?}");
+}
+
+#[tokio::test]
+async fn an_unreadable_answer_ends_setup_at_once_without_retries() {
+    let h = harness().await;
+    h.sim.inject(
+        Fault::on(
+            "getChatAdministrators",
+            FaultKind::Answer(serde_json::json!([{"status": "administrator"}])),
+        )
+        .always(),
+    );
+    let started = std::time::Instant::now();
+    h.say(h.owner, "/protect @test_news").await;
+    assert!(started.elapsed() < Duration::from_secs(5), "no retries");
+    // One read for the group; the channel's check may read once too. Never a retry.
+    let n = h.sim.calls_to("getChatAdministrators").len();
+    assert!((1..=2).contains(&n), "{n} calls");
+    let g = h.store.group(h.group).await.expect("store");
+    assert!(g.as_ref().is_none_or(|g| !g.is_enforced()), "{g:?}");
+    let reply = h.last_reply();
+    assert!(
+        reply.text.contains("could not read"),
+        "the owner is told what happened: {}",
+        reply.text
+    );
 }
 
 #[tokio::test]

@@ -106,16 +106,21 @@ pub enum ChatType {
     Supergroup,
     /// A channel.
     Channel,
+    /// A type added by a Bot API version newer than this one: kept as unknown, never taken
+    /// for a group or a channel.
+    Other,
 }
 
 impl ChatType {
-    /// Telegram's name for it (`private`, `group`, `supergroup`, `channel`).
+    /// Telegram's name for it (`private`, `group`, `supergroup`, `channel`; `other` for a
+    /// type this version does not know).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Private => "private",
             Self::Group => "group",
             Self::Supergroup => "supergroup",
             Self::Channel => "channel",
+            Self::Other => "other",
         }
     }
 }
