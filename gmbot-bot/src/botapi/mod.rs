@@ -45,7 +45,7 @@ use url::Url;
 use gmbot_core::domain::{ChatId, ChatMemberStatus, GroupId, MessageId, UnixTime, UserId};
 use gmbot_core::telegram::{
     ChatAdmin, ChatInfo, ChatTarget, ChatType, InlineButton, OutgoingMessage, TelegramApi,
-    TelegramError, TelegramResult,
+    TelegramError, TelegramResult, KICK_BAN_SECS,
 };
 
 use crate::config::{Config, DEFAULT_API_URL};
@@ -661,7 +661,11 @@ impl TelegramApi for BotApi {
     }
 
     async fn kick_member(&self, group: GroupId, user: UserId) -> TelegramResult<()> {
-        self.ban_chat_member(group, user, None).await?;
+        // Telegram: a ban with until_date < 30 s ahead is forever. A ban that ends by itself,
+        // then the unban that lets the member back at once; if the unban fails, only the
+        // ban's short end remains.
+        let until = UnixTime(UnixTime::now().secs() + KICK_BAN_SECS);
+        self.ban_chat_member(group, user, Some(until)).await?;
         self.unban_chat_member(group, user, true).await
     }
 

@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{ChannelRef, ChannelUsername, ChatId, MessageId, UserId};
 
+/// How long the ban of a kick lasts, in seconds. Telegram treats a ban with `until_date`
+/// under 30 s ahead (or over 366 days) as forever (TELEGRAM.md, "Acting"), so a kick is a ban
+/// comfortably above that, then an unban: if the unban fails, the ban still ends by itself.
+pub const KICK_BAN_SECS: i64 = 90;
+
 /// One entry of `getChatAdministrators`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatAdmin {
