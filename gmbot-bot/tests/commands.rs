@@ -576,6 +576,42 @@ async fn status_shows_channels_rights_and_what_is_missing() {
 }
 
 #[tokio::test]
+async fn status_counts_this_groups_verifications_denials_and_cache_hits() {
+    let h = harness().await;
+    h.protect_news().await;
+    let carol = h.sim.add_user("Carol");
+    h.sim.join(h.group, carol).expect("joins the group");
+    h.sim.join(h.channel, carol).expect("subscribes");
+    // Carol writes three times (one Telegram check, then two cache hits); Bob, who is not
+    // subscribed, once (one check, denied).
+    for (update_id, (user, text)) in (1000..).zip([
+        (carol, "one"),
+        (carol, "two"),
+        (carol, "three"),
+        (h.bob, "hi"),
+    ]) {
+        let id = h.sim.post(h.group, user, text).expect("may post");
+        let msg = h.message(h.group_chat(), id, user, text);
+        gmbot_bot::handlers::handle(
+            &h.app,
+            gmbot_bot::update::Update {
+                id: update_id,
+                kind: gmbot_bot::update::UpdateKind::Message(msg),
+            },
+        )
+        .await
+        .expect("handled");
+    }
+    h.say(h.owner, "/status").await;
+    let text = h.last_reply().text;
+    assert!(
+        text.contains("since it started): 4 — 3 allowed, 0 exempt, 1 denied, 0 unverifiable"),
+        "{text}"
+    );
+    assert!(text.contains("Cache hits (this group): 2"), "{text}");
+}
+
+#[tokio::test]
 async fn settings_keyboard_changes_persist_and_take_effect_at_once() {
     let h = harness().await;
     h.protect_news().await;
