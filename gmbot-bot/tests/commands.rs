@@ -480,6 +480,46 @@ async fn non_admin_gets_no_public_error_for_any_admin_command() {
 }
 
 #[tokio::test]
+async fn unprotect_and_settings_need_the_creator_or_the_ban_users_right() {
+    let h = harness().await;
+    h.protect_news().await;
+    // Dave is an admin who may delete messages but not ban users; he started the bot.
+    let dave = h.sim.add_user("Dave");
+    h.sim.join(h.group, dave).expect("joins");
+    let rights = AdminRights {
+        can_restrict_members: false,
+        ..AdminRights::moderator()
+    };
+    h.sim.promote(h.group, dave, rights).expect("promoted");
+    h.sim.start_bot(dave).expect("started the bot");
+    let in_group = h.bot_messages(h.group).len();
+    for cmd in ["/unprotect", "/settings", "/settings allow 12345"] {
+        h.say(dave, cmd).await;
+    }
+    assert_eq!(h.bot_messages(h.group).len(), in_group, "no public answer");
+    let g = h.store.group(h.group).await.expect("store").expect("group");
+    assert!(g.is_enforced(), "still protected");
+    assert!(g.settings.allowlist.is_empty(), "settings unchanged");
+    let private = h.bot_messages(dave);
+    assert_eq!(private.len(), 3, "{private:?}");
+    assert!(
+        private.iter().all(|m| m.text.contains("Ban users")),
+        "{private:?}"
+    );
+    // An admin with the right may.
+    let erin = h.sim.add_user("Erin");
+    h.sim.join(h.group, erin).expect("joins");
+    h.sim
+        .promote(h.group, erin, AdminRights::moderator())
+        .expect("promoted");
+    h.say(erin, "/settings").await;
+    assert!(!h.last_reply().buttons.is_empty(), "the settings keyboard");
+    h.say(erin, "/unprotect").await;
+    let g = h.store.group(h.group).await.expect("store").expect("group");
+    assert!(!g.is_enforced());
+}
+
+#[tokio::test]
 async fn group_commands_in_private_explain_how_to_use_them() {
     let h = harness().await;
     for cmd in ["/protect @test_news", "/status", "/unprotect", "/settings"] {
@@ -682,10 +722,9 @@ async fn spoofed_settings_callbacks_are_refused() {
         let cb = h.press(keyboard.id, h.bob, data, true).await;
         let answer = h.sim.callback_answer(&cb).expect("answered");
         assert!(answer.show_alert);
-        assert!(answer
-            .text
-            .as_deref()
-            .is_some_and(|t| t.contains("Only the group's administrators")));
+        assert!(answer.text.as_deref().is_some_and(
+            |t| t.contains("Only the group's creator or an administrator with the right Ban users")
+        ));
     }
     // An admin forging a value the keyboard never offers.
     let cb = h.press(keyboard.id, h.owner, "s:m:12", true).await;

@@ -24,7 +24,8 @@ pub(crate) fn help_message(username: &str) -> (String, Vec<Vec<InlineButton>>) {
          /protect @channel … — require joining the channel(s)\n\
          /unprotect — stop, and unmute everyone I muted\n\
          /status — linked channels, my rights, who is muted, verifications and cache hits\n\
-         /settings — what happens to non-members\n\n\
+         /settings — what happens to non-members\n\
+         (/unprotect and /settings: the group's creator, or an admin with <i>Ban users</i>)\n\n\
          Address me as /help@{name} in groups with several bots."
     );
     let buttons = vec![vec![InlineButton::Url {
