@@ -28,6 +28,8 @@ pub struct GroupCounters {
     pub denied: u64,
     /// Of which a channel could not be checked (the failure policy decided).
     pub unverifiable: u64,
+    /// Channel memberships answered by the cache, without a Telegram call.
+    pub cache_hits: u64,
     /// Recency stamp for eviction.
     touched: u64,
 }
@@ -55,8 +57,8 @@ impl GroupStats {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts one verification in `group`.
-    pub fn record(&self, group: GroupId, result: VerificationResult) {
+    /// Counts one verification in `group`, and the cache hits it made.
+    pub fn record(&self, group: GroupId, result: VerificationResult, cache_hits: u32) {
         let mut st = self.lock();
         st.clock += 1;
         let now = st.clock;
@@ -73,6 +75,7 @@ impl GroupStats {
         let c = st.groups.entry(group).or_default();
         c.touched = now;
         c.verifications += 1;
+        c.cache_hits += u64::from(cache_hits);
         match result {
             VerificationResult::Allowed => c.allowed += 1,
             VerificationResult::Exempt => c.exempt += 1,
@@ -101,11 +104,12 @@ mod tests {
     fn counts_by_result_per_group() {
         let stats = GroupStats::new();
         let (a, b) = (GroupId(-1), GroupId(-2));
-        stats.record(a, VerificationResult::Allowed);
-        stats.record(a, VerificationResult::Denied);
-        stats.record(b, VerificationResult::Exempt);
+        stats.record(a, VerificationResult::Allowed, 2);
+        stats.record(a, VerificationResult::Denied, 1);
+        stats.record(b, VerificationResult::Exempt, 0);
         let ca = stats.get(a);
         assert_eq!((ca.verifications, ca.allowed, ca.denied), (2, 1, 1));
+        assert_eq!((ca.cache_hits, stats.get(b).cache_hits), (3, 0));
         assert_eq!(stats.get(b).exempt, 1);
         stats.forget(a);
         assert_eq!(stats.get(a).verifications, 0);

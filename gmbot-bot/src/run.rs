@@ -225,6 +225,8 @@ impl Bot {
         };
         let api =
             BotApi::new(token.clone(), api_options).context("cannot build the Bot API client")?;
+        api.register_metrics(&registry)
+            .context("cannot register the Bot API client's metrics")?;
         let me =
             retry_startup("getMe", options.startup_attempts, shutdown, || api.get_me()).await?;
         let username = me.username.clone().unwrap_or_default();

@@ -111,6 +111,9 @@ pub enum ChatKind {
     Supergroup,
     /// A channel.
     Channel,
+    /// A chat type added by a newer Bot API version: kept as unknown, handled as neither a
+    /// group nor a channel.
+    Other,
 }
 
 /// A chat as it appears in an update.

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use frankenstein::updates::UpdateContent;
+use gmbot_bot::botapi::lenient::UpdateContent;
 use gmbot_bot::botapi::ALLOWED_UPDATES;
 use gmbot_bot::sim::{AdminRights, Fault, FaultKind, MemberState, Permissions};
 use gmbot_bot::{BotApi, BotApiOptions, BotToken};
@@ -462,6 +462,36 @@ async fn kick_removes_without_a_lasting_ban() {
         .await
         .expect("unban");
     assert_eq!(w.sim.member(w.group, w.bob), MemberState::Left);
+}
+
+#[tokio::test]
+async fn a_kick_is_a_ban_that_ends_by_itself_even_when_the_unban_fails() {
+    let w = world();
+    let before = UnixTime::now().secs();
+    w.api.kick_member(w.group, w.bob).await.expect("kick");
+    let ban = w.sim.calls_to("banChatMember").pop().expect("ban sent");
+    let until = ban.params["until_date"].as_i64().expect("until_date sent");
+    // Telegram: under 30 s (or 0, or over 366 days) would be a ban forever.
+    assert!(
+        until >= before + 60,
+        "until_date {until} is at least 60 s ahead of {before}"
+    );
+    assert!(until <= UnixTime::now().secs() + 600, "and short: {until}");
+    w.sim
+        .join(w.group, w.bob)
+        .expect("a kicked member can rejoin");
+
+    // The unban fails: the member stays banned only until the ban's end, never forever.
+    w.sim
+        .inject(Fault::on("unbanChatMember", FaultKind::ServerError(500)));
+    let err = w.api.kick_member(w.group, w.bob).await.unwrap_err();
+    assert_eq!(err.kind(), "server");
+    match w.sim.member(w.group, w.bob) {
+        MemberState::Kicked { until } => {
+            assert!(until >= before + 60, "a ban that expires: {until}");
+        }
+        other => panic!("banned until the ban ends, got {other:?}"),
+    }
 }
 
 #[tokio::test]

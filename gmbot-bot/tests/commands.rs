@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use gmbot_bot::app::{App, AppDeps, BotIdentity};
 use gmbot_bot::commands::{self, settings};
-use gmbot_bot::sim::{AdminRights, SimMessage, Simulator};
+use gmbot_bot::sim::{AdminRights, Fault, FaultKind, SimMessage, Simulator};
 use gmbot_bot::update::{CallbackQuery, Chat, ChatKind, Message, User};
 use gmbot_bot::{BotApi, BotApiOptions, BotToken};
 use gmbot_core::cache::{MemoryCache, MemoryCacheConfig};
@@ -262,6 +262,51 @@ async fn protect_resolves_and_stores_the_channel() {
 }
 
 #[tokio::test]
+async fn protect_works_against_an_older_bot_api_server() {
+    let h = harness().await;
+    // A Bot API 7.x server: no can_send_welcome_messages on admins, no accepted_gift_types…
+    h.sim.set_legacy_shape(true);
+    let started = std::time::Instant::now();
+    h.protect_news().await;
+    let reply = h.last_reply();
+    assert!(
+        reply.text.contains("This group is protected"),
+        "{}",
+        reply.text
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "no retries");
+    let calls = h.sim.calls_to("getChatAdministrators");
+    assert!(!calls.is_empty());
+    assert!(calls.iter().all(|c| c.status == 200), "{calls:?}");
+}
+
+#[tokio::test]
+async fn an_unreadable_answer_ends_setup_at_once_without_retries() {
+    let h = harness().await;
+    h.sim.inject(
+        Fault::on(
+            "getChatAdministrators",
+            FaultKind::Answer(serde_json::json!([{"status": "administrator"}])),
+        )
+        .always(),
+    );
+    let started = std::time::Instant::now();
+    h.say(h.owner, "/protect @test_news").await;
+    assert!(started.elapsed() < Duration::from_secs(5), "no retries");
+    // One read for the group; the channel's check may read once too. Never a retry.
+    let n = h.sim.calls_to("getChatAdministrators").len();
+    assert!((1..=2).contains(&n), "{n} calls");
+    let g = h.store.group(h.group).await.expect("store");
+    assert!(g.as_ref().is_none_or(|g| !g.is_enforced()), "{g:?}");
+    let reply = h.last_reply();
+    assert!(
+        reply.text.contains("could not read"),
+        "the owner is told what happened: {}",
+        reply.text
+    );
+}
+
+#[tokio::test]
 async fn addressed_commands_count_and_other_bots_commands_do_not() {
     let h = harness().await;
     let name = h.app.me().username.to_ascii_uppercase();
@@ -435,6 +480,46 @@ async fn non_admin_gets_no_public_error_for_any_admin_command() {
 }
 
 #[tokio::test]
+async fn unprotect_and_settings_need_the_creator_or_the_ban_users_right() {
+    let h = harness().await;
+    h.protect_news().await;
+    // Dave is an admin who may delete messages but not ban users; he started the bot.
+    let dave = h.sim.add_user("Dave");
+    h.sim.join(h.group, dave).expect("joins");
+    let rights = AdminRights {
+        can_restrict_members: false,
+        ..AdminRights::moderator()
+    };
+    h.sim.promote(h.group, dave, rights).expect("promoted");
+    h.sim.start_bot(dave).expect("started the bot");
+    let in_group = h.bot_messages(h.group).len();
+    for cmd in ["/unprotect", "/settings", "/settings allow 12345"] {
+        h.say(dave, cmd).await;
+    }
+    assert_eq!(h.bot_messages(h.group).len(), in_group, "no public answer");
+    let g = h.store.group(h.group).await.expect("store").expect("group");
+    assert!(g.is_enforced(), "still protected");
+    assert!(g.settings.allowlist.is_empty(), "settings unchanged");
+    let private = h.bot_messages(dave);
+    assert_eq!(private.len(), 3, "{private:?}");
+    assert!(
+        private.iter().all(|m| m.text.contains("Ban users")),
+        "{private:?}"
+    );
+    // An admin with the right may.
+    let erin = h.sim.add_user("Erin");
+    h.sim.join(h.group, erin).expect("joins");
+    h.sim
+        .promote(h.group, erin, AdminRights::moderator())
+        .expect("promoted");
+    h.say(erin, "/settings").await;
+    assert!(!h.last_reply().buttons.is_empty(), "the settings keyboard");
+    h.say(erin, "/unprotect").await;
+    let g = h.store.group(h.group).await.expect("store").expect("group");
+    assert!(!g.is_enforced());
+}
+
+#[tokio::test]
 async fn group_commands_in_private_explain_how_to_use_them() {
     let h = harness().await;
     for cmd in ["/protect @test_news", "/status", "/unprotect", "/settings"] {
@@ -531,6 +616,42 @@ async fn status_shows_channels_rights_and_what_is_missing() {
 }
 
 #[tokio::test]
+async fn status_counts_this_groups_verifications_denials_and_cache_hits() {
+    let h = harness().await;
+    h.protect_news().await;
+    let carol = h.sim.add_user("Carol");
+    h.sim.join(h.group, carol).expect("joins the group");
+    h.sim.join(h.channel, carol).expect("subscribes");
+    // Carol writes three times (one Telegram check, then two cache hits); Bob, who is not
+    // subscribed, once (one check, denied).
+    for (update_id, (user, text)) in (1000..).zip([
+        (carol, "one"),
+        (carol, "two"),
+        (carol, "three"),
+        (h.bob, "hi"),
+    ]) {
+        let id = h.sim.post(h.group, user, text).expect("may post");
+        let msg = h.message(h.group_chat(), id, user, text);
+        gmbot_bot::handlers::handle(
+            &h.app,
+            gmbot_bot::update::Update {
+                id: update_id,
+                kind: gmbot_bot::update::UpdateKind::Message(msg),
+            },
+        )
+        .await
+        .expect("handled");
+    }
+    h.say(h.owner, "/status").await;
+    let text = h.last_reply().text;
+    assert!(
+        text.contains("since it started): 4 — 3 allowed, 0 exempt, 1 denied, 0 unverifiable"),
+        "{text}"
+    );
+    assert!(text.contains("Cache hits (this group): 2"), "{text}");
+}
+
+#[tokio::test]
 async fn settings_keyboard_changes_persist_and_take_effect_at_once() {
     let h = harness().await;
     h.protect_news().await;
@@ -601,10 +722,9 @@ async fn spoofed_settings_callbacks_are_refused() {
         let cb = h.press(keyboard.id, h.bob, data, true).await;
         let answer = h.sim.callback_answer(&cb).expect("answered");
         assert!(answer.show_alert);
-        assert!(answer
-            .text
-            .as_deref()
-            .is_some_and(|t| t.contains("Only the group's administrators")));
+        assert!(answer.text.as_deref().is_some_and(
+            |t| t.contains("Only the group's creator or an administrator with the right Ban users")
+        ));
     }
     // An admin forging a value the keyboard never offers.
     let cb = h.press(keyboard.id, h.owner, "s:m:12", true).await;

@@ -154,7 +154,8 @@ async fn webhook_security() {
         "nothing refused was queued"
     );
 
-    // A kind this version does not know: acknowledged so Telegram stops re-sending it.
+    // A kind this version does not know: acknowledged so Telegram stops re-sending it, and
+    // queued as an `other` update (counted, handled as nothing).
     let unknown = json!({"update_id": 9003, "some_future_update": {"x": 1}}).to_string();
     let (s, _) = post(&url, Some(SECRET), unknown.into_bytes()).await;
     assert_eq!(s, 200);
@@ -171,7 +172,7 @@ async fn webhook_security() {
     assert_eq!((s1, s2), (200, 200));
     assert!(body2.contains("duplicate"), "{body2}");
     settle(&w.sim, &bot.monitor).await;
-    assert_eq!(bot.monitor.stats().queued, before + 1);
+    assert_eq!(bot.monitor.stats().queued, before + 2);
     assert_eq!(rejections(&bot, "duplicate"), 1);
     let replies = w
         .sim

@@ -118,6 +118,7 @@ macro_rules! contract_suite {
                 seen_members_upsert_and_paging,
                 seen_members_batch_upsert,
                 concurrent_writers,
+                one_open_restriction_per_member,
             );
 
             $(
@@ -141,9 +142,9 @@ macro_rules! contract_suite {
     };
 }
 
-contract_suite!(sqlite_file, db_cases: [schema_checks, open_apply_migrates_a_fresh_database]);
+contract_suite!(sqlite_file, db_cases: [schema_checks, open_apply_migrates_a_fresh_database, migration_v2_closes_duplicate_open_rows]);
 contract_suite!(sqlite_memory, db_cases: [memory_database_is_private_and_migrated]);
-contract_suite!(postgres, db_cases: [schema_checks, open_apply_migrates_a_fresh_database]);
+contract_suite!(postgres, db_cases: [schema_checks, open_apply_migrates_a_fresh_database, migration_v2_closes_duplicate_open_rows]);
 
 #[tokio::test]
 async fn sqlite_file_that_cannot_be_opened_is_unavailable() {
@@ -826,7 +827,7 @@ async fn restriction_lifecycle(s: Arc<dyn Store>) {
         vec![r3.clone()]
     );
 
-    // Lift every active restriction of a member at once.
+    // One open restriction per member: recording again returns the open row (r2, the kick).
     let r4 = s
         .record_restriction(&mute(g1, u2), t(4))
         .await
@@ -835,19 +836,20 @@ async fn restriction_lifecycle(s: Arc<dyn Store>) {
         .record_restriction(&mute(g1, u2), t(5))
         .await
         .expect("record");
+    assert_eq!((r4.id, r5.id), (r2.id, r2.id), "no second open row");
+    assert_eq!((r4.kind, r4.placed_at), (RestrictionKind::Kick, t(2)));
     assert_eq!(
         s.active_restriction(g1, u2)
             .await
             .expect("active")
             .map(|r| r.id),
-        Some(r5.id),
-        "the newest active one"
+        Some(r2.id)
     );
     let lifted = s
         .lift_member(g1, u2, LiftReason::Admin, t(20))
         .await
         .expect("lift member");
-    assert_eq!(ids(&lifted), vec![r2.id.0, r4.id.0, r5.id.0]);
+    assert_eq!(ids(&lifted), vec![r2.id.0]);
     for r in &lifted {
         assert_eq!(r.state, RestrictionState::Lifted);
         assert_eq!(
@@ -864,11 +866,7 @@ async fn restriction_lifecycle(s: Arc<dyn Store>) {
     assert!(s.active_restrictions(g1).await.expect("list").is_empty());
 
     let history = s.restriction_history(g1, 10).await.expect("history");
-    assert_eq!(
-        ids(&history),
-        vec![r5.id.0, r4.id.0, r2.id.0, r1.id.0],
-        "newest first"
-    );
+    assert_eq!(ids(&history), vec![r2.id.0, r1.id.0], "newest first");
     let h1 = history.last().expect("r1");
     assert_eq!(h1.state, RestrictionState::Lifted);
     assert_eq!(
@@ -877,8 +875,8 @@ async fn restriction_lifecycle(s: Arc<dyn Store>) {
     );
     assert_eq!(h1.reason, "missing @alpha_chan");
     assert_eq!(
-        ids(&s.restriction_history(g1, 2).await.expect("history")),
-        vec![r5.id.0, r4.id.0]
+        ids(&s.restriction_history(g1, 1).await.expect("history")),
+        vec![r2.id.0]
     );
 
     match s.record_restriction(&mute(gid(99), u1), t(30)).await {
@@ -1323,7 +1321,98 @@ async fn concurrent_writers(s: Arc<dyn Store>) {
     assert_eq!(settings.allowlist, expected, "no lost settings update");
 }
 
+async fn one_open_restriction_per_member(s: Arc<dyn Store>) {
+    let (g, other) = (gid(1), gid(2));
+    protect(&s, g, vec![by_id(1)]).await;
+    protect(&s, other, vec![by_id(1)]).await;
+    let user = uid(7);
+    // Two updates of one member racing to mute them, many times over.
+    let mut handles = Vec::new();
+    for task in 0..8 {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            s.record_restriction(&mute(g, user), t(task)).await
+        }));
+    }
+    let mut rows = Vec::new();
+    for h in handles {
+        rows.push(h.await.expect("no panic").expect("recorded"));
+    }
+    let first = rows[0].id;
+    assert!(rows.iter().all(|r| r.id == first), "{rows:?}");
+    assert!(s.confirm_restriction(g, first).await.expect("confirm"));
+    assert_eq!(s.count_active_restrictions(g).await.expect("count"), 1);
+    assert_eq!(
+        s.restriction_history(g, 100).await.expect("history").len(),
+        1
+    );
+    // Another group's row for the same user is its own.
+    let elsewhere = s
+        .record_restriction(&mute(other, user), t(9))
+        .await
+        .expect("recorded");
+    assert_ne!(elsewhere.id, first);
+    assert_eq!(s.count_active_restrictions(other).await.expect("count"), 1);
+    // Once lifted, the next restriction is a new row.
+    assert!(s
+        .lift_restriction(g, first, LiftReason::Joined, t(10))
+        .await
+        .expect("lift"));
+    let again = s
+        .record_restriction(&mute(g, user), t(11))
+        .await
+        .expect("recorded");
+    assert!(again.id > first && again.state == RestrictionState::Pending);
+    assert_eq!(s.count_active_restrictions(g).await.expect("count"), 1);
+    assert_eq!(
+        s.restriction_history(g, 100).await.expect("history").len(),
+        2
+    );
+}
+
 // --- schema cases (need the database itself) -------------------------------------
+
+async fn migration_v2_closes_duplicate_open_rows(db: &Db) {
+    let g = gid(1);
+    let s = db.store().await;
+    protect(&s, g, vec![by_id(1)]).await;
+    drop(s);
+    // Back to a schema at version 1 (no unique index), with the duplicates it allowed.
+    db.execute(
+        "DROP INDEX restrictions_active_member;
+         CREATE INDEX restrictions_active_member ON restrictions (group_id, user_id) WHERE state <> 'lifted';
+         DELETE FROM refinery_schema_history WHERE version = 2;
+         INSERT INTO restrictions (group_id, user_id, kind, state, reason, placed_at)
+         VALUES (-1001000000001, 5, 'mute', 'active', 'old', 1),
+                (-1001000000001, 5, 'mute', 'pending', 'newest', 2),
+                (-1001000000001, 6, 'mute', 'active', 'single', 3),
+                (-1001000000001, 5, 'mute', 'lifted', 'history', 0);",
+    );
+    let s = db.store().await;
+    assert_eq!(s.count_active_restrictions(g).await.expect("count"), 2);
+    let open = s
+        .active_restriction(g, uid(5))
+        .await
+        .expect("store")
+        .expect("one open row left");
+    assert_eq!(open.reason, "newest", "the newest row is kept");
+    let history = s.restriction_history(g, 10).await.expect("history");
+    let old = history
+        .iter()
+        .find(|r| r.reason == "old")
+        .expect("old row kept as history");
+    assert_eq!(
+        (old.state, old.lift_reason),
+        (RestrictionState::Lifted, Some(LiftReason::NotApplied))
+    );
+    assert_eq!(history.len(), 4, "nothing deleted");
+    // And from now on the schema holds the rule.
+    let again = s
+        .record_restriction(&mute(g, uid(5)), t(9))
+        .await
+        .expect("record");
+    assert_eq!(again.id, open.id);
+}
 
 async fn schema_checks(db: &Db) {
     // An empty database is refused under Require, with the fix in the message.

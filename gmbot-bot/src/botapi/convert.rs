@@ -1,16 +1,17 @@
-//! Conversion of the Bot API's updates (`frankenstein` types) into the transport-neutral
-//! [`crate::update::Update`] the handlers see.
+//! Conversion of the Bot API's updates (decoded by [`super::lenient`]) into the
+//! transport-neutral [`crate::update::Update`] the handlers see.
 //!
 //! Total by construction: every input maps to some update, never a panic. Ids Telegram sends as
 //! unsigned (`User.id`, `update_id`) are converted with a saturating fallback (a user id above
 //! `i64::MAX` cannot exist, but input is input). Kinds GMBot does not handle become
-//! [`UpdateKind::Other`] with a bounded name, so they are still counted and logged.
+//! [`UpdateKind::Other`] with a bounded name, so they are still counted and logged; so does a
+//! member update whose status is newer than this version (`Other("chat_member")`): it is no
+//! evidence of a join or a leave.
 
-use frankenstein::types::{
-    Chat as TgChat, ChatMemberUpdated, ChatType, MaybeInaccessibleMessage, Message as TgMessage,
-    User as TgUser,
+use super::lenient::{
+    Chat as TgChat, ChatMemberUpdated, ChatType, Message as TgMessage, Update as TgUpdate,
+    UpdateContent, User as TgUser,
 };
-use frankenstein::updates::{Update as TgUpdate, UpdateContent};
 
 use gmbot_core::domain::{ChatId, MessageId, UnixTime, UserId};
 
@@ -21,24 +22,25 @@ use crate::update::{
 
 /// Converts one Bot API update.
 pub fn update(u: TgUpdate) -> Update {
-    let id = i64::from(u.update_id);
+    let id = u.update_id;
     let kind = match u.content {
         UpdateContent::Message(m) => UpdateKind::Message(message(&m)),
         UpdateContent::CallbackQuery(q) => UpdateKind::CallbackQuery(CallbackQuery {
             id: q.id,
             from: user(&q.from),
-            message: q.message.as_ref().map(|m| match m {
-                MaybeInaccessibleMessage::Message(m) => {
-                    (ChatId(m.chat.id), MessageId(i64::from(m.message_id)))
-                }
-                MaybeInaccessibleMessage::InaccessibleMessage(m) => {
-                    (ChatId(m.chat.id), MessageId(i64::from(m.message_id)))
-                }
-            }),
+            message: q
+                .message
+                .as_ref()
+                .map(|m| (ChatId(m.chat.id), MessageId(m.message_id))),
             data: q.data,
         }),
-        UpdateContent::ChatMember(c) => UpdateKind::ChatMember(member_update(&c)),
-        UpdateContent::MyChatMember(c) => UpdateKind::MyChatMember(member_update(&c)),
+        UpdateContent::ChatMember(c) => {
+            member_update(&c).map_or(UpdateKind::Other("chat_member"), UpdateKind::ChatMember)
+        }
+        UpdateContent::MyChatMember(c) => member_update(&c).map_or(
+            UpdateKind::Other("my_chat_member"),
+            UpdateKind::MyChatMember,
+        ),
         other => UpdateKind::Other(other_name(&other)),
     };
     Update { id, kind }
@@ -46,37 +48,19 @@ pub fn update(u: TgUpdate) -> Update {
 
 /// Parses a webhook body (one JSON update) and converts it.
 pub fn from_json(body: &[u8]) -> Result<Update, serde_json::Error> {
-    serde_json::from_slice::<TgUpdate>(body).map(update)
+    let value: serde_json::Value = serde_json::from_slice(body)?;
+    TgUpdate::from_value(value).map(update)
 }
 
 /// The `allowed_updates` name of a kind GMBot does not handle (a closed set: metrics labels).
 fn other_name(content: &UpdateContent) -> &'static str {
     match content {
         UpdateContent::Message(_) => "message",
+        UpdateContent::EditedMessage(_) => "edited_message",
         UpdateContent::CallbackQuery(_) => "callback_query",
         UpdateContent::ChatMember(_) => "chat_member",
         UpdateContent::MyChatMember(_) => "my_chat_member",
-        UpdateContent::EditedMessage(_) => "edited_message",
-        UpdateContent::ChannelPost(_) => "channel_post",
-        UpdateContent::EditedChannelPost(_) => "edited_channel_post",
-        UpdateContent::BusinessConnection(_) => "business_connection",
-        UpdateContent::BusinessMessage(_) => "business_message",
-        UpdateContent::EditedBusinessMessage(_) => "edited_business_message",
-        UpdateContent::DeletedBusinessMessages(_) => "deleted_business_messages",
-        UpdateContent::MessageReaction(_) => "message_reaction",
-        UpdateContent::MessageReactionCount(_) => "message_reaction_count",
-        UpdateContent::InlineQuery(_) => "inline_query",
-        UpdateContent::ChosenInlineResult(_) => "chosen_inline_result",
-        UpdateContent::ShippingQuery(_) => "shipping_query",
-        UpdateContent::PreCheckoutQuery(_) => "pre_checkout_query",
-        UpdateContent::Poll(_) => "poll",
-        UpdateContent::PollAnswer(_) => "poll_answer",
-        UpdateContent::ChatJoinRequest(_) => "chat_join_request",
-        UpdateContent::ChatBoost(_) => "chat_boost",
-        UpdateContent::RemovedChatBoost(_) => "removed_chat_boost",
-        UpdateContent::PurchasedPaidMedia(_) => "purchased_paid_media",
-        // Kinds added in later Bot API versions.
-        _ => "other",
+        UpdateContent::Other(name) => name,
     }
 }
 
@@ -108,6 +92,7 @@ pub fn chat(c: &TgChat) -> Chat {
             ChatType::Group => ChatKind::Group,
             ChatType::Supergroup => ChatKind::Supergroup,
             ChatType::Channel => ChatKind::Channel,
+            ChatType::Other(_) => ChatKind::Other,
         },
         title: c.title.clone(),
         username: c.username.clone(),
@@ -118,10 +103,10 @@ pub fn chat(c: &TgChat) -> Chat {
 pub fn message(m: &TgMessage) -> Message {
     Message {
         chat: chat(&m.chat),
-        id: MessageId(i64::from(m.message_id)),
+        id: MessageId(m.message_id),
         date: time(m.date),
-        from: m.from.as_deref().map(user),
-        sender_chat: m.sender_chat.as_deref().map(chat),
+        from: m.from.as_ref().map(user),
+        sender_chat: m.sender_chat.as_ref().map(chat),
         is_automatic_forward: m.is_automatic_forward.unwrap_or(false),
         text: m.text.clone().or_else(|| m.caption.clone()),
         new_chat_members: m
@@ -131,30 +116,23 @@ pub fn message(m: &TgMessage) -> Message {
             .iter()
             .map(user)
             .collect(),
-        left_chat_member: m.left_chat_member.as_deref().map(user),
+        left_chat_member: m.left_chat_member.as_ref().map(user),
         migrate_to_chat_id: m.migrate_to_chat_id.map(ChatId),
         migrate_from_chat_id: m.migrate_from_chat_id.map(ChatId),
     }
 }
 
-fn member_update(c: &ChatMemberUpdated) -> ChatMemberUpdate {
-    let subject = match &c.new_chat_member {
-        frankenstein::types::ChatMember::Creator(o) => &o.user,
-        frankenstein::types::ChatMember::Administrator(a) => &a.user,
-        frankenstein::types::ChatMember::Member(m) => &m.user,
-        frankenstein::types::ChatMember::Restricted(r) => &r.user,
-        frankenstein::types::ChatMember::Left(l) => &l.user,
-        frankenstein::types::ChatMember::Kicked(k) => &k.user,
-    };
-    ChatMemberUpdate {
+/// `None` when either status is newer than this version.
+fn member_update(c: &ChatMemberUpdated) -> Option<ChatMemberUpdate> {
+    Some(ChatMemberUpdate {
         chat: chat(&c.chat),
         actor: user(&c.from),
         date: time(c.date),
-        user: user(subject),
-        old: member_status(&c.old_chat_member),
-        new: member_status(&c.new_chat_member),
+        user: user(c.new_chat_member.user()?),
+        old: member_status(&c.old_chat_member)?,
+        new: member_status(&c.new_chat_member)?,
         new_rights: chat_admin(&c.new_chat_member),
-    }
+    })
 }
 
 #[cfg(test)]

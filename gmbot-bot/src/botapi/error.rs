@@ -107,7 +107,9 @@ pub(crate) fn from_client(token: &BotToken, err: frankenstein::Error) -> Telegra
                 net
             }
         }
-        // A body that is not the Bot API's JSON: a proxy's error page, a truncated answer.
+        // A body that is not the Bot API's JSON envelope at all: a proxy's error page, a
+        // truncated answer — something between us and Telegram, which a retry may get past.
+        // A `result` of an unexpected shape is decoded (and reported) by the client itself.
         frankenstein::Error::JsonDecode { source, .. } => {
             TelegramError::Network(format!("malformed answer from the Bot API: {source}"))
         }
@@ -132,6 +134,10 @@ fn redact(token: &BotToken, e: TelegramError) -> TelegramError {
             description: token.redact(&description),
         },
         TelegramError::Network(t) => TelegramError::Network(token.redact(&t)),
+        TelegramError::Decode { method, detail } => TelegramError::Decode {
+            method,
+            detail: token.redact(&detail),
+        },
         other @ TelegramError::RetryAfter { .. } => other,
     }
 }

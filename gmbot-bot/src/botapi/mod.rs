@@ -2,15 +2,20 @@
 //! [`TelegramApi`] port and offers the transport calls (`getUpdates`, webhooks, `getMe`)
 //! and the setup calls (`getChat`, invite links) the bot needs.
 //!
-//! Requests and answers are typed by the `frankenstein` crate (Bot API 10, custom base URL,
-//! typed `Update`), which fits: it speaks JSON over a `reqwest` client we configure, exposes
-//! Telegram's `error_code`/`description`/`parameters` untouched, and strips the URL (with the
-//! token) from its transport errors. On top of it this module adds what the port needs:
-//! error classification, token redaction, the group-permissions cache for unmuting, and
-//! per-update parsing so one malformed update cannot wedge `getUpdates`.
+//! Requests are typed by the `frankenstein` crate (Bot API 10, custom base URL), which fits:
+//! it speaks JSON over a `reqwest` client we configure, exposes Telegram's
+//! `error_code`/`description`/`parameters` untouched, and strips the URL (with the token) from
+//! its transport errors. Answers and updates are decoded by [`lenient`] — our own types for
+//! what the bot reads, so a Bot API 7.x server and one newer than `frankenstein` both decode;
+//! an answer that still cannot be read is [`TelegramError::Decode`], counted and logged once
+//! per method, never retried. On top of it this module adds what the port needs: error
+//! classification, token redaction, the group-permissions cache for unmuting, and per-update
+//! parsing so one malformed update cannot wedge `getUpdates`.
 
 pub mod convert;
+mod decode_failures;
 mod error;
+pub mod lenient;
 mod permissions;
 
 use std::fmt;
@@ -26,23 +31,29 @@ use frankenstein::methods::{
 };
 use frankenstein::response::MethodResponse;
 use frankenstein::types::{
-    AllowedUpdate, ChatFullInfo, ChatMember, ChatPermissions, InlineKeyboardButton,
-    InlineKeyboardMarkup, ReplyMarkup, ReplyParameters, User,
+    AllowedUpdate, ChatPermissions, InlineKeyboardButton, InlineKeyboardMarkup, ReplyMarkup,
+    ReplyParameters, User,
 };
-use frankenstein::updates::{Update, WebhookInfo};
+use frankenstein::updates::WebhookInfo;
 use frankenstein::{AsyncTelegramApi, ParseMode};
+use prometheus::Registry;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
 use url::Url;
 
 use gmbot_core::domain::{ChatId, ChatMemberStatus, GroupId, MessageId, UnixTime, UserId};
 use gmbot_core::telegram::{
     ChatAdmin, ChatInfo, ChatTarget, ChatType, InlineButton, OutgoingMessage, TelegramApi,
-    TelegramError, TelegramResult,
+    TelegramError, TelegramResult, KICK_BAN_SECS,
 };
 
 use crate::config::{Config, DEFAULT_API_URL};
 use crate::secret::BotToken;
 
+use self::decode_failures::DecodeFailures;
 pub use self::error::classify;
+use self::lenient::{ChatFullInfo, ChatMember, Update};
 use self::permissions::PermissionsCache;
 
 /// The update kinds GMBot asks for. `chat_member` must be listed explicitly or Telegram never
@@ -121,6 +132,7 @@ pub struct BotApi {
     poll_bot: frankenstein::client_reqwest::Bot,
     long_poll: Duration,
     permissions: PermissionsCache,
+    decode_failures: DecodeFailures,
 }
 
 impl fmt::Debug for BotApi {
@@ -200,10 +212,11 @@ fn keyboard(rows: &[Vec<InlineButton>]) -> Option<InlineKeyboardMarkup> {
 /// The port's view of a `getChat` answer.
 pub fn chat_info(c: &ChatFullInfo) -> ChatInfo {
     let kind = match c.type_field {
-        frankenstein::types::ChatType::Private => ChatType::Private,
-        frankenstein::types::ChatType::Group => ChatType::Group,
-        frankenstein::types::ChatType::Supergroup => ChatType::Supergroup,
-        frankenstein::types::ChatType::Channel => ChatType::Channel,
+        lenient::ChatType::Private => ChatType::Private,
+        lenient::ChatType::Group => ChatType::Group,
+        lenient::ChatType::Supergroup => ChatType::Supergroup,
+        lenient::ChatType::Channel => ChatType::Channel,
+        lenient::ChatType::Other(_) => ChatType::Other,
     };
     ChatInfo {
         id: ChatId(c.id),
@@ -213,9 +226,10 @@ pub fn chat_info(c: &ChatFullInfo) -> ChatInfo {
     }
 }
 
-/// The port's view of a `ChatMember`.
-pub fn member_status(m: &ChatMember) -> ChatMemberStatus {
-    match m {
+/// The port's view of a `ChatMember`; `None` for a status this version does not know, which
+/// is no verdict either way (neither subscribed nor not).
+pub fn member_status(m: &ChatMember) -> Option<ChatMemberStatus> {
+    Some(match m {
         ChatMember::Creator(_) => ChatMemberStatus::Creator,
         ChatMember::Administrator(_) => ChatMemberStatus::Administrator,
         ChatMember::Member(_) => ChatMemberStatus::Member,
@@ -225,12 +239,14 @@ pub fn member_status(m: &ChatMember) -> ChatMemberStatus {
         },
         ChatMember::Left(_) => ChatMemberStatus::Left,
         ChatMember::Kicked(_) => ChatMemberStatus::Kicked,
-    }
+        ChatMember::Unknown { .. } => return None,
+    })
 }
 
-/// The port's view of an administrator entry; `None` for non-admins.
+/// The port's view of an administrator entry; `None` for non-admins (and for a status this
+/// version does not know: no rights are assumed).
 pub fn chat_admin(m: &ChatMember) -> Option<ChatAdmin> {
-    let id = |u: &User| UserId(i64::try_from(u.id).unwrap_or(i64::MAX));
+    let id = |u: &lenient::User| UserId(i64::try_from(u.id).unwrap_or(i64::MAX));
     match m {
         ChatMember::Creator(o) => Some(ChatAdmin {
             user: id(&o.user),
@@ -282,7 +298,13 @@ impl BotApi {
             poll_bot,
             long_poll: options.long_poll,
             permissions: PermissionsCache::new(options.permissions_ttl),
+            decode_failures: DecodeFailures::new(),
         })
+    }
+
+    /// Registers the client's own metric (`gmbot_telegram_decode_failures_total{method}`).
+    pub fn register_metrics(&self, registry: &Registry) -> prometheus::Result<()> {
+        self.decode_failures.register(registry)
     }
 
     /// The bot's id (from its token).
@@ -294,10 +316,40 @@ impl BotApi {
         error::from_client(&self.token, e)
     }
 
+    /// One call: the answer's envelope through `frankenstein` (errors, `retry_after`), its
+    /// `result` decoded here, so a result of an unexpected shape is a [`TelegramError::Decode`]
+    /// rather than the network error `frankenstein` would report.
+    async fn call<P, T>(&self, method: &'static str, params: &P) -> TelegramResult<T>
+    where
+        P: Serialize + fmt::Debug + Sync,
+        T: DeserializeOwned,
+    {
+        let raw: MethodResponse<Value> = self
+            .bot
+            .request(method, Some(params))
+            .await
+            .map_err(|e| self.fail(e))?;
+        self.decode(method, raw.result)
+    }
+
+    fn decode<T: DeserializeOwned>(&self, method: &str, value: Value) -> TelegramResult<T> {
+        serde_json::from_value(value)
+            .map_err(|e| self.decode_failed(method, self.token.redact(&e.to_string())))
+    }
+
+    fn decode_failed(&self, method: &str, detail: String) -> TelegramError {
+        self.decode_failures.note(method, detail)
+    }
+
     /// `getMe`: checks the token and returns the bot's user (its username is needed to
     /// recognise `/cmd@BotUsername`).
     pub async fn get_me(&self) -> TelegramResult<User> {
-        Ok(self.bot.get_me().await.map_err(|e| self.fail(e))?.result)
+        let raw: MethodResponse<Value> = self
+            .bot
+            .request("getMe", None::<()>)
+            .await
+            .map_err(|e| self.fail(e))?;
+        self.decode("getMe", raw.result)
     }
 
     /// `getUpdates` with the configured long-poll timeout and [`ALLOWED_UPDATES`].
@@ -333,9 +385,13 @@ impl BotApi {
             if let Some(id) = id {
                 batch.next_offset = Some(batch.next_offset.map_or(id + 1, |o: i64| o.max(id + 1)));
             }
-            match serde_json::from_value::<Update>(value) {
+            match Update::from_value(value) {
                 Ok(u) => batch.updates.push(u),
-                Err(e) => batch.malformed.push((id, e.to_string())),
+                Err(e) => {
+                    let detail = self.token.redact(&e.to_string());
+                    self.decode_failed("getUpdates", detail.clone());
+                    batch.malformed.push((id, detail));
+                }
             }
         }
         Ok(batch)
@@ -357,10 +413,7 @@ impl BotApi {
             .max_connections(max_connections.clamp(1, 100))
             .drop_pending_updates(drop_pending_updates)
             .build();
-        self.bot
-            .set_webhook(&params)
-            .await
-            .map_err(|e| self.fail(e))?;
+        self.call::<_, Value>("setWebhook", &params).await?;
         Ok(())
     }
 
@@ -369,44 +422,31 @@ impl BotApi {
         let params = DeleteWebhookParams::builder()
             .drop_pending_updates(drop_pending_updates)
             .build();
-        self.bot
-            .delete_webhook(&params)
-            .await
-            .map_err(|e| self.fail(e))?;
+        self.call::<_, Value>("deleteWebhook", &params).await?;
         Ok(())
     }
 
     /// `getWebhookInfo`.
     pub async fn get_webhook_info(&self) -> TelegramResult<WebhookInfo> {
-        Ok(self
+        let raw: MethodResponse<Value> = self
             .bot
-            .get_webhook_info()
+            .request("getWebhookInfo", None::<()>)
             .await
-            .map_err(|e| self.fail(e))?
-            .result)
+            .map_err(|e| self.fail(e))?;
+        self.decode("getWebhookInfo", raw.result)
     }
 
     /// `getChat` by id.
     pub async fn get_chat(&self, chat: ChatId) -> TelegramResult<ChatFullInfo> {
         let params = GetChatParams::builder().chat_id(chat.0).build();
-        Ok(self
-            .bot
-            .get_chat(&params)
-            .await
-            .map_err(|e| self.fail(e))?
-            .result)
+        self.call("getChat", &params).await
     }
 
     /// `getChat` by public username (`@name` or `name`), to resolve `/protect @channel`.
     pub async fn get_chat_by_username(&self, username: &str) -> TelegramResult<ChatFullInfo> {
         let name = format!("@{}", username.trim_start_matches('@'));
         let params = GetChatParams::builder().chat_id(name).build();
-        Ok(self
-            .bot
-            .get_chat(&params)
-            .await
-            .map_err(|e| self.fail(e))?
-            .result)
+        self.call("getChat", &params).await
     }
 
     /// `getChatMember` with Telegram's full answer (rights, restrictions).
@@ -419,23 +459,13 @@ impl BotApi {
             .chat_id(chat.0)
             .user_id(uid(user)?)
             .build();
-        Ok(self
-            .bot
-            .get_chat_member(&params)
-            .await
-            .map_err(|e| self.fail(e))?
-            .result)
+        self.call("getChatMember", &params).await
     }
 
     /// `getChatMemberCount`.
     pub async fn get_chat_member_count(&self, chat: ChatId) -> TelegramResult<u32> {
         let params = GetChatMemberCountParams::builder().chat_id(chat.0).build();
-        Ok(self
-            .bot
-            .get_chat_member_count(&params)
-            .await
-            .map_err(|e| self.fail(e))?
-            .result)
+        self.call("getChatMemberCount", &params).await
     }
 
     /// `editMessageText` (HTML), replacing the buttons (none = remove them).
@@ -452,10 +482,8 @@ impl BotApi {
             .parse_mode(ParseMode::Html)
             .maybe_reply_markup(keyboard(&new.buttons))
             .build();
-        self.bot
-            .edit_message_text(&params)
-            .await
-            .map_err(|e| self.fail(e))?;
+        // The result (the edited Message, or true) is not read.
+        self.call::<_, Value>("editMessageText", &params).await?;
         Ok(())
     }
 
@@ -471,10 +499,7 @@ impl BotApi {
             .user_id(uid(user)?)
             .maybe_until_date(until.map(until_secs))
             .build();
-        self.bot
-            .ban_chat_member(&params)
-            .await
-            .map_err(|e| self.fail(e))?;
+        self.call::<_, Value>("banChatMember", &params).await?;
         Ok(())
     }
 
@@ -490,10 +515,7 @@ impl BotApi {
             .user_id(uid(user)?)
             .only_if_banned(only_if_banned)
             .build();
-        self.bot
-            .unban_chat_member(&params)
-            .await
-            .map_err(|e| self.fail(e))?;
+        self.call::<_, Value>("unbanChatMember", &params).await?;
         Ok(())
     }
 
@@ -509,13 +531,12 @@ impl BotApi {
             .chat_id(chat.0)
             .maybe_name(name.map(str::to_owned))
             .build();
-        Ok(self
-            .bot
-            .create_chat_invite_link(&params)
-            .await
-            .map_err(|e| self.fail(e))?
-            .result
-            .invite_link)
+        #[derive(serde::Deserialize)]
+        struct Link {
+            invite_link: String,
+        }
+        let link: Link = self.call("createChatInviteLink", &params).await?;
+        Ok(link.invite_link)
     }
 
     /// `exportChatInviteLink`: a new primary link; **revokes the previous one**.
@@ -523,12 +544,7 @@ impl BotApi {
         let params = ExportChatInviteLinkParams::builder()
             .chat_id(chat.0)
             .build();
-        Ok(self
-            .bot
-            .export_chat_invite_link(&params)
-            .await
-            .map_err(|e| self.fail(e))?
-            .result)
+        self.call("exportChatInviteLink", &params).await
     }
 
     /// The group's default member permissions (`getChat.permissions`), cached briefly.
@@ -587,10 +603,7 @@ impl BotApi {
             .use_independent_chat_permissions(true)
             .maybe_until_date(until.map(until_secs))
             .build();
-        self.bot
-            .restrict_chat_member(&params)
-            .await
-            .map_err(|e| self.fail(e))?;
+        self.call::<_, Value>("restrictChatMember", &params).await?;
         Ok(())
     }
 }
@@ -602,19 +615,25 @@ impl TelegramApi for BotApi {
         chat: ChatId,
         user: UserId,
     ) -> TelegramResult<ChatMemberStatus> {
-        Ok(member_status(&self.get_chat_member_full(chat, user).await?))
+        let member = self.get_chat_member_full(chat, user).await?;
+        member_status(&member).ok_or_else(|| {
+            let status = match &member {
+                ChatMember::Unknown { status, .. } => status.as_str(),
+                _ => "",
+            };
+            // A status newer than this version: no verdict, and asking again will not help.
+            self.decode_failed(
+                "getChatMember",
+                format!("unknown ChatMember status `{status}`"),
+            )
+        })
     }
 
     async fn get_chat_administrators(&self, chat: ChatId) -> TelegramResult<Vec<ChatAdmin>> {
         let params = GetChatAdministratorsParams::builder()
             .chat_id(chat.0)
             .build();
-        let list = self
-            .bot
-            .get_chat_administrators(&params)
-            .await
-            .map_err(|e| self.fail(e))?
-            .result;
+        let list: Vec<ChatMember> = self.call("getChatAdministrators", &params).await?;
         Ok(list.iter().filter_map(chat_admin).collect())
     }
 
@@ -623,10 +642,7 @@ impl TelegramApi for BotApi {
             .chat_id(chat.0)
             .message_id(mid(message)?)
             .build();
-        self.bot
-            .delete_message(&params)
-            .await
-            .map_err(|e| self.fail(e))?;
+        self.call::<_, Value>("deleteMessage", &params).await?;
         Ok(())
     }
 
@@ -661,7 +677,11 @@ impl TelegramApi for BotApi {
     }
 
     async fn kick_member(&self, group: GroupId, user: UserId) -> TelegramResult<()> {
-        self.ban_chat_member(group, user, None).await?;
+        // Telegram: a ban with until_date < 30 s ahead is forever. A ban that ends by itself,
+        // then the unban that lets the member back at once; if the unban fails, only the
+        // ban's short end remains.
+        let until = UnixTime(UnixTime::now().secs() + KICK_BAN_SECS);
+        self.ban_chat_member(group, user, Some(until)).await?;
         self.unban_chat_member(group, user, true).await
     }
 
@@ -684,13 +704,8 @@ impl TelegramApi for BotApi {
             .maybe_reply_parameters(reply)
             .maybe_disable_notification(message.silent.then_some(true))
             .build();
-        let sent = self
-            .bot
-            .send_message(&params)
-            .await
-            .map_err(|e| self.fail(e))?
-            .result;
-        Ok(MessageId(i64::from(sent.message_id)))
+        let sent: lenient::MessageRef = self.call("sendMessage", &params).await?;
+        Ok(MessageId(sent.message_id))
     }
 
     async fn answer_callback(
@@ -704,10 +719,8 @@ impl TelegramApi for BotApi {
             .maybe_text(text.map(str::to_owned))
             .show_alert(show_alert)
             .build();
-        self.bot
-            .answer_callback_query(&params)
-            .await
-            .map_err(|e| self.fail(e))?;
+        self.call::<_, Value>("answerCallbackQuery", &params)
+            .await?;
         Ok(())
     }
 

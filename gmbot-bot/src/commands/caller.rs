@@ -1,7 +1,7 @@
 //! Who sent a command: a group administrator (named or anonymous) or anybody else.
 
-use gmbot_core::domain::{GroupId, UserId};
-use gmbot_core::telegram::TelegramError;
+use gmbot_core::domain::{ChatId, GroupId, UserId};
+use gmbot_core::telegram::{OutgoingMessage, TelegramError};
 
 use crate::app::App;
 use crate::update::{ChatKind, Message};
@@ -100,4 +100,59 @@ pub(crate) async fn admin_gate(
             Ok(None)
         }
     }
+}
+
+/// Whether `user` may change what the bot does to members of `group`: its creator, or an
+/// administrator with `can_restrict_members` ("Ban users"). Asked fresh, like [`is_admin`].
+pub(crate) async fn can_restrict(
+    app: &App,
+    group: GroupId,
+    user: UserId,
+) -> Result<bool, TelegramError> {
+    let admins = app.telegram().get_chat_administrators(group.into()).await?;
+    Ok(admins
+        .iter()
+        .any(|a| a.user == user && (a.is_creator || a.can_restrict_members)))
+}
+
+/// The gate of the commands that change enforcement (`/unprotect`, `/settings`): past
+/// [`admin_gate`], only the creator or an admin with "Ban users" — the right those
+/// commands exercise (lifting every mute, choosing mute or kick). Other admins get a
+/// short private answer, never a public one. An anonymous admin passes: Telegram hides who
+/// posts as the group, and only admins can.
+pub(crate) async fn restrict_gate(
+    app: &App,
+    msg: &Message,
+    command: &str,
+    usage: &str,
+) -> Result<Option<(GroupId, Option<UserId>)>, crate::handlers::HandleError> {
+    let Some((group, admin)) = admin_gate(app, msg, command, usage).await? else {
+        return Ok(None);
+    };
+    let Some(user) = admin else {
+        return Ok(Some((group, None)));
+    };
+    if can_restrict(app, group, user).await? {
+        return Ok(Some((group, Some(user))));
+    }
+    log_refused(msg, command);
+    let title = msg.chat.title.as_deref().unwrap_or("this group");
+    let html = format!(
+        "Only the creator of <b>{}</b> or an administrator with the right <i>Ban users</i> can use /{command} there.",
+        super::reply::quote(title)
+    );
+    let private = OutgoingMessage {
+        html,
+        ..OutgoingMessage::default()
+    };
+    // A bot can write only to users who started it; for the others Telegram refuses
+    // (403), and saying nothing is the right answer.
+    if let Err(e) = app
+        .telegram()
+        .send_message(ChatId::from(user), &private)
+        .await
+    {
+        log::debug!(user_id = user.get(), error:display = e; "could not answer a refused command in private");
+    }
+    Ok(None)
 }

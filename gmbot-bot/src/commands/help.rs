@@ -23,8 +23,9 @@ pub(crate) fn help_message(username: &str) -> (String, Vec<Vec<InlineButton>>) {
          <b>Commands for group admins</b>\n\
          /protect @channel … — require joining the channel(s)\n\
          /unprotect — stop, and unmute everyone I muted\n\
-         /status — linked channels, my rights, who is muted\n\
-         /settings — what happens to non-members\n\n\
+         /status — linked channels, my rights, who is muted, verifications and cache hits\n\
+         /settings — what happens to non-members\n\
+         (/unprotect and /settings: the group's creator, or an admin with <i>Ban users</i>)\n\n\
          Address me as /help@{name} in groups with several bots."
     );
     let buttons = vec![vec![InlineButton::Url {

@@ -70,6 +70,7 @@ pub(crate) async fn run(app: &App, msg: &Message) -> Result<(), HandleError> {
          <b>Muted now</b>: {muted}\n\
          <b>Verifications</b> (this instance, since it started): {total} — {allowed} allowed, \
          {exempt} exempt, {denied} denied, {unverifiable} unverifiable\n\
+         <b>Cache hits</b> (this group): {cache_hits}\n\
          <b>Cache hit rate</b> (all groups): {hit_rate}",
         channels = channel_list(&stored.channels),
         action = action_summary(&stored.settings),
@@ -78,6 +79,7 @@ pub(crate) async fn run(app: &App, msg: &Message) -> Result<(), HandleError> {
         exempt = counts.exempt,
         denied = counts.denied,
         unverifiable = counts.unverifiable,
+        cache_hits = counts.cache_hits,
     );
     let mut html = html;
     if let Some(raid) = app.flows().raids().status(group, app.clock().now_millis()) {

@@ -3,7 +3,7 @@
 
 use gmbot_core::domain::LiftReason;
 
-use super::caller::admin_gate;
+use super::caller::restrict_gate;
 use super::reply::reply_text;
 use crate::app::App;
 use crate::flows::lift::lift_group;
@@ -12,7 +12,7 @@ use crate::update::Message;
 
 /// Answers `/unprotect`.
 pub(crate) async fn run(app: &App, msg: &Message) -> Result<(), HandleError> {
-    let Some((group, _)) = admin_gate(app, msg, "unprotect", "/unprotect").await? else {
+    let Some((group, _)) = restrict_gate(app, msg, "unprotect", "/unprotect").await? else {
         return Ok(());
     };
     let now = app.clock().unix_now();

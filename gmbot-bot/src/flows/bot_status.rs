@@ -42,7 +42,8 @@ pub async fn changed(app: &App, update: &ChatMemberUpdate) -> Result<(), HandleE
             };
             channel_changed(app, channel, update).await
         }
-        ChatKind::Private => Ok(()),
+        // A chat type newer than this version: neither a group nor a channel to act on.
+        ChatKind::Private | ChatKind::Other => Ok(()),
     }
 }
 

@@ -38,6 +38,7 @@ pub(super) async fn handle(
             }
             Ok(())
         }
-        ChatKind::Private => Ok(()),
+        // A chat type newer than this version: neither a group nor a channel to act on.
+        ChatKind::Private | ChatKind::Other => Ok(()),
     }
 }

@@ -75,6 +75,8 @@ pub(super) async fn handle(app: &App, update_id: i64, msg: Message) -> Result<()
             None => Ok(()),
         };
     }
+    app.group_stats()
+        .record(group, verdict.result(), verdict.cache_hits);
     if !from.is_bot && from.id != UserId::SERVICE_ACCOUNT && from.id != UserId::GROUP_ANONYMOUS_BOT
     {
         app.flows()

@@ -688,6 +688,20 @@ impl Simulator {
         self.with(|w| w.faults.clear());
     }
 
+    /// Answers and updates from now on leave out the fields Bot API versions after 7.x added
+    /// (`can_send_welcome_messages`, `can_edit_tag`, `accepted_gift_types`, …), as an older
+    /// server does.
+    pub fn set_legacy_shape(&self, on: bool) {
+        self.with(|w| w.legacy_shape = on);
+    }
+
+    /// Queues a raw update (e.g. one recorded from a real server) for `getUpdates` or the
+    /// webhook, whatever `allowed_updates` says; its `update_id` is replaced by the next one.
+    /// `None` when the body is not a JSON object.
+    pub fn push_raw_update(&self, body: serde_json::Value) -> Option<u32> {
+        self.with(|w| w.emit_raw(body))
+    }
+
     /// Every call received so far, in order.
     pub fn calls(&self) -> Vec<RecordedCall> {
         self.with(|w| w.calls.clone())

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
+
 use super::api_error::ApiError;
 
 /// What an injected fault does to a call.
@@ -23,6 +25,9 @@ pub enum FaultKind {
     MalformedBody,
     /// Wait this long, then handle the call normally.
     Delay(Duration),
+    /// `200 OK` with this `result`, whatever the simulated world holds: replays an answer
+    /// recorded from a real server (an older or newer Bot API version's shape).
+    Answer(Value),
 }
 
 /// A fault that hits the next `times` calls to `method` (or to any method).
@@ -81,6 +86,7 @@ pub(crate) enum FaultOutcome {
     Delay(Duration),
     Fail(ApiError),
     Malformed,
+    Answer(Value),
 }
 
 /// Takes one use of the first fault matching `method`.
@@ -103,6 +109,7 @@ pub(crate) fn take(faults: &mut Vec<Fault>, method: &str) -> FaultOutcome {
         }),
         FaultKind::MalformedBody => FaultOutcome::Malformed,
         FaultKind::Delay(d) => FaultOutcome::Delay(*d),
+        FaultKind::Answer(v) => FaultOutcome::Answer(v.clone()),
     };
     if fault.times == 0 {
         faults.remove(pos);

@@ -17,7 +17,8 @@
 //! - `methods/` — one file per group of Bot API methods; `server` — HTTP routing and long
 //!   polls; `delivery` — webhook POSTs.
 //! - `member`, `chat` — Telegram's data model; `render` — the model as Bot API JSON.
-//! - `faults`, `calls` — injected failures and the call log; `control` — the test-facing API.
+//! - `faults`, `calls` — injected failures and the call log; `control` — the test-facing API;
+//!   `legacy` — answers in an older Bot API version's shape.
 //!
 //! ## Known differences from Telegram
 //!
@@ -34,6 +35,7 @@ mod error;
 mod events;
 mod faults;
 mod html;
+mod legacy;
 mod member;
 mod methods;
 mod params;

@@ -15,6 +15,7 @@ use super::api_error::ApiError;
 use super::calls::RecordedCall;
 use super::delivery;
 use super::faults::{self, FaultOutcome};
+use super::legacy;
 use super::methods::{self, Effects};
 use super::params::Params;
 use super::world::{Shared, World};
@@ -160,6 +161,11 @@ fn handle(shared: &Arc<Shared>, mut req: Request) {
             record(shared, &mut shared.lock(), method, &params, 200);
             return respond(req, 200, b"<html>502 Bad Gateway</html>{\"ok\":tr".to_vec());
         }
+        FaultOutcome::Answer(v) => {
+            record(shared, &mut shared.lock(), method, &params, 200);
+            let (status, body) = answer(&Ok(v));
+            return respond(req, status, body);
+        }
     }
     if method == "getUpdates" {
         return get_updates(shared, req, params);
@@ -167,7 +173,12 @@ fn handle(shared: &Arc<Shared>, mut req: Request) {
     let mut effects = Effects::default();
     let result = {
         let mut w = shared.lock();
-        let result = methods::dispatch(&mut w, method, &params, &mut effects);
+        let mut result = methods::dispatch(&mut w, method, &params, &mut effects);
+        if w.legacy_shape {
+            if let Ok(v) = result.as_mut() {
+                legacy::strip(v);
+            }
+        }
         let status = result.as_ref().map_or_else(|e| e.code, |_| 200);
         record(shared, &mut w, method, &params, status);
         result

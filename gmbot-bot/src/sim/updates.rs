@@ -77,9 +77,12 @@ impl World {
             update_id: id,
             content,
         };
-        let Ok(body) = serde_json::to_value(&update) else {
+        let Ok(mut body) = serde_json::to_value(&update) else {
             return false;
         };
+        if self.legacy_shape {
+            super::legacy::strip(&mut body);
+        }
         self.updates.pending.push_back(QueuedUpdate {
             id,
             body,
@@ -87,6 +90,24 @@ impl World {
             attempts: 0,
         });
         true
+    }
+
+    /// Queues a raw update body (a recorded one) under the next `update_id`; returns the id
+    /// given. Not filtered by `allowed_updates`: the test chose to deliver it, and a newer
+    /// server's new kinds are exactly what the client has never asked for by name.
+    /// The caller notifies `Shared::changed`.
+    pub(crate) fn emit_raw(&mut self, mut body: Value) -> Option<u32> {
+        let map = body.as_object_mut()?;
+        let id = self.updates.next_id;
+        self.updates.next_id = self.updates.next_id.wrapping_add(1);
+        map.insert("update_id".into(), Value::from(id));
+        self.updates.pending.push_back(QueuedUpdate {
+            id,
+            body,
+            in_flight: false,
+            attempts: 0,
+        });
+        Some(id)
     }
 
     /// One pass of `getUpdates`: `Ok(Some(list))` to answer now, `Ok(None)` to keep waiting.

@@ -68,6 +68,8 @@ pub(crate) struct World {
     pub(crate) faults: Vec<Fault>,
     pub(crate) calls: Vec<RecordedCall>,
     pub(crate) record_calls: bool,
+    /// Answer and deliver updates in Bot API 7.x's shape (see `legacy`).
+    pub(crate) legacy_shape: bool,
     pub(crate) callbacks: HashMap<String, CallbackState>,
     pub(crate) invite_links: HashMap<String, InviteLink>,
     pub(crate) next_user_id: i64,
@@ -94,6 +96,7 @@ impl World {
             faults: Vec::new(),
             calls: Vec::new(),
             record_calls: true,
+            legacy_shape: false,
             callbacks: HashMap::new(),
             invite_links: HashMap::new(),
             next_user_id: 100_000_001,

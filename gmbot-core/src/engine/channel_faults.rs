@@ -81,5 +81,7 @@ pub(crate) fn unknown_reason(err: &TelegramError) -> UnknownReason {
         | TelegramError::RetryAfter { .. }
         | TelegramError::Server { .. }
         | TelegramError::Network(_) => UnknownReason::TelegramUnavailable,
+        // An answer this version cannot read (e.g. a newer status): no verdict either.
+        TelegramError::Decode { .. } => UnknownReason::TelegramUnavailable,
     }
 }

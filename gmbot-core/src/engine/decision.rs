@@ -216,6 +216,9 @@ pub struct Verdict {
     /// Channels that could not be checked; the group's failure policy decided
     /// for them. Non-empty means the admins should be told (once) what to fix.
     pub unverifiable: UnverifiableList,
+    /// Channel memberships answered by the membership cache, without a Telegram call
+    /// (`/status` counts them per group).
+    pub cache_hits: u32,
 }
 
 impl Verdict {
@@ -225,6 +228,7 @@ impl Verdict {
             decision,
             actions: Actions::new(),
             unverifiable: UnverifiableList::new(),
+            cache_hits: 0,
         }
     }
 

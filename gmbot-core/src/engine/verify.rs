@@ -130,9 +130,14 @@ impl Engine {
 
         let mut missing = ChannelList::new();
         let mut unverifiable = UnverifiableList::new();
+        let mut cache_hits = 0;
         for channel in config.channels() {
             let membership = match channel.id {
-                Some(id) => self.membership(id, user, lookup).await,
+                Some(id) => {
+                    let (membership, hit) = self.membership(id, user, lookup).await;
+                    cache_hits += u32::from(hit);
+                    membership
+                }
                 // Linked by username and never resolved to an id: nothing to ask Telegram.
                 None => Membership::Unknown(UnknownReason::ChannelNotFound),
             };
@@ -162,28 +167,38 @@ impl Engine {
                 decision: Decision::Deny { missing },
                 actions,
                 unverifiable: UnverifiableList::new(),
+                cache_hits: 0,
             }
         };
         verdict.unverifiable = unverifiable;
+        verdict.cache_hits = cache_hits;
         Ok(verdict)
     }
 
     /// One channel membership: cache then Telegram (single flight), or
-    /// Telegram then cache for a recheck.
-    async fn membership(&self, channel: ChannelId, user: UserId, lookup: Lookup) -> Membership {
+    /// Telegram then cache for a recheck; and whether a cache layer answered.
+    async fn membership(
+        &self,
+        channel: ChannelId,
+        user: UserId,
+        lookup: Lookup,
+    ) -> (Membership, bool) {
         let inner = &*self.inner;
         let key = MembershipKey::new(channel, user);
         let answer = match lookup {
             Lookup::Cached => {
                 // The hit path: synchronous, no allocation, no boxed future.
                 if let Some(status) = inner.cache.get_local(key) {
-                    return Membership::from(status);
+                    return (Membership::from(status), true);
                 }
                 if let Some(reason) = inner.faults.get(channel, &*inner.clock).await {
-                    return Membership::Unknown(reason);
+                    return (Membership::Unknown(reason), false);
                 }
                 let loader = inner.telegram.get_chat_member(ChatId::from(channel), user);
-                inner.cache.get_or_load(key, loader).await.map(|l| l.status)
+                match inner.cache.get_or_load(key, loader).await {
+                    Ok(l) if l.source.is_hit() => return (Membership::from(l.status), true),
+                    other => other.map(|l| l.status),
+                }
             }
             Lookup::Fresh => {
                 let answer = inner
@@ -197,7 +212,7 @@ impl Engine {
                 answer
             }
         };
-        match answer {
+        let membership = match answer {
             Ok(status) => Membership::from(status),
             Err(err) => {
                 inner.faults.note(channel, &err, &*inner.clock).await;
@@ -209,7 +224,8 @@ impl Engine {
                 );
                 Membership::Unknown(unknown_reason(&err))
             }
-        }
+        };
+        (membership, false)
     }
 }
 

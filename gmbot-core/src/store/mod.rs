@@ -105,7 +105,9 @@ pub trait Store: Send + Sync + 'static {
 
     // --- restrictions -----------------------------------------------------
 
-    /// Records a restriction as `pending`, before the Telegram call.
+    /// Records a restriction as `pending`, before the Telegram call. A member has at most one
+    /// open (pending or active) restriction per group, enforced by the schema: if one is
+    /// open already, nothing is written and that row is returned (compare its id to tell).
     async fn record_restriction(
         &self,
         new: &NewRestriction,

@@ -992,6 +992,9 @@ impl Store for PostgresStore {
                         "INSERT INTO restrictions (group_id, user_id, kind, state, reason, placed_at, until) ",
                         "SELECT $1, $2, $3, 'pending', $4, $5, $6 ",
                         "WHERE EXISTS (SELECT 1 FROM protected_groups WHERE group_id = $1) ",
+                        // One open row per member (migration V2): a concurrent or repeated
+                        // record waits for the other insert, then returns its row below.
+                        "ON CONFLICT (group_id, user_id) WHERE state <> 'lifted' DO NOTHING ",
                         "RETURNING ",
                         restriction_cols!()
                     ),
@@ -1011,8 +1014,22 @@ impl Store for PostgresStore {
                     } else {
                         db(e)
                     }
-                })?
-                .ok_or(StoreError::UnknownGroup(new.group))?;
+                })?;
+            let row = match row {
+                Some(row) => row,
+                // Nothing inserted: the member already has an open row, or the group is unknown.
+                None => c
+                    .query_opt(
+                        concat!(
+                            "SELECT ",
+                            restriction_cols!(),
+                            " FROM restrictions WHERE group_id = $1 AND user_id = $2 AND state <> 'lifted'"
+                        ),
+                        &[&new.group.0, &new.user.0],
+                    )
+                    .map_err(db)?
+                    .ok_or(StoreError::UnknownGroup(new.group))?,
+            };
             rows::restriction(&row)
         })
         .await

@@ -118,7 +118,10 @@ fn seed_postgres(c: &mut postgres::Client) {
            FROM generate_series(1::bigint, {GROUPS}) AS g
            JOIN enforced_channels e ON e.chat_id = -1002000000000 - (1 + (g * 7919) % {POPULAR});
          INSERT INTO restrictions (group_id, user_id, kind, state, reason, placed_at, lifted_at, lift_reason)
-           SELECT -1001000000000 - (1 + (i * 7) % {GROUPS}), 1 + (i * 104729) % {USERS}, 'mute',
+           SELECT -1001000000000 - (1 + (i * 7) % {GROUPS}),
+                  -- Open rows get users of their own: one open row per member (V2).
+                  CASE WHEN i % 50 IN (0, 7) THEN {USERS} + i ELSE 1 + (i * 104729) % {USERS} END,
+                  'mute',
                   CASE i % 50 WHEN 0 THEN 'active' WHEN 7 THEN 'pending' ELSE 'lifted' END,
                   'seed', 1700000000 + i,
                   CASE WHEN i % 50 IN (0, 7) THEN NULL ELSE 1700000000 + i + 60 END,
@@ -235,7 +238,10 @@ fn seed_sqlite(c: &rusqlite::Connection) {
            SELECT -1001000000000 - g, 1 + (g * 7919) % {POPULAR}, 2, 1700000000 FROM s;
          INSERT INTO restrictions (group_id, user_id, kind, state, reason, placed_at, lifted_at, lift_reason)
            WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {RESTRICTIONS})
-           SELECT -1001000000000 - (1 + (i * 7) % {GROUPS}), 1 + (i * 104729) % {USERS}, 'mute',
+           SELECT -1001000000000 - (1 + (i * 7) % {GROUPS}),
+                  -- Open rows get users of their own: one open row per member (V2).
+                  CASE WHEN i % 50 IN (0, 7) THEN {USERS} + i ELSE 1 + (i * 104729) % {USERS} END,
+                  'mute',
                   CASE i % 50 WHEN 0 THEN 'active' WHEN 7 THEN 'pending' ELSE 'lifted' END,
                   'seed', 1700000000 + i,
                   CASE WHEN i % 50 IN (0, 7) THEN NULL ELSE 1700000000 + i + 60 END,

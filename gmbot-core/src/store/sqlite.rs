@@ -823,10 +823,13 @@ impl Store for SqliteStore {
         let new = new.clone();
         self.write(move |tx| {
             require_group(tx, new.group)?;
-            Ok(tx
+            // The partial unique index (migration V2) allows one open row per member: a
+            // second record returns the open one instead of adding a duplicate.
+            let inserted = tx
                 .prepare_cached(concat!(
                     "INSERT INTO restrictions (group_id, user_id, kind, state, reason, placed_at, until) ",
-                    "VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6) RETURNING ",
+                    "VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6) ",
+                    "ON CONFLICT (group_id, user_id) WHERE state <> 'lifted' DO NOTHING RETURNING ",
                     restriction_cols!()
                 ))?
                 .query_row(
@@ -839,7 +842,18 @@ impl Store for SqliteStore {
                         new.until.map(|u| u.0)
                     ],
                     |r| rows::restriction(r),
-                )?)
+                )
+                .optional()?;
+            match inserted {
+                Some(r) => Ok(r),
+                None => Ok(tx
+                    .prepare_cached(concat!(
+                        "SELECT ",
+                        restriction_cols!(),
+                        " FROM restrictions WHERE group_id = ?1 AND user_id = ?2 AND state <> 'lifted'"
+                    ))?
+                    .query_row(params![new.group.0, new.user.0], |r| rows::restriction(r))?),
+            }
         })
         .await
     }

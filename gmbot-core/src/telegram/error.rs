@@ -35,13 +35,24 @@ pub enum TelegramError {
         /// Telegram's description.
         description: String,
     },
-    /// The request did not complete (connection, timeout, malformed answer).
+    /// The request did not complete (connection, timeout, an answer that is not the Bot API's
+    /// JSON at all, such as a proxy's error page).
     #[error("network error talking to Telegram: {0}")]
     Network(String),
+    /// Telegram answered, but the answer's `result` does not have the shape this version
+    /// reads (a field missing that every Bot API version sends, a value of the wrong type, a
+    /// status nobody knows yet). Asking again gets the same answer, so it is never retried.
+    #[error("could not read Telegram's answer to {method}: {detail}")]
+    Decode {
+        /// The Bot API method (`getChatAdministrators`, `getUpdates`, …).
+        method: String,
+        /// What did not fit, naming the field (serde's message).
+        detail: String,
+    },
 }
 
 impl TelegramError {
-    /// Worth retrying after a backoff (5xx, network).
+    /// Worth retrying after a backoff (5xx, network). Never a [`Self::Decode`] failure.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Server { .. } | Self::Network(_))
     }
@@ -57,9 +68,30 @@ impl TelegramError {
             Self::BadRequest(_) => "bad_request",
             Self::Server { .. } => "server",
             Self::Network(_) => "network",
+            Self::Decode { .. } => "decode",
         }
     }
 }
 
 /// Result alias for Telegram calls.
 pub type TelegramResult<T> = Result<T, TelegramError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_decoding_failure_is_its_own_kind_and_not_transient() {
+        let e = TelegramError::Decode {
+            method: "getChatAdministrators".into(),
+            detail: "missing field `user`".into(),
+        };
+        assert!(!e.is_transient());
+        assert_eq!(e.kind(), "decode");
+        assert_eq!(
+            e.to_string(),
+            "could not read Telegram's answer to getChatAdministrators: missing field `user`"
+        );
+        assert!(TelegramError::Network("reset".into()).is_transient());
+    }
+}

@@ -922,7 +922,9 @@ impl TelegramApi for MemoryTelegram {
         let c = st.chats.get(&chat).ok_or_else(chat_not_found)?;
         check_restrictable(st, c, user)?;
         let c = st.chats.get_mut(&chat).ok_or_else(chat_not_found)?;
-        // Ban + unban: out of the group, free to rejoin.
+        // Ban (until KICK_BAN_SECS ahead, never forever) + unban: out of the group, free
+        // to rejoin at once. The in-memory ban has no clock of its own, so the two steps are
+        // applied together; the Bot API client sends them as two calls.
         c.members.insert(user, ChatMemberStatus::Left);
         c.permissions.remove(&user);
         st.kicks.push((group, user));

@@ -20,7 +20,9 @@ pub use self::memory::{
     DEFAULT_BOT_ID,
 };
 pub use self::method::Method;
-pub use self::types::{ChatAdmin, ChatInfo, ChatTarget, ChatType, InlineButton, OutgoingMessage};
+pub use self::types::{
+    ChatAdmin, ChatInfo, ChatTarget, ChatType, InlineButton, OutgoingMessage, KICK_BAN_SECS,
+};
 
 /// At most this many message ids go into one `deleteMessages` call (Bot API limit).
 pub const MAX_BULK_DELETE: usize = 100;
@@ -66,7 +68,9 @@ pub trait TelegramApi: Send + Sync + 'static {
     /// (`getChat.permissions`), never "everything allowed".
     async fn unrestrict_member(&self, group: GroupId, user: UserId) -> TelegramResult<()>;
 
-    /// Removes a member without a lasting ban (`banChatMember` then `unbanChatMember`).
+    /// Removes a member without a lasting ban: `banChatMember` until [`KICK_BAN_SECS`] from
+    /// now (never 0, which would be forever), then `unbanChatMember` with `only_if_banned`.
+    /// When the unban fails the error is returned, and the ban still ends by itself.
     async fn kick_member(&self, group: GroupId, user: UserId) -> TelegramResult<()>;
 
     /// `sendMessage` with HTML text and an optional inline keyboard; returns the new message's id.

@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{ChannelRef, ChannelUsername, ChatId, MessageId, UserId};
 
+/// How long the ban of a kick lasts, in seconds. Telegram treats a ban with `until_date`
+/// under 30 s ahead (or over 366 days) as forever (TELEGRAM.md, "Acting"), so a kick is a ban
+/// comfortably above that, then an unban: if the unban fails, the ban still ends by itself.
+pub const KICK_BAN_SECS: i64 = 90;
+
 /// One entry of `getChatAdministrators`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatAdmin {
@@ -106,16 +111,21 @@ pub enum ChatType {
     Supergroup,
     /// A channel.
     Channel,
+    /// A type added by a Bot API version newer than this one: kept as unknown, never taken
+    /// for a group or a channel.
+    Other,
 }
 
 impl ChatType {
-    /// Telegram's name for it (`private`, `group`, `supergroup`, `channel`).
+    /// Telegram's name for it (`private`, `group`, `supergroup`, `channel`; `other` for a
+    /// type this version does not know).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Private => "private",
             Self::Group => "group",
             Self::Supergroup => "supergroup",
             Self::Channel => "channel",
+            Self::Other => "other",
         }
     }
 }

@@ -14,7 +14,7 @@ use gmbot_core::domain::{ChatId, GroupId, SettingChange, UserId};
 use gmbot_core::store::StoreError;
 use gmbot_core::telegram::OutgoingMessage;
 
-use super::caller::{admin_gate, is_admin};
+use super::caller::{can_restrict, restrict_gate};
 use super::reply::{quote, reply, reply_text};
 use crate::app::App;
 use crate::handlers::HandleError;
@@ -29,7 +29,7 @@ const USAGE: &str = "Send /settings for the keyboard, or <code>/settings allow U
 
 /// Answers `/settings` and `/settings allow|disallow <user_id>`.
 pub(crate) async fn run(app: &App, msg: &Message, args: &[String]) -> Result<(), HandleError> {
-    let Some((group, _)) = admin_gate(app, msg, "settings", "/settings").await? else {
+    let Some((group, _)) = restrict_gate(app, msg, "settings", "/settings").await? else {
         return Ok(());
     };
     let Some(stored) = app.store().group(group).await? else {
@@ -105,7 +105,8 @@ pub async fn handle_callback(app: &App, cq: &CallbackQuery) -> Result<(), Handle
         .await?;
         return Ok(());
     };
-    let admin = match is_admin(app, group, cq.from.id).await {
+    // The same right as the /settings command itself: creator, or "Ban users".
+    let admin = match can_restrict(app, group, cq.from.id).await {
         Ok(admin) => admin,
         Err(e) => {
             answer("Telegram is not answering; try again in a moment.", false).await?;
@@ -119,7 +120,7 @@ pub async fn handle_callback(app: &App, cq: &CallbackQuery) -> Result<(), Handle
             "settings button pressed by a non-admin: refused"
         );
         answer(
-            "Only the group's administrators can change its settings.",
+            "Only the group's creator or an administrator with the right Ban users can change its settings.",
             true,
         )
         .await?;
