@@ -1173,3 +1173,112 @@ async fn reconciler_task_runs_at_start_and_stops() {
         .expect("the reconciler stops");
     h.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posting_as_a_foreign_channel_is_deleted_and_the_channel_banned() {
+    let mut h = harness().await;
+    // Bob owns a channel of his own and posts in the group on its behalf.
+    let own = h
+        .sim
+        .create_channel("Bob's channel", Some("bobs_channel"), h.bob)
+        .expect("channel");
+    h.skip_updates().await;
+    let id = h
+        .sim
+        .post_as_channel(h.group, own, h.bob, "buy now")
+        .expect("bob posts as his channel");
+    h.pump().await;
+
+    assert!(
+        h.sim.message(h.group, id).expect("message").deleted,
+        "the post is deleted"
+    );
+    assert!(h.sim.sender_chat_banned(h.group, own), "channel banned");
+    let bans = h.sim.calls_to("banChatSenderChat");
+    assert_eq!(bans.len(), 1);
+    assert_eq!(bans[0].int("sender_chat_id"), Some(own.get()));
+    // The placeholder sender (Channel_Bot) is shared: nobody is restricted.
+    assert_eq!(h.sim.calls_to("restrictChatMember").len(), 0);
+    assert!(h.sim.can_post(h.group, h.bob), "Bob himself is not muted");
+    assert_eq!(h.active(h.group, UserId::CHANNEL_BOT).await, None);
+    // One short warning: post as yourself after joining, with the Join link, no
+    // "I've joined" button bound to the placeholder.
+    let warnings: Vec<SimMessage> = h
+        .bot_messages(h.group)
+        .into_iter()
+        .filter(|m| m.text.contains("on behalf of a channel"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{:?}", h.bot_messages(h.group));
+    assert!(
+        warnings[0].text.contains("post as yourself"),
+        "{}",
+        warnings[0].text
+    );
+    assert_eq!(
+        urls_of(&warnings[0]),
+        vec!["https://t.me/test_news".to_owned()]
+    );
+    assert!(data_of(&warnings[0]).is_empty());
+    // Telegram now refuses further posts as that channel.
+    assert!(h.sim.post_as_channel(h.group, own, h.bob, "again").is_err());
+
+    // Posting as the group's own enforced channel stays.
+    let ok = h
+        .sim
+        .post_as_channel(h.group, h.channel, h.owner, "news")
+        .expect("the owner posts as the channel");
+    h.pump().await;
+    assert!(!h.sim.message(h.group, ok).expect("message").deleted);
+    assert!(!h.sim.sender_chat_banned(h.group, h.channel));
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_channel_posts_are_deleted_without_a_ban_when_the_setting_is_off() {
+    let mut h = harness().await;
+    h.set(h.group, SettingChange::BanChannelSenders(false))
+        .await;
+    let own = h
+        .sim
+        .create_channel("Bob's channel", None, h.bob)
+        .expect("channel");
+    h.skip_updates().await;
+    let id = h
+        .sim
+        .post_as_channel(h.group, own, h.bob, "buy now")
+        .expect("post");
+    h.pump().await;
+    assert!(h.sim.message(h.group, id).expect("message").deleted);
+    assert!(h.sim.calls_to("banChatSenderChat").is_empty());
+    assert!(!h.sim.sender_chat_banned(h.group, own));
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_after_leaving_the_channel_is_deleted_and_muted() {
+    let mut h = harness().await;
+    // Strict leave off: the leave itself must not be what mutes her.
+    h.set(h.group, SettingChange::StrictLeave(false)).await;
+    let id = h.sim.post(h.group, h.alice, "hello").expect("post");
+    h.pump().await;
+    assert!(!h.sim.message(h.group, id).expect("message").deleted);
+
+    h.sim
+        .leave(h.channel, h.alice)
+        .expect("alice leaves the channel");
+    h.pump().await;
+    assert!(h.sim.can_post(h.group, h.alice), "not muted by the leave");
+    h.sim
+        .edit_message(h.group, id, h.alice, "something else entirely")
+        .expect("alice edits");
+    assert!(h.pump().await >= 1, "the edit reaches the bot");
+
+    assert!(
+        h.sim.message(h.group, id).expect("message").deleted,
+        "edited message deleted"
+    );
+    assert!(is_muted(h.sim.member(h.group, h.alice)), "muted");
+    assert!(h.active(h.group, h.alice).await.is_some());
+    assert_eq!(h.warnings(h.group).len(), 1);
+    h.finish().await;
+}

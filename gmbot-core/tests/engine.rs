@@ -232,6 +232,69 @@ async fn automatic_forwards_from_the_linked_channel_are_exempt() {
 }
 
 #[tokio::test]
+async fn posts_as_a_channel_are_allowed_only_for_the_groups_own_chats() {
+    let h = Harness::new(telegram(&[C1]), &[C1], &[]).await;
+    let placeholder = UserId::CHANNEL_BOT;
+    let as_chat = |id: i64, chat: ChatId| {
+        MessageContext::message(MessageId(id))
+            .from_bot()
+            .with_sender_chat(chat)
+    };
+    // As one of the group's enforced channels, or as the group itself: allowed.
+    assert_eq!(
+        h.verify(placeholder, as_chat(1, ChatId::from(C1)))
+            .await
+            .decision,
+        Decision::Exempt(ExemptReason::OwnChannel)
+    );
+    assert_eq!(
+        h.verify(placeholder, as_chat(2, ChatId::from(GROUP)))
+            .await
+            .decision,
+        Decision::Exempt(ExemptReason::AnonymousAdmin)
+    );
+    // As any other channel: denied although the placeholder is a bot and bots
+    // are exempt by default; deleted, the channel banned, one warning — and
+    // the shared placeholder is never restricted.
+    let foreign = ChatId(-100_777);
+    let v = h.verify(placeholder, as_chat(3, foreign)).await;
+    assert_eq!(missing_ids(&v), vec![C1]);
+    assert_eq!(
+        v.actions.as_slice(),
+        &[
+            Action::DeleteMessage(MessageId(3)),
+            Action::BanSenderChat(foreign),
+            Action::WarnSenderChat {
+                delete_after_seconds: 60,
+                cooldown_seconds: 300,
+            },
+        ]
+    );
+    assert_eq!(h.tg.calls(), vec![], "decided without I/O");
+    // The placeholder without a sender_chat names no one: deleted, nothing banned.
+    let v = h
+        .verify(
+            placeholder,
+            MessageContext::message(MessageId(4)).from_bot(),
+        )
+        .await;
+    assert!(!v.decision.is_allowed());
+    assert!(!v.actions.iter().any(|a| matches!(
+        a,
+        Action::Restrict { .. } | Action::Kick | Action::BanSenderChat(_)
+    )));
+
+    // With the setting off the channel is not banned; the post still goes.
+    h.change(&[SettingChange::BanChannelSenders(false)]).await;
+    let v = h.verify(placeholder, as_chat(5, foreign)).await;
+    assert_eq!(v.actions[0], Action::DeleteMessage(MessageId(5)));
+    assert!(!v
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::BanSenderChat(_))));
+}
+
+#[tokio::test]
 async fn bots_are_exempt_only_while_the_group_exempts_them() {
     let bot = UserId(5_555);
     let h = Harness::new(telegram(&[C1]), &[C1], &[]).await;

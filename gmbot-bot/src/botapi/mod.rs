@@ -18,11 +18,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use frankenstein::methods::{
-    AnswerCallbackQueryParams, BanChatMemberParams, CreateChatInviteLinkParams,
-    DeleteMessageParams, DeleteWebhookParams, EditMessageTextParams, ExportChatInviteLinkParams,
-    GetChatAdministratorsParams, GetChatMemberCountParams, GetChatMemberParams, GetChatParams,
-    GetUpdatesParams, RestrictChatMemberParams, SendMessageParams, SetWebhookParams,
-    UnbanChatMemberParams,
+    AnswerCallbackQueryParams, BanChatMemberParams, BanChatSenderChatParams,
+    CreateChatInviteLinkParams, DeleteMessageParams, DeleteWebhookParams, EditMessageTextParams,
+    ExportChatInviteLinkParams, GetChatAdministratorsParams, GetChatMemberCountParams,
+    GetChatMemberParams, GetChatParams, GetUpdatesParams, RestrictChatMemberParams,
+    SendMessageParams, SetWebhookParams, UnbanChatMemberParams,
 };
 use frankenstein::response::MethodResponse;
 use frankenstein::types::{
@@ -47,8 +47,10 @@ use self::permissions::PermissionsCache;
 
 /// The update kinds GMBot asks for. `chat_member` must be listed explicitly or Telegram never
 /// sends it; an omitted list would keep whatever was set before.
-pub const ALLOWED_UPDATES: [AllowedUpdate; 4] = [
+pub const ALLOWED_UPDATES: [AllowedUpdate; 5] = [
     AllowedUpdate::Message,
+    // An edit can turn an allowed message into anything (TELEGRAM.md, "Updates").
+    AllowedUpdate::EditedMessage,
     AllowedUpdate::CallbackQuery,
     AllowedUpdate::ChatMember,
     AllowedUpdate::MyChatMember,
@@ -647,6 +649,18 @@ impl TelegramApi for BotApi {
     async fn kick_member(&self, group: GroupId, user: UserId) -> TelegramResult<()> {
         self.ban_chat_member(group, user, None).await?;
         self.unban_chat_member(group, user, true).await
+    }
+
+    async fn ban_sender_chat(&self, group: GroupId, sender_chat: ChatId) -> TelegramResult<()> {
+        let params = BanChatSenderChatParams::builder()
+            .chat_id(group.0)
+            .sender_chat_id(sender_chat.0)
+            .build();
+        self.bot
+            .ban_chat_sender_chat(&params)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(())
     }
 
     async fn send_message(

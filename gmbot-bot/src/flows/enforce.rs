@@ -19,8 +19,8 @@ use gmbot_core::telegram::TelegramApi;
 use crate::app::App;
 use crate::update::User;
 
-use super::notice;
 use super::warn::{channel_label, warning_message};
+use super::{notice, sender_chat};
 
 /// Counts one enforcement action in `gmbot_enforcement_actions_total{action,outcome}`.
 pub(crate) fn count(app: &App, action: &str, ok: bool) {
@@ -73,6 +73,20 @@ pub async fn perform(
             }
             // Only a recheck implies it; the callers of `recheck` lift themselves.
             Action::Unrestrict => {}
+            Action::BanSenderChat(chat) => sender_chat::ban(app, group, chat).await,
+            Action::WarnSenderChat {
+                delete_after_seconds,
+                cooldown_seconds,
+            } => {
+                sender_chat::warn(
+                    app,
+                    group,
+                    missing,
+                    Duration::from_secs(delete_after_seconds.into()),
+                    Duration::from_secs(cooldown_seconds.into()),
+                )
+                .await;
+            }
         }
     }
     if !verdict.unverifiable.is_empty() {

@@ -18,6 +18,7 @@ pub mod migration;
 pub mod notice;
 pub mod reconcile;
 pub mod seen;
+pub mod sender_chat;
 pub mod warn;
 
 use std::sync::{Arc, Mutex, PoisonError};

@@ -61,7 +61,8 @@ impl Lane {
             | Method::GetChatAdministrators
             | Method::DeleteMessage
             | Method::RestrictMember
-            | Method::KickMember => Lane::Enforcement,
+            | Method::KickMember
+            | Method::BanSenderChat => Lane::Enforcement,
             Method::SendMessage
             | Method::EditMessage
             | Method::GetChat

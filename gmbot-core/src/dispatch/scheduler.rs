@@ -161,6 +161,7 @@ impl Scheduler {
             | Method::RestrictMember
             | Method::UnrestrictMember
             | Method::KickMember
+            | Method::BanSenderChat
             | Method::CreateInviteLink => Budget::Write,
             Method::GetChatMember | Method::GetChatAdministrators | Method::GetChat => {
                 if self.reads.is_some() {

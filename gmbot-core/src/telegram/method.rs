@@ -31,11 +31,13 @@ pub enum Method {
     CreateInviteLink,
     /// `editMessageText` (the settings keyboard).
     EditMessage,
+    /// `banChatSenderChat` (a member posted as a foreign channel).
+    BanSenderChat,
 }
 
 impl Method {
     /// Every method, for iteration (metrics pre-registration, tests).
-    pub const ALL: [Method; 11] = [
+    pub const ALL: [Method; 12] = [
         Method::GetChatMember,
         Method::GetChatAdministrators,
         Method::DeleteMessage,
@@ -47,6 +49,7 @@ impl Method {
         Method::GetChat,
         Method::CreateInviteLink,
         Method::EditMessage,
+        Method::BanSenderChat,
     ];
 
     /// The Bot API name (`unrestrictMember` is GMBot's name for the lifting
@@ -64,6 +67,7 @@ impl Method {
             Method::GetChat => "getChat",
             Method::CreateInviteLink => "createChatInviteLink",
             Method::EditMessage => "editMessageText",
+            Method::BanSenderChat => "banChatSenderChat",
         }
     }
 

@@ -49,6 +49,11 @@ pub trait TelegramApi: Send + Sync + 'static {
     /// (`getChat.permissions`), never "everything allowed".
     async fn unrestrict_member(&self, group: GroupId, user: UserId) -> TelegramResult<()>;
 
+    /// `banChatSenderChat`: bans a channel from `group`, so its owner can no
+    /// longer post there on its behalf (lifted with `unbanChatSenderChat`).
+    /// Needs `can_restrict_members`.
+    async fn ban_sender_chat(&self, group: GroupId, sender_chat: ChatId) -> TelegramResult<()>;
+
     /// Removes a member without a lasting ban (`banChatMember` then `unbanChatMember`).
     async fn kick_member(&self, group: GroupId, user: UserId) -> TelegramResult<()>;
 

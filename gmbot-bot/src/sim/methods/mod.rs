@@ -19,7 +19,7 @@ use super::world::World;
 pub(crate) use self::webhook::WebhookChange;
 
 /// Every method the simulator serves, in Telegram's spelling.
-pub(crate) const METHODS: [&str; 20] = [
+pub(crate) const METHODS: [&str; 21] = [
     "getMe",
     "getUpdates",
     "setWebhook",
@@ -35,6 +35,7 @@ pub(crate) const METHODS: [&str; 20] = [
     "restrictChatMember",
     "banChatMember",
     "unbanChatMember",
+    "banChatSenderChat",
     "answerCallbackQuery",
     "createChatInviteLink",
     "exportChatInviteLink",
@@ -79,6 +80,7 @@ pub(crate) fn dispatch(
         "restrictChatMember" => moderation::restrict_chat_member(world, p),
         "banChatMember" => moderation::ban_chat_member(world, p),
         "unbanChatMember" => moderation::unban_chat_member(world, p),
+        "banChatSenderChat" => moderation::ban_chat_sender_chat(world, p),
         "answerCallbackQuery" => callbacks::answer_callback_query(world, p),
         "createChatInviteLink" => invites::create_chat_invite_link(world, p),
         "exportChatInviteLink" => invites::export_chat_invite_link(world, p),
