@@ -11,7 +11,7 @@ use gmbot_bot::app::{App, AppDeps, BotIdentity};
 use gmbot_bot::botapi::{convert, ALLOWED_UPDATES};
 use gmbot_bot::flows::{self, lift_group, reconcile_once};
 use gmbot_bot::handlers;
-use gmbot_bot::sim::{AdminRights, MemberState, SimMessage, Simulator};
+use gmbot_bot::sim::{AdminRights, Fault, FaultKind, MemberState, SimMessage, Simulator};
 use gmbot_bot::update::{Update, UpdateKind};
 use gmbot_bot::{BotApi, BotApiOptions, BotToken};
 use gmbot_core::cache::{MemoryCache, MemoryCacheConfig};
@@ -222,6 +222,10 @@ fn public_channel(id: ChannelId, username: &str, title: &str) -> EnforcedChannel
 }
 
 async fn harness() -> H {
+    harness_with(flows::FlowConfig::default()).await
+}
+
+async fn harness_with(flow_config: flows::FlowConfig) -> H {
     let sim = Simulator::start().expect("simulator starts");
     let bot = sim.bot().id;
     let owner = sim.add_user("Owner");
@@ -262,21 +266,27 @@ async fn harness() -> H {
         group_burst: 1_000,
         global_per_second: 10_000,
         global_burst: 1_000,
+        // Retries of 5xx answers stay, but without seconds of backoff in tests.
+        backoff_base: Duration::from_millis(1),
+        backoff_max: Duration::from_millis(5),
         ..DispatchConfig::default()
     };
-    let app = App::new(AppDeps {
-        me: BotIdentity {
-            id: bot,
-            username: "gmbot_test_bot".to_owned(),
+    let app = App::with_flows(
+        AppDeps {
+            me: BotIdentity {
+                id: bot,
+                username: "gmbot_test_bot".to_owned(),
+            },
+            store: store.clone(),
+            telegram: Arc::new(client(&sim)),
+            cache: Arc::new(cache),
+            clock,
+            dispatch,
+            engine: EngineConfig::default(),
+            registry,
         },
-        store: store.clone(),
-        telegram: Arc::new(client(&sim)),
-        cache: Arc::new(cache),
-        clock,
-        dispatch,
-        engine: EngineConfig::default(),
-        registry,
-    })
+        flow_config,
+    )
     .expect("app builds");
 
     let now = app.clock().unix_now();
@@ -581,7 +591,12 @@ async fn channel_join_unmutes_in_every_linked_group() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joined_button_works_for_the_member_only() {
-    let mut h = harness().await;
+    // Presses follow each other at once here; the cool-down has its own test.
+    let mut h = harness_with(flows::FlowConfig {
+        recheck_cooldown: Duration::ZERO,
+        ..flows::FlowConfig::default()
+    })
+    .await;
     h.sim.post(h.group, h.bob, "hi").expect("post");
     h.pump().await;
     let w = h.warnings(h.group).remove(0);
@@ -1280,5 +1295,162 @@ async fn an_edit_after_leaving_the_channel_is_deleted_and_muted() {
     assert!(is_muted(h.sim.member(h.group, h.alice)), "muted");
     assert!(h.active(h.group, h.alice).await.is_some());
     assert_eq!(h.warnings(h.group).len(), 1);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joined_button_never_unmutes_on_an_unverifiable_answer_and_cools_down() {
+    let mut h = harness().await;
+    h.sim.post(h.group, h.bob, "hi").expect("post");
+    h.pump().await;
+    let w = h.warnings(h.group).remove(0);
+    let data = format!("j:{}", h.bob.get());
+    // Bob really joined, but Telegram fails every membership read (the group fails open).
+    h.sim.join(h.channel, h.bob).expect("subscribe");
+    h.skip_updates().await;
+    h.sim
+        .inject(Fault::on("getChatMember", FaultKind::ServerError(502)).always());
+    let cq = h
+        .sim
+        .press_button(h.group, w.id, h.bob, &data)
+        .expect("press");
+    h.pump().await;
+    let answer = h.sim.callback_answer(&cq).expect("answered");
+    assert!(
+        answer
+            .text
+            .as_deref()
+            .is_some_and(|t| t.contains("try again in a moment")),
+        "{answer:?}"
+    );
+    assert!(!h.sim.can_post(h.group, h.bob), "still muted");
+    assert!(h.active(h.group, h.bob).await.is_some(), "row still active");
+    assert!(!h.sim.message(h.group, w.id).expect("warning").deleted);
+
+    // A second press within the cool-down asks Telegram nothing.
+    h.sim.clear_faults();
+    let reads = h.sim.calls_to("getChatMember").len();
+    let cq = h
+        .sim
+        .press_button(h.group, w.id, h.bob, &data)
+        .expect("press");
+    h.pump().await;
+    let answer = h.sim.callback_answer(&cq).expect("answered");
+    assert_eq!(
+        answer.text.as_deref(),
+        Some("Please wait a few seconds before checking again.")
+    );
+    assert_eq!(h.sim.calls_to("getChatMember").len(), reads, "no re-check");
+    assert!(!h.sim.can_post(h.group, h.bob));
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_not_participant_is_not_a_member_for_the_button() {
+    let mut h = harness().await;
+    h.sim.post(h.group, h.bob, "hi").expect("post");
+    h.pump().await;
+    let w = h.warnings(h.group).remove(0);
+    h.sim.inject(Fault::on(
+        "getChatMember",
+        FaultKind::Error {
+            code: 400,
+            description: "Bad Request: USER_NOT_PARTICIPANT".to_owned(),
+        },
+    ));
+    let cq = h
+        .sim
+        .press_button(h.group, w.id, h.bob, &format!("j:{}", h.bob.get()))
+        .expect("press");
+    h.pump().await;
+    let answer = h.sim.callback_answer(&cq).expect("answered");
+    assert!(answer.show_alert, "{answer:?}");
+    assert!(
+        answer
+            .text
+            .as_deref()
+            .is_some_and(|t| t.starts_with("You still need to join") && t.contains("News")),
+        "{answer:?}"
+    );
+    assert!(!h.sim.can_post(h.group, h.bob));
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn button_presses_beyond_the_recheck_budget_ask_telegram_nothing() {
+    let mut h = harness().await;
+    let burst = flows::FlowConfig::default().recheck_burst as usize;
+    let mut pressers = Vec::new();
+    for i in 0..burst + 3 {
+        let u = h.sim.add_user(&format!("Member {i}"));
+        h.sim.join(h.group, u).expect("join");
+        pressers.push(u);
+    }
+    h.skip_updates().await;
+    for &u in &pressers {
+        h.sim.post(h.group, u, "hi").expect("post");
+    }
+    h.pump().await;
+    let warnings = h.warnings(h.group);
+    assert_eq!(warnings.len(), pressers.len());
+    let reads = h.sim.calls_to("getChatMember").len();
+    let mut answers = Vec::new();
+    for (u, w) in pressers.iter().zip(&warnings) {
+        let cq = h
+            .sim
+            .press_button(h.group, w.id, *u, &format!("j:{}", u.get()))
+            .expect("press");
+        answers.push(cq);
+    }
+    h.pump().await;
+    let rechecks = h.sim.calls_to("getChatMember").len() - reads;
+    assert!(
+        rechecks <= burst + 1,
+        "{rechecks} re-checks for a burst of {burst}"
+    );
+    let refused = answers
+        .iter()
+        .filter(|cq| {
+            h.sim
+                .callback_answer(cq)
+                .and_then(|a| a.text)
+                .is_some_and(|t| t.contains("try again in a moment"))
+        })
+        .count();
+    assert!(refused >= 2, "{refused} presses refused");
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joined_button_frees_a_member_who_joined_even_without_an_active_row() {
+    let mut h = harness().await;
+    h.sim.post(h.group, h.bob, "hi").expect("post");
+    h.pump().await;
+    let w = h.warnings(h.group).remove(0);
+    assert!(!h.sim.can_post(h.group, h.bob));
+    // The row is gone (closed by hand, a lost write…) while Telegram still mutes Bob.
+    h.store
+        .lift_member(
+            h.group,
+            h.bob,
+            LiftReason::Expired,
+            h.app.clock().unix_now(),
+        )
+        .await
+        .expect("close the row");
+    assert_eq!(h.active(h.group, h.bob).await, None);
+
+    h.sim.join(h.channel, h.bob).expect("subscribe");
+    let cq = h
+        .sim
+        .press_button(h.group, w.id, h.bob, &format!("j:{}", h.bob.get()))
+        .expect("press");
+    h.pump_where(|u| !matches!(u.kind, UpdateKind::ChatMember(_)))
+        .await;
+    let answer = h.sim.callback_answer(&cq).expect("answered");
+    assert_eq!(answer.text.as_deref(), Some("Welcome! You can write now."));
+    assert!(h.sim.can_post(h.group, h.bob), "unmuted in Telegram");
+    assert!(h.sim.message(h.group, w.id).expect("warning").deleted);
+    assert_eq!(h.active(h.group, h.bob).await, None);
     h.finish().await;
 }

@@ -647,6 +647,30 @@ async fn recheck_bypasses_the_cache_and_refreshes_it() {
     assert!(v.actions.is_empty());
 }
 
+#[tokio::test]
+async fn a_recheck_that_cannot_verify_never_implies_an_unmute() {
+    let tg = telegram(&[C1]);
+    let h = Harness::new(tg, &[C1], &[]).await;
+    for err in [
+        TelegramError::RetryAfter {
+            retry_after: Duration::from_secs(3),
+        },
+        TelegramError::Server {
+            code: 502,
+            description: "Bad Gateway".into(),
+        },
+        TelegramError::Network("timeout".into()),
+        TelegramError::UserNotFound("user not found".into()),
+    ] {
+        h.tg.fail_next(Method::GetChatMember, err.clone());
+        let v = h.engine.recheck(GROUP, ALICE).await.expect("verdict");
+        // The group fails open, so the decision lets her speak, but nothing is lifted.
+        assert_eq!(v.decision, Decision::Allow, "{err:?}");
+        assert!(v.actions.is_empty(), "{err:?}: {:?}", v.actions);
+        assert_eq!(v.unverifiable.len(), 1, "{err:?}");
+    }
+}
+
 // ----- actions ----------------------------------------------------------------
 
 #[tokio::test]

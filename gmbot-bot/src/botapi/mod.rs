@@ -604,7 +604,19 @@ impl TelegramApi for BotApi {
         chat: ChatId,
         user: UserId,
     ) -> TelegramResult<ChatMemberStatus> {
-        Ok(member_status(&self.get_chat_member_full(chat, user).await?))
+        match self.get_chat_member_full(chat, user).await {
+            Ok(member) => Ok(member_status(&member)),
+            // USER_NOT_PARTICIPANT is Telegram's verdict "not in this chat" (MTProto
+            // channels.getParticipant; pyrogram's UserNotParticipant): a value, not an error.
+            // "user not found" is not: the reference answers a non-member with status `left`,
+            // so that error names no verdict and stays unknown (TELEGRAM.md, "Membership").
+            Err(TelegramError::UserNotFound(text))
+                if text.to_ascii_uppercase().contains("USER_NOT_PARTICIPANT") =>
+            {
+                Ok(ChatMemberStatus::Left)
+            }
+            Err(err) => Err(err),
+        }
     }
 
     async fn get_chat_administrators(&self, chat: ChatId) -> TelegramResult<Vec<ChatAdmin>> {

@@ -50,7 +50,10 @@ impl Engine {
     ///
     /// An allowed (or exempt, or no longer enforced) recheck implies
     /// [`Action::Unrestrict`]; a denied one implies nothing new (the member is
-    /// already muted and their message already gone).
+    /// already muted and their message already gone). A recheck that could
+    /// not verify some channel (429, 5xx, timeout, bot not a channel admin)
+    /// never implies [`Action::Unrestrict`], even when the group fails open:
+    /// the caller should ask the member to try again.
     pub async fn recheck(&self, group: GroupId, user: UserId) -> Result<Verdict, EngineError> {
         let started = Instant::now();
         let result = self
@@ -182,6 +185,11 @@ impl Engine {
                 unverifiable: UnverifiableList::new(),
             }
         };
+        if lookup == Lookup::Fresh && !unverifiable.is_empty() {
+            // An unknown answer never lifts a restriction (TELEGRAM.md,
+            // "Membership"), whatever the failure policy let through.
+            verdict.actions.retain(|a| *a != Action::Unrestrict);
+        }
         verdict.unverifiable = unverifiable;
         Ok(verdict)
     }

@@ -227,7 +227,7 @@ mod tests {
         }
         assert_eq!(
             count,
-            3 + MUTE_PRESETS.len() + WARNING_PRESETS.len() + 2 + 2 + 1
+            3 + MUTE_PRESETS.len() + WARNING_PRESETS.len() + 3 + 2 + 1
         );
     }
 
