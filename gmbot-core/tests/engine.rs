@@ -596,7 +596,7 @@ async fn admin_list_is_cached_for_its_ttl_and_invalidatable() {
 }
 
 #[tokio::test]
-async fn a_failed_admin_list_checks_channels_and_retries_later() {
+async fn with_no_admin_list_nobody_is_acted_against_and_it_retries_later() {
     let tg = telegram(&[C1]).set_admin(GROUP, admin(ALICE)).set_member(
         C1,
         BOB,
@@ -607,8 +607,13 @@ async fn a_failed_admin_list_checks_channels_and_retries_later() {
         TelegramError::Network("timeout".into()),
     );
     let h = Harness::new(tg, &[C1], &[]).await;
-    // Admin list unknown: Alice is checked like anyone (and is not subscribed).
-    assert!(!h.message(ALICE).await.decision.is_allowed());
+    // Admin list unknown: Alice (an admin, not subscribed) could be an admin
+    // or a member; nothing is done against her.
+    let v = h.message(ALICE).await;
+    assert_eq!(v.decision, Decision::Allow);
+    assert!(v.actions.is_empty(), "{:?}", v.actions);
+    // Not a member either (a non-subscriber gets through this one message).
+    assert!(h.message(CAROL).await.actions.is_empty());
     assert_eq!(h.message(BOB).await.decision, Decision::Allow);
     assert_eq!(h.tg.count(Method::GetChatAdministrators), 1);
     h.clock.advance(Duration::from_secs(31));
@@ -617,6 +622,43 @@ async fn a_failed_admin_list_checks_channels_and_retries_later() {
         Decision::Exempt(ExemptReason::Admin)
     );
     assert_eq!(h.tg.count(Method::GetChatAdministrators), 2);
+    assert!(!h.message(CAROL).await.decision.is_allowed());
+}
+
+#[tokio::test]
+async fn a_failed_admin_list_fetch_keeps_the_last_good_list() {
+    let tg = telegram(&[C1]).set_admin(GROUP, admin(ALICE));
+    let h = Harness::new(tg, &[C1], &[]).await;
+    assert_eq!(
+        h.message(ALICE).await.decision,
+        Decision::Exempt(ExemptReason::Admin)
+    );
+    // The list expires and the next fetch fails: Alice is still an admin,
+    // and members are still checked and denied.
+    h.clock.advance(Duration::from_secs(301));
+    h.tg.fail_next(
+        Method::GetChatAdministrators,
+        TelegramError::Server {
+            code: 502,
+            description: "Bad Gateway".into(),
+        },
+    );
+    assert_eq!(
+        h.message(ALICE).await.decision,
+        Decision::Exempt(ExemptReason::Admin)
+    );
+    assert_eq!(h.tg.count(Method::GetChatAdministrators), 2);
+    let v = h.message(CAROL).await;
+    assert!(!v.decision.is_allowed());
+    assert!(matches!(v.actions[1], Action::Restrict { .. }));
+    // Kept only for the failure back-off, then asked again.
+    assert_eq!(h.tg.count(Method::GetChatAdministrators), 2);
+    h.clock.advance(Duration::from_secs(31));
+    assert_eq!(
+        h.message(ALICE).await.decision,
+        Decision::Exempt(ExemptReason::Admin)
+    );
+    assert_eq!(h.tg.count(Method::GetChatAdministrators), 3);
 }
 
 #[tokio::test]

@@ -174,6 +174,16 @@ impl Engine {
 
         let mut verdict = if missing.is_empty() {
             allowed(Decision::Allow, lookup)
+        } else if lookup == Lookup::Cached && !admins.is_known() {
+            // No admin list was ever fetched: the sender may be an admin.
+            // Acting against someone whose status is unknown is worse than
+            // letting one message through (the next one is checked again).
+            log::info!(
+                group_id = group.get(),
+                user_id = user.get();
+                "not acting: the group's admins are unknown"
+            );
+            allowed(Decision::Allow, lookup)
         } else {
             let actions = match lookup {
                 Lookup::Cached => deny_actions(settings, ctx.message, inner.clock.unix_now()),
