@@ -11,7 +11,9 @@ use gmbot_bot::app::{App, AppDeps, BotIdentity};
 use gmbot_bot::botapi::{convert, ALLOWED_UPDATES};
 use gmbot_bot::flows::{self, lift_group, reconcile_once};
 use gmbot_bot::handlers;
-use gmbot_bot::sim::{AdminRights, Fault, FaultKind, MemberState, SimMessage, Simulator};
+use gmbot_bot::sim::{
+    AdminRights, Fault, FaultKind, MemberState, Permissions, SimMessage, Simulator,
+};
 use gmbot_bot::update::{Update, UpdateKind};
 use gmbot_bot::{BotApi, BotApiOptions, BotToken};
 use gmbot_core::cache::{MemoryCache, MemoryCacheConfig};
@@ -1452,5 +1454,59 @@ async fn joined_button_frees_a_member_who_joined_even_without_an_active_row() {
     assert!(h.sim.can_post(h.group, h.bob), "unmuted in Telegram");
     assert!(h.sim.message(h.group, w.id).expect("warning").deleted);
     assert_eq!(h.active(h.group, h.bob).await, None);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_restricted_by_an_admin_keeps_that_restriction() {
+    let mut h = harness().await;
+    // An admin took Bob's media rights; he may still write text.
+    let admin_restriction = MemberState::Restricted {
+        is_member: true,
+        permissions: Permissions {
+            can_send_photos: false,
+            can_send_videos: false,
+            can_send_documents: false,
+            ..Permissions::group_default()
+        },
+        until: 0,
+    };
+    h.sim
+        .set_member(h.group, h.bob, admin_restriction, h.owner)
+        .expect("admin restricts bob");
+    h.skip_updates().await;
+    let id = h
+        .sim
+        .post(h.group, h.bob, "hi")
+        .expect("bob may write text");
+    h.pump().await;
+
+    assert!(
+        h.sim.message(h.group, id).expect("message").deleted,
+        "deleted"
+    );
+    assert!(
+        h.sim.calls_to("restrictChatMember").is_empty(),
+        "the admin's restriction is not replaced by the bot's mute"
+    );
+    assert_eq!(h.sim.member(h.group, h.bob), admin_restriction);
+    assert_eq!(h.active(h.group, h.bob).await, None, "no row of the bot's");
+    // Warned with the Join link, but with no "I've joined" button: there is no mute of
+    // the bot's to lift, and a lift would restore the group's defaults over the admin's choice.
+    let warnings: Vec<SimMessage> = h
+        .bot_messages(h.group)
+        .into_iter()
+        .filter(|m| m.text.contains("please join"))
+        .collect();
+    assert_eq!(warnings.len(), 1);
+    assert!(
+        data_of(&warnings[0]).is_empty(),
+        "{:?}",
+        warnings[0].buttons
+    );
+    assert_eq!(
+        urls_of(&warnings[0]),
+        vec!["https://t.me/test_news".to_owned()]
+    );
     h.finish().await;
 }

@@ -9,12 +9,12 @@
 use std::time::Duration;
 
 use gmbot_core::domain::{
-    EnforcedChannel, GroupId, LiftReason, NewRestriction, RestrictionKind, RestrictionState,
-    UnixTime, UserId,
+    ChatMemberStatus, EnforcedChannel, GroupId, LiftReason, NewRestriction, RestrictionKind,
+    RestrictionState, UnixTime, UserId,
 };
 use gmbot_core::engine::{Action, Verdict};
 use gmbot_core::store::StoreError;
-use gmbot_core::telegram::TelegramApi;
+use gmbot_core::telegram::{InlineButton, TelegramApi};
 
 use crate::app::App;
 use crate::update::User;
@@ -39,6 +39,7 @@ pub async fn perform(
     verdict: &Verdict,
 ) -> Result<(), StoreError> {
     let missing = verdict.missing();
+    let mut joined_button = true;
     for action in &verdict.actions {
         match *action {
             Action::DeleteMessage(message) => {
@@ -54,7 +55,10 @@ pub async fn perform(
                 }
             }
             Action::Restrict { until } => {
-                restrict(app, &**app.telegram(), group, member.id, until, missing).await?;
+                let muted =
+                    restrict(app, &**app.telegram(), group, member.id, until, missing).await?;
+                // No mute of ours: no "I've joined" button that would lift the admin's one.
+                joined_button &= muted != Muted::KeptAdminRestriction;
             }
             Action::Kick => kick(app, group, member, missing).await?,
             Action::Warn {
@@ -68,6 +72,7 @@ pub async fn perform(
                     missing,
                     Duration::from_secs(delete_after_seconds.into()),
                     Duration::from_secs(cooldown_seconds.into()),
+                    joined_button,
                 )
                 .await;
             }
@@ -109,8 +114,21 @@ fn reason_text(missing: &[std::sync::Arc<EnforcedChannel>]) -> String {
     }
 }
 
-/// Mutes `user` in `group` until `until`, recording it first. Returns
-/// whether the member is muted in Telegram now.
+/// What [`restrict`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Muted {
+    /// Muted in Telegram now (and recorded).
+    Yes,
+    /// Telegram refused; nothing stays recorded as active.
+    Failed,
+    /// Left alone: an admin had already restricted the member (status
+    /// `restricted` and no row of ours). Muting would replace the admin's
+    /// restriction, and lifting ours later would restore the group's defaults
+    /// over it, so the admin's restriction is kept as it is.
+    KeptAdminRestriction,
+}
+
+/// Mutes `user` in `group` until `until`, recording it first.
 ///
 /// A member who already has an active restriction keeps that row (re-applied
 /// in Telegram, confirmed if it was pending); one past its end is lifted as
@@ -122,7 +140,7 @@ pub async fn restrict(
     user: UserId,
     until: Option<UnixTime>,
     missing: &[std::sync::Arc<EnforcedChannel>],
-) -> Result<bool, StoreError> {
+) -> Result<Muted, StoreError> {
     let store = app.store();
     let now = app.clock().unix_now();
     let existing = match store.active_restriction(group, user).await? {
@@ -139,6 +157,17 @@ pub async fn restrict(
     let row = match existing {
         Some(r) => r,
         None => {
+            // One read per new mute. An error is no reason to skip the mute.
+            if let Ok(ChatMemberStatus::Restricted { .. }) =
+                telegram.get_chat_member(group.into(), user).await
+            {
+                log::info!(
+                    group_id = group.get(),
+                    user_id = user.get();
+                    "member already restricted by an admin: not muted"
+                );
+                return Ok(Muted::KeptAdminRestriction);
+            }
             store
                 .record_restriction(
                     &NewRestriction {
@@ -160,7 +189,7 @@ pub async fn restrict(
                 store.confirm_restriction(group, row.id).await?;
             }
             log::info!(group_id = group.get(), user_id = user.get(); "member muted");
-            Ok(true)
+            Ok(Muted::Yes)
         }
         Err(err) => {
             count(app, "restrict", false);
@@ -181,7 +210,7 @@ pub async fn restrict(
                     )
                     .await?;
             }
-            Ok(false)
+            Ok(Muted::Failed)
         }
     }
 }
@@ -248,6 +277,7 @@ pub async fn warn(
     missing: &[std::sync::Arc<EnforcedChannel>],
     delete_after: Duration,
     cooldown: Duration,
+    joined_button: bool,
 ) {
     let flows = app.flows();
     let now_ms = app.clock().now_millis();
@@ -259,7 +289,14 @@ pub async fn warn(
         log::debug!(group_id = group.get(), user_id = member.id.get(); "warning skipped: cool-down");
         return;
     }
-    let (msg, unlinked) = warning_message(member, missing);
+    let (mut msg, unlinked) = warning_message(member, missing);
+    if !joined_button {
+        msg.buttons.retain(|row| {
+            !row.iter()
+                .any(|b| matches!(b, InlineButton::Callback { .. }))
+        });
+        msg.html = msg.html.replace(", then press “I've joined”.", ".");
+    }
     let result = app.telegram().send_message(group.into(), &msg).await;
     count(app, "warn", result.is_ok());
     match result {
