@@ -24,7 +24,7 @@ impl Update {
     /// so a raid's "I've joined" presses do not queue behind the group's messages.
     pub fn sequence_key(&self) -> i64 {
         match &self.kind {
-            UpdateKind::Message(m) => m.chat.id.get(),
+            UpdateKind::Message(m) | UpdateKind::EditedMessage(m) => m.chat.id.get(),
             UpdateKind::CallbackQuery(c) => c.from.id.get(),
             UpdateKind::ChatMember(c) | UpdateKind::MyChatMember(c) => c.chat.id.get(),
             UpdateKind::Other(_) => 0,
@@ -35,7 +35,9 @@ impl Update {
     /// error-report context (never for metric labels).
     pub fn subject(&self) -> (Option<i64>, Option<i64>) {
         match &self.kind {
-            UpdateKind::Message(m) => (Some(m.chat.id.get()), m.from.as_ref().map(|u| u.id.get())),
+            UpdateKind::Message(m) | UpdateKind::EditedMessage(m) => {
+                (Some(m.chat.id.get()), m.from.as_ref().map(|u| u.id.get()))
+            }
             UpdateKind::CallbackQuery(c) => {
                 (c.message.map(|(chat, _)| chat.get()), Some(c.from.id.get()))
             }
@@ -52,13 +54,16 @@ impl Update {
 pub enum UpdateKind {
     /// A new message (including service messages: joins, leaves, migrations).
     Message(Message),
+    /// A new version of a message (`edited_message`): verified like a new
+    /// message, since an edit can turn an allowed message into anything.
+    EditedMessage(Message),
     /// A press on an inline button.
     CallbackQuery(CallbackQuery),
     /// Someone's membership changed in a chat where the bot is an administrator.
     ChatMember(ChatMemberUpdate),
     /// The bot's own membership or rights changed.
     MyChatMember(ChatMemberUpdate),
-    /// Anything else (edited messages, polls, …); named for metrics and logs.
+    /// Anything else (channel posts, polls, …); named for metrics and logs.
     Other(&'static str),
 }
 
@@ -67,6 +72,7 @@ impl UpdateKind {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Message(_) => "message",
+            Self::EditedMessage(_) => "edited_message",
             Self::CallbackQuery(_) => "callback_query",
             Self::ChatMember(_) => "chat_member",
             Self::MyChatMember(_) => "my_chat_member",

@@ -23,7 +23,13 @@ fn allowed_updates_always_sent(sim: &gmbot_bot::sim::Simulator) {
             .and_then(|v| v.as_array())
             .map(|a| a.iter().filter_map(|k| k.as_str()).collect())
             .unwrap_or_default();
-        for k in ["message", "callback_query", "chat_member", "my_chat_member"] {
+        for k in [
+            "message",
+            "edited_message",
+            "callback_query",
+            "chat_member",
+            "my_chat_member",
+        ] {
             assert!(kinds.contains(&k), "getUpdates without {k}: {:?}", c.params);
         }
     }

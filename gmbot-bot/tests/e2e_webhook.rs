@@ -66,7 +66,13 @@ async fn webhook_whole_flow_on_sqlite_with_a_derived_secret() {
     );
     assert_eq!(call.int("max_connections"), Some(100));
     let kinds = call.params["allowed_updates"].to_string();
-    for k in ["message", "callback_query", "chat_member", "my_chat_member"] {
+    for k in [
+        "message",
+        "edited_message",
+        "callback_query",
+        "chat_member",
+        "my_chat_member",
+    ] {
         assert!(kinds.contains(k), "{kinds}");
     }
     whole_flow(&w, &bot).await;

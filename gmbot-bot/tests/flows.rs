@@ -11,7 +11,9 @@ use gmbot_bot::app::{App, AppDeps, BotIdentity};
 use gmbot_bot::botapi::{convert, ALLOWED_UPDATES};
 use gmbot_bot::flows::{self, lift_group, reconcile_once};
 use gmbot_bot::handlers;
-use gmbot_bot::sim::{AdminRights, MemberState, SimMessage, Simulator};
+use gmbot_bot::sim::{
+    AdminRights, Fault, FaultKind, MemberState, Permissions, SimMessage, Simulator,
+};
 use gmbot_bot::update::{Update, UpdateKind};
 use gmbot_bot::{BotApi, BotApiOptions, BotToken};
 use gmbot_core::cache::{MemoryCache, MemoryCacheConfig};
@@ -222,6 +224,10 @@ fn public_channel(id: ChannelId, username: &str, title: &str) -> EnforcedChannel
 }
 
 async fn harness() -> H {
+    harness_with(flows::FlowConfig::default()).await
+}
+
+async fn harness_with(flow_config: flows::FlowConfig) -> H {
     let sim = Simulator::start().expect("simulator starts");
     let bot = sim.bot().id;
     let owner = sim.add_user("Owner");
@@ -262,21 +268,27 @@ async fn harness() -> H {
         group_burst: 1_000,
         global_per_second: 10_000,
         global_burst: 1_000,
+        // Retries of 5xx answers stay, but without seconds of backoff in tests.
+        backoff_base: Duration::from_millis(1),
+        backoff_max: Duration::from_millis(5),
         ..DispatchConfig::default()
     };
-    let app = App::new(AppDeps {
-        me: BotIdentity {
-            id: bot,
-            username: "gmbot_test_bot".to_owned(),
+    let app = App::with_flows(
+        AppDeps {
+            me: BotIdentity {
+                id: bot,
+                username: "gmbot_test_bot".to_owned(),
+            },
+            store: store.clone(),
+            telegram: Arc::new(client(&sim)),
+            cache: Arc::new(cache),
+            clock,
+            dispatch,
+            engine: EngineConfig::default(),
+            registry,
         },
-        store: store.clone(),
-        telegram: Arc::new(client(&sim)),
-        cache: Arc::new(cache),
-        clock,
-        dispatch,
-        engine: EngineConfig::default(),
-        registry,
-    })
+        flow_config,
+    )
     .expect("app builds");
 
     let now = app.clock().unix_now();
@@ -597,7 +609,12 @@ async fn channel_join_unmutes_in_every_linked_group() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joined_button_works_for_the_member_only() {
-    let mut h = harness().await;
+    // Presses follow each other at once here; the cool-down has its own test.
+    let mut h = harness_with(flows::FlowConfig {
+        recheck_cooldown: Duration::ZERO,
+        ..flows::FlowConfig::default()
+    })
+    .await;
     h.sim.post(h.group, h.bob, "hi").expect("post");
     h.pump().await;
     let w = h.warnings(h.group).remove(0);
@@ -1314,6 +1331,62 @@ async fn a_join_while_the_mute_is_queued_leaves_the_member_free_and_without_a_ro
     h.pump().await;
     assert!(h.sim.can_post(h.group, h.bob), "Bob can write");
     assert_eq!(h.active(h.group, h.bob).await, None, "no open row");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posting_as_a_foreign_channel_is_deleted_and_the_channel_banned() {
+    let mut h = harness().await;
+    // Bob owns a channel of his own and posts in the group on its behalf.
+    let own = h
+        .sim
+        .create_channel("Bob's channel", Some("bobs_channel"), h.bob)
+        .expect("channel");
+    h.skip_updates().await;
+    let id = h
+        .sim
+        .post_as_channel(h.group, own, h.bob, "buy now")
+        .expect("bob posts as his channel");
+    h.pump().await;
+
+    assert!(
+        h.sim.message(h.group, id).expect("message").deleted,
+        "the post is deleted"
+    );
+    assert!(h.sim.sender_chat_banned(h.group, own), "channel banned");
+    let bans = h.sim.calls_to("banChatSenderChat");
+    assert_eq!(bans.len(), 1);
+    assert_eq!(bans[0].int("sender_chat_id"), Some(own.get()));
+    // The placeholder sender (Channel_Bot) is shared: nobody is restricted.
+    assert_eq!(h.sim.calls_to("restrictChatMember").len(), 0);
+    assert!(h.sim.can_post(h.group, h.bob), "Bob himself is not muted");
+    assert_eq!(h.active(h.group, UserId::CHANNEL_BOT).await, None);
+    // One short warning: post as yourself after joining, with the Join link, no
+    // "I've joined" button bound to the placeholder.
+    let warnings: Vec<SimMessage> = h
+        .bot_messages(h.group)
+        .into_iter()
+        .filter(|m| m.text.contains("on behalf of a channel"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{:?}", h.bot_messages(h.group));
+    assert!(
+        warnings[0].text.contains("post as yourself"),
+        "{}",
+        warnings[0].text
+    );
+    assert_eq!(
+        urls_of(&warnings[0]),
+        vec!["https://t.me/test_news".to_owned()]
+    );
+    assert!(data_of(&warnings[0]).is_empty());
+    // Telegram now refuses further posts as that channel.
+    assert!(h.sim.post_as_channel(h.group, own, h.bob, "again").is_err());
+
+    // Posting as the group's own enforced channel stays.
+    let ok = h
+        .sim
+        .post_as_channel(h.group, h.channel, h.owner, "news")
+        .expect("the owner posts as the channel");
+    h.pump().await;
+    assert!(!h.sim.message(h.group, ok).expect("message").deleted);
+    assert!(!h.sim.sender_chat_banned(h.group, h.channel));
     h.finish().await;
 }
 
@@ -1351,6 +1424,262 @@ async fn the_consolidated_button_frees_whoever_joined_and_answers_others_private
     assert_eq!(
         h.sim.callback_answer(&answer).and_then(|a| a.text),
         Some(gmbot_bot::flows::joined_button::WELCOME.to_owned())
+async fn foreign_channel_posts_are_deleted_without_a_ban_when_the_setting_is_off() {
+    let mut h = harness().await;
+    h.set(h.group, SettingChange::BanChannelSenders(false))
+        .await;
+    let own = h
+        .sim
+        .create_channel("Bob's channel", None, h.bob)
+        .expect("channel");
+    h.skip_updates().await;
+    let id = h
+        .sim
+        .post_as_channel(h.group, own, h.bob, "buy now")
+        .expect("post");
+    h.pump().await;
+    assert!(h.sim.message(h.group, id).expect("message").deleted);
+    assert!(h.sim.calls_to("banChatSenderChat").is_empty());
+    assert!(!h.sim.sender_chat_banned(h.group, own));
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_after_leaving_the_channel_is_deleted_and_muted() {
+    let mut h = harness().await;
+    // Strict leave off: the leave itself must not be what mutes her.
+    h.set(h.group, SettingChange::StrictLeave(false)).await;
+    let id = h.sim.post(h.group, h.alice, "hello").expect("post");
+    h.pump().await;
+    assert!(!h.sim.message(h.group, id).expect("message").deleted);
+
+    h.sim
+        .leave(h.channel, h.alice)
+        .expect("alice leaves the channel");
+    h.pump().await;
+    assert!(h.sim.can_post(h.group, h.alice), "not muted by the leave");
+    h.sim
+        .edit_message(h.group, id, h.alice, "something else entirely")
+        .expect("alice edits");
+    assert!(h.pump().await >= 1, "the edit reaches the bot");
+
+    assert!(
+        h.sim.message(h.group, id).expect("message").deleted,
+        "edited message deleted"
+    );
+    assert!(is_muted(h.sim.member(h.group, h.alice)), "muted");
+    assert!(h.active(h.group, h.alice).await.is_some());
+    assert_eq!(h.warnings(h.group).len(), 1);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joined_button_never_unmutes_on_an_unverifiable_answer_and_cools_down() {
+    let mut h = harness().await;
+    h.sim.post(h.group, h.bob, "hi").expect("post");
+    h.pump().await;
+    let w = h.warnings(h.group).remove(0);
+    let data = format!("j:{}", h.bob.get());
+    // Bob really joined, but Telegram fails every membership read (the group fails open).
+    h.sim.join(h.channel, h.bob).expect("subscribe");
+    h.skip_updates().await;
+    h.sim
+        .inject(Fault::on("getChatMember", FaultKind::ServerError(502)).always());
+    let cq = h
+        .sim
+        .press_button(h.group, w.id, h.bob, &data)
+        .expect("press");
+    h.pump().await;
+    let answer = h.sim.callback_answer(&cq).expect("answered");
+    assert!(
+        answer
+            .text
+            .as_deref()
+            .is_some_and(|t| t.contains("try again in a moment")),
+        "{answer:?}"
+    );
+    assert!(!h.sim.can_post(h.group, h.bob), "still muted");
+    assert!(h.active(h.group, h.bob).await.is_some(), "row still active");
+    assert!(!h.sim.message(h.group, w.id).expect("warning").deleted);
+
+    // A second press within the cool-down asks Telegram nothing.
+    h.sim.clear_faults();
+    let reads = h.sim.calls_to("getChatMember").len();
+    let cq = h
+        .sim
+        .press_button(h.group, w.id, h.bob, &data)
+        .expect("press");
+    h.pump().await;
+    let answer = h.sim.callback_answer(&cq).expect("answered");
+    assert_eq!(
+        answer.text.as_deref(),
+        Some("Please wait a few seconds before checking again.")
+    );
+    assert_eq!(h.sim.calls_to("getChatMember").len(), reads, "no re-check");
+    assert!(!h.sim.can_post(h.group, h.bob));
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_not_participant_is_not_a_member_for_the_button() {
+    let mut h = harness().await;
+    h.sim.post(h.group, h.bob, "hi").expect("post");
+    h.pump().await;
+    let w = h.warnings(h.group).remove(0);
+    h.sim.inject(Fault::on(
+        "getChatMember",
+        FaultKind::Error {
+            code: 400,
+            description: "Bad Request: USER_NOT_PARTICIPANT".to_owned(),
+        },
+    ));
+    let cq = h
+        .sim
+        .press_button(h.group, w.id, h.bob, &format!("j:{}", h.bob.get()))
+        .expect("press");
+    h.pump().await;
+    let answer = h.sim.callback_answer(&cq).expect("answered");
+    assert!(answer.show_alert, "{answer:?}");
+    assert!(
+        answer
+            .text
+            .as_deref()
+            .is_some_and(|t| t.starts_with("You still need to join") && t.contains("News")),
+        "{answer:?}"
+    );
+    assert!(!h.sim.can_post(h.group, h.bob));
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn button_presses_beyond_the_recheck_budget_ask_telegram_nothing() {
+    let mut h = harness().await;
+    let burst = flows::FlowConfig::default().recheck_burst as usize;
+    let mut pressers = Vec::new();
+    for i in 0..burst + 3 {
+        let u = h.sim.add_user(&format!("Member {i}"));
+        h.sim.join(h.group, u).expect("join");
+        pressers.push(u);
+    }
+    h.skip_updates().await;
+    for &u in &pressers {
+        h.sim.post(h.group, u, "hi").expect("post");
+    }
+    h.pump().await;
+    let warnings = h.warnings(h.group);
+    assert_eq!(warnings.len(), pressers.len());
+    let reads = h.sim.calls_to("getChatMember").len();
+    let mut answers = Vec::new();
+    for (u, w) in pressers.iter().zip(&warnings) {
+        let cq = h
+            .sim
+            .press_button(h.group, w.id, *u, &format!("j:{}", u.get()))
+            .expect("press");
+        answers.push(cq);
+    }
+    h.pump().await;
+    let rechecks = h.sim.calls_to("getChatMember").len() - reads;
+    assert!(
+        rechecks <= burst + 1,
+        "{rechecks} re-checks for a burst of {burst}"
+    );
+    let refused = answers
+        .iter()
+        .filter(|cq| {
+            h.sim
+                .callback_answer(cq)
+                .and_then(|a| a.text)
+                .is_some_and(|t| t.contains("try again in a moment"))
+        })
+        .count();
+    assert!(refused >= 2, "{refused} presses refused");
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joined_button_frees_a_member_who_joined_even_without_an_active_row() {
+    let mut h = harness().await;
+    h.sim.post(h.group, h.bob, "hi").expect("post");
+    h.pump().await;
+    let w = h.warnings(h.group).remove(0);
+    assert!(!h.sim.can_post(h.group, h.bob));
+    // The row is gone (closed by hand, a lost write…) while Telegram still mutes Bob.
+    h.store
+        .lift_member(
+            h.group,
+            h.bob,
+            LiftReason::Expired,
+            h.app.clock().unix_now(),
+        )
+        .await
+        .expect("close the row");
+    assert_eq!(h.active(h.group, h.bob).await, None);
+
+    h.sim.join(h.channel, h.bob).expect("subscribe");
+    let cq = h
+        .sim
+        .press_button(h.group, w.id, h.bob, &format!("j:{}", h.bob.get()))
+        .expect("press");
+    h.pump_where(|u| !matches!(u.kind, UpdateKind::ChatMember(_)))
+        .await;
+    let answer = h.sim.callback_answer(&cq).expect("answered");
+    assert_eq!(answer.text.as_deref(), Some("Welcome! You can write now."));
+    assert!(h.sim.can_post(h.group, h.bob), "unmuted in Telegram");
+    assert!(h.sim.message(h.group, w.id).expect("warning").deleted);
+    assert_eq!(h.active(h.group, h.bob).await, None);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_restricted_by_an_admin_keeps_that_restriction() {
+    let mut h = harness().await;
+    // An admin took Bob's media rights; he may still write text.
+    let admin_restriction = MemberState::Restricted {
+        is_member: true,
+        permissions: Permissions {
+            can_send_photos: false,
+            can_send_videos: false,
+            can_send_documents: false,
+            ..Permissions::group_default()
+        },
+        until: 0,
+    };
+    h.sim
+        .set_member(h.group, h.bob, admin_restriction, h.owner)
+        .expect("admin restricts bob");
+    h.skip_updates().await;
+    let id = h
+        .sim
+        .post(h.group, h.bob, "hi")
+        .expect("bob may write text");
+    h.pump().await;
+
+    assert!(
+        h.sim.message(h.group, id).expect("message").deleted,
+        "deleted"
+    );
+    assert!(
+        h.sim.calls_to("restrictChatMember").is_empty(),
+        "the admin's restriction is not replaced by the bot's mute"
+    );
+    assert_eq!(h.sim.member(h.group, h.bob), admin_restriction);
+    assert_eq!(h.active(h.group, h.bob).await, None, "no row of the bot's");
+    // Warned with the Join link, but with no "I've joined" button: there is no mute of
+    // the bot's to lift, and a lift would restore the group's defaults over the admin's choice.
+    let warnings: Vec<SimMessage> = h
+        .bot_messages(h.group)
+        .into_iter()
+        .filter(|m| m.text.contains("please join"))
+        .collect();
+    assert_eq!(warnings.len(), 1);
+    assert!(
+        data_of(&warnings[0]).is_empty(),
+        "{:?}",
+        warnings[0].buttons
+    );
+    assert_eq!(
+        urls_of(&warnings[0]),
+        vec!["https://t.me/test_news".to_owned()]
     );
     h.finish().await;
 }

@@ -232,6 +232,69 @@ async fn automatic_forwards_from_the_linked_channel_are_exempt() {
 }
 
 #[tokio::test]
+async fn posts_as_a_channel_are_allowed_only_for_the_groups_own_chats() {
+    let h = Harness::new(telegram(&[C1]), &[C1], &[]).await;
+    let placeholder = UserId::CHANNEL_BOT;
+    let as_chat = |id: i64, chat: ChatId| {
+        MessageContext::message(MessageId(id))
+            .from_bot()
+            .with_sender_chat(chat)
+    };
+    // As one of the group's enforced channels, or as the group itself: allowed.
+    assert_eq!(
+        h.verify(placeholder, as_chat(1, ChatId::from(C1)))
+            .await
+            .decision,
+        Decision::Exempt(ExemptReason::OwnChannel)
+    );
+    assert_eq!(
+        h.verify(placeholder, as_chat(2, ChatId::from(GROUP)))
+            .await
+            .decision,
+        Decision::Exempt(ExemptReason::AnonymousAdmin)
+    );
+    // As any other channel: denied although the placeholder is a bot and bots
+    // are exempt by default; deleted, the channel banned, one warning — and
+    // the shared placeholder is never restricted.
+    let foreign = ChatId(-100_777);
+    let v = h.verify(placeholder, as_chat(3, foreign)).await;
+    assert_eq!(missing_ids(&v), vec![C1]);
+    assert_eq!(
+        v.actions.as_slice(),
+        &[
+            Action::DeleteMessage(MessageId(3)),
+            Action::BanSenderChat(foreign),
+            Action::WarnSenderChat {
+                delete_after_seconds: 60,
+                cooldown_seconds: 300,
+            },
+        ]
+    );
+    assert_eq!(h.tg.calls(), vec![], "decided without I/O");
+    // The placeholder without a sender_chat names no one: deleted, nothing banned.
+    let v = h
+        .verify(
+            placeholder,
+            MessageContext::message(MessageId(4)).from_bot(),
+        )
+        .await;
+    assert!(!v.decision.is_allowed());
+    assert!(!v.actions.iter().any(|a| matches!(
+        a,
+        Action::Restrict { .. } | Action::Kick | Action::BanSenderChat(_)
+    )));
+
+    // With the setting off the channel is not banned; the post still goes.
+    h.change(&[SettingChange::BanChannelSenders(false)]).await;
+    let v = h.verify(placeholder, as_chat(5, foreign)).await;
+    assert_eq!(v.actions[0], Action::DeleteMessage(MessageId(5)));
+    assert!(!v
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::BanSenderChat(_))));
+}
+
+#[tokio::test]
 async fn bots_are_exempt_only_while_the_group_exempts_them() {
     let bot = UserId(5_555);
     let h = Harness::new(telegram(&[C1]), &[C1], &[]).await;
@@ -533,7 +596,7 @@ async fn admin_list_is_cached_for_its_ttl_and_invalidatable() {
 }
 
 #[tokio::test]
-async fn a_failed_admin_list_checks_channels_and_retries_later() {
+async fn with_no_admin_list_nobody_is_acted_against_and_it_retries_later() {
     let tg = telegram(&[C1]).set_admin(GROUP, admin(ALICE)).set_member(
         C1,
         BOB,
@@ -544,8 +607,13 @@ async fn a_failed_admin_list_checks_channels_and_retries_later() {
         TelegramError::Network("timeout".into()),
     );
     let h = Harness::new(tg, &[C1], &[]).await;
-    // Admin list unknown: Alice is checked like anyone (and is not subscribed).
-    assert!(!h.message(ALICE).await.decision.is_allowed());
+    // Admin list unknown: Alice (an admin, not subscribed) could be an admin
+    // or a member; nothing is done against her.
+    let v = h.message(ALICE).await;
+    assert_eq!(v.decision, Decision::Allow);
+    assert!(v.actions.is_empty(), "{:?}", v.actions);
+    // Not a member either (a non-subscriber gets through this one message).
+    assert!(h.message(CAROL).await.actions.is_empty());
     assert_eq!(h.message(BOB).await.decision, Decision::Allow);
     assert_eq!(h.tg.count(Method::GetChatAdministrators), 1);
     h.clock.advance(Duration::from_secs(31));
@@ -554,6 +622,43 @@ async fn a_failed_admin_list_checks_channels_and_retries_later() {
         Decision::Exempt(ExemptReason::Admin)
     );
     assert_eq!(h.tg.count(Method::GetChatAdministrators), 2);
+    assert!(!h.message(CAROL).await.decision.is_allowed());
+}
+
+#[tokio::test]
+async fn a_failed_admin_list_fetch_keeps_the_last_good_list() {
+    let tg = telegram(&[C1]).set_admin(GROUP, admin(ALICE));
+    let h = Harness::new(tg, &[C1], &[]).await;
+    assert_eq!(
+        h.message(ALICE).await.decision,
+        Decision::Exempt(ExemptReason::Admin)
+    );
+    // The list expires and the next fetch fails: Alice is still an admin,
+    // and members are still checked and denied.
+    h.clock.advance(Duration::from_secs(301));
+    h.tg.fail_next(
+        Method::GetChatAdministrators,
+        TelegramError::Server {
+            code: 502,
+            description: "Bad Gateway".into(),
+        },
+    );
+    assert_eq!(
+        h.message(ALICE).await.decision,
+        Decision::Exempt(ExemptReason::Admin)
+    );
+    assert_eq!(h.tg.count(Method::GetChatAdministrators), 2);
+    let v = h.message(CAROL).await;
+    assert!(!v.decision.is_allowed());
+    assert!(matches!(v.actions[1], Action::Restrict { .. }));
+    // Kept only for the failure back-off, then asked again.
+    assert_eq!(h.tg.count(Method::GetChatAdministrators), 2);
+    h.clock.advance(Duration::from_secs(31));
+    assert_eq!(
+        h.message(ALICE).await.decision,
+        Decision::Exempt(ExemptReason::Admin)
+    );
+    assert_eq!(h.tg.count(Method::GetChatAdministrators), 3);
 }
 
 #[tokio::test]
@@ -582,6 +687,30 @@ async fn recheck_bypasses_the_cache_and_refreshes_it() {
     let v = h.engine.recheck(GROUP, BOB).await.expect("verdict");
     assert_eq!(missing_ids(&v), vec![C1]);
     assert!(v.actions.is_empty());
+}
+
+#[tokio::test]
+async fn a_recheck_that_cannot_verify_never_implies_an_unmute() {
+    let tg = telegram(&[C1]);
+    let h = Harness::new(tg, &[C1], &[]).await;
+    for err in [
+        TelegramError::RetryAfter {
+            retry_after: Duration::from_secs(3),
+        },
+        TelegramError::Server {
+            code: 502,
+            description: "Bad Gateway".into(),
+        },
+        TelegramError::Network("timeout".into()),
+        TelegramError::UserNotFound("user not found".into()),
+    ] {
+        h.tg.fail_next(Method::GetChatMember, err.clone());
+        let v = h.engine.recheck(GROUP, ALICE).await.expect("verdict");
+        // The group fails open, so the decision lets her speak, but nothing is lifted.
+        assert_eq!(v.decision, Decision::Allow, "{err:?}");
+        assert!(v.actions.is_empty(), "{err:?}: {:?}", v.actions);
+        assert_eq!(v.unverifiable.len(), 1, "{err:?}");
+    }
 }
 
 // ----- actions ----------------------------------------------------------------

@@ -25,6 +25,7 @@ pub fn update(u: TgUpdate) -> Update {
     let id = u.update_id;
     let kind = match u.content {
         UpdateContent::Message(m) => UpdateKind::Message(message(&m)),
+        UpdateContent::EditedMessage(m) => UpdateKind::EditedMessage(message(&m)),
         UpdateContent::CallbackQuery(q) => UpdateKind::CallbackQuery(CallbackQuery {
             id: q.id,
             from: user(&q.from),
@@ -342,13 +343,26 @@ mod tests {
     }
 
     #[test]
-    fn other_kinds_are_named() {
+    fn edited_messages_convert_like_messages() {
         let u = parse(json!({
             "update_id": 17,
-            "edited_message": {"message_id": 1, "date": 1, "chat": group(), "text": "x"}
+            "edited_message": {
+                "message_id": 1, "date": 1, "edit_date": 2, "chat": group(),
+                "from": {"id": 5, "is_bot": false, "first_name": "A"},
+                "text": "x"
+            }
         }));
-        assert_eq!(u.kind, UpdateKind::Other("edited_message"));
         assert_eq!(u.kind.name(), "edited_message");
+        let UpdateKind::EditedMessage(m) = u.kind else {
+            panic!("not an edit: {u:?}")
+        };
+        assert_eq!(m.id, MessageId(1));
+        assert_eq!(m.from.map(|f| f.id), Some(UserId(5)));
+        assert_eq!(m.text.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn other_kinds_are_named() {
         let u = parse(json!({
             "update_id": 18,
             "channel_post": {"message_id": 1, "date": 1, "chat": {"id": -3, "type": "channel", "title": "c"}, "text": "x"}

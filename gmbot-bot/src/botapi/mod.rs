@@ -23,11 +23,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use frankenstein::methods::{
-    AnswerCallbackQueryParams, BanChatMemberParams, CreateChatInviteLinkParams,
-    DeleteMessageParams, DeleteMessagesParams, DeleteWebhookParams, EditMessageTextParams,
-    ExportChatInviteLinkParams, GetChatAdministratorsParams, GetChatMemberCountParams,
-    GetChatMemberParams, GetChatParams, GetUpdatesParams, RestrictChatMemberParams,
-    SendMessageParams, SetWebhookParams, UnbanChatMemberParams,
+    AnswerCallbackQueryParams, BanChatMemberParams, BanChatSenderChatParams,
+    CreateChatInviteLinkParams, DeleteMessageParams, DeleteMessagesParams, DeleteWebhookParams,
+    EditMessageTextParams, ExportChatInviteLinkParams, GetChatAdministratorsParams,
+    GetChatMemberCountParams, GetChatMemberParams, GetChatParams, GetUpdatesParams,
+    RestrictChatMemberParams, SendMessageParams, SetWebhookParams, UnbanChatMemberParams,
 };
 use frankenstein::response::MethodResponse;
 use frankenstein::types::{
@@ -58,8 +58,10 @@ use self::permissions::PermissionsCache;
 
 /// The update kinds GMBot asks for. `chat_member` must be listed explicitly or Telegram never
 /// sends it; an omitted list would keep whatever was set before.
-pub const ALLOWED_UPDATES: [AllowedUpdate; 4] = [
+pub const ALLOWED_UPDATES: [AllowedUpdate; 5] = [
     AllowedUpdate::Message,
+    // An edit can turn an allowed message into anything (TELEGRAM.md, "Updates").
+    AllowedUpdate::EditedMessage,
     AllowedUpdate::CallbackQuery,
     AllowedUpdate::ChatMember,
     AllowedUpdate::MyChatMember,
@@ -615,18 +617,29 @@ impl TelegramApi for BotApi {
         chat: ChatId,
         user: UserId,
     ) -> TelegramResult<ChatMemberStatus> {
-        let member = self.get_chat_member_full(chat, user).await?;
-        member_status(&member).ok_or_else(|| {
-            let status = match &member {
-                ChatMember::Unknown { status, .. } => status.as_str(),
-                _ => "",
-            };
-            // A status newer than this version: no verdict, and asking again will not help.
-            self.decode_failed(
-                "getChatMember",
-                format!("unknown ChatMember status `{status}`"),
-            )
-        })
+        match self.get_chat_member_full(chat, user).await {
+            Ok(member) => member_status(&member).ok_or_else(|| {
+                let status = match &member {
+                    ChatMember::Unknown { status, .. } => status.as_str(),
+                    _ => "",
+                };
+                // A status newer than this version: no verdict, and asking again will not help.
+                self.decode_failed(
+                    "getChatMember",
+                    format!("unknown ChatMember status `{status}`"),
+                )
+            }),
+            // USER_NOT_PARTICIPANT is Telegram's verdict "not in this chat" (MTProto
+            // channels.getParticipant; pyrogram's UserNotParticipant): a value, not an error.
+            // "user not found" is not: the reference answers a non-member with status `left`,
+            // so that error names no verdict and stays unknown (TELEGRAM.md, "Membership").
+            Err(TelegramError::UserNotFound(text))
+                if text.to_ascii_uppercase().contains("USER_NOT_PARTICIPANT") =>
+            {
+                Ok(ChatMemberStatus::Left)
+            }
+            Err(err) => Err(err),
+        }
     }
 
     async fn get_chat_administrators(&self, chat: ChatId) -> TelegramResult<Vec<ChatAdmin>> {
@@ -683,6 +696,18 @@ impl TelegramApi for BotApi {
         let until = UnixTime(UnixTime::now().secs() + KICK_BAN_SECS);
         self.ban_chat_member(group, user, Some(until)).await?;
         self.unban_chat_member(group, user, true).await
+    }
+
+    async fn ban_sender_chat(&self, group: GroupId, sender_chat: ChatId) -> TelegramResult<()> {
+        let params = BanChatSenderChatParams::builder()
+            .chat_id(group.0)
+            .sender_chat_id(sender_chat.0)
+            .build();
+        self.bot
+            .ban_chat_sender_chat(&params)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(())
     }
 
     async fn send_message(

@@ -14,7 +14,8 @@ pub(crate) fn help_message(username: &str) -> (String, Vec<Vec<InlineButton>>) {
         "<b>I keep a group for the subscribers of your channel.</b>\n\
          In a protected group, a member who writes must have joined the channel(s) linked to it. \
          If not, I delete the message, mute them and show a <b>Join</b> button; \
-         they can write again as soon as they join.\n\n\
+         they can write again as soon as they join. Edited messages are checked too, \
+         and posts on behalf of other channels are deleted (the channel is banned here).\n\n\
          <b>Setup</b>\n\
          1. Add me to your group as an administrator with <i>Delete messages</i> and <i>Ban users</i>.\n\
          2. Make me an administrator of your channel (no extra rights needed; \

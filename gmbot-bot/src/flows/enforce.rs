@@ -11,8 +11,8 @@
 use std::time::Duration;
 
 use gmbot_core::domain::{
-    EnforcedChannel, GroupId, LiftReason, NewRestriction, RestrictionKind, RestrictionState,
-    UnixTime, UserId,
+    ChatMemberStatus, EnforcedChannel, GroupId, LiftReason, NewRestriction, RestrictionKind,
+    RestrictionState, UnixTime, UserId,
 };
 use gmbot_core::engine::{Action, Verdict};
 use gmbot_core::store::StoreError;
@@ -22,8 +22,8 @@ use crate::app::App;
 use crate::outbox::{ModJob, ModKind, WarnRequest};
 use crate::update::User;
 
-use super::notice;
 use super::warn::channel_label;
+use super::{notice, sender_chat};
 
 /// Counts one enforcement action in `gmbot_enforcement_actions_total{action,outcome}`.
 pub(crate) fn count(app: &App, action: &str, ok: bool) {
@@ -45,6 +45,7 @@ pub async fn perform(
 ) -> Result<(), StoreError> {
     let missing = verdict.missing();
     let outbox = app.outbox();
+    let mut joined_button = true;
     if !verdict.decision.is_allowed()
         && !matches!(
             verdict.decision,
@@ -62,8 +63,13 @@ pub async fn perform(
                 outbox.delete(app, group, message);
             }
             Action::Restrict { until } => {
-                if let Some(job) = record_mute(app, group, member.id, until, missing).await? {
-                    outbox.moderate(app, group, job);
+                match record_mute(app, group, member.id, until, missing).await? {
+                    MuteRecord::Queue(job) => {
+                        outbox.moderate(app, group, job);
+                    }
+                    MuteRecord::AlreadyMuted => {}
+                    // No mute of ours: no "I've joined" button that would lift the admin's one.
+                    MuteRecord::KeptAdminRestriction => joined_button = false,
                 }
             }
             Action::Kick => {
@@ -109,6 +115,7 @@ pub async fn perform(
                             missing: missing.to_vec(),
                             delete_after: Duration::from_secs(delete_after_seconds.into()),
                             cooldown,
+                            joined_button,
                         },
                     );
                 } else {
@@ -117,6 +124,28 @@ pub async fn perform(
             }
             // Only a recheck implies it; the callers of `recheck` lift themselves.
             Action::Unrestrict => {}
+            // Sent in the background so the handler never waits for a budget; at most one
+            // per channel post, and the warning has its own per-group cool-down.
+            Action::BanSenderChat(chat) => {
+                let app = app.clone();
+                tokio::spawn(async move { sender_chat::ban(&app, group, chat).await });
+            }
+            Action::WarnSenderChat {
+                delete_after_seconds,
+                cooldown_seconds,
+            } => {
+                let (app, missing) = (app.clone(), missing.to_vec());
+                tokio::spawn(async move {
+                    sender_chat::warn(
+                        &app,
+                        group,
+                        &missing,
+                        Duration::from_secs(delete_after_seconds.into()),
+                        Duration::from_secs(cooldown_seconds.into()),
+                    )
+                    .await;
+                });
+            }
         }
     }
     app.metrics()
@@ -166,15 +195,24 @@ fn raid_started(app: &App, group: GroupId) {
     });
 }
 
-/// Records (or reuses) `user`'s mute row and returns the job that applies it, or `None`
-/// when the member is muted already and the mute needs no new call.
+/// What [`record_mute`] found.
+enum MuteRecord {
+    /// The row is recorded; this job applies it.
+    Queue(ModJob),
+    /// Muted already (or the mute is on its way): nothing to queue.
+    AlreadyMuted,
+    /// An admin restricted the member already: their restriction is left as it is.
+    KeptAdminRestriction,
+}
+
+/// Records (or reuses) `user`'s mute row and returns the job that applies it.
 async fn record_mute(
     app: &App,
     group: GroupId,
     user: UserId,
     until: Option<UnixTime>,
     missing: &[std::sync::Arc<EnforcedChannel>],
-) -> Result<Option<ModJob>, StoreError> {
+) -> Result<MuteRecord, StoreError> {
     let store = app.store();
     let now = app.clock().unix_now();
     let existing = match store.active_restriction(group, user).await? {
@@ -191,15 +229,24 @@ async fn record_mute(
     let row = match existing {
         // Muted already and confirmed: a message got through before the mute landed; the
         // message is deleted, no second call is needed.
-        Some(r) if r.state == RestrictionState::Active => return Ok(None),
+        Some(r) if r.state == RestrictionState::Active => return Ok(MuteRecord::AlreadyMuted),
         // Pending: its call is queued or in flight (the outbox knows), or it died with a
         // previous process; queue it again unless the outbox has it.
-        Some(r) if app.outbox().has_work_for(group, user) => {
-            let _ = r;
-            return Ok(None);
-        }
+        Some(_) if app.outbox().has_work_for(group, user) => return Ok(MuteRecord::AlreadyMuted),
         Some(r) => r,
         None => {
+            // One read per new mute (reads never wait for the message budget). An error is
+            // no reason to skip the mute.
+            if let Ok(ChatMemberStatus::Restricted { .. }) =
+                app.telegram().get_chat_member(group.into(), user).await
+            {
+                log::info!(
+                    group_id = group.get(),
+                    user_id = user.get();
+                    "member already restricted by an admin: not muted"
+                );
+                return Ok(MuteRecord::KeptAdminRestriction);
+            }
             store
                 .record_restriction(
                     &NewRestriction {
@@ -214,7 +261,7 @@ async fn record_mute(
                 .await?
         }
     };
-    Ok(Some(ModJob {
+    Ok(MuteRecord::Queue(ModJob {
         user,
         row: row.id,
         kind: ModKind::Mute {
@@ -234,8 +281,21 @@ fn reason_text(missing: &[std::sync::Arc<EnforcedChannel>]) -> String {
     }
 }
 
-/// Mutes `user` in `group` until `until`, recording it first. Returns
-/// whether the member is muted in Telegram now.
+/// What [`restrict`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Muted {
+    /// Muted in Telegram now (and recorded).
+    Yes,
+    /// Telegram refused; nothing stays recorded as active.
+    Failed,
+    /// Left alone: an admin had already restricted the member (status
+    /// `restricted` and no row of ours). Muting would replace the admin's
+    /// restriction, and lifting ours later would restore the group's defaults
+    /// over it, so the admin's restriction is kept as it is.
+    KeptAdminRestriction,
+}
+
+/// Mutes `user` in `group` until `until`, recording it first.
 ///
 /// A member who already has an active restriction keeps that row (re-applied
 /// in Telegram, confirmed if it was pending); one past its end is lifted as
@@ -247,7 +307,7 @@ pub async fn restrict(
     user: UserId,
     until: Option<UnixTime>,
     missing: &[std::sync::Arc<EnforcedChannel>],
-) -> Result<bool, StoreError> {
+) -> Result<Muted, StoreError> {
     let store = app.store();
     let now = app.clock().unix_now();
     let existing = match store.active_restriction(group, user).await? {
@@ -264,6 +324,17 @@ pub async fn restrict(
     let row = match existing {
         Some(r) => r,
         None => {
+            // One read per new mute. An error is no reason to skip the mute.
+            if let Ok(ChatMemberStatus::Restricted { .. }) =
+                telegram.get_chat_member(group.into(), user).await
+            {
+                log::info!(
+                    group_id = group.get(),
+                    user_id = user.get();
+                    "member already restricted by an admin: not muted"
+                );
+                return Ok(Muted::KeptAdminRestriction);
+            }
             store
                 .record_restriction(
                     &NewRestriction {
@@ -285,7 +356,7 @@ pub async fn restrict(
                 store.confirm_restriction(group, row.id).await?;
             }
             log::info!(group_id = group.get(), user_id = user.get(); "member muted");
-            Ok(true)
+            Ok(Muted::Yes)
         }
         Err(err) => {
             count(app, "restrict", false);
@@ -306,7 +377,7 @@ pub async fn restrict(
                     )
                     .await?;
             }
-            Ok(false)
+            Ok(Muted::Failed)
         }
     }
 }

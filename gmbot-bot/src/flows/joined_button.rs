@@ -6,10 +6,24 @@
 //! not muted gets a short answer only they see. Callback data is untrusted:
 //! anything malformed gets a generic answer, and someone else's press gets
 //! "This button is not for you." without a re-check.
+//!
+//! A re-check passes the [`RecheckGate`](super::recheck::RecheckGate) first
+//! (per-member cool-down, bot-wide budget). A re-check that cannot verify a
+//! channel (429, 5xx, timeout, bot not a channel admin) never unmutes, even in
+//! a fail-open group: the member is asked to try again in a moment.
+//! `USER_NOT_PARTICIPANT` is a verdict (not a member); `getChatMember`'s
+//! "user not found" is not (see `botapi`), so it too is "try again".
+//!
+//! A member found subscribed is always freed: their open restriction rows are
+//! closed, and with no open row the mute is lifted in Telegram anyway
+//! (unrestricting is idempotent).
+
+use std::sync::Arc;
 
 use gmbot_core::dispatch::Lane;
-use gmbot_core::domain::{GroupId, LiftReason};
-use gmbot_core::telegram::TelegramApi;
+use gmbot_core::domain::{GroupId, LiftReason, UserId};
+use gmbot_core::engine::Action;
+use gmbot_core::telegram::{TelegramApi, TelegramError};
 
 use crate::app::App;
 use crate::handlers::HandleError;
@@ -18,6 +32,7 @@ use crate::update::CallbackQuery;
 use crate::outbox::ANYONE_JOINED_DATA;
 
 use super::lift::Unmuted;
+use super::recheck::Refused;
 use super::warn::{channel_label, parse_joined_data};
 
 /// Answer to someone pressing another member's button.
@@ -30,6 +45,11 @@ pub const INVALID: &str = "This button is no longer valid.";
 pub const NOT_MUTED: &str = "You are not muted: you can write in this group.";
 /// Answer when the re-check or the unmute failed.
 pub const TRY_AGAIN: &str = "Something went wrong, please try again in a moment.";
+/// Answer when Telegram could not tell whether the member joined (the mute stays).
+pub const UNVERIFIED: &str =
+    "I couldn't check your subscription just now. Please try again in a moment.";
+/// Answer to a press within the member's re-check cool-down.
+pub const COOLING_DOWN: &str = "Please wait a few seconds before checking again.";
 
 /// Telegram shows at most 200 characters of a callback answer.
 const MAX_ANSWER_CHARS: usize = 200;
@@ -38,6 +58,32 @@ async fn answer(telegram: &dyn TelegramApi, cq: &CallbackQuery, text: &str, aler
     let text: String = text.chars().take(MAX_ANSWER_CHARS).collect();
     if let Err(err) = telegram.answer_callback(&cq.id, Some(&text), alert).await {
         log::info!(user_id = cq.from.id.get(), error:display = err; "cannot answer a callback query");
+    }
+}
+
+/// Lifts a mute the store has no open row for: a member who joined is freed
+/// whatever happened to the row (closed as expired while Telegram still mutes,
+/// a lost write). Unrestricting is idempotent: a member who is not muted stays
+/// as they are. Returns `false` only when Telegram could not be reached (try again).
+async fn free_without_row(telegram: &dyn TelegramApi, group: GroupId, user: UserId) -> bool {
+    match telegram.unrestrict_member(group, user).await {
+        Ok(()) => {
+            log::info!(group_id = group.get(), user_id = user.get(); "member freed without an open row");
+            true
+        }
+        Err(
+            err @ (TelegramError::RetryAfter { .. }
+            | TelegramError::Server { .. }
+            | TelegramError::Network(_)),
+        ) => {
+            log::warn!(group_id = group.get(), user_id = user.get(), error:display = err; "cannot free a member");
+            false
+        }
+        // An admin, the owner, a user who left: nothing of ours to lift.
+        Err(err) => {
+            log::debug!(group_id = group.get(), user_id = user.get(), error:display = err; "nothing to free");
+            true
+        }
     }
 }
 
@@ -86,6 +132,28 @@ pub async fn pressed(app: &App, cq: &CallbackQuery, data: &str) -> Result<(), Ha
             return Ok(());
         }
     }
+    match app
+        .flows()
+        .rechecks()
+        .try_claim(group, bound, app.clock().now_millis())
+        .await
+    {
+        Ok(()) => {}
+        Err(refused) => {
+            let text = match refused {
+                Refused::CoolingDown => COOLING_DOWN,
+                Refused::OverBudget => UNVERIFIED,
+            };
+            log::debug!(
+                group_id = group.get(),
+                user_id = bound.get(),
+                refused:? = refused;
+                "\"I've joined\" re-check refused"
+            );
+            answer(&telegram, cq, text, false).await;
+            return Ok(());
+        }
+    }
     let verdict = match app.engine().recheck(group, bound).await {
         Ok(v) => v,
         Err(err) => {
@@ -99,10 +167,26 @@ pub async fn pressed(app: &App, cq: &CallbackQuery, data: &str) -> Result<(), Ha
         decision = verdict.decision.as_str();
         "\"I've joined\" re-check"
     );
-    if !verdict.decision.is_allowed() {
-        let names: Vec<String> = verdict.missing().iter().map(|c| channel_label(c)).collect();
-        let text = format!("You still need to join: {}.", names.join(", "));
+    // Channels Telegram said are not joined (a fail-closed group also lists the unknown ones).
+    let not_joined: Vec<String> = verdict
+        .missing()
+        .iter()
+        .filter(|c| {
+            !verdict
+                .unverifiable
+                .iter()
+                .any(|u| Arc::ptr_eq(&u.channel, c))
+        })
+        .map(|c| channel_label(c))
+        .collect();
+    if !not_joined.is_empty() {
+        let text = format!("You still need to join: {}.", not_joined.join(", "));
         answer(&telegram, cq, &text, true).await;
+        return Ok(());
+    }
+    if !verdict.actions.contains(&Action::Unrestrict) {
+        // Unknown is never a reason to unmute (the engine implies no lift).
+        answer(&telegram, cq, UNVERIFIED, false).await;
         return Ok(());
     }
     // Through the outbox, so a mute of this member still queued there is cancelled rather
@@ -113,6 +197,10 @@ pub async fn pressed(app: &App, cq: &CallbackQuery, data: &str) -> Result<(), Ha
         .await
         .unwrap_or(Unmuted::Failed);
     if outcome == Unmuted::Failed {
+        answer(&telegram, cq, TRY_AGAIN, false).await;
+        return Ok(());
+    }
+    if outcome == Unmuted::NotRestricted && !free_without_row(&telegram, group, bound).await {
         answer(&telegram, cq, TRY_AGAIN, false).await;
         return Ok(());
     }

@@ -17,8 +17,10 @@ pub mod lift;
 pub mod migration;
 pub mod notice;
 pub mod raid;
+pub mod recheck;
 pub mod reconcile;
 pub mod seen;
+pub mod sender_chat;
 pub mod warn;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -51,6 +53,13 @@ pub struct FlowConfig {
     pub max_members: u64,
     /// What counts as a raid.
     pub raid: RaidConfig,
+    /// How long a member waits between two "I've joined" re-checks (default 5 s).
+    pub recheck_cooldown: Duration,
+    /// "I've joined" re-checks per second for the whole bot (default 10), their own read
+    /// budget: button presses cannot spend the reads message checks need.
+    pub rechecks_per_second: u32,
+    /// Re-checks that may go at once after a quiet period (default 20).
+    pub recheck_burst: u32,
 }
 
 impl Default for FlowConfig {
@@ -61,6 +70,9 @@ impl Default for FlowConfig {
             notice_interval: Duration::from_secs(6 * 3600),
             max_members: 1_000_000,
             raid: RaidConfig::default(),
+            recheck_cooldown: Duration::from_secs(5),
+            rechecks_per_second: 10,
+            recheck_burst: 20,
         }
     }
 }
@@ -75,6 +87,7 @@ pub struct FlowState {
     seen: SeenRecorder,
     timers: WarningTimers,
     cooldowns: warn::Cooldowns,
+    rechecks: recheck::RecheckGate,
     notices: Cache<(GroupId, String), ()>,
     joins: Cache<(GroupId, UserId), ()>,
     members: MemberLocks,
@@ -121,6 +134,12 @@ impl FlowState {
             seen,
             timers,
             cooldowns: warn::Cooldowns::new(config.max_members),
+            rechecks: recheck::RecheckGate::new(
+                config.recheck_cooldown,
+                config.rechecks_per_second,
+                config.recheck_burst,
+                config.max_members,
+            ),
             notices: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(config.notice_interval)
@@ -165,6 +184,11 @@ impl FlowState {
     /// Raid detection.
     pub fn raids(&self) -> &RaidWatch {
         &self.raids
+    }
+
+    /// The "I've joined" re-check gate (cool-down and budget).
+    pub fn rechecks(&self) -> &recheck::RecheckGate {
+        &self.rechecks
     }
 
     /// `true` the first time a notice with this key is asked for in `notice_interval`.

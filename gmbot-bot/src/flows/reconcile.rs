@@ -214,7 +214,7 @@ async fn check(
         Some(false) if row.state == RestrictionState::Pending => {
             let muted =
                 enforce::restrict(app, telegram, row.group, row.user, row.until, &[]).await?;
-            Ok(if muted {
+            Ok(if muted == enforce::Muted::Yes {
                 Outcome::Reapplied
             } else {
                 Outcome::Failed

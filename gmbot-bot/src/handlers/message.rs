@@ -1,4 +1,9 @@
-//! `message`: commands, service messages (joins, migrations) and enforcement of everything else in a protected group.
+//! `message` and `edited_message`: commands, service messages (joins, migrations) and
+//! enforcement of everything else in a protected group.
+//!
+//! An edit is verified like a new message (delete, mute, warn): a member could otherwise post
+//! while subscribed, leave the channel and edit the post into anything (TELEGRAM.md,
+//! "Updates"). Edits never run commands.
 
 use std::time::Instant;
 
@@ -8,7 +13,7 @@ use gmbot_core::engine::{Decision, MessageContext};
 use crate::app::App;
 use crate::commands;
 use crate::flows::{enforce, join, migration};
-use crate::update::Message;
+use crate::update::{Message, User};
 
 use super::HandleError;
 
@@ -54,6 +59,41 @@ pub(super) async fn handle(app: &App, update_id: i64, msg: Message) -> Result<()
         return Ok(());
     };
 
+    if enforce_message(app, update_id, group, &msg, from).await? {
+        // A non-member's command is not run: commands are no way around the rule.
+        return Ok(());
+    }
+    match command {
+        Some(cmd) => commands::handle(app, &msg, cmd).await,
+        None => Ok(()),
+    }
+}
+
+/// An edited message: in a protected group, verified like a new one; never a command.
+pub(super) async fn handle_edit(
+    app: &App,
+    update_id: i64,
+    msg: Message,
+) -> Result<(), HandleError> {
+    if !msg.chat.is_group() {
+        return Ok(());
+    }
+    let (Ok(group), Some(from)) = (GroupId::new(msg.chat.id.get()), &msg.from) else {
+        return Ok(());
+    };
+    enforce_message(app, update_id, group, &msg, from).await?;
+    Ok(())
+}
+
+/// Verifies the sender of `msg` and carries out the verdict. Returns whether
+/// the sender was denied; `false` also when the group is not enforced.
+async fn enforce_message(
+    app: &App,
+    update_id: i64,
+    group: GroupId,
+    msg: &Message,
+    from: &User,
+) -> Result<bool, HandleError> {
     let started = Instant::now();
     let mut ctx = MessageContext::message(msg.id);
     if let Some(chat) = &msg.sender_chat {
@@ -69,11 +109,7 @@ pub(super) async fn handle(app: &App, update_id: i64, msg: Message) -> Result<()
     let guard = app.flows().member_lock(group, from.id).await;
     let verdict = app.engine().verify(group, from.id, ctx).await?;
     if let Decision::NotEnforced(_) = verdict.decision {
-        drop(guard);
-        return match command {
-            Some(cmd) => commands::handle(app, &msg, cmd).await,
-            None => Ok(()),
-        };
+        return Ok(false);
     }
     app.group_stats()
         .record(group, verdict.result(), verdict.cache_hits);
@@ -95,8 +131,7 @@ pub(super) async fn handle(app: &App, update_id: i64, msg: Message) -> Result<()
             latency_ms = started.elapsed().as_millis() as u64;
             "message denied"
         );
-        // A non-member's command is not run: commands are no way around the rule.
-        return Ok(());
+        return Ok(true);
     }
     log::debug!(
         update_id = update_id,
@@ -106,8 +141,5 @@ pub(super) async fn handle(app: &App, update_id: i64, msg: Message) -> Result<()
         latency_ms = started.elapsed().as_millis() as u64;
         "message allowed"
     );
-    match command {
-        Some(cmd) => commands::handle(app, &msg, cmd).await,
-        None => Ok(()),
-    }
+    Ok(false)
 }

@@ -27,6 +27,7 @@ pub async fn handle(app: &App, update: Update) -> Result<(), HandleError> {
     let id = update.id;
     let result = match update.kind {
         UpdateKind::Message(msg) => message::handle(app, id, msg).await,
+        UpdateKind::EditedMessage(msg) => message::handle_edit(app, id, msg).await,
         UpdateKind::CallbackQuery(cq) => callback_query::handle(app, id, cq).await,
         UpdateKind::ChatMember(change) => chat_member::handle(app, id, change).await,
         UpdateKind::MyChatMember(change) => my_chat_member::handle(app, id, change).await,

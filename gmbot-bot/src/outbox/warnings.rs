@@ -43,11 +43,15 @@ pub struct WarnRequest {
     pub delete_after: Duration,
     /// `warning_cooldown_seconds`: how long a shown warning gathers further members.
     pub cooldown: Duration,
+    /// Whether a personal warning carries the "I've joined" button (not for a member an
+    /// admin restricted: pressing it would lift the admin's restriction).
+    pub joined_button: bool,
 }
 
 /// Members waiting for the group's next warning message.
 #[derive(Debug, Clone)]
 pub(super) struct WarnBatch {
+    joined_button: bool,
     named: Vec<User>,
     count: usize,
     missing: Vec<Arc<EnforcedChannel>>,
@@ -73,6 +77,7 @@ fn merge_channels(into: &mut Vec<Arc<EnforcedChannel>>, from: &[Arc<EnforcedChan
 impl WarnBatch {
     pub(super) fn new(r: WarnRequest) -> Self {
         Self {
+            joined_button: r.joined_button,
             named: vec![r.member],
             count: 1,
             missing: r.missing,
@@ -232,7 +237,14 @@ pub(super) async fn send(outbox: &Outbox, app: &App, group: GroupId, batch: Warn
     }
     let (msg, personal) = if batch.count == 1 && batch.named.len() == 1 {
         let member = &batch.named[0];
-        let (msg, unlinked) = warning_message(member, &batch.missing);
+        let (mut msg, unlinked) = warning_message(member, &batch.missing);
+        if !batch.joined_button {
+            msg.buttons.retain(|row| {
+                !row.iter()
+                    .any(|b| matches!(b, InlineButton::Callback { .. }))
+            });
+            msg.html = msg.html.replace(", then press “I've joined”.", ".");
+        }
         for channel in unlinked {
             let (app, channel) = (app.clone(), channel.clone());
             tokio::spawn(async move { notice::missing_invite_link(&app, group, &channel).await });

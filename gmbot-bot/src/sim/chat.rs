@@ -119,6 +119,8 @@ pub(crate) struct SimChat {
     pub(crate) next_message_id: i64,
     pub(crate) migrated_to: Option<i64>,
     pub(crate) primary_link: Option<String>,
+    /// Chats banned from posting here on their own behalf (`banChatSenderChat`).
+    pub(crate) banned_sender_chats: std::collections::HashSet<i64>,
 }
 
 impl SimChat {
@@ -134,6 +136,7 @@ impl SimChat {
             next_message_id: 1,
             migrated_to: None,
             primary_link: None,
+            banned_sender_chats: Default::default(),
         }
     }
 

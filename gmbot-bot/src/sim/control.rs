@@ -23,9 +23,15 @@ use super::Simulator;
 impl World {
     /// Telegram's service accounts, so messages from them render like the real ones.
     pub(crate) fn seed_service_accounts(&mut self) {
-        for (id, name) in [
-            (UserId::SERVICE_ACCOUNT, "Telegram"),
-            (UserId::GROUP_ANONYMOUS_BOT, "Group"),
+        // As Telegram sends them: 777000 is not a bot; the two placeholders are.
+        for (id, name, username) in [
+            (UserId::SERVICE_ACCOUNT, "Telegram", None),
+            (
+                UserId::GROUP_ANONYMOUS_BOT,
+                "Group",
+                Some("GroupAnonymousBot"),
+            ),
+            (UserId::CHANNEL_BOT, "Channel", Some("Channel_Bot")),
         ] {
             self.users.insert(
                 id.0,
@@ -33,9 +39,8 @@ impl World {
                     id,
                     first_name: name.to_owned(),
                     last_name: None,
-                    username: (id == UserId::GROUP_ANONYMOUS_BOT)
-                        .then(|| "GroupAnonymousBot".to_owned()),
-                    is_bot: id == UserId::GROUP_ANONYMOUS_BOT,
+                    username: username.map(str::to_owned),
+                    is_bot: id != UserId::SERVICE_ACCOUNT,
                 },
             );
         }
@@ -542,6 +547,86 @@ impl Simulator {
             msg.sender_chat = Some(channel.0);
             msg.is_automatic_forward = true;
             w.deliver_message(group.0, msg)
+        })
+    }
+
+    /// `user` posts in `group` on behalf of `channel`, as Telegram clients allow a channel's
+    /// owner or admins to: `from` is the placeholder Channel_Bot (136817688, `is_bot: true`),
+    /// `sender_chat` the channel. Fails if the user may not post in the group, is not an admin
+    /// of the channel, or the channel was banned there with `banChatSenderChat`.
+    pub fn post_as_channel(
+        &self,
+        group: GroupId,
+        channel: ChannelId,
+        user: UserId,
+        text: &str,
+    ) -> Result<MessageId, SimError> {
+        self.with(|w| {
+            w.check_can_post(group.0, user.0)?;
+            let c = w.chat_checked(channel.0)?;
+            if !c.member(user.0, now()).is_admin() {
+                return Err(SimError::CannotPost {
+                    chat: group.0,
+                    user: user.0,
+                    reason: "only a channel's admins may post on its behalf",
+                });
+            }
+            if w.chat_checked(group.0)?
+                .banned_sender_chats
+                .contains(&channel.0)
+            {
+                return Err(SimError::CannotPost {
+                    chat: group.0,
+                    user: user.0,
+                    reason: "the channel is banned in this group",
+                });
+            }
+            let mut msg = w.new_message(group.0, Some(UserId::CHANNEL_BOT.0), text)?;
+            msg.sender_chat = Some(channel.0);
+            w.deliver_message(group.0, msg)
+        })
+    }
+
+    /// The author edits their message: the text changes, `edit_date` is set, and the bot gets an
+    /// `edited_message` update (only if its `allowed_updates` lists it, as in Telegram). Fails
+    /// for a deleted message or someone else's.
+    pub fn edit_message(
+        &self,
+        chat: impl Into<ChatId>,
+        message: MessageId,
+        user: UserId,
+        text: &str,
+    ) -> Result<(), SimError> {
+        let chat = chat.into().0;
+        self.with(|w| {
+            let unknown = SimError::UnknownMessage {
+                chat,
+                message: message.0,
+            };
+            let c = w.chats.get_mut(&chat).ok_or(SimError::UnknownChat(chat))?;
+            let m = c
+                .messages
+                .get_mut(&message.0)
+                .filter(|m| !m.deleted && m.from == Some(user))
+                .ok_or(unknown)?;
+            m.text = text.to_owned();
+            m.edited = true;
+            let m = m.clone();
+            let c = w.chat_checked(chat)?;
+            if w.bot_sees(c, &m) {
+                let rendered = render::message(w, c, &m);
+                w.emit(UpdateContent::EditedMessage(Box::new(rendered)));
+            }
+            Ok(())
+        })
+    }
+
+    /// Whether `channel` was banned from posting in `group` (`banChatSenderChat`).
+    pub fn sender_chat_banned(&self, group: GroupId, channel: ChannelId) -> bool {
+        self.with(|w| {
+            w.chats
+                .get(&group.0)
+                .is_some_and(|c| c.banned_sender_chats.contains(&channel.0))
         })
     }
 

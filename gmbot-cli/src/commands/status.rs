@@ -121,6 +121,7 @@ fn settings_pairs(s: &GroupSettings) -> Vec<(&'static str, String)> {
         ("exempt other bots", yes_no(s.exempt_bots)),
         ("check on join", yes_no(s.check_on_join)),
         ("strict leave", yes_no(s.strict_leave)),
+        ("ban channel posters", yes_no(s.ban_channel_senders)),
         (
             "allow-list",
             if s.allowlist.is_empty() {

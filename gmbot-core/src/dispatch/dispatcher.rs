@@ -406,6 +406,21 @@ impl Dispatcher {
         .await
     }
 
+    async fn ban_sender_chat_in(
+        &self,
+        lane: Lane,
+        group: GroupId,
+        sender_chat: ChatId,
+    ) -> TelegramResult<()> {
+        self.call(
+            lane,
+            Method::BanSenderChat,
+            Some(group.into()),
+            |api| async move { api.ban_sender_chat(group, sender_chat).await },
+        )
+        .await
+    }
+
     async fn kick_member_in(&self, lane: Lane, group: GroupId, user: UserId) -> TelegramResult<()> {
         self.call(
             lane,
@@ -524,6 +539,11 @@ impl TelegramApi for Dispatcher {
         self.kick_member_in(lane, group, user).await
     }
 
+    async fn ban_sender_chat(&self, group: GroupId, sender_chat: ChatId) -> TelegramResult<()> {
+        let lane = Lane::default_for(Method::BanSenderChat);
+        self.ban_sender_chat_in(lane, group, sender_chat).await
+    }
+
     async fn send_message(
         &self,
         chat: ChatId,
@@ -629,6 +649,12 @@ impl TelegramApi for LaneApi {
 
     async fn kick_member(&self, group: GroupId, user: UserId) -> TelegramResult<()> {
         self.dispatcher.kick_member_in(self.lane, group, user).await
+    }
+
+    async fn ban_sender_chat(&self, group: GroupId, sender_chat: ChatId) -> TelegramResult<()> {
+        self.dispatcher
+            .ban_sender_chat_in(self.lane, group, sender_chat)
+            .await
     }
 
     async fn send_message(

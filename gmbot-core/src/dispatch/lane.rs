@@ -62,7 +62,8 @@ impl Lane {
             | Method::DeleteMessage
             | Method::DeleteMessages
             | Method::RestrictMember
-            | Method::KickMember => Lane::Enforcement,
+            | Method::KickMember
+            | Method::BanSenderChat => Lane::Enforcement,
             Method::SendMessage
             | Method::EditMessage
             | Method::GetChat

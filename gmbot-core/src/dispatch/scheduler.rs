@@ -170,7 +170,8 @@ impl Scheduler {
             | Method::DeleteMessages
             | Method::RestrictMember
             | Method::UnrestrictMember
-            | Method::KickMember => Budget::Action,
+            | Method::KickMember
+            | Method::BanSenderChat => Budget::Action,
             Method::CreateInviteLink => Budget::Write,
             Method::GetChatMember | Method::GetChatAdministrators | Method::GetChat => {
                 if self.reads.is_some() {

@@ -130,6 +130,13 @@ impl UserId {
     /// `@GroupAnonymousBot`: the `from` of messages sent by anonymous group admins
     /// (the real sender is in `sender_chat`, which equals the group).
     pub const GROUP_ANONYMOUS_BOT: UserId = UserId(1_087_968_824);
+    /// `@Channel_Bot`: the placeholder `from` (with `is_bot: true`) of a message a
+    /// member posts in a group on behalf of a channel; the channel is in
+    /// `sender_chat` (Bot API `Message.from`: "for backward compatibility, the
+    /// field contains a fake sender user in non-channel chats, if the message
+    /// was sent on behalf of a chat"). Shared by every such post: never a
+    /// member to restrict, never "a bot" to exempt.
+    pub const CHANNEL_BOT: UserId = UserId(136_817_688);
 }
 
 #[cfg(test)]

@@ -75,6 +75,9 @@ pub struct GroupSettings {
     pub check_on_join: bool,
     /// Mute a member in the linked groups as soon as they leave a channel.
     pub strict_leave: bool,
+    /// Ban a channel from the group (`banChatSenderChat`) when a member posts
+    /// on its behalf and it is not one of the group's own chats.
+    pub ban_channel_senders: bool,
     /// Users an admin has exempted by hand.
     pub allowlist: BTreeSet<UserId>,
 }
@@ -90,6 +93,7 @@ impl Default for GroupSettings {
             exempt_bots: true,
             check_on_join: true,
             strict_leave: true,
+            ban_channel_senders: true,
             allowlist: BTreeSet::new(),
         }
     }
@@ -119,6 +123,8 @@ pub enum SettingChange {
     CheckOnJoin(bool),
     /// Mute on channel leave or not.
     StrictLeave(bool),
+    /// Ban foreign channels whose posts are deleted, or not.
+    BanChannelSenders(bool),
     /// Add a user to the allow-list.
     Allow(UserId),
     /// Remove a user from the allow-list.
@@ -171,6 +177,7 @@ impl GroupSettings {
             SettingChange::ExemptBots(b) => self.exempt_bots = b,
             SettingChange::CheckOnJoin(b) => self.check_on_join = b,
             SettingChange::StrictLeave(b) => self.strict_leave = b,
+            SettingChange::BanChannelSenders(b) => self.ban_channel_senders = b,
             SettingChange::Allow(u) => {
                 if !self.allowlist.contains(&u) && self.allowlist.len() >= MAX_ALLOWLIST {
                     return Err(SettingsError::AllowlistFull);

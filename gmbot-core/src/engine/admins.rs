@@ -8,9 +8,11 @@
 //! frontend sees an admin promoted or demoted. Concurrent misses of one group
 //! make one call (single flight).
 //!
-//! A failed call is cached too, as "unknown", for a short back-off: the
-//! engine then checks the sender's channels like anyone else's rather than
-//! asking Telegram again for every message while it is failing.
+//! A failed call keeps the last good list, stale, for a short back-off
+//! (stale admins are better than admins treated as members). With no list
+//! ever fetched, the failure is cached as "unknown" for the back-off: the
+//! engine then checks the sender's channels but acts against nobody, since it
+//! cannot tell an admin from a member (see `Engine::verify`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,15 +25,23 @@ use super::config_cache::millis;
 use super::decision::ExemptReason;
 use super::group_map::GroupMap;
 
-/// One group's admins as last fetched (empty if the fetch failed).
+/// One group's admins as last fetched (empty and unknown if no fetch ever worked).
 #[derive(Debug)]
 pub(crate) struct AdminList {
     creator: Option<UserId>,
     /// Sorted, for a binary search without hashing or allocating.
     admins: Box<[UserId]>,
+    /// `false` when Telegram never answered for this group: nobody's role is known.
+    known: bool,
 }
 
 impl AdminList {
+    /// Whether the list came from Telegram (possibly stale); `false` = nobody's role is known.
+    #[inline]
+    pub(crate) fn is_known(&self) -> bool {
+        self.known
+    }
+
     /// Why `user` is exempt as an admin, if they are one.
     #[inline]
     pub(crate) fn role(&self, user: UserId) -> Option<ExemptReason> {
@@ -72,13 +82,15 @@ impl AdminCache {
     ) -> Arc<AdminList> {
         match self.entries.get(group, now_ms) {
             Some((list, true)) => list,
-            _ => self.load(group, telegram, clock).await,
+            Some((stale, false)) => self.load(group, Some(stale), telegram, clock).await,
+            None => self.load(group, None, telegram, clock).await,
         }
     }
 
     async fn load(
         &self,
         group: GroupId,
+        stale: Option<Arc<AdminList>>,
         telegram: &dyn TelegramApi,
         clock: &dyn Clock,
     ) -> Arc<AdminList> {
@@ -95,23 +107,34 @@ impl AdminCache {
                         let list = AdminList {
                             creator,
                             admins: ids.into_boxed_slice(),
+                            known: true,
                         };
-                        (list, self.ttl_ms)
+                        (Arc::new(list), self.ttl_ms)
                     }
-                    Err(err) => {
-                        log::warn!(
-                            group_id = group.get(),
-                            error:display = err;
-                            "cannot read the group's administrators; checking everyone's channels until it works"
-                        );
-                        let list = AdminList {
-                            creator: None,
-                            admins: Box::new([]),
-                        };
-                        (list, self.failure_ttl_ms)
-                    }
+                    Err(err) => match stale.filter(|s| s.known) {
+                        Some(stale) => {
+                            log::warn!(
+                                group_id = group.get(),
+                                error:display = err;
+                                "cannot read the group's administrators; keeping the last list"
+                            );
+                            (stale, self.failure_ttl_ms)
+                        }
+                        None => {
+                            log::warn!(
+                                group_id = group.get(),
+                                error:display = err;
+                                "cannot read the group's administrators and none is known; acting against nobody until it works"
+                            );
+                            let list = AdminList {
+                                creator: None,
+                                admins: Box::new([]),
+                                known: false,
+                            };
+                            (Arc::new(list), self.failure_ttl_ms)
+                        }
+                    },
                 };
-                let list = Arc::new(list);
                 let now = clock.now_millis();
                 self.entries.insert_unless_invalidated(
                     group,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use crate::domain::{
-    EnforcedChannel, GroupSettings, MessageId, NonMemberAction, UnixTime, UnknownReason,
+    ChatId, EnforcedChannel, GroupSettings, MessageId, NonMemberAction, UnixTime, UnknownReason,
 };
 
 /// Channels named by a verdict: shared handles to the group's configured
@@ -34,6 +34,9 @@ pub enum ExemptReason {
     AnonymousAdmin,
     /// A post of the linked channel forwarded automatically (`from` = 777000 or `is_automatic_forward`).
     AutomaticForward,
+    /// A message sent on behalf of one of the group's own enforced channels
+    /// (`from` = Channel_Bot 136817688, `sender_chat` = that channel).
+    OwnChannel,
     /// Another bot, and the group exempts bots.
     Bot,
     /// On the group's allow-list.
@@ -48,6 +51,7 @@ impl ExemptReason {
             Self::Admin => "admin",
             Self::AnonymousAdmin => "anonymous_admin",
             Self::AutomaticForward => "automatic_forward",
+            Self::OwnChannel => "own_channel",
             Self::Bot => "bot",
             Self::Allowlisted => "allowlisted",
         }
@@ -158,6 +162,19 @@ pub enum Action {
     },
     /// Lift the restrictions the bot placed on this member (after a recheck found them subscribed).
     Unrestrict,
+    /// Ban the chat the message was sent on behalf of from the group
+    /// (`banChatSenderChat`): a member posting as a foreign channel.
+    /// Never a restriction of the placeholder sender (Channel_Bot is shared by every such post).
+    BanSenderChat(ChatId),
+    /// Post the short warning for a message sent on behalf of a foreign
+    /// channel: post as yourself after joining (at most one per group per
+    /// `cooldown_seconds`, deleted after `delete_after_seconds`).
+    WarnSenderChat {
+        /// The group's `warning_ttl_seconds`.
+        delete_after_seconds: u32,
+        /// The group's `warning_cooldown_seconds`.
+        cooldown_seconds: u32,
+    },
 }
 
 /// The outcome classes of `gmbot_verifications_total{result}` (bounded label values).
@@ -288,6 +305,29 @@ pub(crate) fn deny_actions(
         NonMemberAction::DeleteOnly => actions.push(warn),
         NonMemberAction::Kick => actions.push(Action::Kick),
     }
+    actions
+}
+
+/// The actions for a message sent on behalf of a chat that is neither the
+/// group, its linked channel's automatic forward nor one of its channels:
+/// delete it, ban that chat from the group (if the group says so), warn once.
+/// The placeholder sender is never restricted or kicked.
+pub(crate) fn foreign_sender_chat_actions(
+    settings: &GroupSettings,
+    message: Option<MessageId>,
+    chat: Option<ChatId>,
+) -> Actions {
+    let mut actions = Actions::new();
+    if let Some(m) = message {
+        actions.push(Action::DeleteMessage(m));
+    }
+    if let Some(chat) = chat.filter(|_| settings.ban_channel_senders) {
+        actions.push(Action::BanSenderChat(chat));
+    }
+    actions.push(Action::WarnSenderChat {
+        delete_after_seconds: settings.warning_ttl_seconds,
+        cooldown_seconds: settings.warning_cooldown_seconds,
+    });
     actions
 }
 

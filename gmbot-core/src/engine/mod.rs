@@ -17,7 +17,9 @@
 //!    channel's automatic forwards (`from` = 777000 or `is_automatic_forward`),
 //!    other bots if the group exempts them, allow-listed users.
 //! 3. **Creator and admins**, from `getChatAdministrators`, cached 5 minutes
-//!    (single flight; [`Engine::invalidate_admins`]).
+//!    (single flight; [`Engine::invalidate_admins`]). When the fetch fails the
+//!    last good list is kept; with none, a sender who would be denied is let
+//!    through with no action, since they may be an admin.
 //! 4. **Every linked channel** must be joined: the membership cache's
 //!    synchronous in-process lookup first, then its single-flight load through
 //!    Telegram. `restricted` counts only with `is_member`. A membership that

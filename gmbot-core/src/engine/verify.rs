@@ -8,10 +8,11 @@ use crate::domain::{
 };
 
 use super::channel_faults::unknown_reason;
+use super::config_cache::GroupConfig;
 use super::context::MessageContext;
 use super::decision::{
-    deny_actions, Action, Actions, ChannelList, Decision, ExemptReason, NotEnforcedReason,
-    UnverifiableChannel, UnverifiableList, Verdict,
+    deny_actions, foreign_sender_chat_actions, Action, Actions, ChannelList, Decision,
+    ExemptReason, NotEnforcedReason, UnverifiableChannel, UnverifiableList, Verdict,
 };
 use super::error::EngineError;
 use super::Engine;
@@ -49,7 +50,10 @@ impl Engine {
     ///
     /// An allowed (or exempt, or no longer enforced) recheck implies
     /// [`Action::Unrestrict`]; a denied one implies nothing new (the member is
-    /// already muted and their message already gone).
+    /// already muted and their message already gone). A recheck that could
+    /// not verify some channel (429, 5xx, timeout, bot not a channel admin)
+    /// never implies [`Action::Unrestrict`], even when the group fails open:
+    /// the caller should ask the member to try again.
     pub async fn recheck(&self, group: GroupId, user: UserId) -> Result<Verdict, EngineError> {
         let started = Instant::now();
         let result = self
@@ -117,7 +121,25 @@ impl Engine {
         }
         let settings = config.settings();
 
-        if let Some(reason) = exemption_without_io(group, user, ctx, settings) {
+        match sender_chat_rule(group, user, ctx, config) {
+            SenderChat::Exempt(reason) => return Ok(allowed(Decision::Exempt(reason), lookup)),
+            SenderChat::Foreign(chat) => {
+                let actions = match lookup {
+                    Lookup::Cached => foreign_sender_chat_actions(settings, ctx.message, chat),
+                    Lookup::Fresh => Actions::new(),
+                };
+                return Ok(Verdict {
+                    decision: Decision::Deny {
+                        missing: config.channels().iter().cloned().collect(),
+                    },
+                    actions,
+                    unverifiable: UnverifiableList::new(),
+                    cache_hits: 0,
+                });
+            }
+            SenderChat::User => {}
+        }
+        if let Some(reason) = exemption_without_io(user, ctx, settings) {
             return Ok(allowed(Decision::Exempt(reason), lookup));
         }
         let admins = inner
@@ -158,6 +180,16 @@ impl Engine {
 
         let mut verdict = if missing.is_empty() {
             allowed(Decision::Allow, lookup)
+        } else if lookup == Lookup::Cached && !admins.is_known() {
+            // No admin list was ever fetched: the sender may be an admin.
+            // Acting against someone whose status is unknown is worse than
+            // letting one message through (the next one is checked again).
+            log::info!(
+                group_id = group.get(),
+                user_id = user.get();
+                "not acting: the group's admins are unknown"
+            );
+            allowed(Decision::Allow, lookup)
         } else {
             let actions = match lookup {
                 Lookup::Cached => deny_actions(settings, ctx.message, inner.clock.unix_now()),
@@ -170,6 +202,11 @@ impl Engine {
                 cache_hits: 0,
             }
         };
+        if lookup == Lookup::Fresh && !unverifiable.is_empty() {
+            // An unknown answer never lifts a restriction (TELEGRAM.md,
+            // "Membership"), whatever the failure policy let through.
+            verdict.actions.retain(|a| *a != Action::Unrestrict);
+        }
         verdict.unverifiable = unverifiable;
         verdict.cache_hits = cache_hits;
         Ok(verdict)
@@ -238,26 +275,62 @@ fn allowed(decision: Decision, lookup: Lookup) -> Verdict {
     verdict
 }
 
+/// What a message's `sender_chat` (and placeholder sender) means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SenderChat {
+    /// Sent by a user as themselves: verify them.
+    User,
+    /// Sent on behalf of a chat the group trusts.
+    Exempt(ExemptReason),
+    /// Sent on behalf of any other chat: deleted, that chat banned (by
+    /// setting). `None`: a placeholder sender without `sender_chat`.
+    Foreign(Option<ChatId>),
+}
+
+/// Messages sent on behalf of a chat, decided before any user rule: their
+/// `from` is a placeholder (GroupAnonymousBot, Channel_Bot, 777000) that is
+/// never a member to verify, restrict or exempt as "a bot" (TELEGRAM.md, "Updates").
+fn sender_chat_rule(
+    group: GroupId,
+    user: UserId,
+    ctx: &MessageContext,
+    config: &GroupConfig,
+) -> SenderChat {
+    if user == UserId::SERVICE_ACCOUNT || ctx.is_automatic_forward {
+        // The linked channel's posts arrive from 777000 with is_automatic_forward (Bot API `Message`).
+        return SenderChat::Exempt(ExemptReason::AutomaticForward);
+    }
+    let placeholder = user == UserId::GROUP_ANONYMOUS_BOT || user == UserId::CHANNEL_BOT;
+    let chat = match ctx.sender_chat {
+        Some(chat) => chat,
+        // A placeholder with no sender_chat names nobody: nothing to verify or
+        // exempt. Treat it like a post as a chat the group does not trust,
+        // without a chat to ban.
+        None if placeholder => return SenderChat::Foreign(None),
+        None => return SenderChat::User,
+    };
+    if chat == ChatId::from(group) {
+        // An anonymous admin's message has from = GroupAnonymousBot and
+        // sender_chat = the group itself (TELEGRAM.md, "Updates").
+        return SenderChat::Exempt(ExemptReason::AnonymousAdmin);
+    }
+    if config
+        .channels()
+        .iter()
+        .any(|c| c.id.is_some_and(|id| ChatId::from(id) == chat))
+    {
+        return SenderChat::Exempt(ExemptReason::OwnChannel);
+    }
+    SenderChat::Foreign(Some(chat))
+}
+
 /// Exemptions decided from the message and the settings alone, checked
 /// before anything that may need a Telegram call.
 fn exemption_without_io(
-    group: GroupId,
     user: UserId,
     ctx: &MessageContext,
     settings: &GroupSettings,
 ) -> Option<ExemptReason> {
-    if user == UserId::GROUP_ANONYMOUS_BOT {
-        // An anonymous admin's message has from = GroupAnonymousBot and
-        // sender_chat = the group itself (TELEGRAM.md, "Updates"). With any
-        // other sender_chat it is not an admin of this group speaking, and the
-        // id must not slip through as "another bot" either.
-        return (ctx.sender_chat == Some(ChatId::from(group)))
-            .then_some(ExemptReason::AnonymousAdmin);
-    }
-    if user == UserId::SERVICE_ACCOUNT || ctx.is_automatic_forward {
-        // The linked channel's posts arrive from 777000 with is_automatic_forward (Bot API `Message`).
-        return Some(ExemptReason::AutomaticForward);
-    }
     if ctx.sender_is_bot && settings.exempt_bots {
         return Some(ExemptReason::Bot);
     }
@@ -270,21 +343,51 @@ fn exemption_without_io(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{
+        ChannelId, ChannelRef, EnforcedChannel, GroupState, ProtectedGroup, UnixTime,
+    };
+
+    fn config(group: GroupId, channel: ChannelId) -> GroupConfig {
+        GroupConfig::new(ProtectedGroup {
+            id: group,
+            title: None,
+            owner: None,
+            state: GroupState::Active,
+            paused_reason: None,
+            channels: vec![EnforcedChannel::from_ref(ChannelRef::Id(channel))],
+            settings: GroupSettings::default(),
+            created_at: UnixTime(0),
+            updated_at: UnixTime(0),
+        })
+    }
 
     #[test]
-    fn anonymous_admin_needs_the_group_as_sender_chat() {
+    fn sender_chats_are_trusted_only_when_they_are_the_group_or_its_channels() {
         let g = GroupId(-1_001);
-        let s = GroupSettings::default();
-        let anon = UserId::GROUP_ANONYMOUS_BOT;
+        let own = ChannelId(-1_003);
+        let c = config(g, own);
         let ctx = MessageContext::no_message().from_bot();
+        for placeholder in [UserId::GROUP_ANONYMOUS_BOT, UserId::CHANNEL_BOT] {
+            assert_eq!(
+                sender_chat_rule(g, placeholder, &ctx.with_sender_chat(ChatId(g.get())), &c),
+                SenderChat::Exempt(ExemptReason::AnonymousAdmin)
+            );
+            assert_eq!(
+                sender_chat_rule(g, placeholder, &ctx.with_sender_chat(own.into()), &c),
+                SenderChat::Exempt(ExemptReason::OwnChannel)
+            );
+            assert_eq!(
+                sender_chat_rule(g, placeholder, &ctx.with_sender_chat(ChatId(-1_002)), &c),
+                SenderChat::Foreign(Some(ChatId(-1_002)))
+            );
+            assert_eq!(
+                sender_chat_rule(g, placeholder, &ctx, &c),
+                SenderChat::Foreign(None)
+            );
+        }
         assert_eq!(
-            exemption_without_io(g, anon, &ctx.with_sender_chat(ChatId(g.get())), &s),
-            Some(ExemptReason::AnonymousAdmin)
+            sender_chat_rule(g, UserId(5), &MessageContext::no_message(), &c),
+            SenderChat::User
         );
-        assert_eq!(
-            exemption_without_io(g, anon, &ctx.with_sender_chat(ChatId(-1_002)), &s),
-            None
-        );
-        assert_eq!(exemption_without_io(g, anon, &ctx, &s), None);
     }
 }

@@ -148,6 +148,13 @@ pub enum Call {
         /// Member.
         user: UserId,
     },
+    /// `banChatSenderChat`.
+    BanSenderChat {
+        /// Group.
+        group: GroupId,
+        /// The channel banned from posting there.
+        sender_chat: ChatId,
+    },
     /// Kick (ban + unban).
     KickMember {
         /// Group.
@@ -203,6 +210,7 @@ impl Call {
             Call::RestrictMember { .. } => Method::RestrictMember,
             Call::UnrestrictMember { .. } => Method::UnrestrictMember,
             Call::KickMember { .. } => Method::KickMember,
+            Call::BanSenderChat { .. } => Method::BanSenderChat,
             Call::SendMessage { .. } => Method::SendMessage,
             Call::AnswerCallback { .. } => Method::AnswerCallback,
             Call::GetChat { .. } => Method::GetChat,
@@ -230,7 +238,8 @@ impl Call {
             } => None,
             Call::RestrictMember { group, .. }
             | Call::UnrestrictMember { group, .. }
-            | Call::KickMember { group, .. } => Some(ChatId::from(*group)),
+            | Call::KickMember { group, .. }
+            | Call::BanSenderChat { group, .. } => Some(ChatId::from(*group)),
             Call::AnswerCallback { .. } => None,
         }
     }
@@ -334,6 +343,7 @@ struct State {
     sent: Vec<SentMessage>,
     deleted: Vec<(ChatId, MessageId)>,
     kicks: Vec<(GroupId, UserId)>,
+    banned_sender_chats: Vec<(GroupId, ChatId)>,
     invite_links: Vec<(ChatId, String)>,
     fail_next: HashMap<Method, VecDeque<TelegramError>>,
     chat_failures: HashMap<ChatId, TelegramError>,
@@ -391,6 +401,7 @@ impl MemoryTelegram {
                 sent: Vec::new(),
                 deleted: Vec::new(),
                 kicks: Vec::new(),
+                banned_sender_chats: Vec::new(),
                 invite_links: Vec::new(),
                 fail_next: HashMap::new(),
                 chat_failures: HashMap::new(),
@@ -673,6 +684,11 @@ impl MemoryTelegram {
         self.lock().deleted.clone()
     }
 
+    /// Chats banned from posting in a group (`banChatSenderChat`), in order.
+    pub fn banned_sender_chats(&self) -> Vec<(GroupId, ChatId)> {
+        self.lock().banned_sender_chats.clone()
+    }
+
     /// Every successful kick, in order.
     pub fn kicks(&self) -> Vec<(GroupId, UserId)> {
         self.lock().kicks.clone()
@@ -928,6 +944,24 @@ impl TelegramApi for MemoryTelegram {
         c.members.insert(user, ChatMemberStatus::Left);
         c.permissions.remove(&user);
         st.kicks.push((group, user));
+        Ok(())
+    }
+
+    async fn ban_sender_chat(&self, group: GroupId, sender_chat: ChatId) -> TelegramResult<()> {
+        self.enter(Call::BanSenderChat { group, sender_chat })
+            .await?;
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let c = st
+            .chats
+            .get(&ChatId::from(group))
+            .ok_or_else(chat_not_found)?;
+        if !bot_rights(st, c).is_some_and(|r| r.can_restrict_members) {
+            return Err(no_restrict_rights());
+        }
+        if !st.banned_sender_chats.contains(&(group, sender_chat)) {
+            st.banned_sender_chats.push((group, sender_chat));
+        }
         Ok(())
     }
 

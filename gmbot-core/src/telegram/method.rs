@@ -33,11 +33,13 @@ pub enum Method {
     CreateInviteLink,
     /// `editMessageText` (the settings keyboard).
     EditMessage,
+    /// `banChatSenderChat` (a member posted as a foreign channel).
+    BanSenderChat,
 }
 
 impl Method {
     /// Every method, for iteration (metrics pre-registration, tests).
-    pub const ALL: [Method; 12] = [
+    pub const ALL: [Method; 13] = [
         Method::GetChatMember,
         Method::GetChatAdministrators,
         Method::DeleteMessage,
@@ -50,6 +52,7 @@ impl Method {
         Method::GetChat,
         Method::CreateInviteLink,
         Method::EditMessage,
+        Method::BanSenderChat,
     ];
 
     /// The Bot API name (`unrestrictMember` is GMBot's name for the lifting
@@ -68,6 +71,7 @@ impl Method {
             Method::GetChat => "getChat",
             Method::CreateInviteLink => "createChatInviteLink",
             Method::EditMessage => "editMessageText",
+            Method::BanSenderChat => "banChatSenderChat",
         }
     }
 

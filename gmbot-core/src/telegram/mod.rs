@@ -68,6 +68,11 @@ pub trait TelegramApi: Send + Sync + 'static {
     /// (`getChat.permissions`), never "everything allowed".
     async fn unrestrict_member(&self, group: GroupId, user: UserId) -> TelegramResult<()>;
 
+    /// `banChatSenderChat`: bans a channel from `group`, so its owner can no
+    /// longer post there on its behalf (lifted with `unbanChatSenderChat`).
+    /// Needs `can_restrict_members`.
+    async fn ban_sender_chat(&self, group: GroupId, sender_chat: ChatId) -> TelegramResult<()>;
+
     /// Removes a member without a lasting ban: `banChatMember` until [`KICK_BAN_SECS`] from
     /// now (never 0, which would be forever), then `unbanChatMember` with `only_if_banned`.
     /// When the unban fails the error is returned, and the ban still ends by itself.

@@ -56,6 +56,7 @@ pub fn parse_press(data: &str) -> Option<Press> {
         "j" => SettingChange::CheckOnJoin(flag()?),
         "l" => SettingChange::StrictLeave(flag()?),
         "b" => SettingChange::ExemptBots(flag()?),
+        "c" => SettingChange::BanChannelSenders(flag()?),
         "f" => SettingChange::FailurePolicy(match value {
             "open" => FailurePolicy::Open,
             "closed" => FailurePolicy::Closed,
@@ -110,6 +111,7 @@ pub fn settings_message(title: Option<&str>, s: &GroupSettings) -> OutgoingMessa
          Mute members who leave the channel at once: {}\n\
          When membership can't be checked: {}\n\
          Other bots: {}\n\
+         Posts on behalf of other channels: deleted{}\n\
          Allow-list: {} user(s) — <code>/settings allow USER_ID</code>, <code>/settings disallow USER_ID</code>",
         title.map(|t| format!(" — {}", escape(t))).unwrap_or_default(),
         mute_label(s.mute_seconds),
@@ -121,6 +123,11 @@ pub fn settings_message(title: Option<&str>, s: &GroupSettings) -> OutgoingMessa
             FailurePolicy::Closed => "treat them as non-members (fail closed)",
         },
         if s.exempt_bots { "exempt" } else { "verified" },
+        if s.ban_channel_senders {
+            ", and the channel banned"
+        } else {
+            ""
+        },
         s.allowlist.len(),
     );
     let actions = vec![
@@ -166,6 +173,10 @@ pub fn settings_message(title: Option<&str>, s: &GroupSettings) -> OutgoingMessa
         button(
             format!("Strict leave: {}", on_off(s.strict_leave)),
             format!("s:l:{}", u8::from(!s.strict_leave)),
+        ),
+        button(
+            format!("Ban channel posters: {}", on_off(s.ban_channel_senders)),
+            format!("s:c:{}", u8::from(!s.ban_channel_senders)),
         ),
     ];
     let policy = vec![
@@ -216,7 +227,7 @@ mod tests {
         }
         assert_eq!(
             count,
-            3 + MUTE_PRESETS.len() + WARNING_PRESETS.len() + 2 + 2 + 1
+            3 + MUTE_PRESETS.len() + WARNING_PRESETS.len() + 3 + 2 + 1
         );
     }
 

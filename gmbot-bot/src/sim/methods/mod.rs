@@ -19,7 +19,7 @@ use super::world::World;
 pub(crate) use self::webhook::WebhookChange;
 
 /// Every method the simulator serves, in Telegram's spelling.
-pub(crate) const METHODS: [&str; 21] = [
+pub(crate) const METHODS: [&str; 22] = [
     "getMe",
     "getUpdates",
     "setWebhook",
@@ -36,6 +36,7 @@ pub(crate) const METHODS: [&str; 21] = [
     "restrictChatMember",
     "banChatMember",
     "unbanChatMember",
+    "banChatSenderChat",
     "answerCallbackQuery",
     "createChatInviteLink",
     "exportChatInviteLink",
@@ -81,6 +82,7 @@ pub(crate) fn dispatch(
         "restrictChatMember" => moderation::restrict_chat_member(world, p),
         "banChatMember" => moderation::ban_chat_member(world, p),
         "unbanChatMember" => moderation::unban_chat_member(world, p),
+        "banChatSenderChat" => moderation::ban_chat_sender_chat(world, p),
         "answerCallbackQuery" => callbacks::answer_callback_query(world, p),
         "createChatInviteLink" => invites::create_chat_invite_link(world, p),
         "exportChatInviteLink" => invites::export_chat_invite_link(world, p),

@@ -1,4 +1,4 @@
-//! `restrictChatMember`, `banChatMember`, `unbanChatMember`.
+//! `restrictChatMember`, `banChatMember`, `unbanChatMember`, `banChatSenderChat`.
 //!
 //! Telegram's rules: the bot needs `can_restrict_members`; owners and admins cannot be
 //! restricted; an `until_date` under 30 seconds or over 366 days from now means forever;
@@ -116,6 +116,28 @@ pub(super) fn unban_chat_member(world: &mut World, p: &Params) -> Result<Value, 
                 world.set_member(chat_id, user, MemberState::Left, bot);
             }
         }
+    }
+    Ok(Value::Bool(true))
+}
+
+/// `banChatSenderChat`: the channel may no longer post in the group on its own behalf (until
+/// `unbanChatSenderChat`). Needs `can_restrict_members`; a chat the simulator does not know is
+/// Telegram's "chat not found".
+pub(super) fn ban_chat_sender_chat(world: &mut World, p: &Params) -> Result<Value, ApiError> {
+    let chat_id = world.resolve_joined(&p.chat("chat_id")?)?;
+    let sender = p.req_int("sender_chat_id")?;
+    let chat = world.chat(chat_id)?;
+    let rights = chat.member(world.bot_id(), now()).rights();
+    if !rights.is_some_and(|r| r.can_restrict_members) {
+        return Err(ApiError::bad_request(
+            "not enough rights to restrict/unrestrict chat member",
+        ));
+    }
+    if !world.chats.contains_key(&sender) {
+        return Err(ApiError::chat_not_found());
+    }
+    if let Some(c) = world.chats.get_mut(&chat_id) {
+        c.banned_sender_chats.insert(sender);
     }
     Ok(Value::Bool(true))
 }
