@@ -1207,130 +1207,6 @@ async fn reconciler_task_runs_at_start_and_stops() {
     h.finish().await;
 }
 
-impl H {
-    /// Handles every update waiting, without waiting for the outbox to carry out the actions.
-    async fn handle_waiting(&mut self) -> usize {
-        let updates = self.fetch().await;
-        let n = updates.len();
-        for u in updates {
-            handlers::handle(&self.app, u)
-                .await
-                .expect("update handled");
-        }
-        n
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn raid_is_cleaned_up_in_bulk_with_one_warning_and_another_group_goes_first() {
-    let mut h = harness().await;
-    let carol = h.sim.add_user("Carol");
-    let second = h.second_group(&[carol]).await;
-    let raiders: Vec<UserId> = (0..200)
-        .map(|i| h.sim.add_user(&format!("Raider {i}")))
-        .collect();
-    for &r in &raiders {
-        h.sim.join(h.group, r).expect("join");
-    }
-    h.skip_updates().await;
-    let posted: Vec<_> = raiders
-        .iter()
-        .map(|&r| h.sim.post(h.group, r, "spam").expect("raider posts"))
-        .collect();
-    // The handlers only queue: 200 mutes wait for the action budget (30/s, ≈ 6.7 s).
-    assert_eq!(h.handle_waiting().await, 200);
-    h.sim.post(second, carol, "hello").expect("carol posts");
-    assert_eq!(h.handle_waiting().await, 1);
-    let sim = &h.sim;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while sim.can_post(second, carol) {
-        assert!(std::time::Instant::now() < deadline, "carol never muted");
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    let raiders_muted = raiders
-        .iter()
-        .filter(|&&r| !sim.can_post(h.group, r))
-        .count();
-    assert!(
-        raiders_muted < 100,
-        "the other group's mute went ahead of the raid's backlog ({raiders_muted} raiders muted first)"
-    );
-
-    h.pump().await;
-    for (&r, &m) in raiders.iter().zip(&posted) {
-        assert!(!h.sim.can_post(h.group, r), "raider {r} muted");
-        assert!(h.active(h.group, r).await.is_some(), "raider {r} has a row");
-        assert!(
-            h.sim.message(h.group, m).is_some_and(|m| m.deleted),
-            "message of {r} deleted"
-        );
-    }
-    assert_eq!(
-        h.store
-            .count_active_restrictions(h.group)
-            .await
-            .expect("count"),
-        200
-    );
-    let single = h.calls("deleteMessage", h.group.get());
-    let bulk = h.calls("deleteMessages", h.group.get());
-    assert!(
-        bulk >= 2 && bulk + single <= 10,
-        "bulk deletes: {bulk} deleteMessages, {single} deleteMessage"
-    );
-    let warnings = h.warnings(h.group);
-    assert_eq!(warnings.len(), 1, "one warning message for the whole raid");
-    assert!(
-        warnings[0].text.contains("200 members"),
-        "{}",
-        warnings[0].text
-    );
-    assert_eq!(data_of(&warnings[0]), vec!["j:any".to_owned()]);
-    // Nobody in the other group but Carol was touched; Carol was warned there.
-    assert_eq!(
-        h.store
-            .count_active_restrictions(second)
-            .await
-            .expect("count"),
-        1
-    );
-    assert!(
-        h.sim.can_post(h.group, h.alice),
-        "a subscriber is untouched"
-    );
-    // The raid was noticed once: metric, owner told.
-    let metrics = prometheus::TextEncoder::new()
-        .encode_to_string(&h.app.registry().gather())
-        .expect("encode");
-    assert!(metrics.contains("gmbot_raids_total 1"), "raid counted");
-    let told: Vec<String> = h
-        .bot_messages(h.owner)
-        .into_iter()
-        .map(|m| m.text)
-        .filter(|t| t.contains("raid"))
-        .collect();
-    assert_eq!(told.len(), 1, "owner told once: {told:?}");
-    h.finish().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_join_while_the_mute_is_queued_leaves_the_member_free_and_without_a_row() {
-    let mut h = harness().await;
-    // Hold the group's calls so that Bob's mute is still queued when his join arrives.
-    h.app
-        .dispatcher()
-        .pause_chat(h.group.into(), std::time::Duration::from_millis(800));
-    h.sim.post(h.group, h.bob, "hi").expect("post");
-    assert_eq!(h.handle_waiting().await, 1);
-    assert!(
-        h.active(h.group, h.bob).await.is_some(),
-        "pending row recorded"
-    );
-    h.sim.join(h.channel, h.bob).expect("bob subscribes");
-    assert_eq!(h.handle_waiting().await, 1);
-    h.pump().await;
-    assert!(h.sim.can_post(h.group, h.bob), "Bob can write");
-    assert_eq!(h.active(h.group, h.bob).await, None, "no open row");
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn posting_as_a_foreign_channel_is_deleted_and_the_channel_banned() {
     let mut h = harness().await;
@@ -1391,39 +1267,6 @@ async fn posting_as_a_foreign_channel_is_deleted_and_the_channel_banned() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_consolidated_button_frees_whoever_joined_and_answers_others_privately() {
-    let mut h = harness().await;
-    let carol = h.sim.add_user("Carol");
-    h.sim.join(h.group, carol).expect("join");
-    h.skip_updates().await;
-    h.sim.post(h.group, h.bob, "one").expect("post");
-    h.sim.post(h.group, carol, "two").expect("post");
-    h.pump().await;
-    let warnings = h.warnings(h.group);
-    assert_eq!(warnings.len(), 1);
-    assert_eq!(data_of(&warnings[0]), vec!["j:any".to_owned()]);
-    // Alice is not muted: a short answer only she sees.
-    let answer = h
-        .sim
-        .press_button(h.group, warnings[0].id, h.alice, "j:any")
-        .expect("press");
-    h.pump().await;
-    assert_eq!(
-        h.sim.callback_answer(&answer).and_then(|a| a.text),
-        Some(gmbot_bot::flows::joined_button::NOT_MUTED.to_owned())
-    );
-    h.sim.join(h.channel, carol).expect("carol subscribes");
-    h.skip_updates().await;
-    let answer = h
-        .sim
-        .press_button(h.group, warnings[0].id, carol, "j:any")
-        .expect("press");
-    h.pump().await;
-    assert!(h.sim.can_post(h.group, carol), "Carol freed");
-    assert!(!h.sim.can_post(h.group, h.bob), "Bob still muted");
-    assert_eq!(
-        h.sim.callback_answer(&answer).and_then(|a| a.text),
-        Some(gmbot_bot::flows::joined_button::WELCOME.to_owned())
 async fn foreign_channel_posts_are_deleted_without_a_ban_when_the_setting_is_off() {
     let mut h = harness().await;
     h.set(h.group, SettingChange::BanChannelSenders(false))
@@ -1680,6 +1523,171 @@ async fn a_member_restricted_by_an_admin_keeps_that_restriction() {
     assert_eq!(
         urls_of(&warnings[0]),
         vec!["https://t.me/test_news".to_owned()]
+    );
+    h.finish().await;
+}
+
+impl H {
+    /// Handles every update waiting, without waiting for the outbox to carry out the actions.
+    async fn handle_waiting(&mut self) -> usize {
+        let updates = self.fetch().await;
+        let n = updates.len();
+        for u in updates {
+            handlers::handle(&self.app, u)
+                .await
+                .expect("update handled");
+        }
+        n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raid_is_cleaned_up_in_bulk_with_one_warning_and_another_group_goes_first() {
+    let mut h = harness().await;
+    let carol = h.sim.add_user("Carol");
+    let second = h.second_group(&[carol]).await;
+    let raiders: Vec<UserId> = (0..200)
+        .map(|i| h.sim.add_user(&format!("Raider {i}")))
+        .collect();
+    for &r in &raiders {
+        h.sim.join(h.group, r).expect("join");
+    }
+    h.skip_updates().await;
+    let posted: Vec<_> = raiders
+        .iter()
+        .map(|&r| h.sim.post(h.group, r, "spam").expect("raider posts"))
+        .collect();
+    // The handlers only queue: 200 mutes wait for the action budget (30/s, ≈ 6.7 s).
+    assert_eq!(h.handle_waiting().await, 200);
+    h.sim.post(second, carol, "hello").expect("carol posts");
+    assert_eq!(h.handle_waiting().await, 1);
+    let sim = &h.sim;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while sim.can_post(second, carol) {
+        assert!(std::time::Instant::now() < deadline, "carol never muted");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let raiders_muted = raiders
+        .iter()
+        .filter(|&&r| !sim.can_post(h.group, r))
+        .count();
+    assert!(
+        raiders_muted < 100,
+        "the other group's mute went ahead of the raid's backlog ({raiders_muted} raiders muted first)"
+    );
+
+    h.pump().await;
+    for (&r, &m) in raiders.iter().zip(&posted) {
+        assert!(!h.sim.can_post(h.group, r), "raider {r} muted");
+        assert!(h.active(h.group, r).await.is_some(), "raider {r} has a row");
+        assert!(
+            h.sim.message(h.group, m).is_some_and(|m| m.deleted),
+            "message of {r} deleted"
+        );
+    }
+    assert_eq!(
+        h.store
+            .count_active_restrictions(h.group)
+            .await
+            .expect("count"),
+        200
+    );
+    let single = h.calls("deleteMessage", h.group.get());
+    let bulk = h.calls("deleteMessages", h.group.get());
+    assert!(
+        bulk >= 2 && bulk + single <= 10,
+        "bulk deletes: {bulk} deleteMessages, {single} deleteMessage"
+    );
+    let warnings = h.warnings(h.group);
+    assert_eq!(warnings.len(), 1, "one warning message for the whole raid");
+    assert!(
+        warnings[0].text.contains("200 members"),
+        "{}",
+        warnings[0].text
+    );
+    assert_eq!(data_of(&warnings[0]), vec!["j:any".to_owned()]);
+    // Nobody in the other group but Carol was touched; Carol was warned there.
+    assert_eq!(
+        h.store
+            .count_active_restrictions(second)
+            .await
+            .expect("count"),
+        1
+    );
+    assert!(
+        h.sim.can_post(h.group, h.alice),
+        "a subscriber is untouched"
+    );
+    // The raid was noticed once: metric, owner told.
+    let metrics = prometheus::TextEncoder::new()
+        .encode_to_string(&h.app.registry().gather())
+        .expect("encode");
+    assert!(metrics.contains("gmbot_raids_total 1"), "raid counted");
+    let told: Vec<String> = h
+        .bot_messages(h.owner)
+        .into_iter()
+        .map(|m| m.text)
+        .filter(|t| t.contains("raid"))
+        .collect();
+    assert_eq!(told.len(), 1, "owner told once: {told:?}");
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_while_the_mute_is_queued_leaves_the_member_free_and_without_a_row() {
+    let mut h = harness().await;
+    // Hold the group's calls so that Bob's mute is still queued when his join arrives.
+    h.app
+        .dispatcher()
+        .pause_chat(h.group.into(), std::time::Duration::from_millis(800));
+    h.sim.post(h.group, h.bob, "hi").expect("post");
+    assert_eq!(h.handle_waiting().await, 1);
+    assert!(
+        h.active(h.group, h.bob).await.is_some(),
+        "pending row recorded"
+    );
+    h.sim.join(h.channel, h.bob).expect("bob subscribes");
+    assert_eq!(h.handle_waiting().await, 1);
+    h.pump().await;
+    assert!(h.sim.can_post(h.group, h.bob), "Bob can write");
+    assert_eq!(h.active(h.group, h.bob).await, None, "no open row");
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consolidated_button_frees_whoever_joined_and_answers_others_privately() {
+    let mut h = harness().await;
+    let carol = h.sim.add_user("Carol");
+    h.sim.join(h.group, carol).expect("join");
+    h.skip_updates().await;
+    h.sim.post(h.group, h.bob, "one").expect("post");
+    h.sim.post(h.group, carol, "two").expect("post");
+    h.pump().await;
+    let warnings = h.warnings(h.group);
+    assert_eq!(warnings.len(), 1);
+    assert_eq!(data_of(&warnings[0]), vec!["j:any".to_owned()]);
+    // Alice is not muted: a short answer only she sees.
+    let answer = h
+        .sim
+        .press_button(h.group, warnings[0].id, h.alice, "j:any")
+        .expect("press");
+    h.pump().await;
+    assert_eq!(
+        h.sim.callback_answer(&answer).and_then(|a| a.text),
+        Some(gmbot_bot::flows::joined_button::NOT_MUTED.to_owned())
+    );
+    h.sim.join(h.channel, carol).expect("carol subscribes");
+    h.skip_updates().await;
+    let answer = h
+        .sim
+        .press_button(h.group, warnings[0].id, carol, "j:any")
+        .expect("press");
+    h.pump().await;
+    assert!(h.sim.can_post(h.group, carol), "Carol freed");
+    assert!(!h.sim.can_post(h.group, h.bob), "Bob still muted");
+    assert_eq!(
+        h.sim.callback_answer(&answer).and_then(|a| a.text),
+        Some(gmbot_bot::flows::joined_button::WELCOME.to_owned())
     );
     h.finish().await;
 }
