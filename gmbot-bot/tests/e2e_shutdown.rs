@@ -13,6 +13,9 @@ async fn in_flight_work_finishes(transport: Transport) {
     let w = world();
     let backend = Backend::sqlite();
     let bot = start(&w.sim, &backend, transport).await;
+    // Bob's join first (webhook deliveries may arrive in any order): otherwise check on join
+    // mutes him before he can write.
+    settle(&w.sim, &bot.monitor).await;
     w.sim
         .post(w.group, w.owner, "/protect @e2e_news")
         .expect("owner posts");

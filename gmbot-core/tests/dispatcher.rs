@@ -605,7 +605,7 @@ async fn construction_checks_config_and_registry() {
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_call_does_not_hold_up_the_queue() {
     let config = DispatchConfig {
-        global_per_second: 1,
+        actions_per_second: 1,
         ..DispatchConfig::default()
     };
     let (tg, dispatcher, _registry) = world(3, config);
