@@ -55,7 +55,7 @@ fn world() -> World {
     })
     .expect("simulator starts");
     let owner = sim.add_user("Owner");
-    let mut make = |name: &str, slug: &str| {
+    let make = |name: &str, slug: &str| {
         let group = sim.create_supergroup(name, owner).expect("group");
         let channel = sim
             .create_channel(&format!("{name} news"), Some(slug), owner)
