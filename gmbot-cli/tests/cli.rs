@@ -337,6 +337,7 @@ fn status_shows_group_settings_and_counts(db: Db) {
             "exempt_bots": true,
             "check_on_join": true,
             "strict_leave": true,
+            "ban_channel_senders": true,
             "allowlist": [],
         })
     );
