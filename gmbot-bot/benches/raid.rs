@@ -302,10 +302,19 @@ async fn run(raiders: usize) {
     let deletes = sim.calls_to("deleteMessages");
     outsider_latency.sort();
     let handled = latency.summary();
+    // Warnings are the bot's messages with an "I've joined" button (admin notices have none).
+    let bot_id = sim.bot().id;
     let warnings_in_a = sim
-        .calls_to("sendMessage")
+        .messages(w.raided)
         .iter()
-        .filter(|c| c.int("chat_id") == Some(w.raided.0))
+        .filter(|m| {
+            m.from == Some(bot_id)
+                && m.buttons.iter().flatten().any(|b| {
+                    b.callback_data
+                        .as_deref()
+                        .is_some_and(|d| d.starts_with("j:"))
+                })
+        })
         .count();
     let edits_in_a = sim
         .calls_to("editMessageText")
@@ -366,7 +375,7 @@ async fn run(raiders: usize) {
         ms(handled.p99),
     );
     println!(
-        "  group A: all raid messages deleted after {}, all raiders muted after {} (bound {:.1} s); {bulk_calls_a} deleteMessages calls; {warnings_in_a} warning message(s), {edits_in_a} edit(s)",
+        "  group A: all raid messages deleted after {}, all raiders muted after {} (bound {:.1} s); {bulk_calls_a} deleteMessages calls; {warnings_in_a} warning message(s), {edits_in_a} edit(s) of it",
         all_deleted.map_or("NEVER".to_owned(), |d| format!("{:.2} s", d.as_secs_f64())),
         all_muted.map_or("NEVER".to_owned(), |d| format!("{:.2} s", d.as_secs_f64())),
         bound.as_secs_f64(),
@@ -375,6 +384,19 @@ async fn run(raiders: usize) {
         "  integrity: raiders muted {muted_ok}/{raiders}, with rows {rows_ok}/{raiders}; non-subscribers of other groups muted {outsiders_muted}/{}; subscribers muted {members_touched}",
         outsiders_posted.len()
     );
+    if std::env::var_os("GMBOT_RAID_SHOW_WARNINGS").is_some() {
+        for m in sim.messages(w.raided) {
+            if m.from == Some(bot_id) {
+                println!(
+                    "  bot message {}: deleted={} edited={} {:?}",
+                    m.id.0,
+                    m.deleted,
+                    m.edited,
+                    m.text.chars().take(120).collect::<String>()
+                );
+            }
+        }
+    }
     shutdown.trigger();
     let _ = running.await;
     drop(sim);
