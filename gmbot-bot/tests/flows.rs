@@ -799,7 +799,7 @@ async fn bot_demoted_pauses_and_tells_the_owner_then_resumes() {
     let g = h.store.group(h.group).await.expect("read").expect("group");
     assert_eq!(g.state, GroupState::Paused);
     assert!(g.paused_reason.is_some());
-    let told = h.bot_messages(h.owner);
+    let told = h.owner_told().await;
     assert_eq!(told.len(), 1, "owner told");
     assert!(told[0].text.contains("paused"), "{}", told[0].text);
 
@@ -814,7 +814,7 @@ async fn bot_demoted_pauses_and_tells_the_owner_then_resumes() {
     h.pump().await;
     let g = h.store.group(h.group).await.expect("read").expect("group");
     assert_eq!(g.state, GroupState::Active);
-    let told = h.bot_messages(h.owner);
+    let told = h.owner_told().await;
     assert_eq!(told.len(), 2);
     assert!(told[1].text.contains("resumed"), "{}", told[1].text);
 
@@ -1534,6 +1534,21 @@ async fn a_member_restricted_by_an_admin_keeps_that_restriction() {
 }
 
 impl H {
+    /// The bot's messages to the owner, once the notices sent in the background arrived (they
+    /// wait for the private chat's budget): waits until the count stops growing.
+    async fn owner_told(&self) -> Vec<SimMessage> {
+        let mut last = usize::MAX;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let told = self.bot_messages(self.owner);
+            if told.len() == last || std::time::Instant::now() > deadline {
+                return told;
+            }
+            last = told.len();
+            tokio::time::sleep(Duration::from_millis(1_200)).await;
+        }
+    }
+
     /// Handles every update waiting, without waiting for the outbox to carry out the actions.
     async fn handle_waiting(&mut self) -> usize {
         let updates = self.fetch().await;
@@ -1711,6 +1726,51 @@ async fn the_consolidated_button_frees_whoever_joined_and_answers_others_private
     assert_eq!(
         h.sim.callback_answer(&answer).and_then(|a| a.text),
         Some(gmbot_bot::flows::joined_button::WELCOME.to_owned())
+    );
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_chats_updates_are_handled_in_arrival_order_by_the_runtime() {
+    use gmbot_bot::runtime::{Offer, Runtime, RuntimeConfig, Transport};
+
+    let mut h = harness().await;
+    // Ten demotions and promotions of the bot, ending promoted: applied out of order, the
+    // group would end paused.
+    for _ in 0..10 {
+        h.sim
+            .set_bot_rights(h.group, h.owner, Some(AdminRights::bare()))
+            .expect("demote");
+        h.sim
+            .set_bot_rights(h.group, h.owner, Some(AdminRights::moderator()))
+            .expect("promote");
+    }
+    let updates = h.fetch().await;
+    assert_eq!(updates.len(), 20);
+    let runtime = Runtime::start(h.app.clone(), RuntimeConfig::default());
+    let sender = runtime.sender();
+    for u in updates {
+        assert_eq!(sender.try_offer(u, Transport::Webhook), Offer::Queued);
+    }
+    let monitor = runtime.monitor();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !monitor.is_idle() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "runtime idle: {:?} in flight {} queued {}",
+            monitor.stats(),
+            monitor.in_flight(),
+            monitor.queued()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let report = runtime.shutdown().await;
+    assert_eq!(report.stats.handled, 20);
+    let g = h.store.group(h.group).await.expect("read").expect("group");
+    assert_eq!(
+        g.state,
+        GroupState::Active,
+        "the last update (a promotion) won"
     );
     h.finish().await;
 }

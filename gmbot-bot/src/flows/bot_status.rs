@@ -13,7 +13,7 @@ use crate::app::App;
 use crate::handlers::HandleError;
 use crate::update::{ChatKind, ChatMemberUpdate};
 
-use super::notice::tell_owner;
+use super::notice::tell_owner_later;
 use super::warn::escape_html;
 
 /// Whether a status with these rights lets the bot enforce in a group.
@@ -118,7 +118,7 @@ async fn pause(app: &App, g: &ProtectedGroup, reason: &str) -> Result<(), Handle
     }
     log::warn!(group_id = g.id.get(), reason = reason; "protection paused");
     let title = escape_html(g.title.as_deref().unwrap_or("your group"));
-    tell_owner(
+    tell_owner_later(
         app,
         g.owner,
         format!(
@@ -127,8 +127,7 @@ async fn pause(app: &App, g: &ProtectedGroup, reason: &str) -> Result<(), Handle
              and in every linked channel) and it resumes by itself.",
             escape_html(reason)
         ),
-    )
-    .await;
+    );
     Ok(())
 }
 
@@ -149,12 +148,11 @@ async fn resume_if_ready(app: &App, g: &ProtectedGroup) -> Result<(), HandleErro
     }
     log::info!(group_id = g.id.get(); "protection resumed");
     let title = escape_html(g.title.as_deref().unwrap_or("your group"));
-    tell_owner(
+    tell_owner_later(
         app,
         g.owner,
         format!("▶️ The protection of <b>{title}</b> has resumed."),
-    )
-    .await;
+    );
     Ok(())
 }
 

@@ -92,6 +92,13 @@ pub async fn missing_invite_link(app: &App, group: GroupId, channel: &EnforcedCh
     notify_group_once(app, group, format!("invite:{}", channel_key(channel)), html).await;
 }
 
+/// [`tell_owner`] in the background: the handler that noticed something does not wait for
+/// the private chat's budget (1 message/s).
+pub fn tell_owner_later(app: &App, owner: Option<UserId>, html: String) {
+    let app = app.clone();
+    tokio::spawn(async move { tell_owner(&app, owner, html).await });
+}
+
 /// Tells a group's owner in private, if they started a chat with the bot.
 /// A refusal (blocked the bot) is expected and only logged at debug level.
 pub async fn tell_owner(app: &App, owner: Option<UserId>, html: String) {
