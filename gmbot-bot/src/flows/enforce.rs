@@ -205,6 +205,27 @@ enum MuteRecord {
     KeptAdminRestriction,
 }
 
+/// `user`'s open mute row in `group`, if it still runs; a row past its end (Telegram lifted
+/// a timed mute by itself) or a kick's row is closed as expired.
+async fn open_mute(
+    app: &App,
+    group: GroupId,
+    user: UserId,
+    now: UnixTime,
+) -> Result<Option<gmbot_core::domain::Restriction>, StoreError> {
+    let store = app.store();
+    Ok(match store.active_restriction(group, user).await? {
+        Some(r) if r.kind == RestrictionKind::Mute && r.until.is_none_or(|u| u > now) => Some(r),
+        Some(r) => {
+            store
+                .lift_restriction(group, r.id, LiftReason::Expired, now)
+                .await?;
+            None
+        }
+        None => None,
+    })
+}
+
 /// Records (or reuses) `user`'s mute row and returns the job that applies it.
 async fn record_mute(
     app: &App,
@@ -215,17 +236,7 @@ async fn record_mute(
 ) -> Result<MuteRecord, StoreError> {
     let store = app.store();
     let now = app.clock().unix_now();
-    let existing = match store.active_restriction(group, user).await? {
-        Some(r) if r.kind == RestrictionKind::Mute && r.until.is_none_or(|u| u > now) => Some(r),
-        Some(r) => {
-            // Telegram lifted a timed mute by itself (or it was a kick): close the old row.
-            store
-                .lift_restriction(group, r.id, LiftReason::Expired, now)
-                .await?;
-            None
-        }
-        None => None,
-    };
+    let existing = open_mute(app, group, user, now).await?;
     let row = match existing {
         // Muted already and confirmed: a message got through before the mute landed; the
         // message is deleted, no second call is needed.
@@ -310,17 +321,7 @@ pub async fn restrict(
 ) -> Result<Muted, StoreError> {
     let store = app.store();
     let now = app.clock().unix_now();
-    let existing = match store.active_restriction(group, user).await? {
-        Some(r) if r.kind == RestrictionKind::Mute && r.until.is_none_or(|u| u > now) => Some(r),
-        Some(r) => {
-            // Telegram lifted a timed mute by itself (or it was a kick): close the old row.
-            store
-                .lift_restriction(group, r.id, LiftReason::Expired, now)
-                .await?;
-            None
-        }
-        None => None,
-    };
+    let existing = open_mute(app, group, user, now).await?;
     let row = match existing {
         Some(r) => r,
         None => {
