@@ -332,6 +332,23 @@ impl Bot {
 
     /// Receives updates until `shutdown` fires, then drains and stops.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<RunReport> {
+        // Channels stored by username only (`gmbot protect` without a token): resolve them.
+        let resolving = {
+            let app = self.app.clone();
+            tokio::spawn(async move {
+                match crate::flows::resolve::resolve_all(&app).await {
+                    Ok(r) if r.resolved + r.failed > 0 => log::info!(
+                        resolved = r.resolved,
+                        failed = r.failed;
+                        "linked channels resolved by username"
+                    ),
+                    Ok(_) => {}
+                    Err(err) => {
+                        log::warn!(error:display = err; "cannot resolve linked channels: the store failed")
+                    }
+                }
+            })
+        };
         let stop = shutdown.clone();
         let reconciler = crate::flows::reconcile::spawn_reconciler(
             self.app.clone(),
@@ -371,6 +388,7 @@ impl Bot {
         shutdown.trigger();
         log::info!("stopping: no new updates; finishing those in flight");
         let sender = self.runtime.sender();
+        resolving.abort();
         let drain = self.runtime.shutdown().await;
         if let Some(fetched) = polled {
             // Only what was handled: the rest comes again at the next start.

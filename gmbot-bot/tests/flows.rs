@@ -1774,3 +1774,90 @@ async fn one_chats_updates_are_handled_in_arrival_order_by_the_runtime() {
     );
     h.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_stored_by_username_only_is_resolved_and_then_enforced() {
+    let mut h = harness().await;
+    let carol = h.sim.add_user("Carol");
+    let other = h
+        .sim
+        .create_channel("Other news", Some("other_news"), h.owner)
+        .expect("channel");
+    h.sim
+        .add_bot(other, h.owner, Some(AdminRights::full()))
+        .expect("bot joins channel");
+    // Protected as `gmbot protect --channel @test_news` does without a token: no id.
+    let by_name = |name: &str| {
+        let r: ChannelRef = name.parse().expect("channel ref");
+        EnforcedChannel::from_ref(r)
+    };
+    let mut groups = Vec::new();
+    for title in ["Named A", "Named B"] {
+        let g = h.sim.create_supergroup(title, h.owner).expect("group");
+        h.sim
+            .add_bot(g, h.owner, Some(AdminRights::moderator()))
+            .expect("bot joins");
+        h.sim.join(g, carol).expect("join");
+        h.store
+            .protect(
+                &ProtectRequest {
+                    group: g,
+                    title: Some(title.to_owned()),
+                    owner: Some(h.owner),
+                    channels: vec![by_name("@other_news")],
+                },
+                h.app.clock().unix_now(),
+            )
+            .await
+            .expect("protect");
+        groups.push(g);
+    }
+    h.skip_updates().await;
+    let (a, b) = (groups[0], groups[1]);
+
+    // At start: every unresolved channel is looked up and its id stored.
+    let report = flows::resolve::resolve_all(&h.app).await.expect("resolve");
+    assert_eq!(report.resolved, 1, "one channel row, shared by both groups");
+    for g in [a, b] {
+        let stored = h.store.group(g).await.expect("read").expect("group");
+        assert_eq!(stored.channels[0].id, Some(other), "id stored for {g}");
+    }
+    let first = h.sim.post(a, carol, "hello").expect("post");
+    h.pump().await;
+    assert!(
+        h.sim.message(a, first).is_some_and(|m| m.deleted),
+        "enforced in A"
+    );
+    assert!(!h.sim.can_post(a, carol), "Carol muted in A");
+    assert!(
+        h.bot_messages(a)
+            .iter()
+            .all(|m| !m.text.contains("cannot check who joined")),
+        "no false alarm about the channel"
+    );
+
+    // A username that leads nowhere stays unresolved and is reported once.
+    let g = h.sim.create_supergroup("Named C", h.owner).expect("group");
+    h.sim
+        .add_bot(g, h.owner, Some(AdminRights::moderator()))
+        .expect("bot joins");
+    h.store
+        .protect(
+            &ProtectRequest {
+                group: g,
+                title: None,
+                owner: Some(h.owner),
+                channels: vec![by_name("@no_such_channel")],
+            },
+            h.app.clock().unix_now(),
+        )
+        .await
+        .expect("protect");
+    let report = flows::resolve::resolve_group(&h.app, g)
+        .await
+        .expect("resolve");
+    assert_eq!((report.resolved, report.failed), (0, 1));
+    let stored = h.store.group(g).await.expect("read").expect("group");
+    assert_eq!(stored.channels[0].id, None);
+    h.finish().await;
+}

@@ -57,7 +57,10 @@ pub(crate) fn channels_table(channels: &[EnforcedChannel], indent: usize) -> Str
     let mut table = Table::new(&["CHANNEL ID", "USERNAME", "TITLE", "JOIN LINK"]);
     for c in channels {
         table.row(vec![
-            c.id.map(|id| id.to_string()).unwrap_or_default(),
+            c.id.map_or_else(
+                || "unresolved (the bot looks it up)".to_owned(),
+                |id| id.to_string(),
+            ),
             c.username
                 .as_ref()
                 .map(|u| u.to_string())

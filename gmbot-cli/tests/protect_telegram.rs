@@ -167,7 +167,9 @@ async fn every_problem_is_printed_and_nothing_is_stored() {
         false,
     );
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert!(run.stdout.contains("it checks this when it starts"));
+    assert!(run
+        .stdout
+        .contains("looks up every channel stored by @username"));
 }
 
 #[tokio::test]

@@ -151,9 +151,16 @@ pub(crate) fn channel_list(channels: &[EnforcedChannel]) -> String {
                 (None, Some(t)) => format!("“{t}”"),
                 (None, None) => c.to_string(),
             };
-            match c.join_url() {
+            let shown = match c.join_url() {
                 Some(url) => format!("<a href=\"{}\">{}</a>", escape(&url), escape(&name)),
                 None => escape(&name),
+            };
+            if c.id.is_none() {
+                format!(
+                    "{shown} (unresolved: I look its id up with getChat; not enforced until then)"
+                )
+            } else {
+                shown
             }
         })
         .collect();

@@ -151,6 +151,10 @@ pub async fn perform(
     app.metrics()
         .outbox_queued
         .set(i64::try_from(outbox.depth().queued).unwrap_or(i64::MAX));
+    // A channel stored by username only (`gmbot protect` without a token): look it up.
+    if verdict.unverifiable.iter().any(|u| u.channel.id.is_none()) {
+        super::resolve::resolve_group_soon(app, group);
+    }
     if !verdict.unverifiable.is_empty() {
         // Rare (once per channel per notice interval) and posted with the group's message
         // budget: in the background, so the handler does not wait for it.

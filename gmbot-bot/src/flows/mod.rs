@@ -19,6 +19,7 @@ pub mod notice;
 pub mod raid;
 pub mod recheck;
 pub mod reconcile;
+pub mod resolve;
 pub mod seen;
 pub mod sender_chat;
 pub mod warn;
@@ -92,6 +93,7 @@ pub struct FlowState {
     joins: Cache<(GroupId, UserId), ()>,
     members: MemberLocks,
     raids: RaidWatch,
+    resolve_gate: resolve::ResolveGate,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -150,6 +152,7 @@ impl FlowState {
                 .build(),
             members: MemberLocks::new(),
             raids,
+            resolve_gate: resolve::ResolveGate::default(),
             shutdown,
             tasks: Mutex::new(tasks),
         })
@@ -184,6 +187,11 @@ impl FlowState {
     /// Raid detection.
     pub fn raids(&self) -> &RaidWatch {
         &self.raids
+    }
+
+    /// Limits how often a group's unresolved channels are looked up.
+    pub(crate) fn resolve_gate(&self) -> &resolve::ResolveGate {
+        &self.resolve_gate
     }
 
     /// The "I've joined" re-check gate (cool-down and budget).

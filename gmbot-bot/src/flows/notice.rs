@@ -54,6 +54,10 @@ pub async fn unverifiable_channels(
     policy: FailurePolicy,
 ) {
     for u in channels {
+        if u.channel.id.is_none() && u.channel.username.is_some() {
+            // Not resolved yet: the resolver tells the admins if the username leads nowhere.
+            continue;
+        }
         let problem = match u.reason {
             UnknownReason::NotChannelAdmin => "I am not an administrator of it",
             UnknownReason::ChannelNotFound => {

@@ -142,7 +142,7 @@ pub(crate) fn report(before: Option<&ProtectedGroup>, after: &ProtectedGroup) ->
     report_with(
         before,
         after,
-        "note: the bot must be an admin of each channel to see its members; it checks this when it starts\n",
+        "note: the bot must be an admin of each channel to see its members; when it starts (and when a member writes) it looks up every channel stored by @username with getChat, stores its id and enforces it from then on; until then `gmbot status` shows the channel as unresolved\n",
     )
 }
 
