@@ -15,7 +15,9 @@ pub(crate) fn help_message(username: &str) -> (String, Vec<Vec<InlineButton>>) {
          In a protected group, a member who writes must have joined the channel(s) linked to it. \
          If not, I delete the message, mute them and show a <b>Join</b> button; \
          they can write again as soon as they join. Edited messages are checked too, \
-         and posts on behalf of other channels are deleted (the channel is banned here).\n\n\
+         and posts on behalf of other channels are deleted (the channel is banned here). \
+         When many non-members write at once (a raid), I delete in bulk and show one warning \
+         for all of them, and tell the owner.\n\n\
          <b>Setup</b>\n\
          1. Add me to your group as an administrator with <i>Delete messages</i> and <i>Ban users</i>.\n\
          2. Make me an administrator of your channel (no extra rights needed; \
@@ -24,7 +26,7 @@ pub(crate) fn help_message(username: &str) -> (String, Vec<Vec<InlineButton>>) {
          <b>Commands for group admins</b>\n\
          /protect @channel … — require joining the channel(s)\n\
          /unprotect — stop, and unmute everyone I muted\n\
-         /status — linked channels, my rights, who is muted, verifications and cache hits\n\
+         /status — linked channels, my rights, who is muted, verifications and cache hits, a raid going on\n\
          /settings — what happens to non-members\n\
          (/unprotect and /settings: the group's creator, or an admin with <i>Ban users</i>)\n\n\
          Address me as /help@{name} in groups with several bots."
