@@ -238,7 +238,6 @@ async fn record_mute(
     until: Option<UnixTime>,
     missing: &[std::sync::Arc<EnforcedChannel>],
 ) -> Result<MuteRecord, StoreError> {
-    let store = app.store();
     let now = app.clock().unix_now();
     let existing = open_mute(app, group, user, now).await?;
     let row = match existing {
@@ -249,32 +248,11 @@ async fn record_mute(
         // previous process; queue it again unless the outbox has it.
         Some(_) if app.outbox().has_work_for(group, user) => return Ok(MuteRecord::AlreadyMuted),
         Some(r) => r,
-        None => {
-            // One read per new mute (reads never wait for the message budget). An error is
-            // no reason to skip the mute.
-            if let Ok(ChatMemberStatus::Restricted { .. }) =
-                app.telegram().get_chat_member(group.into(), user).await
-            {
-                log::info!(
-                    group_id = group.get(),
-                    user_id = user.get();
-                    "member already restricted by an admin: not muted"
-                );
-                return Ok(MuteRecord::KeptAdminRestriction);
-            }
-            store
-                .record_restriction(
-                    &NewRestriction {
-                        group,
-                        user,
-                        kind: RestrictionKind::Mute,
-                        until,
-                        reason: reason_text(missing),
-                    },
-                    now,
-                )
-                .await?
-        }
+        None => match new_mute_row(app, &**app.telegram(), group, user, until, missing, now).await?
+        {
+            Some(r) => r,
+            None => return Ok(MuteRecord::KeptAdminRestriction),
+        },
     };
     Ok(MuteRecord::Queue(ModJob {
         user,
@@ -323,45 +301,84 @@ pub async fn restrict(
     until: Option<UnixTime>,
     missing: &[std::sync::Arc<EnforcedChannel>],
 ) -> Result<Muted, StoreError> {
-    let store = app.store();
     let now = app.clock().unix_now();
     let existing = open_mute(app, group, user, now).await?;
     let row = match existing {
         Some(r) => r,
-        None => {
-            // One read per new mute. An error is no reason to skip the mute.
-            if let Ok(ChatMemberStatus::Restricted { .. }) =
-                telegram.get_chat_member(group.into(), user).await
-            {
-                log::info!(
-                    group_id = group.get(),
-                    user_id = user.get();
-                    "member already restricted by an admin: not muted"
-                );
-                return Ok(Muted::KeptAdminRestriction);
-            }
-            store
-                .record_restriction(
-                    &NewRestriction {
-                        group,
-                        user,
-                        kind: RestrictionKind::Mute,
-                        until,
-                        reason: reason_text(missing),
-                    },
-                    now,
-                )
-                .await?
-        }
+        None => match new_mute_row(app, telegram, group, user, until, missing, now).await? {
+            Some(r) => r,
+            None => return Ok(Muted::KeptAdminRestriction),
+        },
     };
-    match telegram.restrict_member(group, user, row.until).await {
+    let pending = row.state == RestrictionState::Pending;
+    Ok(
+        if apply_mute(app, telegram, group, user, row.id, row.until, pending).await? {
+            Muted::Yes
+        } else {
+            Muted::Failed
+        },
+    )
+}
+
+/// Records a new mute row for `user`, unless an admin restricted them already (then `None`:
+/// their restriction is left as it is). One read per new mute (reads never wait for the
+/// message budget); an error reading is no reason to skip the mute.
+async fn new_mute_row(
+    app: &App,
+    telegram: &dyn TelegramApi,
+    group: GroupId,
+    user: UserId,
+    until: Option<UnixTime>,
+    missing: &[std::sync::Arc<EnforcedChannel>],
+    now: UnixTime,
+) -> Result<Option<gmbot_core::domain::Restriction>, StoreError> {
+    if let Ok(ChatMemberStatus::Restricted { .. }) =
+        telegram.get_chat_member(group.into(), user).await
+    {
+        log::info!(
+            group_id = group.get(),
+            user_id = user.get();
+            "member already restricted by an admin: not muted"
+        );
+        return Ok(None);
+    }
+    let row = app
+        .store()
+        .record_restriction(
+            &NewRestriction {
+                group,
+                user,
+                kind: RestrictionKind::Mute,
+                until,
+                reason: reason_text(missing),
+            },
+            now,
+        )
+        .await?;
+    Ok(Some(row))
+}
+
+/// `restrictChatMember` for a recorded mute, then its row: confirmed when Telegram agreed
+/// (if still `pending`), closed as [`LiftReason::NotApplied`] when it refused. Returns
+/// whether the member is muted in Telegram now. Shared by the outbox and [`restrict`].
+pub(crate) async fn apply_mute(
+    app: &App,
+    telegram: &dyn TelegramApi,
+    group: GroupId,
+    user: UserId,
+    row: gmbot_core::domain::RestrictionId,
+    until: Option<UnixTime>,
+    pending: bool,
+) -> Result<bool, StoreError> {
+    let store = app.store();
+    match telegram.restrict_member(group, user, until).await {
         Ok(()) => {
             count(app, "restrict", true);
-            if row.state == RestrictionState::Pending {
-                store.confirm_restriction(group, row.id).await?;
+            if pending {
+                store.confirm_restriction(group, row).await?;
             }
             log::info!(group_id = group.get(), user_id = user.get(); "member muted");
-            Ok(Muted::Yes)
+            Ok(true)
         }
         Err(err) => {
             count(app, "restrict", false);
@@ -372,17 +389,12 @@ pub async fn restrict(
                 error:display = err;
                 "cannot mute a member"
             );
-            if row.state == RestrictionState::Pending {
+            if pending {
                 store
-                    .lift_restriction(
-                        group,
-                        row.id,
-                        LiftReason::NotApplied,
-                        app.clock().unix_now(),
-                    )
+                    .lift_restriction(group, row, LiftReason::NotApplied, app.clock().unix_now())
                     .await?;
             }
-            Ok(Muted::Failed)
+            Ok(false)
         }
     }
 }

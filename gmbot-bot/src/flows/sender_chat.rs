@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gmbot_core::domain::{ChatId, EnforcedChannel, GroupId, UserId};
-use gmbot_core::telegram::{InlineButton, OutgoingMessage};
+use gmbot_core::telegram::OutgoingMessage;
 
 use crate::app::App;
 
 use super::enforce::count;
-use super::warn::{channel_label, escape_html};
+use super::warn::{channel_label, escape_html, join_buttons};
 
 /// Bans `chat` from posting in `group` on its own behalf.
 pub async fn ban(app: &App, group: GroupId, chat: ChatId) {
@@ -58,17 +58,7 @@ pub fn warning_message(channels: &[Arc<EnforcedChannel>]) -> OutgoingMessage {
         html.push_str(&names.join(", "));
     }
     html.push('.');
-    let buttons = channels
-        .iter()
-        .filter_map(|c| {
-            c.join_url().map(|url| {
-                vec![InlineButton::Url {
-                    text: format!("Join {}", channel_label(c)),
-                    url,
-                }]
-            })
-        })
-        .collect();
+    let buttons = join_buttons(channels);
     OutgoingMessage {
         html,
         buttons,

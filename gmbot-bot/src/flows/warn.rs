@@ -69,6 +69,22 @@ pub fn channel_label(c: &EnforcedChannel) -> String {
     }
 }
 
+/// One "Join …" URL button per channel that has a join link (public username or stored
+/// invite link), one row each.
+pub fn join_buttons(channels: &[Arc<EnforcedChannel>]) -> Vec<Vec<InlineButton>> {
+    channels
+        .iter()
+        .filter_map(|c| {
+            c.join_url().map(|url| {
+                vec![InlineButton::Url {
+                    text: format!("Join {}", channel_label(c)),
+                    url,
+                }]
+            })
+        })
+        .collect()
+}
+
 /// Builds the warning for `member` who must join `missing`. Returns the
 /// message and the channels that have no join link (private, no stored invite
 /// link), which the admins must be told about.

@@ -43,7 +43,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use crate::app::App;
-use crate::flows::enforce::count;
+use crate::flows::enforce::{apply_mute, count};
 use crate::flows::lift::{unmute_member, Unmuted};
 
 pub use self::warnings::{consolidated_message, WarnRequest, ANYONE_JOINED_DATA};
@@ -614,30 +614,7 @@ async fn moderate(
     let store = app.store();
     match job.kind {
         ModKind::Mute { until, pending } => {
-            match telegram.restrict_member(group, job.user, until).await {
-                Ok(()) => {
-                    count(app, "restrict", true);
-                    if pending {
-                        store.confirm_restriction(group, job.row).await?;
-                    }
-                    log::info!(group_id = group.get(), user_id = job.user.get(); "member muted");
-                }
-                Err(err) => {
-                    count(app, "restrict", false);
-                    app.metrics().errors.with_label_values(&["restrict"]).inc();
-                    log::warn!(group_id = group.get(), user_id = job.user.get(), error:display = err; "cannot mute a member");
-                    if pending {
-                        store
-                            .lift_restriction(
-                                group,
-                                job.row,
-                                LiftReason::NotApplied,
-                                app.clock().unix_now(),
-                            )
-                            .await?;
-                    }
-                }
-            }
+            apply_mute(app, &telegram, group, job.user, job.row, until, pending).await?;
         }
         ModKind::Kick => {
             let result = telegram.kick_member(group, job.user).await;

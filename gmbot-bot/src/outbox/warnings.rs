@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use crate::app::App;
 use crate::flows::enforce::count;
 use crate::flows::notice;
-use crate::flows::warn::{channel_label, escape_html, warning_message};
+use crate::flows::warn::{channel_label, escape_html, join_buttons, warning_message};
 use crate::update::User;
 
 use super::Outbox;
@@ -160,17 +160,7 @@ pub fn consolidated_message(
     if missing.iter().any(|c| c.join_url().is_none()) {
         html.push_str("\n(A private channel has no invite link yet; the admins have been told.)");
     }
-    let mut buttons: Vec<Vec<InlineButton>> = missing
-        .iter()
-        .filter_map(|c| {
-            c.join_url().map(|url| {
-                vec![InlineButton::Url {
-                    text: format!("Join {}", channel_label(c)),
-                    url,
-                }]
-            })
-        })
-        .collect();
+    let mut buttons = join_buttons(missing);
     buttons.push(vec![InlineButton::Callback {
         text: "✅ I've joined".to_owned(),
         data: ANYONE_JOINED_DATA.to_owned(),
