@@ -13,8 +13,8 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use gmbot_core::domain::{GroupId, UserId};
-use moka::future::Cache;
-use moka::ops::compute::{CompResult, Op};
+
+use super::warn::Cooldowns;
 
 /// Why a re-check may not run now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,8 +34,8 @@ struct Bucket {
 
 /// The re-check gate; see the [module documentation](self).
 pub struct RecheckGate {
-    cooldown_ms: u64,
-    last: Cache<(GroupId, UserId), u64>,
+    cooldown: Duration,
+    last: Cooldowns,
     per_second: f64,
     burst: f64,
     bucket: Mutex<Option<Bucket>>,
@@ -44,7 +44,7 @@ pub struct RecheckGate {
 impl std::fmt::Debug for RecheckGate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RecheckGate")
-            .field("cooldown_ms", &self.cooldown_ms)
+            .field("cooldown", &self.cooldown)
             .field("per_second", &self.per_second)
             .field("burst", &self.burst)
             .finish_non_exhaustive()
@@ -56,11 +56,8 @@ impl RecheckGate {
     /// with bursts of `burst`, remembering at most `capacity` members.
     pub fn new(cooldown: Duration, per_second: u32, burst: u32, capacity: u64) -> Self {
         Self {
-            cooldown_ms: u64::try_from(cooldown.as_millis()).unwrap_or(u64::MAX),
-            last: Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(cooldown.max(Duration::from_millis(1)))
-                .build(),
+            cooldown,
+            last: Cooldowns::with_ttl(capacity, cooldown),
             per_second: f64::from(per_second.max(1)),
             burst: f64::from(burst.max(1)),
             bucket: Mutex::new(None),
@@ -74,23 +71,16 @@ impl RecheckGate {
         user: UserId,
         now_ms: u64,
     ) -> Result<(), Refused> {
-        let cooldown_ms = self.cooldown_ms;
-        let claimed = self
+        if !self
             .last
-            .entry((group, user))
-            .and_compute_with(|prev| async move {
-                match prev {
-                    Some(e) if now_ms.saturating_sub(*e.value()) < cooldown_ms => Op::Nop,
-                    _ => Op::Put(now_ms),
-                }
-            })
-            .await;
-        if matches!(claimed, CompResult::Unchanged(_) | CompResult::StillNone(_)) {
+            .try_claim(group, user, self.cooldown, now_ms)
+            .await
+        {
             return Err(Refused::CoolingDown);
         }
         if !self.take_token(now_ms) {
             // Not checked, so not cooling down: "try again in a moment" must be true.
-            self.last.invalidate(&(group, user)).await;
+            self.last.forget(group, user).await;
             return Err(Refused::OverBudget);
         }
         Ok(())

@@ -147,11 +147,16 @@ pub(crate) struct Cooldowns {
 
 impl Cooldowns {
     pub(crate) fn new(capacity: u64) -> Self {
+        // The longest cool-down settings allow is one day.
+        Self::with_ttl(capacity, Duration::from_secs(24 * 3600 + 60))
+    }
+
+    /// Cool-downs never longer than `ttl` (entries are forgotten after it).
+    pub(crate) fn with_ttl(capacity: u64, ttl: Duration) -> Self {
         Self {
             last_sent_ms: Cache::builder()
                 .max_capacity(capacity)
-                // The longest cool-down settings allow is one day.
-                .time_to_live(Duration::from_secs(24 * 3600 + 60))
+                .time_to_live(ttl.max(Duration::from_millis(1)))
                 .build(),
         }
     }
