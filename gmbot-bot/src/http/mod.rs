@@ -100,7 +100,7 @@ impl HttpServerGuard {
     }
 
     fn shutdown(&mut self) {
-        for listener in &mut self.listeners {
+        for mut listener in self.listeners.drain(..) {
             listener.stopping.store(true, Ordering::SeqCst);
             // `unblock` wakes one thread blocked in `recv`; wake each of them.
             for _ in 0..listener.workers.len() {
@@ -110,6 +110,26 @@ impl HttpServerGuard {
                 if worker.join().is_err() {
                     log::error!("an HTTP worker thread panicked");
                 }
+            }
+            let addr = listener.addr;
+            // Dropping the server tells tiny_http's own accept thread to close the socket; it
+            // does so a moment later, on that thread. Wait (bounded) until the port refuses
+            // connections, so that a stopped listener is really gone when this returns.
+            drop(listener);
+            let probe = if addr.ip().is_unspecified() {
+                SocketAddr::from(([127, 0, 0, 1], addr.port()))
+            } else {
+                addr
+            };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+            while std::time::Instant::now() < deadline
+                && std::net::TcpStream::connect_timeout(
+                    &probe,
+                    std::time::Duration::from_millis(50),
+                )
+                .is_ok()
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
             }
         }
     }
