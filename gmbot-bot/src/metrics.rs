@@ -42,6 +42,8 @@ pub struct BotMetrics {
     pub raids: prometheus::IntCounter,
     /// `gmbot_groups_under_raid`: groups whose raid is going on.
     pub groups_under_raid: IntGauge,
+    /// `gmbot_update_journal_total{event}`: updates kept in the store unhandled, taken back.
+    pub update_journal: IntCounterVec,
 }
 
 /// Update handling buckets: 100 µs to 10 s, resolving 1 ms and 500 ms.
@@ -133,7 +135,15 @@ impl BotMetrics {
                 "gmbot_groups_under_raid",
                 "Groups whose raid is going on (denials within the raid window at or above the threshold).",
             )?,
+            update_journal: IntCounterVec::new(
+                Opts::new(
+                    "gmbot_update_journal_total",
+                    "Updates kept in the store before they were handled (kept: at a stop or for a long-polling backlog; replayed: taken back and queued; unreadable: a kept update this version could not read, logged and dropped).",
+                ),
+                &["event"],
+            )?,
         };
+        registry.register(Box::new(m.update_journal.clone()))?;
         registry.register(Box::new(m.outbox_shed.clone()))?;
         registry.register(Box::new(m.outbox_queued.clone()))?;
         registry.register(Box::new(m.raids.clone()))?;

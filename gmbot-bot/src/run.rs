@@ -266,6 +266,10 @@ impl Bot {
             runtime_config.claims = Some(claims);
         }
         let runtime = Runtime::start(app.clone(), runtime_config);
+        // Updates a previous run kept in the journal (not drained at its stop, or a polling
+        // backlog) go first, before the listener takes new ones.
+        let replay = runtime.sender().queue_capacity() / 2;
+        runtime.sender().replay_journal(replay).await;
 
         let mut routes = HttpRoutes::new(app.clone());
         if let Some(cache) = layered {

@@ -7,9 +7,10 @@
 
 use gmbot_core::domain::{ChatId, ChatMemberStatus, MessageId, UnixTime, UserId};
 use gmbot_core::telegram::ChatAdmin;
+use serde::{Deserialize, Serialize};
 
 /// One update, with Telegram's `update_id` (used for de-duplication).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Update {
     /// Telegram's `update_id`.
     pub id: i64,
@@ -82,7 +83,7 @@ impl UpdateKind {
 }
 
 /// A Telegram user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     /// User id.
     pub id: UserId,
@@ -107,7 +108,7 @@ impl User {
 }
 
 /// The kind of chat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ChatKind {
     /// A private chat with a user.
     Private,
@@ -123,7 +124,7 @@ pub enum ChatKind {
 }
 
 /// A chat as it appears in an update.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chat {
     /// Chat id.
     pub id: ChatId,
@@ -143,7 +144,7 @@ impl Chat {
 }
 
 /// A message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     /// The chat it was sent in.
     pub chat: Chat,
@@ -171,7 +172,7 @@ pub struct Message {
 }
 
 /// A press on an inline button.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallbackQuery {
     /// The id to answer with `answerCallbackQuery`.
     pub id: String,
@@ -184,7 +185,7 @@ pub struct CallbackQuery {
 }
 
 /// A change of someone's membership (`chat_member`) or of the bot's (`my_chat_member`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMemberUpdate {
     /// The chat.
     pub chat: Chat,
@@ -211,5 +212,62 @@ impl ChatMemberUpdate {
     /// The user stopped being a member.
     pub fn left(&self) -> bool {
         self.old.is_subscribed() && !self.new.is_subscribed()
+    }
+}
+
+/// The update kinds as they are written to the update journal: [`UpdateKind`] with the name of
+/// an `Other` kind owned (read back as the same static name when this version knows it, as
+/// `"other"` when it does not).
+mod journal_form {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{CallbackQuery, ChatMemberUpdate, Message, UpdateKind};
+
+    impl Serialize for UpdateKind {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            Kind::from(self.clone()).serialize(s)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for UpdateKind {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            Kind::deserialize(d).map(Self::from)
+        }
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) enum Kind {
+        Message(Message),
+        EditedMessage(Message),
+        CallbackQuery(CallbackQuery),
+        ChatMember(ChatMemberUpdate),
+        MyChatMember(ChatMemberUpdate),
+        Other(String),
+    }
+
+    impl From<UpdateKind> for Kind {
+        fn from(k: UpdateKind) -> Self {
+            match k {
+                UpdateKind::Message(m) => Self::Message(m),
+                UpdateKind::EditedMessage(m) => Self::EditedMessage(m),
+                UpdateKind::CallbackQuery(c) => Self::CallbackQuery(c),
+                UpdateKind::ChatMember(c) => Self::ChatMember(c),
+                UpdateKind::MyChatMember(c) => Self::MyChatMember(c),
+                UpdateKind::Other(name) => Self::Other(name.to_owned()),
+            }
+        }
+    }
+
+    impl From<Kind> for UpdateKind {
+        fn from(k: Kind) -> Self {
+            match k {
+                Kind::Message(m) => Self::Message(m),
+                Kind::EditedMessage(m) => Self::EditedMessage(m),
+                Kind::CallbackQuery(c) => Self::CallbackQuery(c),
+                Kind::ChatMember(c) => Self::ChatMember(c),
+                Kind::MyChatMember(c) => Self::MyChatMember(c),
+                Kind::Other(name) => Self::Other(crate::botapi::lenient::other_kind_name(&name)),
+            }
+        }
     }
 }

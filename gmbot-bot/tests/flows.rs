@@ -21,9 +21,9 @@ use gmbot_core::clock::{Clock, SystemClock};
 use gmbot_core::dispatch::DispatchConfig;
 use gmbot_core::domain::{
     ChannelId, ChannelRef, ChannelUsername, EnforcedChannel, GroupId, GroupSettings, GroupState,
-    LiftReason, NewRestriction, NonMemberAction, Owner, ProtectRequest, ProtectedGroup,
-    Restriction, RestrictionId, RestrictionKind, RestrictionState, SeenMember, SettingChange,
-    UnixTime, UserId,
+    JournaledUpdate, LiftReason, NewRestriction, NonMemberAction, Owner, ProtectRequest,
+    ProtectedGroup, Restriction, RestrictionId, RestrictionKind, RestrictionState, SeenMember,
+    SettingChange, UnixTime, UserId,
 };
 use gmbot_core::engine::EngineConfig;
 use gmbot_core::store::{self, MigrationMode, Store, StoreResult};
@@ -176,6 +176,23 @@ impl Store for CountingStore {
     }
     async fn seen_member(&self, group: GroupId, user: UserId) -> StoreResult<Option<SeenMember>> {
         self.inner.seen_member(group, user).await
+    }
+    async fn journal_updates(&self, updates: &[JournaledUpdate]) -> StoreResult<()> {
+        self.inner.journal_updates(updates).await
+    }
+    async fn take_journaled_updates(
+        &self,
+        limit: usize,
+        now: UnixTime,
+        until: UnixTime,
+    ) -> StoreResult<Vec<JournaledUpdate>> {
+        self.inner.take_journaled_updates(limit, now, until).await
+    }
+    async fn forget_journaled_updates(&self, update_ids: &[i64]) -> StoreResult<()> {
+        self.inner.forget_journaled_updates(update_ids).await
+    }
+    async fn count_journaled_updates(&self) -> StoreResult<u64> {
+        self.inner.count_journaled_updates().await
     }
     async fn ping(&self) -> StoreResult<()> {
         self.inner.ping().await

@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use gmbot_core::domain::{
     ChannelId, ChannelRef, ChannelUsername, EnforcedChannel, GroupId, GroupSettings, GroupState,
-    LiftReason, NewRestriction, NonMemberAction, Owner, ProtectRequest, Restriction,
-    RestrictionKind, RestrictionState, SettingChange, SettingsError, UnixTime, UserId,
+    JournaledUpdate, LiftReason, NewRestriction, NonMemberAction, Owner, ProtectRequest,
+    Restriction, RestrictionKind, RestrictionState, SettingChange, SettingsError, UnixTime, UserId,
 };
 use gmbot_core::store::{self, DatabaseUrl, MigrationMode, Store, StoreError};
 
@@ -119,6 +119,8 @@ macro_rules! contract_suite {
                 seen_members_batch_upsert,
                 concurrent_writers,
                 one_open_restriction_per_member,
+                update_journal_keeps_takes_and_forgets,
+                update_journal_take_is_exclusive,
             );
 
             $(
@@ -1507,4 +1509,115 @@ async fn memory_database_is_private_and_migrated(db: &Db) {
     assert_eq!(report.applied.first(), Some(&(1, "initial".to_owned())));
     // The first store still holds its data.
     assert!(s.group(gid(1)).await.expect("read").is_some());
+}
+
+fn journaled(id: i64) -> JournaledUpdate {
+    JournaledUpdate {
+        update_id: id,
+        payload: format!("{{\"v\":1,\"id\":{id},\"text\":\"ünïcode ' \\\" ;--\"}}"),
+        received_at: t(id),
+    }
+}
+
+async fn update_journal_keeps_takes_and_forgets(s: Arc<dyn Store>) {
+    assert_eq!(s.count_journaled_updates().await.expect("count"), 0);
+    s.journal_updates(&[]).await.expect("nothing to keep");
+    let first: Vec<_> = [5, 3, 9].into_iter().map(journaled).collect();
+    s.journal_updates(&first).await.expect("kept");
+    // An id kept already keeps its payload.
+    let mut again = journaled(3);
+    again.payload = "other".into();
+    s.journal_updates(&[again, journaled(7)])
+        .await
+        .expect("kept");
+    assert_eq!(s.count_journaled_updates().await.expect("count"), 4);
+
+    // Oldest first, at most `limit`, and held until `until`.
+    let taken = s
+        .take_journaled_updates(3, t(100), t(200))
+        .await
+        .expect("taken");
+    let ids: Vec<i64> = taken.iter().map(|u| u.update_id).collect();
+    assert_eq!(ids, vec![3, 5, 7]);
+    assert_eq!(
+        taken[0],
+        journaled(3),
+        "payload and time read back unchanged"
+    );
+    let rest = s
+        .take_journaled_updates(10, t(150), t(250))
+        .await
+        .expect("taken");
+    assert_eq!(
+        rest.iter().map(|u| u.update_id).collect::<Vec<_>>(),
+        vec![9]
+    );
+    assert!(s
+        .take_journaled_updates(10, t(199), t(300))
+        .await
+        .expect("taken")
+        .is_empty());
+
+    // Keeping a held update again makes it available at once (a stop gives it back).
+    s.journal_updates(&[journaled(9)]).await.expect("kept");
+    let given_back = s
+        .take_journaled_updates(10, t(199), t(250))
+        .await
+        .expect("taken");
+    assert_eq!(given_back, vec![journaled(9)]);
+
+    // Forgotten ones are gone; unknown ids are ignored; the rest come back after the hold.
+    s.forget_journaled_updates(&[3, 7, 12345])
+        .await
+        .expect("forgotten");
+    s.forget_journaled_updates(&[]).await.expect("nothing");
+    assert_eq!(s.count_journaled_updates().await.expect("count"), 2);
+    let back = s
+        .take_journaled_updates(10, t(260), t(400))
+        .await
+        .expect("taken");
+    assert_eq!(
+        back.iter().map(|u| u.update_id).collect::<Vec<_>>(),
+        vec![5, 9]
+    );
+
+    // A large batch goes in more than one statement.
+    let many: Vec<_> = (1000..2200).map(journaled).collect();
+    s.journal_updates(&many).await.expect("kept");
+    assert_eq!(s.count_journaled_updates().await.expect("count"), 1202);
+    let ids: Vec<i64> = (1000..2200).collect();
+    s.forget_journaled_updates(&ids).await.expect("forgotten");
+    assert_eq!(s.count_journaled_updates().await.expect("count"), 2);
+}
+
+async fn update_journal_take_is_exclusive(s: Arc<dyn Store>) {
+    let all: Vec<_> = (1..=200).map(journaled).collect();
+    s.journal_updates(&all).await.expect("kept");
+    let mut handles = Vec::new();
+    for _ in 0..4 {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = s
+                    .take_journaled_updates(7, t(0), t(1000))
+                    .await
+                    .expect("taken");
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got.into_iter().map(|u| u.update_id));
+            }
+        }));
+    }
+    let mut seen = Vec::new();
+    for h in handles {
+        seen.extend(h.await.expect("no panic"));
+    }
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (1..=200).collect::<Vec<_>>(),
+        "each taken exactly once"
+    );
 }

@@ -401,6 +401,16 @@ const OTHER_KINDS: [&str; 21] = [
     "chat_join_request_query",
 ];
 
+/// The static name of an update kind GMBot does not decode, `"other"` for a name it does not
+/// know.
+pub fn other_kind_name(name: &str) -> &'static str {
+    OTHER_KINDS
+        .iter()
+        .find(|k| **k == name)
+        .copied()
+        .unwrap_or("other")
+}
+
 /// One update.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Update {

@@ -16,11 +16,17 @@
 //!
 //! With [`RedisClaims`] configured each update is claimed in Redis first (claims made together
 //! share one pipelined round trip), so several webhook instances process it once.
-//! [`UpdateSender::oldest_unfinished`] tells long polling which updates it may confirm: only
-//! those handled. [`Runtime::shutdown`] stops taking updates, finishes what was accepted
-//! within a deadline, and reports what it did.
+//! [`UpdateSender::oldest_unfinished`] tells long polling which updates it may confirm: those
+//! handled, and those kept in the store's update journal ([`UpdateSender::keep_backlog`]: a
+//! backlog behind one busy chat is written to the store so polling can confirm it and fetch the
+//! updates behind it). [`Runtime::shutdown`] stops taking updates, finishes what was accepted
+//! within a deadline, keeps in the journal whatever it could not finish, and reports what it
+//! did; [`UpdateSender::replay_journal`] takes those updates back at the next start. Handling is
+//! at least once: an update whose handler was still running at the deadline is kept too, and is
+//! handled again after the restart.
 
 mod dedup;
+pub mod journal;
 mod latency;
 mod shutdown;
 
@@ -30,6 +36,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use gmbot_core::domain::{JournaledUpdate, UnixTime};
 
 use crate::app::App;
 use crate::handlers::{self, HandleError};
@@ -46,6 +54,8 @@ pub enum Transport {
     Polling,
     /// Webhook POSTs.
     Webhook,
+    /// Taken back from the update journal at start (received by either before a stop).
+    Journal,
 }
 
 impl Transport {
@@ -54,6 +64,7 @@ impl Transport {
         match self {
             Self::Polling => "polling",
             Self::Webhook => "webhook",
+            Self::Journal => "journal",
         }
     }
 }
@@ -116,15 +127,33 @@ struct Received {
     _slot: OwnedSemaphorePermit,
 }
 
+/// Where an accepted update stands with the update journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    /// Its row is being written.
+    Writing,
+    /// It has a row: long polling may confirm it; its row is deleted once it is handled.
+    Written,
+    /// Handled while its row was being written: delete the row once written.
+    HandledWhileWriting,
+}
+
 /// The per-chat sequencer's state: the updates waiting behind the one being handled, per
-/// key (a key is present while a task works through it), and every update accepted and not
-/// yet finished (for polling's confirmation).
+/// key (a key is present while a task works through it), every update accepted and not
+/// yet finished (for polling's confirmation), and the update journal's bookkeeping.
 #[derive(Default)]
 struct Sequence {
     waiting: HashMap<i64, VecDeque<Received>>,
     queued: usize,
     /// update_id → how many accepted copies are unfinished (normally 1).
     unfinished: BTreeMap<i64, u32>,
+    /// The head update of each key (taken off `waiting`, being or about to be handled): what a
+    /// stop keeps besides the waiting ones.
+    running: HashMap<i64, Update>,
+    /// Unfinished updates with a row in the update journal.
+    kept: HashMap<i64, Kept>,
+    /// Handled updates whose journal rows are to be deleted.
+    forget: Vec<i64>,
 }
 
 struct Shared {
@@ -145,10 +174,43 @@ impl Shared {
 
     fn finished(&self, id: i64) {
         let mut s = self.lock();
+        s.running.remove(&id);
         if let Some(n) = s.unfinished.get_mut(&id) {
             *n -= 1;
             if *n == 0 {
                 s.unfinished.remove(&id);
+                match s.kept.get(&id).copied() {
+                    Some(Kept::Written) => {
+                        s.kept.remove(&id);
+                        s.forget.push(id);
+                    }
+                    Some(Kept::Writing) => {
+                        s.kept.insert(id, Kept::HandledWhileWriting);
+                    }
+                    Some(Kept::HandledWhileWriting) | None => {}
+                }
+            }
+        }
+    }
+
+    /// Records the outcome of writing `ids` to the journal.
+    fn written(&self, ids: &[i64], ok: bool) {
+        let mut s = self.lock();
+        for id in ids {
+            match s.kept.get(id).copied() {
+                Some(Kept::Writing) if ok => {
+                    s.kept.insert(*id, Kept::Written);
+                }
+                Some(Kept::Writing) => {
+                    s.kept.remove(id);
+                }
+                Some(Kept::HandledWhileWriting) => {
+                    s.kept.remove(id);
+                    if ok {
+                        s.forget.push(*id);
+                    }
+                }
+                Some(Kept::Written) | None => {}
             }
         }
     }
@@ -210,6 +272,7 @@ impl UpdateSender {
     /// Puts an accepted update behind the others of its key, starting a task for the key if
     /// none is running.
     fn enqueue(&self, update: Update, transport: Transport, slot: OwnedSemaphorePermit) {
+        let kept = transport == Transport::Journal;
         let r = Received {
             update,
             transport,
@@ -222,6 +285,9 @@ impl UpdateSender {
         let first = {
             let mut s = self.shared.lock();
             *s.unfinished.entry(id).or_insert(0) += 1;
+            if kept {
+                s.kept.insert(id, Kept::Written);
+            }
             match s.waiting.get_mut(&key) {
                 Some(q) => {
                     q.push_back(r);
@@ -230,6 +296,7 @@ impl UpdateSender {
                 }
                 None => {
                     s.waiting.insert(key, VecDeque::new());
+                    s.running.insert(id, r.update.clone());
                     Some(r)
                 }
             }
@@ -288,10 +355,157 @@ impl UpdateSender {
         }
     }
 
-    /// The smallest `update_id` accepted and not yet handled, if any: long polling confirms
-    /// updates only below it, so a stop never loses an update Telegram was told is done.
+    /// The smallest `update_id` accepted, not yet handled and not kept in the update journal,
+    /// if any: long polling confirms updates only below it, so a stop never loses an update
+    /// Telegram was told is done.
     pub fn oldest_unfinished(&self) -> Option<i64> {
-        self.shared.lock().unfinished.keys().next().copied()
+        let s = self.shared.lock();
+        s.unfinished
+            .keys()
+            .find(|id| s.kept.get(id) != Some(&Kept::Written))
+            .copied()
+    }
+
+    /// Keeps the updates waiting behind a busy chat in the store's update journal when there
+    /// are at least `at_least` of them, so long polling may confirm them to Telegram and fetch
+    /// what comes after (the updates of other chats). Returns how many it kept; 0 when there
+    /// were fewer or the store failed (then they stay unconfirmed, as before).
+    pub async fn keep_backlog(&self, at_least: usize) -> usize {
+        let (ids, rows) = {
+            let mut s = self.shared.lock();
+            let now = UnixTime::now();
+            let s = &mut *s;
+            let fresh: Vec<&Received> = s
+                .waiting
+                .values()
+                .flatten()
+                .filter(|r| !s.kept.contains_key(&r.update.id))
+                .collect();
+            if fresh.is_empty() || fresh.len() < at_least {
+                return 0;
+            }
+            let rows: Vec<JournaledUpdate> = fresh
+                .iter()
+                .map(|r| journal::encode(&r.update, now))
+                .collect();
+            let ids: Vec<i64> = rows.iter().map(|r| r.update_id).collect();
+            for id in &ids {
+                s.kept.insert(*id, Kept::Writing);
+            }
+            (ids, rows)
+        };
+        match self.app.store().journal_updates(&rows).await {
+            Ok(()) => {
+                self.shared.written(&ids, true);
+                self.app
+                    .metrics()
+                    .update_journal
+                    .with_label_values(&["kept"])
+                    .inc_by(ids.len() as u64);
+                log::debug!(kept = ids.len(); "backlog kept in the update journal");
+                ids.len()
+            }
+            Err(err) => {
+                self.shared.written(&ids, false);
+                log::warn!(
+                    waiting = ids.len(),
+                    error:display = err;
+                    "cannot keep the backlog in the update journal; it stays unconfirmed until handled"
+                );
+                0
+            }
+        }
+    }
+
+    /// Takes back the updates a previous run kept in the update journal and queues them,
+    /// oldest first, ahead of new ones. At most `limit` are taken now without waiting for room
+    /// (the start is not held up); if more remain, a background task goes on taking them as
+    /// room frees up. Returns how many were queued now.
+    pub async fn replay_journal(&self, limit: usize) -> usize {
+        let now = self.replay_batch(limit.min(self.shared.slots.available_permits()), false);
+        let queued = now.await;
+        if queued == limit && limit > 0 {
+            let this = self.clone();
+            self.shared.handle.spawn(async move {
+                loop {
+                    let n = this.replay_batch(journal::TAKE_BATCH, true).await;
+                    if n == 0 || !this.accepting.load(Ordering::Acquire) {
+                        break;
+                    }
+                }
+            });
+        }
+        queued
+    }
+
+    /// One take from the journal: up to `limit` rows, queued; with `wait`, waiting for room.
+    async fn replay_batch(&self, limit: usize, wait: bool) -> usize {
+        if limit == 0 {
+            return 0;
+        }
+        let now = UnixTime::now();
+        let until = UnixTime(now.0 + journal::HOLD_SECONDS);
+        let rows = match self
+            .app
+            .store()
+            .take_journaled_updates(limit, now, until)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(err) => {
+                log::error!(
+                    error:display = err;
+                    "cannot read the update journal; updates kept by the last stop are handled at a later start"
+                );
+                return 0;
+            }
+        };
+        let metrics = self.app.metrics().update_journal.clone();
+        let mut queued = 0;
+        let mut drop_rows = Vec::new();
+        for row in rows {
+            let update = match journal::decode(&row) {
+                Ok(u) => u,
+                Err(why) => {
+                    metrics.with_label_values(&["unreadable"]).inc();
+                    log::error!(
+                        update_id = row.update_id,
+                        error:display = why;
+                        "an update kept in the journal cannot be read; dropped"
+                    );
+                    drop_rows.push(row.update_id);
+                    continue;
+                }
+            };
+            let id = update.id;
+            if !self.recent.insert(id) {
+                drop_rows.push(id);
+                continue;
+            }
+            let slot = if wait {
+                Arc::clone(&self.shared.slots).acquire_owned().await.ok()
+            } else {
+                Arc::clone(&self.shared.slots).try_acquire_owned().ok()
+            };
+            match slot {
+                Some(slot) => {
+                    self.enqueue(update, Transport::Journal, slot);
+                    metrics.with_label_values(&["replayed"]).inc();
+                    queued += 1;
+                }
+                // No room after all (or stopping): the row stays, held, for a later start.
+                None => self.recent.remove(id),
+            }
+        }
+        if !drop_rows.is_empty() {
+            if let Err(err) = self.app.store().forget_journaled_updates(&drop_rows).await {
+                log::warn!(error:display = err; "cannot delete unreadable or repeated journal rows");
+            }
+        }
+        if queued > 0 {
+            log::info!(updates = queued; "updates kept by the last stop taken back from the journal");
+        }
+        queued
     }
 
     /// Updates accepted and not yet handled (waiting or being handled).
@@ -325,8 +539,11 @@ async fn run_key(shared: Arc<Shared>, worker: Arc<Worker>, key: i64, first: Rece
         shared.finished(id);
         let mut s = shared.lock();
         next = s.waiting.get_mut(&key).and_then(VecDeque::pop_front);
-        match next {
-            Some(_) => s.queued -= 1,
+        match &next {
+            Some(r) => {
+                s.queued -= 1;
+                s.running.insert(r.update.id, r.update.clone());
+            }
             None => {
                 s.waiting.remove(&key);
             }
@@ -388,6 +605,9 @@ pub struct DrainReport {
     pub stats: RuntimeStats,
     /// Updates still queued or in flight when the deadline passed (0 after a clean drain).
     pub abandoned: usize,
+    /// Of those, how many were kept in the update journal for the next start (all of them
+    /// unless the store failed).
+    pub kept: usize,
     /// How long the drain took.
     pub took: Duration,
 }
@@ -434,6 +654,11 @@ impl Runtime {
             stats: Stats::default(),
         });
         let stop = Shutdown::new();
+        shared.handle.spawn(forget_handled_every(
+            Arc::downgrade(&shared),
+            app.clone(),
+            stop.clone(),
+        ));
         let worker = Arc::new(Worker {
             app: app.clone(),
             claims: config.claims,
@@ -498,16 +723,25 @@ impl Runtime {
             Ok(Ok(_all_back)) => 0,
             _ => shared.slot_count - shared.slots.available_permits(),
         };
+        let app = &self.sender.app;
+        let kept = if abandoned > 0 {
+            keep_unfinished(shared, app).await
+        } else {
+            0
+        };
+        let _ = tokio::time::timeout(JOURNAL_CALL_TIMEOUT, forget_handled(shared, app)).await;
         let report = DrainReport {
             stats: snapshot(&shared.stats),
             abandoned,
+            kept,
             took: started.elapsed(),
         };
         if abandoned > 0 {
             log::warn!(
                 abandoned = abandoned,
+                kept = kept,
                 latency_ms = report.took.as_millis() as u64;
-                "shutdown deadline passed with updates not handled"
+                "shutdown deadline passed with updates not handled; those kept in the update journal are handled at the next start"
             );
         } else {
             log::info!(
@@ -517,6 +751,105 @@ impl Runtime {
             );
         }
         report
+    }
+}
+
+/// Bound of one update-journal call at a stop.
+const JOURNAL_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often handled updates' journal rows are deleted.
+const FORGET_EVERY: Duration = Duration::from_millis(250);
+
+/// Keeps every update accepted and not handled (waiting, or with its handler still running) in
+/// the update journal, making rows this run took back available again. Returns how many.
+async fn keep_unfinished(shared: &Shared, app: &App) -> usize {
+    let now = UnixTime::now();
+    let rows: Vec<JournaledUpdate> = {
+        let s = shared.lock();
+        s.waiting
+            .values()
+            .flatten()
+            .map(|r| &r.update)
+            .chain(s.running.values())
+            .map(|u| journal::encode(u, now))
+            .collect()
+    };
+    if rows.is_empty() {
+        return 0;
+    }
+    let ids: Vec<i64> = rows.iter().map(|r| r.update_id).collect();
+    {
+        let mut s = shared.lock();
+        for id in &ids {
+            s.kept.entry(*id).or_insert(Kept::Writing);
+        }
+    }
+    let written =
+        tokio::time::timeout(JOURNAL_CALL_TIMEOUT, app.store().journal_updates(&rows)).await;
+    match written {
+        Ok(Ok(())) => {
+            shared.written(&ids, true);
+            app.metrics()
+                .update_journal
+                .with_label_values(&["kept"])
+                .inc_by(ids.len() as u64);
+            ids.len()
+        }
+        Ok(Err(err)) => {
+            shared.written(&ids, false);
+            log::error!(
+                updates = ids.len(),
+                error:display = err;
+                "cannot keep the unhandled updates in the update journal; they are lost unless Telegram delivers them again"
+            );
+            0
+        }
+        Err(_) => {
+            shared.written(&ids, false);
+            log::error!(
+                updates = ids.len();
+                "keeping the unhandled updates in the update journal timed out; they are lost unless Telegram delivers them again"
+            );
+            0
+        }
+    }
+}
+
+/// Deletes the journal rows of updates handled since the last call.
+async fn forget_handled(shared: &Shared, app: &App) {
+    let ids = std::mem::take(&mut shared.lock().forget);
+    if ids.is_empty() {
+        return;
+    }
+    if let Err(err) = app.store().forget_journaled_updates(&ids).await {
+        log::warn!(
+            rows = ids.len(),
+            error:display = err;
+            "cannot delete handled updates from the update journal; will retry (unless the bot stops first: then they are handled again at the next start)"
+        );
+        let mut s = shared.lock();
+        if s.forget.len() < MAX_FORGET_BACKLOG {
+            s.forget.extend(ids);
+        }
+    }
+}
+
+/// Handled ids waiting for deletion kept across store failures; beyond, the rows stay (and
+/// are handled again after a restart).
+const MAX_FORGET_BACKLOG: usize = 100_000;
+
+/// Runs [`forget_handled`] every [`FORGET_EVERY`] until the runtime stops (the stop runs it
+/// once more after the drain).
+async fn forget_handled_every(shared: std::sync::Weak<Shared>, app: App, stop: Shutdown) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(FORGET_EVERY) => {}
+            () = stop.wait() => return,
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        forget_handled(&shared, &app).await;
     }
 }
 
@@ -538,7 +871,13 @@ impl Worker {
 
     async fn process(&self, r: Received) {
         let id = r.update.id;
-        if let Some(claims) = &self.claims {
+        // A replayed update was taken from the journal by this instance alone (the store
+        // holds it for the taker); its Redis claim, if any, is from before the stop.
+        let claims = self
+            .claims
+            .as_ref()
+            .filter(|_| r.transport != Transport::Journal);
+        if let Some(claims) = claims {
             match claims.claim(id).await {
                 Ok(true) => {}
                 Ok(false) => {

@@ -2,11 +2,15 @@
 //! `getUpdates` in a loop with `offset`, the long-poll `timeout` and `allowed_updates` (always
 //! sent: an omitted list keeps the previous one, and `chat_member` must be asked for).
 //!
-//! An update is confirmed by the next call's `offset` only once it has been *handled*: the
-//! offset stops at the oldest accepted update not yet handled (Telegram sends the updates
-//! from there again; the runtime recognises them as repeats), so stopping the bot, even in
-//! the middle of a raid, never loses an update Telegram was told is done. The runtime waits
-//! when full, so polling slows down rather than piling updates up in memory.
+//! An update is confirmed by the next call's `offset` only once it has been *handled* or
+//! *kept* in the store's update journal: the offset stops at the oldest accepted update that is
+//! neither (Telegram sends the updates from there again; the runtime recognises them as
+//! repeats), so stopping the bot, even in the middle of a raid, never loses an update Telegram
+//! was told is done. A raided chat's updates are handled one after another; when
+//! [`KEEP_BACKLOG_AT`] or more of them wait, they are written to the journal in one batch so the
+//! offset can move past them and the updates of every other chat keep coming (getUpdates
+//! returns at most 100 at a time). The runtime waits when full, so polling slows down rather
+//! than piling updates up in memory.
 //! Network errors and 5xx back off exponentially; a 429 waits `retry_after`; a 409 means a
 //! second poller (or a webhook set by someone else) and is reported as such. A rejected token
 //! stops polling with an error.
@@ -17,6 +21,10 @@ use gmbot_core::telegram::TelegramError;
 
 use crate::botapi::{convert, BotApi, ALLOWED_UPDATES};
 use crate::runtime::{Offer, Shutdown, Transport, UpdateSender};
+
+/// Waiting updates (behind the one being handled in their chat) from which polling keeps them
+/// in the update journal, to confirm them and fetch further: half of a `getUpdates` batch.
+pub const KEEP_BACKLOG_AT: usize = 50;
 
 /// Backoff bounds for failed `getUpdates` calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +141,9 @@ pub async fn run(
     // After the last update fetched; what is asked for is `confirmable` (≤ this).
     let mut fetched: Option<i64> = None;
     loop {
+        if sender.oldest_unfinished().is_some() {
+            sender.keep_backlog(KEEP_BACKLOG_AT).await;
+        }
         let offset = confirmable(sender, fetched);
         let result = tokio::select! {
             r = api.get_updates(offset) => r,
@@ -213,9 +224,9 @@ pub async fn run(
     Ok(fetched)
 }
 
-/// Confirms the updates handled so far, so a restart does not fetch them again: up to the
-/// oldest one still unhandled (which the next start fetches again), at most `fetched`. Call
-/// it after the runtime drained. Best effort, bounded: the next start re-fetches them if
+/// Confirms the updates handled (or kept in the update journal) so far, so a restart does not
+/// fetch them again: up to the oldest one neither handled nor kept (which the next start
+/// fetches again), at most `fetched`. Call it after the runtime drained. Best effort, bounded: the next start re-fetches them if
 /// this fails.
 pub async fn confirm_handled(api: &BotApi, sender: &UpdateSender, fetched: Option<i64>) {
     let Some(offset) = confirmable(sender, fetched) else {

@@ -3,6 +3,7 @@
 mod channel;
 mod group;
 mod ids;
+mod journal;
 mod membership;
 mod owner;
 mod restriction;
@@ -15,6 +16,7 @@ pub use channel::{
 };
 pub use group::{GroupState, ProtectRequest, ProtectedGroup};
 pub use ids::{ChannelId, ChatId, GroupId, IdParseError, MessageId, UserId};
+pub use journal::JournaledUpdate;
 pub use membership::{ChatMemberStatus, Membership, UnknownReason};
 pub use owner::Owner;
 pub use restriction::{

@@ -19,9 +19,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::domain::{
-    ChannelId, ChannelRef, EnforcedChannel, GroupId, GroupSettings, LiftReason, NewRestriction,
-    Owner, ProtectRequest, ProtectedGroup, Restriction, RestrictionId, SeenMember, SettingChange,
-    UnixTime, UserId,
+    ChannelId, ChannelRef, EnforcedChannel, GroupId, GroupSettings, JournaledUpdate, LiftReason,
+    NewRestriction, Owner, ProtectRequest, ProtectedGroup, Restriction, RestrictionId, SeenMember,
+    SettingChange, UnixTime, UserId,
 };
 
 pub use self::error::{BoxError, StoreError, StoreResult};
@@ -191,6 +191,31 @@ pub trait Store: Send + Sync + 'static {
     /// The member as seen in a group, if they ever were.
     async fn seen_member(&self, group: GroupId, user: UserId) -> StoreResult<Option<SeenMember>>;
 
+    // --- update journal -----------------------------------------------------
+
+    /// Keeps updates accepted and not yet handled, available to the next
+    /// [`take_journaled_updates`](Store::take_journaled_updates). An `update_id` already kept
+    /// keeps its payload and becomes available again (a stop gives back what it took and
+    /// could not finish).
+    async fn journal_updates(&self, updates: &[JournaledUpdate]) -> StoreResult<()>;
+
+    /// Takes up to `limit` kept updates that nobody holds (`taken_until` ≤ `now`), oldest
+    /// `update_id` first, and holds them until `until`: another caller does not get them
+    /// before then, and gets them again after it if they were not forgotten meanwhile (the
+    /// taker stopped before handling them).
+    async fn take_journaled_updates(
+        &self,
+        limit: usize,
+        now: UnixTime,
+        until: UnixTime,
+    ) -> StoreResult<Vec<JournaledUpdate>>;
+
+    /// Forgets kept updates once handled; ids not kept are ignored.
+    async fn forget_journaled_updates(&self, update_ids: &[i64]) -> StoreResult<()>;
+
+    /// How many updates are kept (held or not).
+    async fn count_journaled_updates(&self) -> StoreResult<u64>;
+
     // --- health -------------------------------------------------------------
 
     /// Checks that the database answers (`SELECT 1` on a pooled connection),
@@ -213,6 +238,9 @@ pub(crate) fn coalesce_seen(rows: &[(GroupId, UserId, UnixTime)]) -> Vec<(i64, i
 /// Rows per statement of a seen-member batch (three parameters each; SQLite
 /// allows 32,766 parameters per statement, PostgreSQL 65,535).
 pub(crate) const SEEN_CHUNK: usize = 500;
+
+/// Rows per statement of a journal write (three parameters each).
+pub(crate) const JOURNAL_CHUNK: usize = 500;
 
 /// What [`open`] does about the schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -29,9 +29,9 @@ use super::migrations::{
 use super::rows;
 use super::{DatabaseUrl, MigrationMode, Store};
 use crate::domain::{
-    ChannelId, ChannelRef, ChannelUsername, EnforcedChannel, GroupId, GroupSettings, LiftReason,
-    NewRestriction, Owner, ProtectRequest, ProtectedGroup, Restriction, RestrictionId, SeenMember,
-    SettingChange, UnixTime, UserId,
+    ChannelId, ChannelRef, ChannelUsername, EnforcedChannel, GroupId, GroupSettings,
+    JournaledUpdate, LiftReason, NewRestriction, Owner, ProtectRequest, ProtectedGroup,
+    Restriction, RestrictionId, SeenMember, SettingChange, UnixTime, UserId,
 };
 
 /// Upper bound on pooled connections per process (PostgreSQL's default
@@ -1288,6 +1288,88 @@ impl Store for PostgresStore {
                 "SELECT COUNT(*) FROM seen_members WHERE group_id = $1",
                 &[&group.0],
             )
+        })
+        .await
+    }
+
+    async fn journal_updates(&self, updates: &[JournaledUpdate]) -> StoreResult<()> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let updates = updates.to_vec();
+        self.run(move |c| {
+            let mut tx = c.transaction().map_err(db)?;
+            for chunk in updates.chunks(super::JOURNAL_CHUNK) {
+                let ids: Vec<i64> = chunk.iter().map(|u| u.update_id).collect();
+                let payloads: Vec<&str> = chunk.iter().map(|u| u.payload.as_str()).collect();
+                let times: Vec<i64> = chunk.iter().map(|u| u.received_at.0).collect();
+                tx.execute(
+                    "INSERT INTO update_journal (update_id, payload, received_at) \
+                     SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[]) \
+                     ON CONFLICT (update_id) DO UPDATE SET taken_until = 0",
+                    &[&ids, &payloads, &times],
+                )
+                .map_err(db)?;
+            }
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn take_journaled_updates(
+        &self,
+        limit: usize,
+        now: UnixTime,
+        until: UnixTime,
+    ) -> StoreResult<Vec<JournaledUpdate>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(move |c| {
+            let rows = c
+                .query(
+                    "UPDATE update_journal SET taken_until = $3 WHERE update_id IN ( \
+                       SELECT update_id FROM update_journal WHERE taken_until <= $2 \
+                       ORDER BY update_id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+                     RETURNING update_id, payload, received_at",
+                    &[&limit, &now.0, &until.0],
+                )
+                .map_err(db)?;
+            let mut taken: Vec<JournaledUpdate> = rows
+                .iter()
+                .map(|r| JournaledUpdate {
+                    update_id: r.get(0),
+                    payload: r.get(1),
+                    received_at: UnixTime(r.get(2)),
+                })
+                .collect();
+            taken.sort_by_key(|u| u.update_id);
+            Ok(taken)
+        })
+        .await
+    }
+
+    async fn forget_journaled_updates(&self, update_ids: &[i64]) -> StoreResult<()> {
+        if update_ids.is_empty() {
+            return Ok(());
+        }
+        let ids = update_ids.to_vec();
+        self.run(move |c| {
+            c.execute(
+                "DELETE FROM update_journal WHERE update_id = ANY($1::bigint[])",
+                &[&ids],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn count_journaled_updates(&self) -> StoreResult<u64> {
+        self.run(|c| {
+            let n: i64 = c
+                .query_one("SELECT COUNT(*) FROM update_journal", &[])
+                .map_err(db)?
+                .get(0);
+            Ok(u64::try_from(n).unwrap_or(0))
         })
         .await
     }

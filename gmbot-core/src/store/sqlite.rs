@@ -30,9 +30,9 @@ use super::migrations::{self, MigrationReport, SchemaStatus};
 use super::rows;
 use super::{DatabaseUrl, MigrationMode, Store};
 use crate::domain::{
-    ChannelId, ChannelRef, ChannelUsername, EnforcedChannel, GroupId, GroupSettings, LiftReason,
-    NewRestriction, Owner, ProtectRequest, ProtectedGroup, Restriction, RestrictionId, SeenMember,
-    SettingChange, UnixTime, UserId,
+    ChannelId, ChannelRef, ChannelUsername, EnforcedChannel, GroupId, GroupSettings,
+    JournaledUpdate, LiftReason, NewRestriction, Owner, ProtectRequest, ProtectedGroup,
+    Restriction, RestrictionId, SeenMember, SettingChange, UnixTime, UserId,
 };
 
 /// Pooled connections for a database file. WAL lets readers run beside the
@@ -1077,6 +1077,88 @@ impl Store for SqliteStore {
                 "SELECT COUNT(*) FROM seen_members WHERE group_id = ?1",
                 [group.0],
             )
+        })
+        .await
+    }
+
+    async fn journal_updates(&self, updates: &[JournaledUpdate]) -> StoreResult<()> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let updates = updates.to_vec();
+        self.write(move |tx| {
+            for chunk in updates.chunks(super::JOURNAL_CHUNK) {
+                let values = vec!["(?, ?, ?)"; chunk.len()].join(", ");
+                let sql = format!(
+                    "INSERT INTO update_journal (update_id, payload, received_at) \
+                     VALUES {values} ON CONFLICT (update_id) DO UPDATE SET taken_until = 0"
+                );
+                let mut params: Vec<rusqlite::types::Value> = Vec::with_capacity(chunk.len() * 3);
+                for u in chunk {
+                    params.push(u.update_id.into());
+                    params.push(u.payload.clone().into());
+                    params.push(u.received_at.0.into());
+                }
+                tx.prepare_cached(&sql)?
+                    .execute(rusqlite::params_from_iter(params))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_journaled_updates(
+        &self,
+        limit: usize,
+        now: UnixTime,
+        until: UnixTime,
+    ) -> StoreResult<Vec<JournaledUpdate>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.write(move |tx| {
+            let mut taken = tx
+                .prepare_cached(
+                    "UPDATE update_journal SET taken_until = ?3 WHERE update_id IN ( \
+                       SELECT update_id FROM update_journal WHERE taken_until <= ?2 \
+                       ORDER BY update_id LIMIT ?1) \
+                     RETURNING update_id, payload, received_at",
+                )?
+                .query_map(params![limit, now.0, until.0], |r| {
+                    Ok(JournaledUpdate {
+                        update_id: r.get(0)?,
+                        payload: r.get(1)?,
+                        received_at: UnixTime(r.get(2)?),
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            taken.sort_by_key(|u| u.update_id);
+            Ok(taken)
+        })
+        .await
+    }
+
+    async fn forget_journaled_updates(&self, update_ids: &[i64]) -> StoreResult<()> {
+        if update_ids.is_empty() {
+            return Ok(());
+        }
+        let ids = update_ids.to_vec();
+        self.write(move |tx| {
+            for chunk in ids.chunks(super::SEEN_CHUNK) {
+                let marks = vec!["?"; chunk.len()].join(", ");
+                let sql = format!("DELETE FROM update_journal WHERE update_id IN ({marks})");
+                tx.prepare_cached(&sql)?
+                    .execute(rusqlite::params_from_iter(chunk))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn count_journaled_updates(&self) -> StoreResult<u64> {
+        self.run(|c| {
+            let n: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM update_journal")?
+                .query_row([], |r| r.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
         })
         .await
     }
