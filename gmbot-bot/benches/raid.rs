@@ -19,6 +19,13 @@
 //!   `sendMessage` calls into group A (warnings);
 //! - integrity: every raider muted with an open restriction row, nobody else in group A
 //!   touched, every non-subscriber of the other groups muted, no subscriber muted.
+//! - the subscribed members' messages of the other groups alone, receipt → handled
+//!   (p50/p99), the updates long polling kept in the update journal, and the process's peak
+//!   RSS (VmHWM) after the run.
+//!
+//! `GMBOT_RAID_TELEGRAM_LATENCY_MS=N` adds N ms to every call the simulated Telegram answers
+//! (Telegram itself answers in tens of milliseconds; the simulator, left alone, in well under
+//! one).
 
 #[path = "../../gmbot-core/tests/support/mod.rs"]
 mod support;
@@ -27,8 +34,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gmbot_bot::run::{Bot, RunOptions};
-use gmbot_bot::runtime::{LatencyRecorder, RuntimeConfig, Shutdown};
-use gmbot_bot::sim::{AdminRights, Simulator, SimulatorOptions};
+use gmbot_bot::runtime::{LatencyRecorder, LatencySubset, RuntimeConfig, Shutdown};
+use gmbot_bot::sim::{AdminRights, Fault, FaultKind, Simulator, SimulatorOptions};
+use gmbot_bot::update::UpdateKind;
 use gmbot_bot::Config;
 use gmbot_core::domain::{
     ChannelId, ChannelRef, EnforcedChannel, GroupId, MessageId, ProtectRequest, UnixTime, UserId,
@@ -48,9 +56,28 @@ struct World {
     owner: UserId,
 }
 
+/// Milliseconds added to every simulated Telegram call (`GMBOT_RAID_TELEGRAM_LATENCY_MS`).
+fn telegram_latency() -> Duration {
+    Duration::from_millis(
+        std::env::var("GMBOT_RAID_TELEGRAM_LATENCY_MS")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0),
+    )
+}
+
+/// Peak resident set of this process (VmHWM), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
 fn world() -> World {
     let sim = Simulator::start_with(SimulatorOptions {
-        workers: 4,
+        // A delayed answer holds its worker thread: enough of them for the bot's concurrency.
+        workers: if telegram_latency().is_zero() { 4 } else { 256 },
         ..SimulatorOptions::default()
     })
     .expect("simulator starts");
@@ -127,9 +154,27 @@ async fn run(raiders: usize) {
     ])
     .expect("configuration");
     let latency = LatencyRecorder::new(1_000_000);
+    let members_latency = LatencyRecorder::new(1_000_000);
+    let member_ids: std::collections::HashSet<i64> = w
+        .others
+        .iter()
+        .flat_map(|(_, _, ms)| ms.iter().map(|m| m.0))
+        .collect();
+    let member_group_ids: std::collections::HashSet<i64> =
+        w.others.iter().map(|(g, _, _)| g.0).collect();
     let mut options = RunOptions {
         runtime: RuntimeConfig {
             latency: Some(latency.clone()),
+            latency_subset: Some(LatencySubset {
+                recorder: members_latency.clone(),
+                select: Arc::new(move |u| match &u.kind {
+                    UpdateKind::Message(m) => {
+                        member_group_ids.contains(&m.chat.id.get())
+                            && m.from.as_ref().is_some_and(|f| member_ids.contains(&f.id.0))
+                    }
+                    _ => false,
+                }),
+            }),
             ..RuntimeConfig::default()
         },
         long_poll: Duration::from_secs(1),
@@ -137,6 +182,7 @@ async fn run(raiders: usize) {
     };
     config.budgets.apply(&mut options.dispatch);
     let actions_per_second = options.dispatch.actions_per_second;
+    let deletes_per_second = options.dispatch.deletes_per_second;
     let shutdown = Shutdown::new();
     let bot = Bot::start(&config, options, &shutdown)
         .await
@@ -216,6 +262,12 @@ async fn run(raiders: usize) {
     app.outbox().idle().await;
     w.sim.take_calls();
     latency.reset();
+    members_latency.reset();
+    let added = telegram_latency();
+    if !added.is_zero() {
+        w.sim
+            .inject(Fault::on_any(FaultKind::Delay(added)).always());
+    }
 
     // The steady load, in its own task: (group, message, posted at, from a non-subscriber).
     let sim = Arc::new(w.sim);
@@ -302,6 +354,12 @@ async fn run(raiders: usize) {
     let deletes = sim.calls_to("deleteMessages");
     outsider_latency.sort();
     let handled = latency.summary();
+    let members = members_latency.summary();
+    let kept = app
+        .metrics()
+        .update_journal
+        .with_label_values(&["kept"])
+        .get();
     // Warnings are the bot's messages with an "I've joined" button (admin notices have none).
     let bot_id = sim.bot().id;
     let warnings_in_a = sim
@@ -360,7 +418,7 @@ async fn run(raiders: usize) {
         .count();
 
     let bound = Duration::from_secs_f64(raiders as f64 / f64::from(actions_per_second) + 1.0);
-    println!("\nraid of {raiders} (posted within {:.2} s), steady {STEADY_RATE} msg/s over {OTHER_GROUPS} groups, budgets: 30 msg/s, 20 msg/min/group, {actions_per_second} actions/s", posted_in.as_secs_f64());
+    println!("\nraid of {raiders} (posted within {:.2} s), steady {STEADY_RATE} msg/s over {OTHER_GROUPS} groups, budgets: 30 msg/s, 20 msg/min/group, {actions_per_second} restrictions/s, {deletes_per_second} deletions/s; Telegram latency added: {} ms", posted_in.as_secs_f64(), added.as_millis());
     println!(
         "  other groups, non-subscriber post → delete: n={} p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, undeleted {undeleted}",
         outsider_latency.len(),
@@ -375,6 +433,12 @@ async fn run(raiders: usize) {
         ms(handled.p99),
     );
     println!(
+        "  other groups' subscribed members only, receipt → handled: n={} p50 {:.2} ms, p99 {:.2} ms",
+        members.count,
+        ms(members.p50),
+        ms(members.p99),
+    );
+    println!(
         "  group A: all raid messages deleted after {}, all raiders muted after {} (bound {:.1} s); {bulk_calls_a} deleteMessages calls; {warnings_in_a} warning message(s), {edits_in_a} edit(s) of it",
         all_deleted.map_or("NEVER".to_owned(), |d| format!("{:.2} s", d.as_secs_f64())),
         all_muted.map_or("NEVER".to_owned(), |d| format!("{:.2} s", d.as_secs_f64())),
@@ -383,6 +447,10 @@ async fn run(raiders: usize) {
     println!(
         "  integrity: raiders muted {muted_ok}/{raiders}, with rows {rows_ok}/{raiders}; non-subscribers of other groups muted {outsiders_muted}/{}; subscribers muted {members_touched}",
         outsiders_posted.len()
+    );
+    println!(
+        "  updates kept in the journal by long polling: {kept}; peak RSS of the process so far: {}",
+        peak_rss_mib().map_or("unknown".to_owned(), |m| format!("{m:.1} MiB"))
     );
     if std::env::var_os("GMBOT_RAID_SHOW_WARNINGS").is_some() {
         for m in sim.messages(w.raided) {

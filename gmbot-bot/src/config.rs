@@ -141,8 +141,11 @@ pub struct Budgets {
     pub messages_per_second: u32,
     /// Messages per minute into one group (default 20).
     pub group_messages_per_minute: u32,
-    /// Deletions, restrictions, unmutes and kicks per second for the whole bot (default 30).
+    /// Restrictions, unmutes and kicks per second for the whole bot (default 30).
     pub actions_per_second: u32,
+    /// Deletions (`deleteMessage`, bulk `deleteMessages`) per second for the whole bot
+    /// (default 30).
+    pub deletes_per_second: u32,
     /// Membership reads per second; `None` (default) = not throttled.
     pub reads_per_second: Option<u32>,
 }
@@ -154,6 +157,7 @@ impl Default for Budgets {
             messages_per_second: d.global_per_second,
             group_messages_per_minute: d.group_per_minute,
             actions_per_second: d.actions_per_second,
+            deletes_per_second: d.deletes_per_second,
             reads_per_second: d.reads_per_second,
         }
     }
@@ -165,6 +169,7 @@ impl Budgets {
         d.global_per_second = self.messages_per_second;
         d.group_per_minute = self.group_messages_per_minute;
         d.actions_per_second = self.actions_per_second;
+        d.deletes_per_second = self.deletes_per_second;
         d.reads_per_second = self.reads_per_second;
     }
 }
@@ -423,6 +428,12 @@ impl Config {
                 10_000,
                 defaults.actions_per_second,
             )?,
+            deletes_per_second: parse_count(
+                &get,
+                "GMBOT_DELETES_PER_SECOND",
+                10_000,
+                defaults.deletes_per_second,
+            )?,
             reads_per_second: match get("GMBOT_READS_PER_SECOND") {
                 None => None,
                 Some(_) => Some(parse_count(&get, "GMBOT_READS_PER_SECOND", 100_000, 1)?),
@@ -655,12 +666,14 @@ mod tests {
         assert_eq!(c.budgets.messages_per_second, 30);
         assert_eq!(c.budgets.group_messages_per_minute, 20);
         assert_eq!(c.budgets.actions_per_second, 30);
+        assert_eq!(c.budgets.deletes_per_second, 30);
         assert_eq!(c.budgets.reads_per_second, None);
         assert_eq!(c.raid, crate::flows::RaidConfig::default());
         let c = parse(&[
             ("GMBOT_MESSAGES_PER_SECOND", "10"),
             ("GMBOT_GROUP_MESSAGES_PER_MINUTE", "15"),
             ("GMBOT_ACTIONS_PER_SECOND", " 25 "),
+            ("GMBOT_DELETES_PER_SECOND", "40"),
             ("GMBOT_READS_PER_SECOND", "200"),
             ("GMBOT_RAID_DENIALS", "50"),
             ("GMBOT_RAID_WINDOW_SECONDS", "30"),
@@ -673,9 +686,10 @@ mod tests {
                 d.global_per_second,
                 d.group_per_minute,
                 d.actions_per_second,
+                d.deletes_per_second,
                 d.reads_per_second
             ),
-            (10, 15, 25, Some(200))
+            (10, 15, 25, 40, Some(200))
         );
         assert!(d.validate().is_ok());
         assert_eq!(c.raid.denials, 50);
@@ -694,6 +708,7 @@ mod tests {
             ("GMBOT_MESSAGES_PER_SECOND", "0"),
             ("GMBOT_GROUP_MESSAGES_PER_MINUTE", "twenty"),
             ("GMBOT_ACTIONS_PER_SECOND", "-5"),
+            ("GMBOT_DELETES_PER_SECOND", "0"),
             ("GMBOT_READS_PER_SECOND", "1.5"),
             ("GMBOT_RAID_DENIALS", "many"),
             ("GMBOT_RAID_WINDOW_SECONDS", "999999999"),

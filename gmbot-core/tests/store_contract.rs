@@ -1379,11 +1379,13 @@ async fn migration_v2_closes_duplicate_open_rows(db: &Db) {
     let s = db.store().await;
     protect(&s, g, vec![by_id(1)]).await;
     drop(s);
-    // Back to a schema at version 1 (no unique index), with the duplicates it allowed.
+    // Back to a schema at version 1 (no unique index, none of the later tables), with the
+    // duplicates it allowed.
     db.execute(
         "DROP INDEX restrictions_active_member;
          CREATE INDEX restrictions_active_member ON restrictions (group_id, user_id) WHERE state <> 'lifted';
-         DELETE FROM refinery_schema_history WHERE version = 2;
+         DROP TABLE update_journal;
+         DELETE FROM refinery_schema_history WHERE version >= 2;
          INSERT INTO restrictions (group_id, user_id, kind, state, reason, placed_at)
          VALUES (-1001000000001, 5, 'mute', 'active', 'old', 1),
                 (-1001000000001, 5, 'mute', 'pending', 'newest', 2),

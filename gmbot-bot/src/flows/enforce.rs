@@ -320,6 +320,24 @@ pub async fn restrict(
     )
 }
 
+/// Read-ahead for a member about to be denied, while their update waits behind others of a
+/// busy group: reads their status in the group now (the read a new mute makes to leave an
+/// admin's restriction alone), so the mute does not wait for it in turn. Kept
+/// for 30 s at most.
+pub(crate) async fn read_status_ahead(app: &App, group: GroupId, user: UserId) {
+    let cache = app.flows().read_ahead_status();
+    if cache.contains_key(&(group, user)) {
+        return;
+    }
+    if let Ok(status) = app
+        .telegram_in(gmbot_core::dispatch::Lane::Interactive)
+        .get_chat_member(group.into(), user)
+        .await
+    {
+        cache.insert((group, user), status).await;
+    }
+}
+
 /// Records a new mute row for `user`, unless an admin restricted them already (then `None`:
 /// their restriction is left as it is). One read per new mute (reads never wait for the
 /// message budget); an error reading is no reason to skip the mute.
@@ -332,9 +350,12 @@ async fn new_mute_row(
     missing: &[std::sync::Arc<EnforcedChannel>],
     now: UnixTime,
 ) -> Result<Option<gmbot_core::domain::Restriction>, StoreError> {
-    if let Ok(ChatMemberStatus::Restricted { .. }) =
-        telegram.get_chat_member(group.into(), user).await
-    {
+    let ahead = app.flows().read_ahead_status().remove(&(group, user)).await;
+    let status = match ahead {
+        Some(status) => Ok(status),
+        None => telegram.get_chat_member(group.into(), user).await,
+    };
+    if let Ok(ChatMemberStatus::Restricted { .. }) = status {
         log::info!(
             group_id = group.get(),
             user_id = user.get();

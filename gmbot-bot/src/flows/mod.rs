@@ -91,6 +91,7 @@ pub struct FlowState {
     rechecks: recheck::RecheckGate,
     notices: Cache<(GroupId, String), ()>,
     joins: Cache<(GroupId, UserId), ()>,
+    read_ahead_status: Cache<(GroupId, UserId), gmbot_core::domain::ChatMemberStatus>,
     members: MemberLocks,
     raids: RaidWatch,
     resolve_gate: resolve::ResolveGate,
@@ -107,6 +108,12 @@ impl std::fmt::Debug for FlowState {
             .finish_non_exhaustive()
     }
 }
+
+/// Statuses read ahead, at most (a raid's worth; beyond, the oldest go).
+const READ_AHEAD_STATUSES: u64 = 20_000;
+
+/// How long a status read ahead may stand in for reading it at the mute.
+const READ_AHEAD_STATUS_TTL: Duration = Duration::from_secs(30);
 
 impl FlowState {
     /// Creates the state and starts its tasks (seen-member flushes, warning
@@ -150,6 +157,10 @@ impl FlowState {
                 .max_capacity(config.max_members)
                 .time_to_live(JOIN_DEDUP_WINDOW)
                 .build(),
+            read_ahead_status: Cache::builder()
+                .max_capacity(READ_AHEAD_STATUSES)
+                .time_to_live(READ_AHEAD_STATUS_TTL)
+                .build(),
             members: MemberLocks::new(),
             raids,
             resolve_gate: resolve::ResolveGate::default(),
@@ -182,6 +193,14 @@ impl FlowState {
     /// their actions (never across a send: those wait in the outbox).
     pub async fn member_lock(&self, group: GroupId, user: UserId) -> MemberGuard<'_> {
         self.members.lock(group, user).await
+    }
+
+    /// Group-member statuses read ahead for members about to be muted (see
+    /// [`enforce::read_status_ahead`]); taken (and removed) by the mute.
+    pub(crate) fn read_ahead_status(
+        &self,
+    ) -> &Cache<(GroupId, UserId), gmbot_core::domain::ChatMemberStatus> {
+        &self.read_ahead_status
     }
 
     /// Raid detection.

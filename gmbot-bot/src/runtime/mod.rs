@@ -89,6 +89,24 @@ pub struct RuntimeConfig {
     pub claims: Option<RedisClaims>,
     /// Exact receipt-to-handled latencies (load runs).
     pub latency: Option<LatencyRecorder>,
+    /// A second recorder for the updates a predicate selects (load runs: e.g. the messages
+    /// of subscribed members of groups that are not raided).
+    pub latency_subset: Option<LatencySubset>,
+}
+
+/// A recorder and the updates it records (see [`RuntimeConfig::latency_subset`]).
+#[derive(Clone)]
+pub struct LatencySubset {
+    /// Where the samples go.
+    pub recorder: LatencyRecorder,
+    /// Which updates count.
+    pub select: Arc<dyn Fn(&Update) -> bool + Send + Sync>,
+}
+
+impl std::fmt::Debug for LatencySubset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LatencySubset").finish_non_exhaustive()
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -102,6 +120,7 @@ impl Default for RuntimeConfig {
             retry_base: Duration::from_millis(250),
             claims: None,
             latency: None,
+            latency_subset: None,
         }
     }
 }
@@ -159,6 +178,8 @@ struct Sequence {
 struct Shared {
     /// Where key tasks run: the webhook offers from the HTTP listener's own threads.
     handle: tokio::runtime::Handle,
+    /// Read-ahead loads running (see [`UpdateSender::read_ahead`]).
+    read_ahead: Arc<Semaphore>,
     seq: Mutex<Sequence>,
     slots: Arc<Semaphore>,
     slot_count: usize,
@@ -290,6 +311,7 @@ impl UpdateSender {
             }
             match s.waiting.get_mut(&key) {
                 Some(q) => {
+                    self.read_ahead(&r.update);
                     q.push_back(r);
                     s.queued += 1;
                     None
@@ -307,6 +329,35 @@ impl UpdateSender {
             let handle = shared.handle.clone();
             handle.spawn(run_key(shared, worker, key, first));
         }
+    }
+
+    /// Read-ahead for an update queued behind others of its chat: its sender's memberships
+    /// are loaded into the cache now (at most [`READ_AHEAD`] loads at a time; beyond, the
+    /// update is simply verified in its turn), so a raided chat's updates, handled one after
+    /// another, do not each wait for their own Telegram reads.
+    fn read_ahead(&self, update: &Update) {
+        let (crate::update::UpdateKind::Message(m) | crate::update::UpdateKind::EditedMessage(m)) =
+            &update.kind
+        else {
+            return;
+        };
+        let (Ok(group), Some(from)) = (gmbot_core::domain::GroupId::new(m.chat.id.get()), &m.from)
+        else {
+            return;
+        };
+        if m.sender_chat.is_some() || from.is_bot {
+            return;
+        }
+        let Ok(permit) = Arc::clone(&self.shared.read_ahead).try_acquire_owned() else {
+            return;
+        };
+        let (app, user) = (self.app.clone(), from.id);
+        self.shared.handle.spawn(async move {
+            if app.engine().prefetch(group, user).await {
+                crate::flows::enforce::read_status_ahead(&app, group, user).await;
+            }
+            drop(permit);
+        });
     }
 
     /// Queues an update without waiting (the webhook's path).
@@ -632,6 +683,7 @@ struct Worker {
     app: App,
     claims: Option<RedisClaims>,
     latency: Option<LatencyRecorder>,
+    latency_subset: Option<LatencySubset>,
     shared: std::sync::Weak<Shared>,
     stop: Shutdown,
     store_retries: u32,
@@ -646,6 +698,7 @@ impl Runtime {
         let slot_count = config.queue_capacity.max(1);
         let shared = Arc::new(Shared {
             handle: tokio::runtime::Handle::current(),
+            read_ahead: Arc::new(Semaphore::new(READ_AHEAD)),
             seq: Mutex::new(Sequence::default()),
             slots: Arc::new(Semaphore::new(slot_count)),
             slot_count,
@@ -663,6 +716,7 @@ impl Runtime {
             app: app.clone(),
             claims: config.claims,
             latency: config.latency,
+            latency_subset: config.latency_subset,
             shared: Arc::downgrade(&shared),
             stop: stop.clone(),
             store_retries: config.store_retries,
@@ -753,6 +807,9 @@ impl Runtime {
         report
     }
 }
+
+/// Read-ahead loads (Telegram reads for queued updates) running at once.
+pub const READ_AHEAD: usize = 32;
 
 /// Bound of one update-journal call at a stop.
 const JOURNAL_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -931,6 +988,11 @@ impl Worker {
         }
         if let Some(latency) = &self.latency {
             latency.record(r.at.elapsed());
+        }
+        if let Some(subset) = &self.latency_subset {
+            if (subset.select)(&r.update) {
+                subset.recorder.record(r.at.elapsed());
+            }
         }
     }
 

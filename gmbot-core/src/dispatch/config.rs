@@ -19,12 +19,18 @@ pub struct DispatchConfig {
     pub global_per_second: u32,
     /// Global bucket capacity (calls that may go at once after an idle period).
     pub global_burst: u32,
-    /// Moderation calls (delete, restrict, unrestrict, kick) per second for the whole bot:
-    /// the restrict/delete budget. They post nothing, so they do not draw on the message
-    /// budget; a raid is cleaned up at this rate.
+    /// Restrictions (restrict, unrestrict, kick, ban a sender chat) per second for the whole
+    /// bot: the restrict budget. They post nothing, so they do not draw on the message
+    /// budget; a raid's members are muted at this rate.
     pub actions_per_second: u32,
-    /// Action bucket capacity.
+    /// Restrict bucket capacity.
     pub action_burst: u32,
+    /// Deletions (`deleteMessage`, `deleteMessages` of up to 100 messages) per second for the
+    /// whole bot: the delete budget, apart from the restrict budget so that a raid's bulk
+    /// deletions and its mutes do not wait for each other.
+    pub deletes_per_second: u32,
+    /// Delete bucket capacity.
+    pub delete_burst: u32,
     /// `sendMessage` calls per minute into one group or channel.
     pub group_per_minute: u32,
     /// Per-group bucket capacity.
@@ -59,6 +65,8 @@ impl Default for DispatchConfig {
             global_burst: 1,
             actions_per_second: 30,
             action_burst: 1,
+            deletes_per_second: 30,
+            delete_burst: 1,
             group_per_minute: 20,
             group_burst: 1,
             private_per_second: 1,
@@ -91,6 +99,8 @@ impl DispatchConfig {
         positive(self.global_burst, "global_burst")?;
         positive(self.actions_per_second, "actions_per_second")?;
         positive(self.action_burst, "action_burst")?;
+        positive(self.deletes_per_second, "deletes_per_second")?;
+        positive(self.delete_burst, "delete_burst")?;
         positive(self.group_per_minute, "group_per_minute")?;
         positive(self.group_burst, "group_burst")?;
         positive(self.private_per_second, "private_per_second")?;

@@ -64,9 +64,11 @@ fn take(bucket: &Bucket) -> Result<(), Duration> {
 ///
 /// - `sendMessage` posts into a chat: the global write budget **and** that
 ///   chat's budget (20/min in a group, 1/s in a private chat).
-/// - `deleteMessage(s)`, `restrictChatMember`, lifting it and kicking change a
-///   chat without posting: the action budget only (counting them per group, or
-///   against the message budget, would make clearing a spam wave take minutes).
+/// - `restrictChatMember`, lifting it, kicking and banning a sender chat change a chat
+///   without posting: the restrict budget only; `deleteMessage(s)`: the delete budget only
+///   (counting them per group, or against the message budget, would make clearing a spam
+///   wave take minutes; apart, a raid's bulk deletions and its mutes do not wait for each
+///   other).
 /// - `getChatMember`, `getChatAdministrators`: the optional read budget, never
 ///   the message budget (TELEGRAM.md: reads have their own, looser limits).
 /// - `answerCallbackQuery` is not a message and a user's spinner waits on it: free.
@@ -80,8 +82,10 @@ pub(crate) enum Budget {
     Read,
     /// The global bucket.
     Write,
-    /// The action (restrict/delete) bucket.
-    Action,
+    /// The restrict bucket (restrict, unrestrict, kick, ban a sender chat).
+    Restrict,
+    /// The delete bucket (`deleteMessage`, `deleteMessages`).
+    Delete,
     /// The global bucket and the chat's bucket.
     Message(ChatId),
 }
@@ -115,6 +119,7 @@ pub(crate) struct Scheduler {
     free_queued: usize,
     global: Bucket,
     actions: Bucket,
+    deletes: Bucket,
     reads: Option<Bucket>,
     chats: HashMap<ChatId, ChatBucket>,
     chat_pauses: HashMap<ChatId, Instant>,
@@ -141,6 +146,11 @@ impl Scheduler {
             Duration::from_secs(1),
             config.action_burst,
         );
+        let deletes = bucket(
+            config.deletes_per_second,
+            Duration::from_secs(1),
+            config.delete_burst,
+        );
         let reads = config
             .reads_per_second
             .map(|r| bucket(r, Duration::from_secs(1), config.read_burst));
@@ -150,6 +160,7 @@ impl Scheduler {
             free_queued: 0,
             global,
             actions,
+            deletes,
             reads,
             chats: HashMap::new(),
             chat_pauses: HashMap::new(),
@@ -166,12 +177,11 @@ impl Scheduler {
             Method::SendMessage | Method::EditMessage => {
                 chat.map_or(Budget::Write, Budget::Message)
             }
-            Method::DeleteMessage
-            | Method::DeleteMessages
-            | Method::RestrictMember
+            Method::DeleteMessage | Method::DeleteMessages => Budget::Delete,
+            Method::RestrictMember
             | Method::UnrestrictMember
             | Method::KickMember
-            | Method::BanSenderChat => Budget::Action,
+            | Method::BanSenderChat => Budget::Restrict,
             Method::CreateInviteLink => Budget::Write,
             Method::GetChatMember | Method::GetChatAdministrators | Method::GetChat => {
                 if self.reads.is_some() {
@@ -328,10 +338,12 @@ impl Scheduler {
         let mut global_blocked = false;
         let mut reads_blocked = false;
         let mut actions_blocked = false;
+        let mut deletes_blocked = false;
         let mut blocked_chats: HashSet<ChatId> = HashSet::new();
         for (l, i) in self.order(now) {
             if global_blocked
                 && actions_blocked
+                && deletes_blocked
                 && (self.reads.is_none() || reads_blocked)
                 && self.free_queued == 0
             {
@@ -363,11 +375,20 @@ impl Scheduler {
                             }
                         },
                     },
-                    Budget::Action if actions_blocked => false,
-                    Budget::Action => match take(&self.actions) {
+                    Budget::Restrict if actions_blocked => false,
+                    Budget::Restrict => match take(&self.actions) {
                         Ok(()) => true,
                         Err(wait) => {
                             actions_blocked = true;
+                            next = earliest(next, now + wait);
+                            false
+                        }
+                    },
+                    Budget::Delete if deletes_blocked => false,
+                    Budget::Delete => match take(&self.deletes) {
+                        Ok(()) => true,
+                        Err(wait) => {
+                            deletes_blocked = true;
                             next = earliest(next, now + wait);
                             false
                         }

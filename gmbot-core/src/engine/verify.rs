@@ -62,6 +62,47 @@ impl Engine {
         self.finish(group, user, result, started)
     }
 
+    /// Loads `user`'s memberships of `group`'s channels into the cache (single flight, so a
+    /// verification asking meanwhile waits for the same call) without deciding anything or
+    /// counting a verification. For read-ahead: the updates queued behind a busy chat's
+    /// current one are handled in order, but their Telegram reads need not wait for it.
+    /// Does nothing for an unknown or unenforced group, for a cached answer, or for a
+    /// channel that is failing for everyone. Returns whether some channel answered "not a
+    /// member" (the update will likely be denied).
+    pub async fn prefetch(&self, group: GroupId, user: UserId) -> bool {
+        let inner = &*self.inner;
+        let now_ms = inner.clock.now_millis();
+        let Ok(cached) = inner
+            .configs
+            .get(group, now_ms, &*inner.store, &*inner.clock)
+            .await
+        else {
+            return false;
+        };
+        let Some(config) = cached.as_deref() else {
+            return false;
+        };
+        if config.not_enforced().is_some() {
+            return false;
+        }
+        let mut not_member = false;
+        for channel in config.channels() {
+            if let Some(id) = channel.id {
+                let key = MembershipKey::new(id, user);
+                let status = match inner.cache.get_local(key) {
+                    Some(status) => Some(status),
+                    None if inner.faults.get(id, &*inner.clock).await.is_some() => None,
+                    None => {
+                        let loader = inner.telegram.get_chat_member(ChatId::from(id), user);
+                        inner.cache.get_or_load(key, loader).await.ok().map(|l| l.status)
+                    }
+                };
+                not_member |= status.is_some_and(|s| !s.is_subscribed());
+            }
+        }
+        not_member
+    }
+
     fn finish(
         &self,
         group: GroupId,
