@@ -23,7 +23,9 @@
 //!   (p50/p99), the updates long polling kept in the update journal, and the process's peak
 //!   RSS (VmHWM) after the run.
 //!
-//! `GMBOT_RAID_TELEGRAM_LATENCY_MS=N` adds N ms to every call the simulated Telegram answers
+//! `GMBOT_RAID_READ_AHEAD=0` turns the runtime's read-ahead off (for comparison).
+//! The budgets come from the same environment variables as the bot's
+//! (`GMBOT_ACTIONS_PER_SECOND`, …). `GMBOT_RAID_TELEGRAM_LATENCY_MS=N` adds N ms to every call the simulated Telegram answers
 //! (Telegram itself answers in tens of milliseconds; the simulator, left alone, in well under
 //! one).
 
@@ -64,6 +66,14 @@ fn telegram_latency() -> Duration {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0),
     )
+}
+
+/// Read-ahead loads at once (`GMBOT_RAID_READ_AHEAD`, default the runtime's; 0 = off).
+fn read_ahead() -> usize {
+    std::env::var("GMBOT_RAID_READ_AHEAD")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(gmbot_bot::runtime::READ_AHEAD)
 }
 
 /// Peak resident set of this process (VmHWM), in MiB.
@@ -146,13 +156,25 @@ async fn run(raiders: usize) {
     let w = world();
     w.sim.set_recording(true);
     let (_file, url) = support::sqlite_file_url();
-    let config = Config::from_vars(vec![
+    let mut vars = vec![
         ("TELEGRAM_BOT_TOKEN", w.sim.token().to_owned()),
         ("TELEGRAM_API_URL", w.sim.base_url()),
         ("HTTP_LISTEN", "127.0.0.1:0".to_owned()),
         ("DATABASE_URL", url.to_string()),
-    ])
-    .expect("configuration");
+    ];
+    // Budgets may be changed from the environment, as for the bot itself.
+    for var in [
+        "GMBOT_MESSAGES_PER_SECOND",
+        "GMBOT_GROUP_MESSAGES_PER_MINUTE",
+        "GMBOT_ACTIONS_PER_SECOND",
+        "GMBOT_DELETES_PER_SECOND",
+        "GMBOT_READS_PER_SECOND",
+    ] {
+        if let Ok(value) = std::env::var(var) {
+            vars.push((var, value));
+        }
+    }
+    let config = Config::from_vars(vars).expect("configuration");
     let latency = LatencyRecorder::new(1_000_000);
     let members_latency = LatencyRecorder::new(1_000_000);
     let member_ids: std::collections::HashSet<i64> = w
@@ -165,12 +187,15 @@ async fn run(raiders: usize) {
     let mut options = RunOptions {
         runtime: RuntimeConfig {
             latency: Some(latency.clone()),
+            read_ahead: read_ahead(),
             latency_subset: Some(LatencySubset {
                 recorder: members_latency.clone(),
                 select: Arc::new(move |u| match &u.kind {
                     UpdateKind::Message(m) => {
                         member_group_ids.contains(&m.chat.id.get())
-                            && m.from.as_ref().is_some_and(|f| member_ids.contains(&f.id.0))
+                            && m.from
+                                .as_ref()
+                                .is_some_and(|f| member_ids.contains(&f.id.0))
                     }
                     _ => false,
                 }),
@@ -418,7 +443,7 @@ async fn run(raiders: usize) {
         .count();
 
     let bound = Duration::from_secs_f64(raiders as f64 / f64::from(actions_per_second) + 1.0);
-    println!("\nraid of {raiders} (posted within {:.2} s), steady {STEADY_RATE} msg/s over {OTHER_GROUPS} groups, budgets: 30 msg/s, 20 msg/min/group, {actions_per_second} restrictions/s, {deletes_per_second} deletions/s; Telegram latency added: {} ms", posted_in.as_secs_f64(), added.as_millis());
+    println!("\nraid of {raiders} (posted within {:.2} s), steady {STEADY_RATE} msg/s over {OTHER_GROUPS} groups, budgets: 30 msg/s, 20 msg/min/group, {actions_per_second} restrictions/s, {deletes_per_second} deletions/s; Telegram latency added: {} ms; read-ahead {}", posted_in.as_secs_f64(), added.as_millis(), read_ahead());
     println!(
         "  other groups, non-subscriber post → delete: n={} p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, undeleted {undeleted}",
         outsider_latency.len(),

@@ -201,3 +201,55 @@ async fn polling_keeps_a_raid_backlog_and_serves_other_groups() {
     assert_every_raider_handled(&w, &bot, w.group, &raiders, &posted).await;
     bot.stop().await;
 }
+
+/// Read-ahead: the updates queued behind a raided chat's current one start their Telegram
+/// reads at once. With every `getChatMember` answered after 300 ms, the reads of all twelve
+/// raiders are done by the time the first raider (handled first, with two reads in a row) is
+/// muted; handled strictly one after another, only the first raider's two would be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_updates_of_a_busy_chat_read_ahead() {
+    let w = e2e_support::world_with(gmbot_bot::sim::SimulatorOptions {
+        workers: 48,
+        ..gmbot_bot::sim::SimulatorOptions::default()
+    });
+    let backend = Backend::sqlite();
+    let bot = start_with(&w.sim, &backend, Transport::Polling, options(&backend)).await;
+    // The raiders joined before the group was protected: nothing about them is cached.
+    let raiders: Vec<_> = (0..12)
+        .map(|i| {
+            let u = w.sim.add_user(&format!("Raider {i}"));
+            w.sim.join(w.group, u).expect("joins");
+            u
+        })
+        .collect();
+    settle(&w.sim, &bot.monitor).await;
+    w.sim
+        .post(w.group, w.owner, "/protect @e2e_news")
+        .expect("owner posts");
+    settle(&w.sim, &bot.monitor).await;
+    w.sim.take_calls();
+    w.sim.inject(
+        Fault::on(
+            "getChatMember",
+            FaultKind::Delay(Duration::from_millis(300)),
+        )
+        .always(),
+    );
+    let posted: Vec<_> = raiders
+        .iter()
+        .map(|&r| w.sim.post(w.group, r, "raid!").expect("raider posts"))
+        .collect();
+    let sim = &w.sim;
+    wait_until("the first raider is muted", || {
+        !sim.calls_to("restrictChatMember").is_empty()
+    })
+    .await;
+    let reads = sim.calls_to("getChatMember").len();
+    assert!(
+        reads >= 12,
+        "the queued raiders' reads ran ahead ({reads} reads done at the first mute)"
+    );
+    w.sim.clear_faults();
+    assert_every_raider_handled(&w, &bot, w.group, &raiders, &posted).await;
+    bot.stop().await;
+}

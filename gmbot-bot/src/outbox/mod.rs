@@ -14,7 +14,8 @@
 //!   cancels the member's queued mute or kick (it would be undone at once) and runs after
 //!   one already in flight, so the journal and Telegram agree.
 //! - **Priorities inside a group.** Lifts first (a member is waiting), then deletions, then
-//!   mutes and kicks, then the warning.
+//!   the group's pending warning (one task at a time, on the group's message budget, so it
+//!   never waits for a raid's mutes), then mutes and kicks.
 //! - **Raids.** Deletions waiting together go out as one `deleteMessages` call (up to 100
 //!   ids; one `deleteMessage` each where the bulk call fails). Warnings collapse: while one
 //!   is being sent or is still shown, further non-subscribers join a pending batch that is
@@ -168,6 +169,15 @@ impl GroupQueue {
             let batch: Vec<MessageId> = self.deletes.drain(..n).collect();
             return Some((Task::Delete(batch), n));
         }
+        // The warning goes before the mutes: it draws on the group's message budget, not the
+        // restrict budget, so it need not wait for a raid's mutes (which can take longer than
+        // the shown warning stays up) and takes one of the group's slots at most.
+        if !self.warn_in_flight {
+            if let Some(batch) = self.warn.take() {
+                self.warn_in_flight = true;
+                return Some((Task::Warn(batch), 0));
+            }
+        }
         if let Some(i) = self
             .mods
             .iter()
@@ -176,12 +186,6 @@ impl GroupQueue {
         {
             let job = self.mods.remove(i)?;
             return Some((Task::Mod(job), 1));
-        }
-        if !self.warn_in_flight {
-            if let Some(batch) = self.warn.take() {
-                self.warn_in_flight = true;
-                return Some((Task::Warn(batch), 0));
-            }
         }
         None
     }

@@ -85,6 +85,9 @@ pub struct RuntimeConfig {
     pub store_retries: u32,
     /// First pause before a retry; each further pause is four times longer.
     pub retry_base: Duration,
+    /// Read-ahead loads running at once for updates queued behind others of their chat
+    /// ([`READ_AHEAD`] by default; 0 turns read-ahead off).
+    pub read_ahead: usize,
     /// Cross-instance de-duplication (`REDIS_URL` set).
     pub claims: Option<RedisClaims>,
     /// Exact receipt-to-handled latencies (load runs).
@@ -118,6 +121,7 @@ impl Default for RuntimeConfig {
             drain_timeout: Duration::from_secs(20),
             store_retries: 3,
             retry_base: Duration::from_millis(250),
+            read_ahead: READ_AHEAD,
             claims: None,
             latency: None,
             latency_subset: None,
@@ -698,7 +702,7 @@ impl Runtime {
         let slot_count = config.queue_capacity.max(1);
         let shared = Arc::new(Shared {
             handle: tokio::runtime::Handle::current(),
-            read_ahead: Arc::new(Semaphore::new(READ_AHEAD)),
+            read_ahead: Arc::new(Semaphore::new(config.read_ahead)),
             seq: Mutex::new(Sequence::default()),
             slots: Arc::new(Semaphore::new(slot_count)),
             slot_count,

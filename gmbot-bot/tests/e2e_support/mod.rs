@@ -146,7 +146,16 @@ pub(crate) struct World {
 pub(crate) const CAROL: &str = "Carol <b>&amp;</b>";
 
 pub(crate) fn world() -> World {
-    let sim = Simulator::start().expect("simulator starts");
+    world_on(Simulator::start().expect("simulator starts"))
+}
+
+/// The same world on a simulator started with `options` (e.g. more worker threads, for
+/// tests that delay Telegram's answers).
+pub(crate) fn world_with(options: gmbot_bot::sim::SimulatorOptions) -> World {
+    world_on(Simulator::start_with(options).expect("simulator starts"))
+}
+
+fn world_on(sim: Simulator) -> World {
     let owner = sim.add_user("Olivia");
     let alice = sim.add_user("Alice");
     let bob = sim.add_user("Bob");

@@ -94,7 +94,12 @@ impl Engine {
                     None if inner.faults.get(id, &*inner.clock).await.is_some() => None,
                     None => {
                         let loader = inner.telegram.get_chat_member(ChatId::from(id), user);
-                        inner.cache.get_or_load(key, loader).await.ok().map(|l| l.status)
+                        inner
+                            .cache
+                            .get_or_load(key, loader)
+                            .await
+                            .ok()
+                            .map(|l| l.status)
                     }
                 };
                 not_member |= status.is_some_and(|s| !s.is_subscribed());
