@@ -1878,3 +1878,67 @@ async fn a_channel_stored_by_username_only_is_resolved_and_then_enforced() {
     assert_eq!(stored.channels[0].id, None);
     h.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_raided_chat_cannot_fill_the_webhook_queue() {
+    use gmbot_bot::runtime::{Offer, Runtime, RuntimeConfig, Transport};
+    use gmbot_bot::sim::{Fault, FaultKind};
+
+    let mut h = harness().await;
+    let raiders: Vec<UserId> = (0..6)
+        .map(|i| {
+            let u = h.sim.add_user(&format!("Raider {i}"));
+            h.sim.join(h.group, u).expect("joins");
+            u
+        })
+        .collect();
+    let dave = h.sim.add_user("Dave");
+    let other = h.second_group(&[dave]).await;
+    h.skip_updates().await;
+    for &r in &raiders {
+        h.sim.post(h.group, r, "raid!").expect("raider posts");
+    }
+    h.sim.post(other, dave, "hello").expect("dave posts");
+    h.sim
+        .set_bot_rights(h.group, h.owner, Some(AdminRights::full()))
+        .expect("rights change");
+    let updates = h.fetch().await;
+    assert_eq!(updates.len(), 8);
+    // The first raider's handling waits for Telegram, so the others wait behind it.
+    h.sim.inject(
+        Fault::on(
+            "getChatMember",
+            FaultKind::Delay(Duration::from_millis(500)),
+        )
+        .always(),
+    );
+    // Room for 8, a quarter of it (2 waiting) per chat's messages.
+    let runtime = Runtime::start(
+        h.app.clone(),
+        RuntimeConfig {
+            queue_capacity: 8,
+            read_ahead: 0,
+            ..RuntimeConfig::default()
+        },
+    );
+    let sender = runtime.sender();
+    let offers: Vec<Offer> = updates
+        .into_iter()
+        .map(|u| {
+            let offer = sender.try_offer(u, Transport::Webhook);
+            // Let the first one start, so that the next ones queue behind it.
+            std::thread::sleep(Duration::from_millis(20));
+            offer
+        })
+        .collect();
+    use Offer::{Full, Queued};
+    assert_eq!(
+        offers,
+        vec![Queued, Queued, Queued, Full, Full, Full, Queued, Queued],
+        "the raided chat's messages beyond its share are refused; the other group's message and the bot's rights change are taken"
+    );
+    h.sim.clear_faults();
+    let report = runtime.shutdown().await;
+    assert_eq!(report.stats.handled, 5, "{report:?}");
+    h.finish().await;
+}

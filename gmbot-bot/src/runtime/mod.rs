@@ -364,12 +364,34 @@ impl UpdateSender {
         });
     }
 
+    /// Whether `update` is a message of a chat that already has its share of the queue waiting
+    /// (a quarter of the capacity): the webhook refuses it (503, Telegram delivers it again
+    /// later) so that one raided chat cannot fill the queue and leave no room for the others.
+    /// Membership and bot-status changes are never refused for this (their order matters).
+    fn over_chat_share(&self, update: &Update) -> bool {
+        if !matches!(
+            update.kind,
+            crate::update::UpdateKind::Message(_) | crate::update::UpdateKind::EditedMessage(_)
+        ) {
+            return false;
+        }
+        let share = (self.shared.slot_count / 4).max(1);
+        self.shared
+            .lock()
+            .waiting
+            .get(&update.sequence_key())
+            .is_some_and(|q| q.len() >= share)
+    }
+
     /// Queues an update without waiting (the webhook's path).
     pub fn try_offer(&self, update: Update, transport: Transport) -> Offer {
         if !self.accepting.load(Ordering::Acquire) {
             return Offer::Closed;
         }
         let id = update.id;
+        if self.over_chat_share(&update) {
+            return Offer::Full;
+        }
         if !self.recent.insert(id) {
             return Offer::Duplicate;
         }
@@ -477,14 +499,15 @@ impl UpdateSender {
     /// (the start is not held up); if more remain, a background task goes on taking them as
     /// room frees up. Returns how many were queued now.
     pub async fn replay_journal(&self, limit: usize) -> usize {
-        let now = self.replay_batch(limit.min(self.shared.slots.available_permits()), false);
-        let queued = now.await;
-        if queued == limit && limit > 0 {
+        let first = limit.min(self.shared.slots.available_permits());
+        let (taken, queued) = self.replay_batch(first, false).await;
+        if taken == first && first > 0 {
+            // Perhaps more: go on in the background, waiting for room as updates are handled.
             let this = self.clone();
             self.shared.handle.spawn(async move {
                 loop {
-                    let n = this.replay_batch(journal::TAKE_BATCH, true).await;
-                    if n == 0 || !this.accepting.load(Ordering::Acquire) {
+                    let (taken, _) = this.replay_batch(journal::TAKE_BATCH, true).await;
+                    if taken < journal::TAKE_BATCH || !this.accepting.load(Ordering::Acquire) {
                         break;
                     }
                 }
@@ -494,9 +517,10 @@ impl UpdateSender {
     }
 
     /// One take from the journal: up to `limit` rows, queued; with `wait`, waiting for room.
-    async fn replay_batch(&self, limit: usize, wait: bool) -> usize {
+    /// Returns (rows taken, updates queued).
+    async fn replay_batch(&self, limit: usize, wait: bool) -> (usize, usize) {
         if limit == 0 {
-            return 0;
+            return (0, 0);
         }
         let now = UnixTime::now();
         let until = UnixTime(now.0 + journal::HOLD_SECONDS);
@@ -512,9 +536,10 @@ impl UpdateSender {
                     error:display = err;
                     "cannot read the update journal; updates kept by the last stop are handled at a later start"
                 );
-                return 0;
+                return (0, 0);
             }
         };
+        let taken = rows.len();
         let metrics = self.app.metrics().update_journal.clone();
         let mut queued = 0;
         let mut drop_rows = Vec::new();
@@ -560,7 +585,7 @@ impl UpdateSender {
         if queued > 0 {
             log::info!(updates = queued; "updates kept by the last stop taken back from the journal");
         }
-        queued
+        (taken, queued)
     }
 
     /// Updates accepted and not yet handled (waiting or being handled).
