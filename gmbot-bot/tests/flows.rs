@@ -21,9 +21,9 @@ use gmbot_core::clock::{Clock, SystemClock};
 use gmbot_core::dispatch::DispatchConfig;
 use gmbot_core::domain::{
     ChannelId, ChannelRef, ChannelUsername, EnforcedChannel, GroupId, GroupSettings, GroupState,
-    LiftReason, NewRestriction, NonMemberAction, Owner, ProtectRequest, ProtectedGroup,
-    Restriction, RestrictionId, RestrictionKind, RestrictionState, SeenMember, SettingChange,
-    UnixTime, UserId,
+    JoinRequest, JoinRequestState, LiftReason, MessageId, NewJoinRequest, NewRestriction,
+    NonMemberAction, Owner, ProtectRequest, ProtectedGroup, Restriction, RestrictionId,
+    RestrictionKind, RestrictionState, SeenMember, SettingChange, UnixTime, UserId,
 };
 use gmbot_core::engine::EngineConfig;
 use gmbot_core::store::{self, MigrationMode, Store, StoreResult};
@@ -176,6 +176,45 @@ impl Store for CountingStore {
     }
     async fn seen_member(&self, group: GroupId, user: UserId) -> StoreResult<Option<SeenMember>> {
         self.inner.seen_member(group, user).await
+    }
+    async fn record_join_request(&self, new: &NewJoinRequest) -> StoreResult<JoinRequest> {
+        self.inner.record_join_request(new).await
+    }
+    async fn join_request(&self, group: GroupId, user: UserId) -> StoreResult<Option<JoinRequest>> {
+        self.inner.join_request(group, user).await
+    }
+    async fn set_join_request_notice(
+        &self,
+        group: GroupId,
+        user: UserId,
+        notice: MessageId,
+    ) -> StoreResult<bool> {
+        self.inner.set_join_request_notice(group, user, notice).await
+    }
+    async fn decide_join_request(
+        &self,
+        group: GroupId,
+        user: UserId,
+        state: JoinRequestState,
+        at: UnixTime,
+    ) -> StoreResult<bool> {
+        self.inner.decide_join_request(group, user, state, at).await
+    }
+    async fn pending_join_requests(
+        &self,
+        group: GroupId,
+        limit: u32,
+    ) -> StoreResult<Vec<JoinRequest>> {
+        self.inner.pending_join_requests(group, limit).await
+    }
+    async fn count_pending_join_requests(&self, group: GroupId) -> StoreResult<u64> {
+        self.inner.count_pending_join_requests(group).await
+    }
+    async fn due_join_requests(&self, now: UnixTime, limit: u32) -> StoreResult<Vec<JoinRequest>> {
+        self.inner.due_join_requests(now, limit).await
+    }
+    async fn purge_join_requests(&self, before: UnixTime) -> StoreResult<u64> {
+        self.inner.purge_join_requests(before).await
     }
     async fn ping(&self) -> StoreResult<()> {
         self.inner.ping().await

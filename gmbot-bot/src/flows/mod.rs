@@ -11,6 +11,7 @@
 
 pub mod bot_status;
 pub mod enforce;
+pub mod gate;
 pub mod join;
 pub mod joined_button;
 pub mod lift;
@@ -82,6 +83,9 @@ impl Default for FlowConfig {
 /// update) is handled once if the second copy arrives within this window.
 const JOIN_DEDUP_WINDOW: Duration = Duration::from_secs(60);
 
+/// How long a member let in by the join gate is not checked again when their join arrives.
+const ADMITTED_WINDOW: Duration = Duration::from_secs(600);
+
 /// The flows' shared in-process state and background tasks.
 pub struct FlowState {
     config: FlowConfig,
@@ -91,6 +95,7 @@ pub struct FlowState {
     rechecks: recheck::RecheckGate,
     notices: Cache<(GroupId, String), ()>,
     joins: Cache<(GroupId, UserId), ()>,
+    admitted: Cache<(GroupId, UserId), ()>,
     members: MemberLocks,
     raids: RaidWatch,
     resolve_gate: resolve::ResolveGate,
@@ -149,6 +154,10 @@ impl FlowState {
             joins: Cache::builder()
                 .max_capacity(config.max_members)
                 .time_to_live(JOIN_DEDUP_WINDOW)
+                .build(),
+            admitted: Cache::builder()
+                .max_capacity(config.max_members)
+                .time_to_live(ADMITTED_WINDOW)
                 .build(),
             members: MemberLocks::new(),
             raids,
@@ -215,6 +224,17 @@ impl FlowState {
             .or_insert(())
             .await
             .is_fresh()
+    }
+
+    /// Notes that the join gate is letting `user` into `group`: their join, when it arrives,
+    /// is not checked again (they were checked a moment ago).
+    pub(crate) async fn mark_admitted(&self, group: GroupId, user: UserId) {
+        self.admitted.insert((group, user), ()).await;
+    }
+
+    /// Whether the join gate let `user` into `group` in the last ten minutes (this process).
+    pub(crate) async fn was_admitted(&self, group: GroupId, user: UserId) -> bool {
+        self.admitted.get(&(group, user)).await.is_some()
     }
 
     /// Stops the background tasks: warnings not yet due stay, waiting seen
