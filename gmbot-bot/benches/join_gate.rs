@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 use gmbot_bot::app::{App, AppDeps, BotIdentity};
 use gmbot_bot::botapi::{convert, ALLOWED_UPDATES};
 use gmbot_bot::handlers;
-use gmbot_bot::update::UpdateKind;
 use gmbot_bot::sim::{AdminRights, Simulator, SimulatorOptions};
+use gmbot_bot::update::UpdateKind;
 use gmbot_bot::{BotApi, BotApiOptions, BotToken};
 use gmbot_core::cache::{MemoryCache, MemoryCacheConfig};
 use gmbot_core::clock::{Clock, SystemClock};
@@ -186,11 +186,17 @@ async fn run(n: usize) -> bool {
         u
     };
     let warm: Vec<UserId> = (0..n).map(|i| subscriber(format!("Warm {i}"))).collect();
-    let cold: Vec<UserId> = (0..n / 4).map(|i| subscriber(format!("Cold {i}"))).collect();
-    let floor_users: Vec<UserId> = (0..n / 4).map(|i| sim.add_user(&format!("Floor {i}"))).collect();
+    let cold: Vec<UserId> = (0..n / 4)
+        .map(|i| subscriber(format!("Cold {i}")))
+        .collect();
+    let floor_users: Vec<UserId> = (0..n / 4)
+        .map(|i| sim.add_user(&format!("Floor {i}")))
+        .collect();
 
     let (_file, url) = support::sqlite_file_url();
-    let store = store::open(&url, MigrationMode::Apply).await.expect("store");
+    let store = store::open(&url, MigrationMode::Apply)
+        .await
+        .expect("store");
     let registry = Registry::new();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let cache =
@@ -288,7 +294,11 @@ async fn run(n: usize) -> bool {
         "target p99 < {} ms on a cache hit: {}{}",
         TARGET.as_millis(),
         if hits.p99 < TARGET { "met" } else { "MISSED" },
-        if approved { "" } else { " (and some requester was not let in)" }
+        if approved {
+            ""
+        } else {
+            " (and some requester was not let in)"
+        }
     );
     ok
 }

@@ -189,7 +189,9 @@ impl Store for CountingStore {
         user: UserId,
         notice: MessageId,
     ) -> StoreResult<bool> {
-        self.inner.set_join_request_notice(group, user, notice).await
+        self.inner
+            .set_join_request_notice(group, user, notice)
+            .await
     }
     async fn decide_join_request(
         &self,

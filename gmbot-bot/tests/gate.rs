@@ -103,7 +103,9 @@ async fn harness() -> H {
     let owner = sim.add_user("Owner");
     let alice = sim.add_user("Alice");
     let bob = sim.add_user_with("<b>Bob</b>", None, None);
-    let group = sim.create_supergroup("Gated <group>", owner).expect("group");
+    let group = sim
+        .create_supergroup("Gated <group>", owner)
+        .expect("group");
     let channel = sim
         .create_channel("News", Some("gate_news"), owner)
         .expect("channel");
@@ -232,11 +234,7 @@ impl H {
 
     /// Calls of `method` that succeeded.
     fn ok_calls(&self, method: &str) -> usize {
-        self.sim
-            .calls_to(method)
-            .iter()
-            .filter(|c| c.ok())
-            .count()
+        self.sim.calls_to(method).iter().filter(|c| c.ok()).count()
     }
 
     async fn state(&self, user: UserId) -> Option<JoinRequestState> {
@@ -302,7 +300,10 @@ async fn a_subscribers_request_is_approved_at_once_and_their_join_is_not_checked
     assert!(h.is_member(h.alice), "alice is in");
     assert!(!h.sim.join_request_pending(h.group, h.alice));
     assert_eq!(h.ok_calls("approveChatJoinRequest"), 1);
-    assert!(h.private_messages(h.alice).is_empty(), "nothing to tell her");
+    assert!(
+        h.private_messages(h.alice).is_empty(),
+        "nothing to tell her"
+    );
     assert_eq!(h.state(h.alice).await, None, "nothing to remember either");
     // The approval's join (chat_member and the service message) was handled without a
     // second verification, and nobody was muted or warned.
@@ -317,7 +318,10 @@ async fn a_non_subscriber_is_told_joins_presses_and_is_approved() {
     let mut h = harness().await;
     h.sim.request_join(h.group, h.bob).expect("bob asks");
     h.pump().await;
-    assert!(h.sim.join_request_pending(h.group, h.bob), "not declined at once");
+    assert!(
+        h.sim.join_request_pending(h.group, h.bob),
+        "not declined at once"
+    );
     assert!(!h.is_member(h.bob));
     assert_eq!(h.calls("declineChatJoinRequest"), 0);
     let row = h
@@ -338,15 +342,26 @@ async fn a_non_subscriber_is_told_joins_presses_and_is_approved() {
     let dm = h.private_messages(h.bob);
     assert_eq!(dm.len(), 1, "{dm:?}");
     let html = dm[0].html.as_deref().expect("HTML");
-    assert!(html.contains("Gated &lt;group&gt;"), "title escaped: {html}");
+    assert!(
+        html.contains("Gated &lt;group&gt;"),
+        "title escaped: {html}"
+    );
     assert!(html.contains("10 min"), "{html}");
-    let urls: Vec<_> = dm[0].buttons.iter().flatten().filter_map(|b| b.url.clone()).collect();
+    let urls: Vec<_> = dm[0]
+        .buttons
+        .iter()
+        .flatten()
+        .filter_map(|b| b.url.clone())
+        .collect();
     assert_eq!(urls, vec!["https://t.me/gate_news".to_owned()]);
     assert_eq!(data_of(&dm[0]), vec![gate::gate_data(h.group)]);
 
     // Pressing before joining: told what is missing, still waiting.
     let answer = h.press_let_me_in(h.bob).await;
-    assert!(answer.starts_with("You still need to join") && answer.contains("News"), "{answer}");
+    assert!(
+        answer.starts_with("You still need to join") && answer.contains("News"),
+        "{answer}"
+    );
     assert!(h.sim.join_request_pending(h.group, h.bob));
 
     // He joins (the bot does not see the channel update) and presses again after the
@@ -360,7 +375,10 @@ async fn a_non_subscriber_is_told_joins_presses_and_is_approved() {
     assert!(!h.sim.join_request_pending(h.group, h.bob));
     assert_eq!(h.state(h.bob).await, Some(JoinRequestState::Approved));
     let dm = h.private_messages(h.bob);
-    assert!(dm[0].buttons.is_empty() && dm[0].text.contains("approved"), "{dm:?}");
+    assert!(
+        dm[0].buttons.is_empty() && dm[0].text.contains("approved"),
+        "{dm:?}"
+    );
     // A press on the old button (a stale client) changes nothing.
     let cq = h
         .sim
@@ -403,11 +421,17 @@ async fn a_non_subscriber_is_declined_when_the_wait_runs_out() {
     h.clock.advance(Duration::from_secs(1));
     let report = gate::sweep_once(&h.app).await;
     assert_eq!((report.checked, report.declined), (1, 1), "{report:?}");
-    assert!(!h.sim.join_request_pending(h.group, h.bob), "declined in Telegram");
+    assert!(
+        !h.sim.join_request_pending(h.group, h.bob),
+        "declined in Telegram"
+    );
     assert!(!h.is_member(h.bob));
     assert_eq!(h.state(h.bob).await, Some(JoinRequestState::Declined));
     let dm = h.private_messages(h.bob);
-    assert!(dm[0].text.contains("declined") && dm[0].buttons.is_empty(), "{dm:?}");
+    assert!(
+        dm[0].text.contains("declined") && dm[0].buttons.is_empty(),
+        "{dm:?}"
+    );
     // Nothing is due any more.
     assert_eq!(gate::sweep_once(&h.app).await.checked, 0);
 
@@ -427,7 +451,10 @@ async fn a_restart_mid_wait_resumes_the_pending_requests_from_the_store() {
     h.sim.request_join(h.group, carol).expect("carol asks");
     h.pump().await;
     assert_eq!(
-        h.store.count_pending_join_requests(h.group).await.expect("count"),
+        h.store
+            .count_pending_join_requests(h.group)
+            .await
+            .expect("count"),
         2
     );
 
@@ -493,7 +520,8 @@ async fn join_request_queries_are_answered_through_their_query_id() {
         .sim
         .request_join_via_guard(h.group, dave)
         .expect("dave asks");
-    h.sim.age_join_request(h.group, dave, Duration::from_secs(11));
+    h.sim
+        .age_join_request(h.group, dave, Duration::from_secs(11));
     h.pump().await;
     assert_eq!(h.sim.join_query_answer(&q), None, "the query had expired");
     assert!(h.is_member(dave), "approved the ordinary way");
@@ -509,7 +537,10 @@ async fn requests_are_left_to_the_admins_when_the_gate_is_off() {
     h.pump().await;
     assert!(h.sim.join_request_pending(h.group, h.alice));
     assert!(h.sim.join_request_pending(h.group, h.bob));
-    assert_eq!(h.calls("approveChatJoinRequest") + h.calls("declineChatJoinRequest"), 0);
+    assert_eq!(
+        h.calls("approveChatJoinRequest") + h.calls("declineChatJoinRequest"),
+        0
+    );
     assert!(h.private_messages(h.bob).is_empty());
 
     // Switched off while a request waits: the sweep leaves it to the admins.
@@ -521,7 +552,10 @@ async fn requests_are_left_to_the_admins_when_the_gate_is_off() {
     h.clock.advance(Duration::from_secs(601));
     let report = gate::sweep_once(&h.app).await;
     assert_eq!(report.released, 1, "{report:?}");
-    assert!(h.sim.join_request_pending(h.group, carol), "still for the admins");
+    assert!(
+        h.sim.join_request_pending(h.group, carol),
+        "still for the admins"
+    );
     assert_eq!(h.state(carol).await, Some(JoinRequestState::Released));
     h.finish().await;
 }
@@ -558,7 +592,9 @@ async fn status_and_settings_say_when_the_gate_lacks_the_invite_right() {
         status.text
     );
     assert!(
-        status.text.contains("can't approve or decline join requests"),
+        status
+            .text
+            .contains("can't approve or decline join requests"),
         "{}",
         status.text
     );
@@ -621,7 +657,10 @@ async fn a_private_warning_is_seen_by_the_muted_member_only() {
 
     let bot = h.sim.bot().id;
     assert!(
-        h.sim.visible_messages(h.group).iter().all(|m| m.from != Some(bot)),
+        h.sim
+            .visible_messages(h.group)
+            .iter()
+            .all(|m| m.from != Some(bot)),
         "nothing from the bot in the group's history"
     );
     let ephemeral = h.sim.ephemeral_messages(h.group);
@@ -640,7 +679,11 @@ async fn a_private_warning_is_seen_by_the_muted_member_only() {
         call.params["ephemeral_message_parameters"]["receiver_user_id"],
         serde_json::json!(h.bob.get())
     );
-    assert_eq!(h.app.flows().timers().scheduled(), 1, "its deletion is scheduled");
+    assert_eq!(
+        h.app.flows().timers().scheduled(),
+        1,
+        "its deletion is scheduled"
+    );
 
     // His "I've joined" on the private warning unmutes him and removes it.
     h.sim.join(h.channel, h.bob).expect("bob subscribes");
@@ -659,7 +702,10 @@ async fn a_private_warning_is_seen_by_the_muted_member_only() {
     h.pump().await;
     assert!(h.sim.callback_answer(&cq).is_some());
     assert!(h.sim.can_post(h.group, h.bob), "unmuted");
-    assert!(h.sim.ephemeral_messages(h.group)[0].message.deleted, "removed");
+    assert!(
+        h.sim.ephemeral_messages(h.group)[0].message.deleted,
+        "removed"
+    );
     assert_eq!(h.ok_calls("deleteEphemeralMessage"), 1);
     h.finish().await;
 }
@@ -673,8 +719,20 @@ async fn a_refused_private_warning_falls_back_to_the_public_one() {
     assert!(!h.sim.can_post(h.group, h.bob), "muted");
     let sends = h.sim.calls_to("sendMessage");
     assert_eq!(sends.len(), 2, "{sends:?}");
-    assert!(!sends[0].ok() && sends[0].params.get("ephemeral_message_parameters").is_some());
-    assert!(sends[1].ok() && sends[1].params.get("ephemeral_message_parameters").is_none());
+    assert!(
+        !sends[0].ok()
+            && sends[0]
+                .params
+                .get("ephemeral_message_parameters")
+                .is_some()
+    );
+    assert!(
+        sends[1].ok()
+            && sends[1]
+                .params
+                .get("ephemeral_message_parameters")
+                .is_none()
+    );
     let bot = h.sim.bot().id;
     let public: Vec<_> = h
         .sim
@@ -685,7 +743,11 @@ async fn a_refused_private_warning_falls_back_to_the_public_one() {
     assert_eq!(public.len(), 1, "the public warning");
     assert_eq!(data_of(&public[0]), vec![format!("j:{}", h.bob.get())]);
     assert!(h.sim.ephemeral_messages(h.group).is_empty());
-    assert_eq!(h.app.flows().timers().scheduled(), 1, "auto-deleted as usual");
+    assert_eq!(
+        h.app.flows().timers().scheduled(),
+        1,
+        "auto-deleted as usual"
+    );
     h.finish().await;
 }
 
@@ -695,7 +757,11 @@ async fn a_server_without_ephemeral_messages_posts_the_warning_publicly_once() {
     h.sim.set_ephemeral_support(EphemeralSupport::Ignored);
     h.sim.post(h.group, h.bob, "spam").expect("bob posts");
     h.pump().await;
-    assert_eq!(h.calls("sendMessage"), 1, "one send: the server posted it for everyone");
+    assert_eq!(
+        h.calls("sendMessage"),
+        1,
+        "one send: the server posted it for everyone"
+    );
     let bot = h.sim.bot().id;
     let public: Vec<MessageId> = h
         .sim
@@ -705,7 +771,11 @@ async fn a_server_without_ephemeral_messages_posts_the_warning_publicly_once() {
         .map(|m| m.id)
         .collect();
     assert_eq!(public.len(), 1);
-    assert_eq!(h.app.flows().timers().scheduled(), 1, "deleted later like a public warning");
+    assert_eq!(
+        h.app.flows().timers().scheduled(),
+        1,
+        "deleted later like a public warning"
+    );
     // Joining deletes it with deleteMessage, as the public warning it is.
     h.sim.join(h.channel, h.bob).expect("bob subscribes");
     h.pump().await;

@@ -17,8 +17,7 @@ use gmbot_core::domain::{ChatId, MessageId, UnixTime, UserId};
 
 use super::{chat_admin, member_status};
 use crate::update::{
-    CallbackQuery, Chat, ChatKind, ChatMemberUpdate, JoinRequest, Message, Update, UpdateKind,
-    User,
+    CallbackQuery, Chat, ChatKind, ChatMemberUpdate, JoinRequest, Message, Update, UpdateKind, User,
 };
 
 /// Converts one Bot API update.

@@ -127,7 +127,10 @@ async fn join_request_line(
         .map(|r| {
             let secs = (r.expires_at.secs() - app.clock().unix_now().secs()).max(0);
             let secs = u32::try_from(secs).unwrap_or(u32::MAX);
-            format!(", the next decided in {}", super::protect::duration_words(secs))
+            format!(
+                ", the next decided in {}",
+                super::protect::duration_words(secs)
+            )
         })
         .unwrap_or_default();
     Ok(format!(

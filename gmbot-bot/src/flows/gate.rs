@@ -187,9 +187,10 @@ pub fn notice_message(
     missing: &[Arc<EnforcedChannel>],
     wait: Duration,
 ) -> OutgoingMessage {
-    let group_name = title
-        .filter(|t| !t.trim().is_empty())
-        .map_or_else(|| "this group".to_owned(), |t| format!("<b>{}</b>", escape_html(t)));
+    let group_name = title.filter(|t| !t.trim().is_empty()).map_or_else(
+        || "this group".to_owned(),
+        |t| format!("<b>{}</b>", escape_html(t)),
+    );
     let channels: Vec<String> = missing
         .iter()
         .map(|c| format!("<b>{}</b>", escape_html(&channel_label(c))))
@@ -202,7 +203,9 @@ pub fn notice_message(
         wait_words(wait),
     );
     if missing.iter().any(|c| c.join_url().is_none()) {
-        html.push_str("\n(A private channel has no invite link yet; the group's admins have been told.)");
+        html.push_str(
+            "\n(A private channel has no invite link yet; the group's admins have been told.)",
+        );
     }
     let mut buttons = join_buttons(missing);
     buttons.push(vec![InlineButton::Callback {
@@ -389,7 +392,12 @@ pub async fn pressed(app: &App, cq: &CallbackQuery, data: &str) -> Result<(), Ha
     };
     if matches!(gated, Gating::Off) {
         app.store()
-            .decide_join_request(group, user, JoinRequestState::Released, app.clock().unix_now())
+            .decide_join_request(
+                group,
+                user,
+                JoinRequestState::Released,
+                app.clock().unix_now(),
+            )
             .await?;
         answer(&telegram, cq, LEFT_TO_ADMINS, false).await;
         return Ok(());
@@ -485,7 +493,8 @@ pub async fn admitted(app: &App, group: GroupId, user: UserId) -> Result<bool, S
         .await?
         .is_some_and(|r| {
             r.state == JoinRequestState::Approved
-                && r.decided_at.is_some_and(|d| now.secs() - d.secs() <= ADMITTED_SECS)
+                && r.decided_at
+                    .is_some_and(|d| now.secs() - d.secs() <= ADMITTED_SECS)
         }))
 }
 
@@ -584,7 +593,9 @@ pub(crate) async fn carry_out(app: &App, group: GroupId, job: GateJob) -> GateOu
                 }
                 Err(err) => {
                     let outcome = refused(app, group, user, &err, "decline");
-                    if outcome == GateOutcome::Gone || matches!(err, TelegramError::NotEnoughRights(_)) {
+                    if outcome == GateOutcome::Gone
+                        || matches!(err, TelegramError::NotEnoughRights(_))
+                    {
                         // Answered elsewhere, or not ours to answer: left to the admins.
                         settle(app, group, user, JoinRequestState::Released).await;
                     }
@@ -650,7 +661,11 @@ fn refused(
             app.metrics().errors.with_label_values(&["join_gate"]).inc();
             GateOutcome::Failed
         }
-        TelegramError::BadRequest(text) if text.to_ascii_uppercase().contains("USER_ALREADY_PARTICIPANT") => {
+        TelegramError::BadRequest(text)
+            if text
+                .to_ascii_uppercase()
+                .contains("USER_ALREADY_PARTICIPANT") =>
+        {
             GateOutcome::Done
         }
         _ => {
@@ -755,7 +770,12 @@ async fn decide_due(
     let (group, user) = (row.group, row.user);
     let Gating::On { policy, .. } = gating(app, group).await? else {
         app.store()
-            .decide_join_request(group, user, JoinRequestState::Released, app.clock().unix_now())
+            .decide_join_request(
+                group,
+                user,
+                JoinRequestState::Released,
+                app.clock().unix_now(),
+            )
             .await?;
         log::info!(group_id = group.get(), user_id = user.get(); "join request left to the admins: the group is no longer gated");
         return Ok(None);
@@ -860,9 +880,7 @@ mod tests {
     fn the_notice_names_the_channels_escaped_and_carries_the_button() {
         let ch = Arc::new(EnforcedChannel {
             id: Some(gmbot_core::domain::ChannelId(-1002)),
-            username: Some(
-                gmbot_core::domain::ChannelUsername::parse("news_here").expect("valid"),
-            ),
+            username: Some(gmbot_core::domain::ChannelUsername::parse("news_here").expect("valid")),
             title: Some("<News>".into()),
             invite_link: None,
         });
@@ -879,6 +897,8 @@ mod tests {
                 data: "g:-1001".into(),
             }])
         );
-        assert!(matches!(&m.buttons[0][0], InlineButton::Url { url, .. } if url == "https://t.me/news_here"));
+        assert!(
+            matches!(&m.buttons[0][0], InlineButton::Url { url, .. } if url == "https://t.me/news_here")
+        );
     }
 }

@@ -18,7 +18,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use gmbot_core::domain::{EnforcedChannel, GroupId, MessageId, UserId};
-use gmbot_core::telegram::{EphemeralId, InlineButton, OutgoingMessage, TelegramApi, TelegramError};
+use gmbot_core::telegram::{
+    EphemeralId, InlineButton, OutgoingMessage, TelegramApi, TelegramError,
+};
 use moka::future::Cache;
 use moka::ops::compute::Op;
 use tokio::sync::{watch, Notify};

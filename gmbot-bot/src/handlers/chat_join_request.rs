@@ -6,11 +6,7 @@ use crate::update::JoinRequest;
 
 use super::HandleError;
 
-pub(super) async fn handle(
-    app: &App,
-    update_id: i64,
-    req: JoinRequest,
-) -> Result<(), HandleError> {
+pub(super) async fn handle(app: &App, update_id: i64, req: JoinRequest) -> Result<(), HandleError> {
     log::debug!(
         update_id = update_id,
         chat_id = req.chat.id.get(),

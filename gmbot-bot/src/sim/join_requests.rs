@@ -62,9 +62,17 @@ impl World {
         Ok(())
     }
 
-    fn request_join(&mut self, chat: i64, user: i64, guard: bool) -> Result<Option<String>, SimError> {
+    fn request_join(
+        &mut self,
+        chat: i64,
+        user: i64,
+        guard: bool,
+    ) -> Result<Option<String>, SimError> {
         let c = self.chats.get(&chat).ok_or(SimError::UnknownChat(chat))?;
-        let u = self.user(user).cloned().ok_or(SimError::UnknownUser(user))?;
+        let u = self
+            .user(user)
+            .cloned()
+            .ok_or(SimError::UnknownUser(user))?;
         match c.member(user, now()) {
             MemberState::Kicked { .. } => return Err(SimError::Banned { chat, user }),
             s if s.is_present() => return Err(SimError::AlreadyMember { chat, user }),
@@ -132,7 +140,9 @@ pub(crate) fn answer_chat_join_request_query(
     let (chat, user) = world
         .join_requests
         .iter()
-        .find(|(_, r)| r.query_id.as_deref() == Some(query.as_str()) && at - r.date <= JOIN_QUERY_SECS)
+        .find(|(_, r)| {
+            r.query_id.as_deref() == Some(query.as_str()) && at - r.date <= JOIN_QUERY_SECS
+        })
         .map(|(k, _)| *k)
         .ok_or_else(|| ApiError::bad_request("QUERY_ID_INVALID"))?;
     match result.as_str() {
@@ -180,7 +190,9 @@ pub(crate) fn send_ephemeral(
         ));
     }
     if !c.member(receiver, now()).is_present() {
-        return Err(ApiError::bad_request("the receiver is not a member of the chat"));
+        return Err(ApiError::bad_request(
+            "the receiver is not a member of the chat",
+        ));
     }
     let c = world.chat_mut(chat)?;
     let id = c.next_ephemeral_id;
@@ -324,7 +336,10 @@ impl Simulator {
                     message: ephemeral_id,
                 });
             }
-            let u = w.user(user.0).cloned().ok_or(SimError::UnknownUser(user.0))?;
+            let u = w
+                .user(user.0)
+                .cloned()
+                .ok_or(SimError::UnknownUser(user.0))?;
             let mut rendered = render::message(w, c, &e.message);
             rendered.message_id = 0;
             rendered.ephemeral_message_id = i32::try_from(ephemeral_id).ok();

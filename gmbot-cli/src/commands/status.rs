@@ -130,10 +130,7 @@ fn settings_pairs(s: &GroupSettings) -> Vec<(&'static str, String)> {
         (
             "join gate",
             if s.join_gate {
-                format!(
-                    "on (non-subscribers get {} s to join)",
-                    s.join_wait_seconds
-                )
+                format!("on (non-subscribers get {} s to join)", s.join_wait_seconds)
             } else {
                 "off (join requests are left to the admins)".to_owned()
             },

@@ -270,7 +270,13 @@ mod tests {
         }
         assert_eq!(
             count,
-            3 + MUTE_PRESETS.len() + WARNING_PRESETS.len() + 3 + 2 + 2 + JOIN_WAIT_PRESETS.len() + 1
+            3 + MUTE_PRESETS.len()
+                + WARNING_PRESETS.len()
+                + 3
+                + 2
+                + 2
+                + JOIN_WAIT_PRESETS.len()
+                + 1
         );
     }
 

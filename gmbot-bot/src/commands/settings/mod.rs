@@ -21,8 +21,7 @@ use crate::handlers::HandleError;
 use crate::update::{CallbackQuery, Message};
 
 pub use self::keyboard::{
-    parse_press, settings_message, Press, JOIN_WAIT_PRESETS, MUTE_PRESETS, PREFIX,
-    WARNING_PRESETS,
+    parse_press, settings_message, Press, JOIN_WAIT_PRESETS, MUTE_PRESETS, PREFIX, WARNING_PRESETS,
 };
 
 const USAGE: &str = "Send /settings for the keyboard, or <code>/settings allow USER_ID</code> / \
