@@ -19,6 +19,10 @@
 //!   create the one invite link the warnings show (`createChatInviteLink` —
 //!   never `exportChatInviteLink`, which revokes the previous link).
 //!
+//! [`check_join_gate`] is the check behind the join gate, run by `/status` and `/protect`
+//! when a group has it on: answering join requests needs the bot's **Invite users via
+//! link** right (`can_invite_users`) in the group.
+//!
 //! Every failed check is reported, not only the first, each as a
 //! [`SetupProblem`] whose text says what to do. Nothing is created until
 //! every check passed.

@@ -579,7 +579,13 @@ pub(crate) async fn carry_out(app: &App, group: GroupId, job: GateJob) -> GateOu
                     settle(app, group, user, JoinRequestState::Approved).await;
                     GateOutcome::Done
                 }
-                Err(err) => refused(app, group, user, &err, "approve"),
+                Err(err) => {
+                    let outcome = refused(app, group, user, &err, "approve");
+                    if outcome != GateOutcome::Done {
+                        app.flows().forget_admitted(group, user).await;
+                    }
+                    outcome
+                }
             }
         }
         GateKind::Decline => {

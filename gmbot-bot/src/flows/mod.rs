@@ -232,6 +232,11 @@ impl FlowState {
         self.admitted.insert((group, user), ()).await;
     }
 
+    /// Forgets [`Self::mark_admitted`]: the approval failed.
+    pub(crate) async fn forget_admitted(&self, group: GroupId, user: UserId) {
+        self.admitted.invalidate(&(group, user)).await;
+    }
+
     /// Whether the join gate let `user` into `group` in the last ten minutes (this process).
     pub(crate) async fn was_admitted(&self, group: GroupId, user: UserId) -> bool {
         self.admitted.get(&(group, user)).await.is_some()

@@ -1617,23 +1617,21 @@ mod tests {
             tokio::spawn(async move { PostgresStore::migrate(&url).await })
         });
         let known = latest(postgres_set::migrations::runner().get_migrations());
+        // Versions need not be contiguous (branches number their migrations apart).
+        let shipped = postgres_set::migrations::runner().get_migrations().len();
         let mut applied = 0;
         for run in runs {
             let report = run.await.expect("task").expect("every run succeeds");
             assert_eq!(report.current, known);
             applied += report.applied.len();
         }
-        assert_eq!(
-            applied,
-            usize::try_from(known).expect("small"),
-            "each migration applied once in total"
-        );
+        assert_eq!(applied, shipped, "each migration applied once in total");
         let rows: i64 = with_client(&schema.url, |c| {
             c.query_one("SELECT COUNT(*) FROM refinery_schema_history", &[])
                 .expect("history table")
                 .get(0)
         });
-        assert_eq!(rows, known);
+        assert_eq!(rows, i64::try_from(shipped).expect("small"));
         // The store opens under `Require` now.
         PostgresStore::open(&url, MigrationMode::Require)
             .await
