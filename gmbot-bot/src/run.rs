@@ -63,6 +63,8 @@ pub struct RunOptions {
     pub reconcile_interval: Duration,
     /// What counts as a raid.
     pub raid: crate::flows::RaidConfig,
+    /// How often the join gate looks for requests whose wait ran out (it also looks at start).
+    pub gate_sweep_interval: Duration,
 }
 
 impl Default for RunOptions {
@@ -81,6 +83,7 @@ impl Default for RunOptions {
             startup_attempts: 5,
             reconcile_interval: Duration::from_secs(300),
             raid: crate::flows::RaidConfig::default(),
+            gate_sweep_interval: crate::flows::gate::SWEEP_INTERVAL,
         }
     }
 }
@@ -359,6 +362,13 @@ impl Bot {
             self.options.reconcile_interval,
             async move { stop.wait().await },
         );
+        let stop = shutdown.clone();
+        // Pending join requests survive a restart in the store: the first sweep runs at once.
+        let sweeper = crate::flows::gate::spawn_sweeper(
+            self.app.clone(),
+            self.options.gate_sweep_interval,
+            async move { stop.wait().await },
+        );
         let mut polled = None;
         let received = match (&self.mode, &self.webhook_url, &self.secret) {
             (Mode::Webhook { .. }, Some(url), Some(secret)) => {
@@ -399,6 +409,7 @@ impl Bot {
             polling::confirm_handled(&self.api, &sender, fetched).await;
         }
         reconciler.stop().await;
+        sweeper.stop().await;
         // Seen members waiting to be written, warning timers.
         self.app.shutdown().await;
         let http = self.http;

@@ -22,11 +22,14 @@ impl Update {
     /// The runtime's ordering key: updates with the same key are handled one after another in
     /// arrival order. A chat's messages and membership changes share the chat's id (negative
     /// for groups and channels); a button press is keyed by the presser (a positive user id),
-    /// so a raid's "I've joined" presses do not queue behind the group's messages.
+    /// so a raid's "I've joined" presses do not queue behind the group's messages. A join
+    /// request is keyed by the requester too: requests of different people are independent,
+    /// and a wave of them does not hold up the group's messages.
     pub fn sequence_key(&self) -> i64 {
         match &self.kind {
             UpdateKind::Message(m) | UpdateKind::EditedMessage(m) => m.chat.id.get(),
             UpdateKind::CallbackQuery(c) => c.from.id.get(),
+            UpdateKind::ChatJoinRequest(r) => r.from.id.get(),
             UpdateKind::ChatMember(c) | UpdateKind::MyChatMember(c) => c.chat.id.get(),
             UpdateKind::Other(_) => 0,
         }
@@ -45,6 +48,7 @@ impl Update {
             UpdateKind::ChatMember(c) | UpdateKind::MyChatMember(c) => {
                 (Some(c.chat.id.get()), Some(c.user.id.get()))
             }
+            UpdateKind::ChatJoinRequest(r) => (Some(r.chat.id.get()), Some(r.from.id.get())),
             UpdateKind::Other(_) => (None, None),
         }
     }
@@ -64,6 +68,8 @@ pub enum UpdateKind {
     ChatMember(ChatMemberUpdate),
     /// The bot's own membership or rights changed.
     MyChatMember(ChatMemberUpdate),
+    /// Someone asked to join a chat (`chat_join_request`).
+    ChatJoinRequest(JoinRequest),
     /// Anything else (channel posts, polls, …); named for metrics and logs.
     Other(&'static str),
 }
@@ -77,6 +83,7 @@ impl UpdateKind {
             Self::CallbackQuery(_) => "callback_query",
             Self::ChatMember(_) => "chat_member",
             Self::MyChatMember(_) => "my_chat_member",
+            Self::ChatJoinRequest(_) => "chat_join_request",
             Self::Other(name) => name,
         }
     }
@@ -184,6 +191,24 @@ pub struct CallbackQuery {
     pub data: Option<String>,
 }
 
+/// A request to join a chat (`chat_join_request`): through an invite link that creates join
+/// requests, or a public group that approves new members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The chat asked to join.
+    pub chat: Chat,
+    /// Who asked.
+    pub from: User,
+    /// `user_chat_id`: the private chat with the requester, which the bot may write to for
+    /// 5 minutes (until the request is answered) even if they never started it.
+    pub user_chat: ChatId,
+    /// When the request was sent.
+    pub date: UnixTime,
+    /// `query_id` (Bot API 10.1): the request is a query for this bot as the chat's guard
+    /// bot, to be answered with `answerChatJoinRequestQuery` within 10 seconds.
+    pub query_id: Option<String>,
+}
+
 /// A change of someone's membership (`chat_member`) or of the bot's (`my_chat_member`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMemberUpdate {
@@ -221,7 +246,7 @@ impl ChatMemberUpdate {
 mod journal_form {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use super::{CallbackQuery, ChatMemberUpdate, Message, UpdateKind};
+    use super::{CallbackQuery, ChatMemberUpdate, JoinRequest, Message, UpdateKind};
 
     impl Serialize for UpdateKind {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -242,6 +267,7 @@ mod journal_form {
         CallbackQuery(CallbackQuery),
         ChatMember(ChatMemberUpdate),
         MyChatMember(ChatMemberUpdate),
+        ChatJoinRequest(JoinRequest),
         Other(String),
     }
 
@@ -253,6 +279,7 @@ mod journal_form {
                 UpdateKind::CallbackQuery(c) => Self::CallbackQuery(c),
                 UpdateKind::ChatMember(c) => Self::ChatMember(c),
                 UpdateKind::MyChatMember(c) => Self::MyChatMember(c),
+                UpdateKind::ChatJoinRequest(r) => Self::ChatJoinRequest(r),
                 UpdateKind::Other(name) => Self::Other(name.to_owned()),
             }
         }
@@ -266,6 +293,7 @@ mod journal_form {
                 Kind::CallbackQuery(c) => Self::CallbackQuery(c),
                 Kind::ChatMember(c) => Self::ChatMember(c),
                 Kind::MyChatMember(c) => Self::MyChatMember(c),
+                Kind::ChatJoinRequest(r) => Self::ChatJoinRequest(r),
                 Kind::Other(name) => Self::Other(crate::botapi::lenient::other_kind_name(&name)),
             }
         }

@@ -339,10 +339,14 @@ fn status_shows_group_settings_and_counts(db: Db) {
             "strict_leave": true,
             "ban_channel_senders": true,
             "allowlist": [],
+            "join_gate": false,
+            "join_wait_seconds": 600,
+            "private_warnings": false,
         })
     );
     assert_eq!(s["active_restrictions"], json!(0));
     assert_eq!(s["seen_members"], json!(0));
+    assert_eq!(s["pending_join_requests"], json!(0));
     let created = s["created_at"].as_i64().expect("created_at");
     let updated = s["updated_at"].as_i64().expect("updated_at");
     assert!(created > 1_600_000_000 && created <= updated, "{s}");

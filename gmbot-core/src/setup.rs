@@ -19,6 +19,10 @@
 //!   create the one invite link the warnings show (`createChatInviteLink` —
 //!   never `exportChatInviteLink`, which revokes the previous link).
 //!
+//! [`check_join_gate`] is the check behind the join gate, run by `/status` and `/protect`
+//! when a group has it on: answering join requests needs the bot's **Invite users via
+//! link** right (`can_invite_users`) in the group.
+//!
 //! Every failed check is reported, not only the first, each as a
 //! [`SetupProblem`] whose text says what to do. Nothing is created until
 //! every check passed.
@@ -102,6 +106,9 @@ pub enum SetupProblem {
         /// `can_restrict_members` is missing.
         restrict_members: bool,
     },
+    /// The join gate is on, and the bot may not approve or decline join requests.
+    #[error("The join gate is on, but I can't approve or decline join requests: give me the right Invite users via link (Add members) in this group, or switch the gate off in /settings.")]
+    BotCannotApproveJoinRequests,
     /// A channel cannot be found.
     #[error("I can't find the channel {channel}. Check the spelling; for a private channel, first make me one of its administrators, then send its numeric id (-100…).")]
     ChannelNotFound {
@@ -261,6 +268,26 @@ pub async fn check_group(
         Some(_) => {}
     }
     (Some(info), problems)
+}
+
+/// The check behind the join gate: answering join requests (`approveChatJoinRequest`,
+/// `declineChatJoinRequest`) needs the bot to be an administrator of the group with
+/// `can_invite_users`. Returns the problem, if any (a failed lookup is reported as such).
+pub async fn check_join_gate(
+    tg: &dyn TelegramApi,
+    bot: UserId,
+    group: GroupId,
+) -> Option<SetupProblem> {
+    match tg.get_chat_administrators(group.into()).await {
+        Ok(admins) => match admins.iter().find(|a| a.user == bot) {
+            Some(me) if me.can_invite_users || me.is_creator => None,
+            _ => Some(SetupProblem::BotCannotApproveJoinRequests),
+        },
+        Err(error) => Some(SetupProblem::Telegram {
+            checking: "my rights for join requests".into(),
+            error,
+        }),
+    }
 }
 
 /// A channel that passed its checks; `needs_link` when it is private and has no stored link yet.
@@ -547,6 +574,27 @@ mod tests {
             can_restrict_members: restrict,
             can_invite_users: invite,
         }
+    }
+
+    #[tokio::test]
+    async fn the_join_gate_needs_the_invite_right() {
+        let tg = world();
+        assert_eq!(check_join_gate(&tg, DEFAULT_BOT_ID, GROUP).await, None);
+        let tg = tg.set_admin(
+            GROUP,
+            ChatAdmin {
+                user: DEFAULT_BOT_ID,
+                is_bot: true,
+                is_creator: false,
+                can_delete_messages: true,
+                can_restrict_members: true,
+                can_invite_users: false,
+            },
+        );
+        assert_eq!(
+            check_join_gate(&tg, DEFAULT_BOT_ID, GROUP).await,
+            Some(SetupProblem::BotCannotApproveJoinRequests)
+        );
     }
 
     #[tokio::test]

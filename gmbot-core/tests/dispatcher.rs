@@ -629,3 +629,30 @@ async fn a_cancelled_call_does_not_hold_up_the_queue() {
     assert_eq!(tg.count(Method::RestrictMember), 2);
     assert_eq!(dispatcher.queue_depth(Lane::Enforcement), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_chat_holds_every_budgeted_call_until_the_pause_ends() {
+    let (tg, dispatcher, _registry) = world(2, DispatchConfig::default());
+    let (a, b) = (ChatId::from(group(0)), ChatId::from(group(1)));
+    let start = Instant::now();
+    dispatcher.pause_chat(a, Duration::from_secs(3));
+    let d = dispatcher.clone();
+    let held = tokio::spawn(async move {
+        // No such message: the call is made (and answered "not found") after the pause.
+        let _ = d.delete_message(a, gmbot_core::domain::MessageId(1)).await;
+        d.send_message(a, &text("after")).await.expect("sent");
+    });
+    let _ = dispatcher
+        .delete_message(b, gmbot_core::domain::MessageId(1))
+        .await;
+    assert_eq!(start.elapsed(), Duration::ZERO, "another chat is not held");
+    held.await.expect("task");
+    let at: Vec<Duration> = tg
+        .timed_calls()
+        .iter()
+        .filter(|c| c.call.chat() == Some(a))
+        .map(|c| c.at - start)
+        .collect();
+    assert_eq!(at.len(), 2);
+    assert!(at.iter().all(|t| *t >= Duration::from_secs(3)), "{at:?}");
+}

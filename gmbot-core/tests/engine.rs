@@ -729,7 +729,8 @@ async fn actions_follow_the_group_settings() {
             Action::Restrict { until: None },
             Action::Warn {
                 delete_after_seconds: 60,
-                cooldown_seconds: 300
+                cooldown_seconds: 300,
+                private: false
             },
         ]
     );
@@ -752,7 +753,8 @@ async fn actions_follow_the_group_settings() {
         v.actions[2],
         Action::Warn {
             delete_after_seconds: 30,
-            cooldown_seconds: 300
+            cooldown_seconds: 300,
+            private: false
         }
     );
 

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use gmbot_core::domain::{
-    ChannelId, ChannelRef, ChannelUsername, EnforcedChannel, GroupId, GroupSettings, GroupState,
-    JournaledUpdate, LiftReason, NewRestriction, NonMemberAction, Owner, ProtectRequest,
-    Restriction, RestrictionKind, RestrictionState, SettingChange, SettingsError, UnixTime, UserId,
+    ChannelId, ChannelRef, ChannelUsername, ChatId, EnforcedChannel, GroupId, GroupSettings,
+    GroupState, JoinRequest, JoinRequestState, JournaledUpdate, LiftReason, MessageId,
+    NewJoinRequest, NewRestriction, NonMemberAction, Owner, ProtectRequest, Restriction,
+    RestrictionKind, RestrictionState, SettingChange, SettingsError, UnixTime, UserId,
 };
 use gmbot_core::store::{self, DatabaseUrl, MigrationMode, Store, StoreError};
 
@@ -119,6 +120,9 @@ macro_rules! contract_suite {
                 seen_members_batch_upsert,
                 concurrent_writers,
                 one_open_restriction_per_member,
+                join_requests_lifecycle,
+                join_requests_due_and_purged_across_groups,
+                join_requests_are_per_group_and_move_with_it,
                 update_journal_keeps_takes_and_forgets,
                 update_journal_take_is_exclusive,
             );
@@ -227,6 +231,20 @@ async fn group_of(s: &Arc<dyn Store>, group: GroupId) -> gmbot_core::domain::Pro
         .await
         .expect("read group")
         .expect("group exists")
+}
+
+fn join(group: GroupId, user: UserId, at: i64, wait: i64) -> NewJoinRequest {
+    NewJoinRequest {
+        group,
+        user,
+        user_chat: ChatId(user.0),
+        requested_at: t(at),
+        expires_at: t(at + wait),
+    }
+}
+
+fn requesters(rs: &[JoinRequest]) -> Vec<(GroupId, UserId)> {
+    rs.iter().map(|r| (r.group, r.user)).collect()
 }
 
 fn ids(rs: &[Restriction]) -> Vec<i64> {
@@ -1379,12 +1397,14 @@ async fn migration_v2_closes_duplicate_open_rows(db: &Db) {
     let s = db.store().await;
     protect(&s, g, vec![by_id(1)]).await;
     drop(s);
-    // Back to a schema at version 1 (no unique index, none of the later tables), with the
-    // duplicates it allowed.
+    // Back to a schema at version 1 (no unique index, none of the later tables: V3
+    // update_journal, V4 join_requests), with the duplicates it allowed; the history is rewound
+    // too, or V2 would count as missing below the later versions.
     db.execute(
         "DROP INDEX restrictions_active_member;
          CREATE INDEX restrictions_active_member ON restrictions (group_id, user_id) WHERE state <> 'lifted';
          DROP TABLE update_journal;
+         DROP TABLE join_requests;
          DELETE FROM refinery_schema_history WHERE version >= 2;
          INSERT INTO restrictions (group_id, user_id, kind, state, reason, placed_at)
          VALUES (-1001000000001, 5, 'mute', 'active', 'old', 1),
@@ -1416,6 +1436,208 @@ async fn migration_v2_closes_duplicate_open_rows(db: &Db) {
         .await
         .expect("record");
     assert_eq!(again.id, open.id);
+}
+
+async fn join_requests_lifecycle(s: Arc<dyn Store>) {
+    let g = gid(1);
+    protect(&s, g, vec![by_id(1)]).await;
+    // An unknown group is refused, not recorded.
+    match s.record_join_request(&join(gid(99), uid(5), 0, 600)).await {
+        Err(StoreError::UnknownGroup(x)) => assert_eq!(x, gid(99)),
+        other => panic!("expected UnknownGroup, got {other:?}"),
+    }
+    let r = s
+        .record_join_request(&join(g, uid(5), 10, 600))
+        .await
+        .expect("record");
+    assert_eq!(
+        r,
+        JoinRequest {
+            group: g,
+            user: uid(5),
+            user_chat: ChatId(5),
+            requested_at: t(10),
+            expires_at: t(610),
+            notice: None,
+            state: JoinRequestState::Pending,
+            decided_at: None,
+        }
+    );
+    // The same request delivered again keeps the pending row (and its deadline).
+    let again = s
+        .record_join_request(&join(g, uid(5), 20, 600))
+        .await
+        .expect("record again");
+    assert_eq!(again, r);
+    assert!(s
+        .set_join_request_notice(g, uid(5), MessageId(77))
+        .await
+        .expect("notice"));
+    assert!(!s
+        .set_join_request_notice(g, uid(6), MessageId(78))
+        .await
+        .expect("notice of nobody"));
+    let read = s
+        .join_request(g, uid(5))
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(read.notice, Some(MessageId(77)));
+    assert!(s.join_request(g, uid(6)).await.expect("read").is_none());
+    assert_eq!(s.count_pending_join_requests(g).await.expect("count"), 1);
+
+    // Pending cannot be a decision; the first decision wins, a second finds nothing pending.
+    assert!(matches!(
+        s.decide_join_request(g, uid(5), JoinRequestState::Pending, t(30))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(s
+        .decide_join_request(g, uid(5), JoinRequestState::Approved, t(30))
+        .await
+        .expect("decide"));
+    assert!(!s
+        .decide_join_request(g, uid(5), JoinRequestState::Declined, t(31))
+        .await
+        .expect("decide again"));
+    let decided = s
+        .join_request(g, uid(5))
+        .await
+        .expect("read")
+        .expect("kept");
+    assert_eq!(decided.state, JoinRequestState::Approved);
+    assert_eq!(decided.decided_at, Some(t(30)));
+    assert!(!s
+        .set_join_request_notice(g, uid(5), MessageId(79))
+        .await
+        .expect("notice after the decision"));
+    assert_eq!(s.count_pending_join_requests(g).await.expect("count"), 0);
+
+    // A new request after a decided one starts over.
+    let renewed = s
+        .record_join_request(&join(g, uid(5), 100, 300))
+        .await
+        .expect("new request");
+    assert_eq!(renewed.state, JoinRequestState::Pending);
+    assert_eq!((renewed.requested_at, renewed.expires_at), (t(100), t(400)));
+    assert_eq!((renewed.notice, renewed.decided_at), (None, None));
+    for state in [JoinRequestState::Declined, JoinRequestState::Released] {
+        s.record_join_request(&join(g, uid(6), 0, 60))
+            .await
+            .expect("record");
+        assert!(s
+            .decide_join_request(g, uid(6), state, t(70))
+            .await
+            .expect("decide"));
+        assert_eq!(
+            s.join_request(g, uid(6))
+                .await
+                .expect("read")
+                .map(|r| r.state),
+            Some(state)
+        );
+    }
+}
+
+async fn join_requests_due_and_purged_across_groups(s: Arc<dyn Store>) {
+    let (a, b) = (gid(1), gid(2));
+    protect(&s, a, vec![by_id(1)]).await;
+    protect(&s, b, vec![by_id(2)]).await;
+    for (g, u, at, wait) in [
+        (a, 1, 0, 600),
+        (b, 2, 0, 300),
+        (a, 3, 0, 900),
+        (b, 4, 50, 600),
+    ] {
+        s.record_join_request(&join(g, uid(u), at, wait))
+            .await
+            .expect("record");
+    }
+    assert!(s
+        .due_join_requests(t(299), 10)
+        .await
+        .expect("due")
+        .is_empty());
+    assert_eq!(
+        requesters(&s.due_join_requests(t(650), 10).await.expect("due")),
+        vec![(b, uid(2)), (a, uid(1)), (b, uid(4))],
+        "soonest deadline first, across groups"
+    );
+    assert_eq!(
+        requesters(&s.due_join_requests(t(650), 2).await.expect("due")),
+        vec![(b, uid(2)), (a, uid(1))]
+    );
+    assert_eq!(
+        requesters(&s.pending_join_requests(a, 10).await.expect("pending")),
+        vec![(a, uid(1)), (a, uid(3))]
+    );
+    assert_eq!(
+        requesters(&s.pending_join_requests(a, 1).await.expect("pending")),
+        vec![(a, uid(1))]
+    );
+    // Decided requests are no longer due, and are purged once old enough.
+    s.decide_join_request(b, uid(2), JoinRequestState::Declined, t(300))
+        .await
+        .expect("decide");
+    s.decide_join_request(a, uid(1), JoinRequestState::Approved, t(600))
+        .await
+        .expect("decide");
+    assert_eq!(
+        requesters(&s.due_join_requests(t(650), 10).await.expect("due")),
+        vec![(b, uid(4))]
+    );
+    assert_eq!(s.purge_join_requests(t(301)).await.expect("purge"), 1);
+    assert!(s.join_request(b, uid(2)).await.expect("read").is_none());
+    assert!(s.join_request(a, uid(1)).await.expect("read").is_some());
+    assert_eq!(s.purge_join_requests(t(10_000)).await.expect("purge"), 1);
+    assert_eq!(s.count_pending_join_requests(a).await.expect("count"), 1);
+    assert_eq!(s.count_pending_join_requests(b).await.expect("count"), 1);
+}
+
+async fn join_requests_are_per_group_and_move_with_it(s: Arc<dyn Store>) {
+    let (a, b) = (gid(1), GroupId(-4_000_321));
+    protect(&s, a, vec![by_id(1)]).await;
+    protect(&s, b, vec![by_id(2)]).await;
+    s.record_join_request(&join(a, uid(5), 0, 600))
+        .await
+        .expect("record");
+    // Group b sees and changes nothing of group a's request.
+    assert!(s.join_request(b, uid(5)).await.expect("read").is_none());
+    assert!(!s
+        .decide_join_request(b, uid(5), JoinRequestState::Declined, t(1))
+        .await
+        .expect("decide in b"));
+    assert!(!s
+        .set_join_request_notice(b, uid(5), MessageId(1))
+        .await
+        .expect("notice in b"));
+    assert_eq!(s.count_pending_join_requests(b).await.expect("count"), 0);
+    assert!(s
+        .pending_join_requests(b, 10)
+        .await
+        .expect("list")
+        .is_empty());
+    assert_eq!(
+        s.join_request(a, uid(5))
+            .await
+            .expect("read")
+            .map(|r| r.state),
+        Some(JoinRequestState::Pending)
+    );
+    // A basic group becoming a supergroup takes its pending requests along.
+    s.record_join_request(&join(b, uid(6), 0, 600))
+        .await
+        .expect("record");
+    let to = gid(3);
+    s.migrate_group(b, to, t(5)).await.expect("migrate");
+    assert!(s.join_request(b, uid(6)).await.expect("read").is_none());
+    let moved = s
+        .join_request(to, uid(6))
+        .await
+        .expect("read")
+        .expect("moved");
+    assert_eq!(moved.group, to);
+    assert_eq!(moved.state, JoinRequestState::Pending);
 }
 
 async fn schema_checks(db: &Db) {

@@ -17,7 +17,7 @@ use gmbot_core::domain::{ChatId, MessageId, UnixTime, UserId};
 
 use super::{chat_admin, member_status};
 use crate::update::{
-    CallbackQuery, Chat, ChatKind, ChatMemberUpdate, Message, Update, UpdateKind, User,
+    CallbackQuery, Chat, ChatKind, ChatMemberUpdate, JoinRequest, Message, Update, UpdateKind, User,
 };
 
 /// Converts one Bot API update.
@@ -42,6 +42,13 @@ pub fn update(u: TgUpdate) -> Update {
             UpdateKind::Other("my_chat_member"),
             UpdateKind::MyChatMember,
         ),
+        UpdateContent::ChatJoinRequest(r) => UpdateKind::ChatJoinRequest(JoinRequest {
+            chat: chat(&r.chat),
+            from: user(&r.from),
+            user_chat: ChatId(r.user_chat_id),
+            date: time(r.date),
+            query_id: r.query_id,
+        }),
         other => UpdateKind::Other(other_name(&other)),
     };
     Update { id, kind }
@@ -61,6 +68,7 @@ fn other_name(content: &UpdateContent) -> &'static str {
         UpdateContent::CallbackQuery(_) => "callback_query",
         UpdateContent::ChatMember(_) => "chat_member",
         UpdateContent::MyChatMember(_) => "my_chat_member",
+        UpdateContent::ChatJoinRequest(_) => "chat_join_request",
         UpdateContent::Other(name) => name,
     }
 }

@@ -134,10 +134,21 @@ pub struct Message {
 /// The message a callback button was attached to: accessible or not, it has these fields.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct MessageRef {
-    /// Message id.
+    /// Message id (`0` when absent: an ephemeral message is named by `ephemeral_message_id`).
+    #[serde(default)]
     pub message_id: i64,
     /// The chat it belongs to.
     pub chat: Chat,
+}
+
+/// The answer to a send that may have been ephemeral (Bot API 10.2): an ephemeral message
+/// carries `ephemeral_message_id`; an ordinary one only `message_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SentRef {
+    /// The message id (absent, or not a real id, for an ephemeral message).
+    pub message_id: Option<i64>,
+    /// The ephemeral message's id.
+    pub ephemeral_message_id: Option<i64>,
 }
 
 /// A press on an inline button.
@@ -357,6 +368,22 @@ pub struct ChatMemberUpdated {
     pub new_chat_member: ChatMember,
 }
 
+/// A request to join a chat (`chat_join_request`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ChatJoinRequest {
+    /// The chat asked to join.
+    pub chat: Chat,
+    /// Who asked.
+    pub from: User,
+    /// The private chat with the requester (Bot API 5.4 `user_chat_id`; every version the
+    /// bot supports sends it).
+    pub user_chat_id: i64,
+    /// When.
+    pub date: u64,
+    /// Bot API 10.1: set when the request is a query for this bot as the chat's guard bot.
+    pub query_id: Option<String>,
+}
+
 /// What an update carries. The kinds GMBot handles are decoded; every other kind is named
 /// (a closed set of names, for metrics labels), and a kind newer than this version is
 /// `Other("other")`.
@@ -372,12 +399,14 @@ pub enum UpdateContent {
     ChatMember(ChatMemberUpdated),
     /// `my_chat_member`.
     MyChatMember(ChatMemberUpdated),
+    /// `chat_join_request`.
+    ChatJoinRequest(ChatJoinRequest),
     /// Any other kind, by its `allowed_updates` name.
     Other(&'static str),
 }
 
 /// The update kinds of the Bot API that GMBot does not decode, by name.
-const OTHER_KINDS: [&str; 21] = [
+const OTHER_KINDS: [&str; 20] = [
     "channel_post",
     "edited_channel_post",
     "business_connection",
@@ -393,7 +422,6 @@ const OTHER_KINDS: [&str; 21] = [
     "purchased_paid_media",
     "poll",
     "poll_answer",
-    "chat_join_request",
     "chat_boost",
     "removed_chat_boost",
     "managed_bot",
@@ -451,6 +479,8 @@ impl Update {
             UpdateContent::ChatMember(c?)
         } else if let Some(c) = take(&mut map, "my_chat_member") {
             UpdateContent::MyChatMember(c?)
+        } else if let Some(r) = take(&mut map, "chat_join_request") {
+            UpdateContent::ChatJoinRequest(r?)
         } else if let Some(name) = OTHER_KINDS.iter().find(|k| map.contains_key(**k)) {
             UpdateContent::Other(name)
         } else if map.len() > 1 {
@@ -545,6 +575,24 @@ mod tests {
             u(json!({"update_id": 1, "brand_new_kind": {}})),
             Ok(UpdateContent::Other("other"))
         ));
+        let r = u(json!({"update_id": 1, "chat_join_request": {
+            "chat": {"id": -1001, "type": "supergroup", "title": "G"},
+            "from": user(), "user_chat_id": 6, "date": 5, "bio": "hi",
+            "query_id": "q1", "invite_link": {"anything": "newer"}
+        }}))
+        .expect("a join request decodes");
+        let UpdateContent::ChatJoinRequest(r) = r else {
+            panic!("join request")
+        };
+        assert_eq!((r.user_chat_id, r.query_id.as_deref()), (6, Some("q1")));
+        let older = u(json!({"update_id": 1, "chat_join_request": {
+            "chat": {"id": -1001, "type": "supergroup"}, "from": user(),
+            "user_chat_id": 6, "date": 5
+        }}));
+        assert!(
+            matches!(older, Ok(UpdateContent::ChatJoinRequest(ref r)) if r.query_id.is_none()),
+            "a server before 10.1 sends no query_id: {older:?}"
+        );
         assert!(u(json!({"update_id": 1})).is_err());
         assert!(u(json!({"update_id": -1, "poll": {}})).is_err());
         assert!(u(json!([])).is_err());

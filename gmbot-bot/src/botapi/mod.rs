@@ -23,16 +23,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use frankenstein::methods::{
-    AnswerCallbackQueryParams, BanChatMemberParams, BanChatSenderChatParams,
-    CreateChatInviteLinkParams, DeleteMessageParams, DeleteMessagesParams, DeleteWebhookParams,
-    EditMessageTextParams, ExportChatInviteLinkParams, GetChatAdministratorsParams,
-    GetChatMemberCountParams, GetChatMemberParams, GetChatParams, GetUpdatesParams,
-    RestrictChatMemberParams, SendMessageParams, SetWebhookParams, UnbanChatMemberParams,
+    AnswerCallbackQueryParams, AnswerChatJoinRequestQueryParams, ApproveChatJoinRequestParams,
+    BanChatMemberParams, BanChatSenderChatParams, CreateChatInviteLinkParams,
+    DeclineChatJoinRequestParams, DeleteEphemeralMessageParams, DeleteMessageParams,
+    DeleteMessagesParams, DeleteWebhookParams, EditMessageTextParams, ExportChatInviteLinkParams,
+    GetChatAdministratorsParams, GetChatMemberCountParams, GetChatMemberParams, GetChatParams,
+    GetUpdatesParams, RestrictChatMemberParams, SendMessageParams, SetWebhookParams,
+    UnbanChatMemberParams,
 };
 use frankenstein::response::MethodResponse;
 use frankenstein::types::{
-    AllowedUpdate, ChatPermissions, InlineKeyboardButton, InlineKeyboardMarkup, ReplyMarkup,
-    ReplyParameters, User,
+    AllowedUpdate, ChatPermissions, EphemeralMessageParameters, InlineKeyboardButton,
+    InlineKeyboardMarkup, ReplyMarkup, ReplyParameters, User,
 };
 use frankenstein::updates::WebhookInfo;
 use frankenstein::{AsyncTelegramApi, ParseMode};
@@ -44,8 +46,8 @@ use url::Url;
 
 use gmbot_core::domain::{ChatId, ChatMemberStatus, GroupId, MessageId, UnixTime, UserId};
 use gmbot_core::telegram::{
-    ChatAdmin, ChatInfo, ChatTarget, ChatType, InlineButton, OutgoingMessage, TelegramApi,
-    TelegramError, TelegramResult, KICK_BAN_SECS,
+    ChatAdmin, ChatInfo, ChatTarget, ChatType, EphemeralId, InlineButton, JoinQueryAnswer,
+    OutgoingMessage, Posted, TelegramApi, TelegramError, TelegramResult, KICK_BAN_SECS,
 };
 
 use crate::config::{Config, DEFAULT_API_URL};
@@ -58,13 +60,15 @@ use self::permissions::PermissionsCache;
 
 /// The update kinds GMBot asks for. `chat_member` must be listed explicitly or Telegram never
 /// sends it; an omitted list would keep whatever was set before.
-pub const ALLOWED_UPDATES: [AllowedUpdate; 5] = [
+pub const ALLOWED_UPDATES: [AllowedUpdate; 6] = [
     AllowedUpdate::Message,
     // An edit can turn an allowed message into anything (TELEGRAM.md, "Updates").
     AllowedUpdate::EditedMessage,
     AllowedUpdate::CallbackQuery,
     AllowedUpdate::ChatMember,
     AllowedUpdate::MyChatMember,
+    // The join gate; Telegram sends it only to admins with can_invite_users.
+    AllowedUpdate::ChatJoinRequest,
 ];
 
 /// How to reach the Bot API.
@@ -774,5 +778,91 @@ impl TelegramApi for BotApi {
             }
             other => other,
         }
+    }
+
+    async fn approve_join_request(&self, group: GroupId, user: UserId) -> TelegramResult<()> {
+        let params = ApproveChatJoinRequestParams::builder()
+            .chat_id(group.0)
+            .user_id(uid(user)?)
+            .build();
+        self.call::<_, Value>("approveChatJoinRequest", &params)
+            .await?;
+        Ok(())
+    }
+
+    async fn decline_join_request(&self, group: GroupId, user: UserId) -> TelegramResult<()> {
+        let params = DeclineChatJoinRequestParams::builder()
+            .chat_id(group.0)
+            .user_id(uid(user)?)
+            .build();
+        self.call::<_, Value>("declineChatJoinRequest", &params)
+            .await?;
+        Ok(())
+    }
+
+    async fn answer_join_request_query(
+        &self,
+        _group: GroupId,
+        query_id: &str,
+        answer: JoinQueryAnswer,
+    ) -> TelegramResult<()> {
+        let params = AnswerChatJoinRequestQueryParams::builder()
+            .chat_join_request_query_id(query_id)
+            .result(answer.as_str())
+            .build();
+        self.call::<_, Value>("answerChatJoinRequestQuery", &params)
+            .await?;
+        Ok(())
+    }
+
+    async fn send_ephemeral(
+        &self,
+        chat: ChatId,
+        receiver: UserId,
+        message: &OutgoingMessage,
+    ) -> TelegramResult<Posted> {
+        // Bot API 10.3 moved the 10.2 parameters (`receiver_user_id`, …) into
+        // `ephemeral_message_parameters`; frankenstein 0.52 sends the 10.3 shape.
+        let params = SendMessageParams::builder()
+            .chat_id(chat.0)
+            .ephemeral_message_parameters(
+                EphemeralMessageParameters::builder()
+                    .receiver_user_id(uid(receiver)?)
+                    .build(),
+            )
+            .text(message.html.as_str())
+            .parse_mode(ParseMode::Html)
+            .maybe_reply_markup(keyboard(&message.buttons).map(ReplyMarkup::InlineKeyboardMarkup))
+            .maybe_disable_notification(message.silent.then_some(true))
+            .build();
+        let sent: lenient::SentRef = self.call("sendMessage", &params).await?;
+        match (sent.ephemeral_message_id, sent.message_id) {
+            (Some(id), _) => Ok(Posted::Ephemeral(EphemeralId(id))),
+            // A server that does not know the parameters ignores them and posts for everyone.
+            (None, Some(id)) if id > 0 => Ok(Posted::Public(MessageId(id))),
+            _ => Err(self.decode_failed(
+                "sendMessage",
+                "the answer has neither ephemeral_message_id nor message_id".to_owned(),
+            )),
+        }
+    }
+
+    async fn delete_ephemeral(
+        &self,
+        chat: ChatId,
+        receiver: UserId,
+        message: EphemeralId,
+    ) -> TelegramResult<()> {
+        let id = i32::try_from(message.0).map_err(|_| {
+            TelegramError::BadRequest(format!("invalid ephemeral message id {message}"))
+        })?;
+        let params = DeleteEphemeralMessageParams::builder()
+            .chat_id(chat.0)
+            .receiver_user_id(uid(receiver)?)
+            .ephemeral_message_id(id)
+            .build();
+        self.call::<_, Value>("deleteEphemeralMessage", &params)
+            .await?;
+        Ok(())
     }
 }

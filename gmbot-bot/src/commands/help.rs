@@ -17,17 +17,22 @@ pub(crate) fn help_message(username: &str) -> (String, Vec<Vec<InlineButton>>) {
          they can write again as soon as they join. Edited messages are checked too, \
          and posts on behalf of other channels are deleted (the channel is banned here). \
          When many non-members write at once (a raid), I delete in bulk and show one warning \
-         for all of them, and tell the owner.\n\n\
+         for all of them, and tell the owner.\n\
+         With the <b>join gate</b> on (/settings), I answer the group's join requests: \
+         subscribers get in at once; anyone else gets a private message with the Join buttons \
+         and a few minutes to join (10 by default), then the request is declined. \
+         With <b>private warnings</b> on, a warning is shown to its member only.\n\n\
          <b>Setup</b>\n\
          1. Add me to your group as an administrator with <i>Delete messages</i> and <i>Ban users</i>.\n\
          2. Make me an administrator of your channel (no extra rights needed; \
-         for a private channel, <i>Invite users via link</i>).\n\
+         for a private channel, <i>Invite users via link</i>). \
+         For the join gate I also need <i>Invite users via link</i> in the group.\n\
          3. In the group, send <code>/protect @yourchannel</code>.\n\n\
          <b>Commands for group admins</b>\n\
          /protect @channel … — require joining the channel(s)\n\
          /unprotect — stop, and unmute everyone I muted\n\
-         /status — linked channels, my rights, who is muted, verifications and cache hits, a raid going on\n\
-         /settings — what happens to non-members\n\
+         /status — linked channels, my rights, who is muted, join requests waiting, verifications and cache hits, a raid going on\n\
+         /settings — what happens to non-members, the join gate and its wait, private warnings\n\
          (/unprotect and /settings: the group's creator, or an admin with <i>Ban users</i>)\n\n\
          Address me as /help@{name} in groups with several bots."
     );

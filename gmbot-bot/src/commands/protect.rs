@@ -8,7 +8,7 @@
 use gmbot_core::domain::{
     ChannelRef, EnforcedChannel, GroupSettings, NonMemberAction, Owner, ProtectRequest, UserId,
 };
-use gmbot_core::setup::{check_protect, ProtectCheck, SetupProblem};
+use gmbot_core::setup::{check_join_gate, check_protect, ProtectCheck, SetupProblem};
 
 use super::caller::admin_gate;
 use super::reply::{escape, quote, reply_text};
@@ -111,12 +111,18 @@ pub(crate) async fn run(app: &App, msg: &Message, args: &[String]) -> Result<(),
         channels = channels.len();
         "group protected"
     );
-    let html = format!(
+    let mut html = format!(
         "✅ <b>This group is protected.</b>\nMembers must join: {}\n{}\n\
          Change this with /settings; /status shows my rights at any time.",
         channel_list(channels),
         action_summary(&settings)
     );
+    if settings.join_gate {
+        // Not a reason to refuse the protection: only the join gate needs this right.
+        if let Some(problem) = check_join_gate(&**app.telegram(), app.me().id, group).await {
+            html.push_str(&format!("\n⚠️ {}", escape(&problem.to_string())));
+        }
+    }
     reply_text(app, msg, html).await
 }
 

@@ -1,6 +1,7 @@
 //! `/status`: linked channels, the bot's rights in the group and in each
-//! channel (and what is missing), members muted now, and verifications and
-//! the cache hit rate.
+//! channel (and what is missing), members muted now, join requests waiting
+//! (with the join gate on, and whether the bot may answer them), and
+//! verifications and the cache hit rate.
 //!
 //! Metrics labels never carry a group id, so the per-group numbers come from
 //! the in-process [`GroupStats`](crate::group_stats::GroupStats) (this
@@ -8,7 +9,7 @@
 //! from the registry.
 
 use gmbot_core::domain::GroupState;
-use gmbot_core::setup::diagnose;
+use gmbot_core::setup::{check_join_gate, diagnose};
 use prometheus::Registry;
 
 use super::caller::admin_gate;
@@ -48,7 +49,14 @@ pub(crate) async fn run(app: &App, msg: &Message) -> Result<(), HandleError> {
         ),
         GroupState::Unprotected => "off".to_owned(),
     };
-    let problems = diagnose(&**app.telegram(), app.me().id, group, &stored.channels).await;
+    let mut problems = diagnose(&**app.telegram(), app.me().id, group, &stored.channels).await;
+    if stored.settings.join_gate {
+        if let Some(p) = check_join_gate(&**app.telegram(), app.me().id, group).await {
+            if !problems.contains(&p) {
+                problems.push(p);
+            }
+        }
+    }
     let rights = if problems.is_empty() {
         "✅ I have every right I need here and in each channel.".to_owned()
     } else {
@@ -59,6 +67,7 @@ pub(crate) async fn run(app: &App, msg: &Message) -> Result<(), HandleError> {
         format!("⚠️ To fix:\n{}", list.join("\n"))
     };
     let muted = app.store().count_active_restrictions(group).await?;
+    let join_requests = join_request_line(app, group, &stored.settings).await?;
     let counts = app.group_stats().get(group);
     let hit_rate = cache_hit_rate(app.registry())
         .map_or_else(|| "n/a".to_owned(), |r| format!("{:.1} %", r * 100.0));
@@ -68,6 +77,7 @@ pub(crate) async fn run(app: &App, msg: &Message) -> Result<(), HandleError> {
          {action}\n\
          <b>My rights</b>: {rights}\n\
          <b>Muted now</b>: {muted}\n\
+         <b>Join requests</b>: {join_requests}\n\
          <b>Verifications</b> (this instance, since it started): {total} — {allowed} allowed, \
          {exempt} exempt, {denied} denied, {unverifiable} unverifiable\n\
          <b>Cache hits</b> (this group): {cache_hits}\n\
@@ -92,6 +102,40 @@ pub(crate) async fn run(app: &App, msg: &Message) -> Result<(), HandleError> {
         ));
     }
     reply_text(app, msg, html).await
+}
+
+/// The join gate in words: off, or on with the wait and the requests waiting now (and when
+/// the next one is decided).
+async fn join_request_line(
+    app: &App,
+    group: gmbot_core::domain::GroupId,
+    settings: &gmbot_core::domain::GroupSettings,
+) -> Result<String, HandleError> {
+    if !settings.join_gate {
+        return Ok("left to the admins (join gate off)".to_owned());
+    }
+    let wait = super::protect::duration_words(settings.join_wait_seconds);
+    let pending = app.store().count_pending_join_requests(group).await?;
+    if pending == 0 {
+        return Ok(format!(
+            "I decide them (non-subscribers get {wait} to join); none waiting"
+        ));
+    }
+    let next = app.store().pending_join_requests(group, 1).await?;
+    let soonest = next
+        .first()
+        .map(|r| {
+            let secs = (r.expires_at.secs() - app.clock().unix_now().secs()).max(0);
+            let secs = u32::try_from(secs).unwrap_or(u32::MAX);
+            format!(
+                ", the next decided in {}",
+                super::protect::duration_words(secs)
+            )
+        })
+        .unwrap_or_default();
+    Ok(format!(
+        "I decide them (non-subscribers get {wait} to join); {pending} waiting for the requester to join{soonest}"
+    ))
 }
 
 /// Share of membership lookups answered without a Telegram call, from the

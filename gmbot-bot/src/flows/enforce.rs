@@ -99,6 +99,7 @@ pub async fn perform(
             Action::Warn {
                 delete_after_seconds,
                 cooldown_seconds,
+                private,
             } => {
                 let cooldown = Duration::from_secs(cooldown_seconds.into());
                 let now_ms = app.clock().now_millis();
@@ -116,6 +117,7 @@ pub async fn perform(
                             delete_after: Duration::from_secs(delete_after_seconds.into()),
                             cooldown,
                             joined_button,
+                            private,
                         },
                     );
                 } else {

@@ -9,6 +9,8 @@
 //!   channel of that group.
 //! - A member leaving a linked channel is, with `strict_leave`, muted and
 //!   warned at once in each linked group where they were seen writing.
+//! - With the join gate on, a member the gate just let in is not checked on join (they were
+//!   checked a moment ago), and joining a linked channel approves a pending join request.
 
 use gmbot_core::cache::MembershipKey;
 use gmbot_core::domain::{ChannelId, GroupId, LiftReason};
@@ -40,6 +42,10 @@ pub async fn member_joined_group(
         return Ok(());
     };
     if config.not_enforced().is_some() || !config.settings().check_on_join {
+        return Ok(());
+    }
+    if config.settings().join_gate && super::gate::admitted(app, group, member.id).await? {
+        log::debug!(group_id = group.get(), user_id = member.id.get(); "member let in by the join gate: not checked again");
         return Ok(());
     }
     let mut ctx = MessageContext::no_message();
@@ -84,6 +90,7 @@ async fn channel_joined(app: &App, channel: ChannelId, member: &User) -> Result<
     let mut first_error = None;
     for group in groups {
         let result: Result<(), HandleError> = async {
+            super::gate::channel_joined(app, group, member.id).await?;
             let _guard = app.flows().member_lock(group, member.id).await;
             if app
                 .store()

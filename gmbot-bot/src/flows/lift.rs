@@ -115,7 +115,7 @@ pub(crate) async fn delete_warnings(
     user: UserId,
 ) {
     for message in app.flows().timers().take_member(group, user) {
-        if let Err(err) = telegram.delete_message(group.into(), message).await {
+        if let Err(err) = message.delete(telegram, group).await {
             log::debug!(group_id = group.get(), error:display = err; "cannot delete a warning");
         }
     }

@@ -11,6 +11,7 @@
 
 pub mod bot_status;
 pub mod enforce;
+pub mod gate;
 pub mod join;
 pub mod joined_button;
 pub mod lift;
@@ -82,6 +83,9 @@ impl Default for FlowConfig {
 /// update) is handled once if the second copy arrives within this window.
 const JOIN_DEDUP_WINDOW: Duration = Duration::from_secs(60);
 
+/// How long a member let in by the join gate is not checked again when their join arrives.
+const ADMITTED_WINDOW: Duration = Duration::from_secs(600);
+
 /// The flows' shared in-process state and background tasks.
 pub struct FlowState {
     config: FlowConfig,
@@ -92,6 +96,7 @@ pub struct FlowState {
     notices: Cache<(GroupId, String), ()>,
     joins: Cache<(GroupId, UserId), ()>,
     read_ahead_status: Cache<(GroupId, UserId), gmbot_core::domain::ChatMemberStatus>,
+    admitted: Cache<(GroupId, UserId), ()>,
     members: MemberLocks,
     raids: RaidWatch,
     resolve_gate: resolve::ResolveGate,
@@ -160,6 +165,10 @@ impl FlowState {
             read_ahead_status: Cache::builder()
                 .max_capacity(READ_AHEAD_STATUSES)
                 .time_to_live(READ_AHEAD_STATUS_TTL)
+                .build(),
+            admitted: Cache::builder()
+                .max_capacity(config.max_members)
+                .time_to_live(ADMITTED_WINDOW)
                 .build(),
             members: MemberLocks::new(),
             raids,
@@ -234,6 +243,22 @@ impl FlowState {
             .or_insert(())
             .await
             .is_fresh()
+    }
+
+    /// Notes that the join gate is letting `user` into `group`: their join, when it arrives,
+    /// is not checked again (they were checked a moment ago).
+    pub(crate) async fn mark_admitted(&self, group: GroupId, user: UserId) {
+        self.admitted.insert((group, user), ()).await;
+    }
+
+    /// Forgets [`Self::mark_admitted`]: the approval failed.
+    pub(crate) async fn forget_admitted(&self, group: GroupId, user: UserId) {
+        self.admitted.invalidate(&(group, user)).await;
+    }
+
+    /// Whether the join gate let `user` into `group` in the last ten minutes (this process).
+    pub(crate) async fn was_admitted(&self, group: GroupId, user: UserId) -> bool {
+        self.admitted.get(&(group, user)).await.is_some()
     }
 
     /// Stops the background tasks: warnings not yet due stay, waiting seen

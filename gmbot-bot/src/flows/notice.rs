@@ -96,6 +96,14 @@ pub async fn missing_invite_link(app: &App, group: GroupId, channel: &EnforcedCh
     notify_group_once(app, group, format!("invite:{}", channel_key(channel)), html).await;
 }
 
+/// Tells the group's admins, once per `notice_interval`, that the join gate is on but the bot
+/// may not answer join requests (no `can_invite_users`), so the requests are left to them.
+pub async fn join_gate_without_rights(app: &App, group: GroupId) {
+    let html = "⚠️ Admins: the join gate is on, but I can't approve or decline join requests.                 Give me the right <i>Invite users via link</i> in this group, or switch the gate                 off in /settings. Until then the requests wait for you."
+        .to_owned();
+    notify_group_once(app, group, "join_gate_rights".to_owned(), html).await;
+}
+
 /// [`tell_owner`] in the background: the handler that noticed something does not wait for
 /// the private chat's budget (1 message/s).
 pub fn tell_owner_later(app: &App, owner: Option<UserId>, html: String) {

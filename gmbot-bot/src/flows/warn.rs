@@ -9,6 +9,8 @@
 //! Every warning is deleted after `warning_ttl_seconds` by [`WarningTimers`],
 //! one task owned by the app and stopped on shutdown. If the process dies
 //! before the delay, the warning stays in the group (nothing persists the timers).
+//! A private warning (an ephemeral message, Bot API 10.2) is deleted the same way, with
+//! `deleteEphemeralMessage`.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -16,7 +18,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use gmbot_core::domain::{EnforcedChannel, GroupId, MessageId, UserId};
-use gmbot_core::telegram::{InlineButton, OutgoingMessage, TelegramApi, TelegramError};
+use gmbot_core::telegram::{
+    EphemeralId, InlineButton, OutgoingMessage, TelegramApi, TelegramError,
+};
 use moka::future::Cache;
 use moka::ops::compute::Op;
 use tokio::sync::{watch, Notify};
@@ -194,13 +198,43 @@ impl Cooldowns {
     }
 }
 
+/// A warning on screen: a message of the group, or an ephemeral message only its member sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WarningMessage {
+    /// An ordinary message of the group (`deleteMessage`).
+    Public(MessageId),
+    /// An ephemeral message shown to `receiver` only (`deleteEphemeralMessage`).
+    Ephemeral {
+        /// The member who sees it.
+        receiver: UserId,
+        /// Its ephemeral id.
+        id: EphemeralId,
+    },
+}
+
+impl WarningMessage {
+    /// Deletes it through `telegram`.
+    pub(crate) async fn delete(
+        self,
+        telegram: &dyn TelegramApi,
+        group: GroupId,
+    ) -> Result<(), TelegramError> {
+        match self {
+            Self::Public(message) => telegram.delete_message(group.into(), message).await,
+            Self::Ephemeral { receiver, id } => {
+                telegram.delete_ephemeral(group.into(), receiver, id).await
+            }
+        }
+    }
+}
+
 /// A warning waiting for its deletion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Pending {
     group: GroupId,
     /// The member a personal warning is for; `None` for a group-wide (consolidated) one.
     user: Option<UserId>,
-    message: MessageId,
+    message: WarningMessage,
 }
 
 #[derive(Default)]
@@ -274,6 +308,32 @@ impl WarningTimers {
         message: MessageId,
         delay: Duration,
     ) {
+        self.reschedule_warning(group, user, WarningMessage::Public(message), delay);
+    }
+
+    /// Schedules the deletion of `receiver`'s ephemeral warning `id` in `group` after `delay`.
+    pub(crate) fn schedule_ephemeral(
+        &self,
+        group: GroupId,
+        receiver: UserId,
+        id: EphemeralId,
+        delay: Duration,
+    ) {
+        self.reschedule_warning(
+            group,
+            Some(receiver),
+            WarningMessage::Ephemeral { receiver, id },
+            delay,
+        );
+    }
+
+    fn reschedule_warning(
+        &self,
+        group: GroupId,
+        user: Option<UserId>,
+        message: WarningMessage,
+        delay: Duration,
+    ) {
         {
             let mut s = self.lock();
             s.entries
@@ -294,7 +354,7 @@ impl WarningTimers {
     }
 
     /// Stops tracking `user`'s warnings in `group` and returns them, for the caller to delete now.
-    pub(crate) fn take_member(&self, group: GroupId, user: UserId) -> Vec<MessageId> {
+    pub(crate) fn take_member(&self, group: GroupId, user: UserId) -> Vec<WarningMessage> {
         let mut s = self.lock();
         let mut out = Vec::new();
         s.entries.retain(|_, p| {
@@ -364,15 +424,15 @@ impl WarningTimers {
 }
 
 async fn delete_warning(telegram: &dyn TelegramApi, w: Pending) {
-    match telegram.delete_message(w.group.into(), w.message).await {
+    match w.message.delete(telegram, w.group).await {
         Ok(()) => {
-            log::debug!(group_id = w.group.get(), message_id = w.message.0; "warning deleted")
+            log::debug!(group_id = w.group.get(), message:? = w.message; "warning deleted")
         }
         // Already gone (an admin deleted it, or it was deleted on "I've joined").
         Err(TelegramError::BadRequest(_)) => {}
         Err(err) => log::info!(
             group_id = w.group.get(),
-            message_id = w.message.0,
+            message:? = w.message,
             error:display = err;
             "cannot delete an expired warning"
         ),
@@ -428,7 +488,10 @@ mod tests {
         timers.schedule(g, UserId(2), MessageId(11), Duration::from_secs(30));
         timers.schedule(g, UserId(3), MessageId(12), Duration::from_secs(90));
         timers.schedule(g, UserId(4), MessageId(13), Duration::from_secs(600));
-        assert_eq!(timers.take_member(g, UserId(1)), vec![MessageId(10)]);
+        assert_eq!(
+            timers.take_member(g, UserId(1)),
+            vec![WarningMessage::Public(MessageId(10))]
+        );
         assert_eq!(timers.scheduled(), 3);
 
         tokio::time::sleep(Duration::from_secs(29)).await;

@@ -1,10 +1,12 @@
-//! `callback_query`: a press on an inline button — "I've joined" (`j:`) or the settings keyboard (`s:`).
+//! `callback_query`: a press on an inline button — "I've joined" (`j:`), the join gate's
+//! "I've joined — let me in" (`g:`) or the settings keyboard (`s:`).
 
 use gmbot_core::dispatch::Lane;
 use gmbot_core::telegram::TelegramApi;
 
 use crate::app::App;
 use crate::commands;
+use crate::flows::gate::{self, GATE_PREFIX};
 use crate::flows::joined_button;
 use crate::flows::warn::JOINED_PREFIX;
 use crate::update::CallbackQuery;
@@ -26,6 +28,7 @@ pub(super) async fn handle(
         Some(data) if data.starts_with(JOINED_PREFIX) => {
             joined_button::pressed(app, &cq, data).await
         }
+        Some(data) if data.starts_with(GATE_PREFIX) => gate::pressed(app, &cq, data).await,
         _ => {
             // Not a button of ours (or no data at all): answer so the spinner stops.
             log::warn!(

@@ -6,6 +6,7 @@
 //! and count failures in `gmbot_errors_total{kind}`.
 
 mod callback_query;
+mod chat_join_request;
 mod chat_member;
 mod error;
 mod message;
@@ -31,6 +32,7 @@ pub async fn handle(app: &App, update: Update) -> Result<(), HandleError> {
         UpdateKind::CallbackQuery(cq) => callback_query::handle(app, id, cq).await,
         UpdateKind::ChatMember(change) => chat_member::handle(app, id, change).await,
         UpdateKind::MyChatMember(change) => my_chat_member::handle(app, id, change).await,
+        UpdateKind::ChatJoinRequest(req) => chat_join_request::handle(app, id, req).await,
         UpdateKind::Other(_) => Ok(()),
     };
     let elapsed = started.elapsed();

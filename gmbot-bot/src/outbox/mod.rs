@@ -13,9 +13,10 @@
 //! - **Order per member.** Tasks of one (group, member) never run concurrently; a lift
 //!   cancels the member's queued mute or kick (it would be undone at once) and runs after
 //!   one already in flight, so the journal and Telegram agree.
-//! - **Priorities inside a group.** Lifts first (a member is waiting), then deletions, then
-//!   the group's pending warning (one task at a time, on the group's message budget, so it
-//!   never waits for a raid's mutes), then mutes and kicks.
+//! - **Priorities inside a group.** Lifts first (a member is waiting), then the join gate's
+//!   calls (approvals, declines, join-request query answers and the private message to a
+//!   requester), then deletions, then the group's pending warning (one task at a time, on the
+//!   group's message budget, so it never waits for a raid's mutes), then mutes and kicks.
 //! - **Raids.** Deletions waiting together go out as one `deleteMessages` call (up to 100
 //!   ids; one `deleteMessage` each where the bulk call fails). Warnings collapse: while one
 //!   is being sent or is still shown, further non-subscribers join a pending batch that is
@@ -24,7 +25,9 @@
 //! - **Bounded.** At most [`OutboxConfig::max_jobs`] deletions and mutes wait; beyond that
 //!   new ones are shed (counted in `gmbot_outbox_shed_total{kind}`): a shed mute keeps its
 //!   pending row, which reconciliation applies later; a shed deletion leaves the message.
-//!   Warnings take constant room per group (they are consolidated), lifts are never shed.
+//!   Warnings take constant room per group (they are consolidated), lifts and the gate's
+//!   answers to join requests are never shed; a gate's private message to a requester is
+//!   (the request stays pending: joining the channel still lets them in).
 //!
 //! [`Outbox::shutdown`] lets the workers finish what is queued within a deadline (lifts and
 //! deletions first); mutes still waiting then keep their pending rows, which the next start's
@@ -45,6 +48,7 @@ use tokio::task::JoinHandle;
 
 use crate::app::App;
 use crate::flows::enforce::{apply_mute, count};
+use crate::flows::gate::{self, GateJob};
 use crate::flows::lift::{unmute_member, Unmuted};
 
 pub use self::warnings::{consolidated_message, WarnRequest, ANYONE_JOINED_DATA};
@@ -101,6 +105,7 @@ struct LiftJob {
 
 enum Task {
     Lift(LiftJob),
+    Gate(GateJob),
     Delete(Vec<MessageId>),
     Mod(ModJob),
     Warn(WarnBatch),
@@ -110,6 +115,7 @@ impl Task {
     fn user(&self) -> Option<UserId> {
         match self {
             Task::Lift(j) => Some(j.user),
+            Task::Gate(j) => Some(j.user),
             Task::Mod(j) => Some(j.user),
             Task::Delete(_) | Task::Warn(_) => None,
         }
@@ -119,6 +125,7 @@ impl Task {
 #[derive(Default)]
 struct GroupQueue {
     lifts: VecDeque<LiftJob>,
+    gates: VecDeque<GateJob>,
     deletes: VecDeque<MessageId>,
     mods: VecDeque<ModJob>,
     warn: Option<WarnBatch>,
@@ -135,6 +142,7 @@ const MOD_SCAN: usize = 64;
 impl GroupQueue {
     fn is_empty(&self) -> bool {
         self.lifts.is_empty()
+            && self.gates.is_empty()
             && self.deletes.is_empty()
             && self.mods.is_empty()
             && self.warn.is_none()
@@ -145,6 +153,7 @@ impl GroupQueue {
             return false;
         }
         self.lifts.iter().any(|j| !self.busy.contains(&j.user))
+            || self.gates.iter().any(|j| !self.busy.contains(&j.user))
             || !self.deletes.is_empty()
             || self
                 .mods
@@ -163,6 +172,10 @@ impl GroupQueue {
         if let Some(i) = self.lifts.iter().position(|j| !self.busy.contains(&j.user)) {
             let job = self.lifts.remove(i)?;
             return Some((Task::Lift(job), 1));
+        }
+        if let Some(i) = self.gates.iter().position(|j| !self.busy.contains(&j.user)) {
+            let job = self.gates.remove(i)?;
+            return Some((Task::Gate(job), 1));
         }
         if !self.deletes.is_empty() {
             let n = self.deletes.len().min(MAX_BULK_DELETE);
@@ -425,6 +438,29 @@ impl Outbox {
         rx
     }
 
+    /// Queues a join-gate call for `job.user` in `group` (see [`gate`]). Answers to join
+    /// requests are never shed; a private message to a requester is when the outbox is full
+    /// (`false`; a receiver waiting for it sees its sender dropped).
+    pub(crate) fn gate(&self, app: &App, group: GroupId, job: GateJob) -> bool {
+        if job.is_sheddable() {
+            // Shed: the job (and its sender) is dropped, so a waiting receiver sees it failed.
+            let queued = self.push(app, group, "join_notice", |q| q.gates.push_back(job));
+            if !queued {
+                log::warn!(group_id = group.get(); "outbox full: a requester is not told how to get in");
+            }
+            return queued;
+        }
+        {
+            let mut s = self.lock();
+            s.jobs += 1;
+            s.groups.entry(group).or_default().gates.push_back(job);
+            let cap = self.cap();
+            s.ring_push(group, cap);
+        }
+        self.inner.wake.notify_one();
+        true
+    }
+
     /// Adds a denied member to the group's pending warning (one message per group, see the
     /// module docs).
     pub fn warn(&self, group: GroupId, request: WarnRequest) {
@@ -565,6 +601,13 @@ async fn run(outbox: &Outbox, app: &App, group: GroupId, task: Task) {
                 outbox.forget_member(group, job.user);
             }
             if let Some(done) = job.done {
+                let _ = done.send(outcome);
+            }
+        }
+        Task::Gate(mut job) => {
+            let done = job.done.take();
+            let outcome = gate::carry_out(app, group, job).await;
+            if let Some(done) = done {
                 let _ = done.send(outcome);
             }
         }

@@ -118,7 +118,8 @@ fn one_member_never_has_two_tasks_at_once_and_a_lift_cancels_the_queued_mute() {
 }
 
 #[test]
-fn lifts_go_first_then_deletions_in_batches_of_100_then_mutes_then_the_warning() {
+fn lifts_go_first_then_the_gate_then_deletions_in_batches_of_100_then_mutes_then_the_warning() {
+    use crate::flows::gate::{GateJob, GateKind};
     let a = GroupId(-1);
     let mut s = State::default();
     {
@@ -127,19 +128,22 @@ fn lifts_go_first_then_deletions_in_batches_of_100_then_mutes_then_the_warning()
             q.deletes.push_back(MessageId(i));
         }
         q.mods.push_back(mute(1, 1));
+        q.gates
+            .push_back(GateJob::new(UserId(3), GateKind::Approve { query: None }));
         q.lifts.push_back(LiftJob {
             user: UserId(2),
             reason: LiftReason::Joined,
             lane: Lane::Interactive,
             done: None,
         });
-        s.jobs += 252;
+        s.jobs += 253;
     }
     s.ring_push(a, 10);
     let mut kinds = Vec::new();
     while let Some((_, t)) = s.next_task(10) {
         kinds.push(match t {
             Task::Lift(_) => "lift".to_owned(),
+            Task::Gate(_) => "gate".to_owned(),
             Task::Delete(ids) => format!("delete{}", ids.len()),
             Task::Mod(_) => "mute".to_owned(),
             Task::Warn(_) => "warn".to_owned(),
@@ -147,7 +151,7 @@ fn lifts_go_first_then_deletions_in_batches_of_100_then_mutes_then_the_warning()
     }
     assert_eq!(
         kinds,
-        vec!["lift", "delete100", "delete100", "delete50", "mute"]
+        vec!["lift", "gate", "delete100", "delete100", "delete50", "mute"]
     );
     assert_eq!(s.jobs, 0);
 }

@@ -9,13 +9,24 @@
 //! message budget (20/min) like sends, so in a raid the warning is edited at most every few
 //! seconds with everyone gathered meanwhile. Each edit moves the warning's deletion to
 //! `warning_ttl_seconds` after it, so it stays up while the raid goes on.
+//!
+//! With the group's **private warnings** on, a personal warning is sent as an ephemeral message
+//! (Bot API 10.2, `ephemeral_message_parameters { receiver_user_id }`) that only its member
+//! sees, deleted after the same delay with `deleteEphemeralMessage`. It is not a shown warning
+//! the next members are gathered into (nobody else sees it, and an ephemeral message is not
+//! edited with `editMessageText`): the next member gets their own. Members who pile up while a
+//! warning is being sent still collapse into one public consolidated warning — one message for
+//! the group's budget instead of one each. When the ephemeral send fails, or a server that
+//! does not know the parameters posts it publicly, the member gets the ordinary public warning.
+//! The reference names no separate limit for ephemeral messages, so they are budgeted as
+//! messages into the group (20/min), like the public warning.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use gmbot_core::dispatch::Lane;
 use gmbot_core::domain::{EnforcedChannel, GroupId, MessageId, UserId};
-use gmbot_core::telegram::{InlineButton, OutgoingMessage, TelegramApi};
+use gmbot_core::telegram::{InlineButton, OutgoingMessage, Posted, TelegramApi};
 use tokio::time::Instant;
 
 use crate::app::App;
@@ -46,12 +57,15 @@ pub struct WarnRequest {
     /// Whether a personal warning carries the "I've joined" button (not for a member an
     /// admin restricted: pressing it would lift the admin's restriction).
     pub joined_button: bool,
+    /// `private_warnings`: show a personal warning to the member only.
+    pub private: bool,
 }
 
 /// Members waiting for the group's next warning message.
 #[derive(Debug, Clone)]
 pub(super) struct WarnBatch {
     joined_button: bool,
+    private: bool,
     named: Vec<User>,
     count: usize,
     missing: Vec<Arc<EnforcedChannel>>,
@@ -78,6 +92,7 @@ impl WarnBatch {
     pub(super) fn new(r: WarnRequest) -> Self {
         Self {
             joined_button: r.joined_button,
+            private: r.private,
             named: vec![r.member],
             count: 1,
             missing: r.missing,
@@ -173,6 +188,50 @@ pub fn consolidated_message(
     }
 }
 
+/// Sends `member`'s warning as an ephemeral message only they see. Returns `true` when it is
+/// on screen (for them only, or — from a server that ignored the ephemeral parameters — for
+/// everyone, then tracked as the public warning it is); `false` when the caller must post the
+/// public warning.
+async fn send_private(
+    app: &App,
+    telegram: &dyn TelegramApi,
+    group: GroupId,
+    member: UserId,
+    msg: &OutgoingMessage,
+    batch: &WarnBatch,
+) -> bool {
+    let timers = app.flows().timers();
+    match telegram.send_ephemeral(group.into(), member, msg).await {
+        Ok(Posted::Ephemeral(id)) => {
+            count(app, "warn_private", true);
+            timers.schedule_ephemeral(group, member, id, batch.delete_after);
+            log::debug!(group_id = group.get(), user_id = member.get(); "private warning sent");
+            true
+        }
+        Ok(Posted::Public(message)) => {
+            count(app, "warn_private", false);
+            count(app, "warn", true);
+            log::info!(
+                group_id = group.get(),
+                user_id = member.get();
+                "the server posted the private warning publicly (no ephemeral messages before Bot API 10.2)"
+            );
+            timers.reschedule(group, Some(member), message, batch.delete_after);
+            true
+        }
+        Err(err) => {
+            count(app, "warn_private", false);
+            log::info!(
+                group_id = group.get(),
+                user_id = member.get(),
+                error:display = err;
+                "cannot send a private warning; posting the public one"
+            );
+            false
+        }
+    }
+}
+
 /// Posts or edits the group's warning for `batch`.
 pub(super) async fn send(outbox: &Outbox, app: &App, group: GroupId, batch: WarnBatch) {
     let now = Instant::now();
@@ -238,6 +297,9 @@ pub(super) async fn send(outbox: &Outbox, app: &App, group: GroupId, batch: Warn
         for channel in unlinked {
             let (app, channel) = (app.clone(), channel.clone());
             tokio::spawn(async move { notice::missing_invite_link(&app, group, &channel).await });
+        }
+        if batch.private && send_private(app, &telegram, group, member.id, &msg, &batch).await {
+            return;
         }
         (msg, Some(member.id))
     } else {

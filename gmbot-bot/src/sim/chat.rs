@@ -121,6 +121,21 @@ pub(crate) struct SimChat {
     pub(crate) primary_link: Option<String>,
     /// Chats banned from posting here on their own behalf (`banChatSenderChat`).
     pub(crate) banned_sender_chats: std::collections::HashSet<i64>,
+    /// Ephemeral messages (Bot API 10.2), by ephemeral id: each seen by its receiver only,
+    /// never part of [`Self::messages`].
+    pub(crate) ephemeral: BTreeMap<i64, SimEphemeral>,
+    pub(crate) next_ephemeral_id: i64,
+}
+
+/// An ephemeral message: shown in a chat to one user only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimEphemeral {
+    /// Its ephemeral id (`ephemeral_message_id`).
+    pub id: i64,
+    /// The only user who sees it.
+    pub receiver: UserId,
+    /// The message as the receiver sees it (its `id` is the ephemeral id).
+    pub message: SimMessage,
 }
 
 impl SimChat {
@@ -137,6 +152,8 @@ impl SimChat {
             migrated_to: None,
             primary_link: None,
             banned_sender_chats: Default::default(),
+            ephemeral: BTreeMap::new(),
+            next_ephemeral_id: 1,
         }
     }
 

@@ -186,7 +186,7 @@ impl World {
 }
 
 impl Simulator {
-    fn with<T>(&self, f: impl FnOnce(&mut World) -> T) -> T {
+    pub(super) fn with<T>(&self, f: impl FnOnce(&mut World) -> T) -> T {
         let out = {
             let mut w = self.shared.lock();
             f(&mut w)
@@ -862,7 +862,7 @@ impl Simulator {
     }
 }
 
-fn join(w: &mut World, chat: i64, user: i64) -> Result<(), SimError> {
+pub(super) fn join(w: &mut World, chat: i64, user: i64) -> Result<(), SimError> {
     let c = w.chat_checked(chat)?;
     w.user_checked(user)?;
     let new = match c.member(user, now()) {

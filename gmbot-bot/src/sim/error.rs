@@ -35,6 +35,14 @@ pub enum SimError {
         /// User id.
         user: i64,
     },
+    /// The user is in the chat already (a member cannot ask to join).
+    #[error("user {user} is already in chat {chat}")]
+    AlreadyMember {
+        /// Chat id.
+        chat: i64,
+        /// User id.
+        user: i64,
+    },
     /// The message has no button with this callback data.
     #[error("message {message} has no button with that callback data")]
     NoSuchButton {

@@ -19,6 +19,8 @@
 //! - `member`, `chat` — Telegram's data model; `render` — the model as Bot API JSON.
 //! - `faults`, `calls` — injected failures and the call log; `control` — the test-facing API;
 //!   `legacy` — answers in an older Bot API version's shape.
+//! - `join_requests` — join requests (and Bot API 10.1 join request queries) and ephemeral
+//!   messages (Bot API 10.2) as the control API drives and inspects them.
 //!
 //! ## Known differences from Telegram
 //!
@@ -35,6 +37,7 @@ mod error;
 mod events;
 mod faults;
 mod html;
+mod join_requests;
 mod legacy;
 mod member;
 mod methods;
@@ -53,11 +56,11 @@ use gmbot_core::domain::UserId;
 
 pub use self::api_error::ApiError;
 pub use self::calls::RecordedCall;
-pub use self::chat::{ChatKind, MessageKind, SimButton, SimMessage, SimUser};
+pub use self::chat::{ChatKind, MessageKind, SimButton, SimEphemeral, SimMessage, SimUser};
 pub use self::error::SimError;
 pub use self::faults::{Fault, FaultKind};
 pub use self::member::{AdminRights, MemberState, Permissions};
-pub use self::world::CallbackAnswer;
+pub use self::world::{CallbackAnswer, EphemeralSupport};
 
 use self::world::{Shared, World};
 

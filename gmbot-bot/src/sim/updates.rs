@@ -48,6 +48,7 @@ fn kind(content: &UpdateContent) -> &'static str {
         UpdateContent::CallbackQuery(_) => "callback_query",
         UpdateContent::MyChatMember(_) => "my_chat_member",
         UpdateContent::ChatMember(_) => "chat_member",
+        UpdateContent::ChatJoinRequest(_) => "chat_join_request",
         UpdateContent::MessageReaction(_) => "message_reaction",
         UpdateContent::MessageReactionCount(_) => "message_reaction_count",
         _ => "other",

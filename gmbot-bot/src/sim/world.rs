@@ -38,6 +38,28 @@ pub(crate) struct CallbackState {
     pub(crate) answer: Option<CallbackAnswer>,
 }
 
+/// A join request waiting for the chat's admins (or the bot) to answer it.
+#[derive(Debug, Clone)]
+pub(crate) struct SimJoinRequest {
+    /// When it was sent (Unix seconds): the bot may write to the requester until 5 minutes later.
+    pub(crate) date: i64,
+    /// The guard bot's query id (Bot API 10.1), answerable until 10 seconds after `date`.
+    pub(crate) query_id: Option<String>,
+}
+
+/// What the simulator does with `ephemeral_message_parameters` (Bot API 10.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EphemeralSupport {
+    /// Ephemeral messages work: shown to their receiver only.
+    #[default]
+    Supported,
+    /// Refused with `400 Bad Request` (a chat or account where they are not available).
+    Refused,
+    /// Ignored, as a server older than Bot API 10.2 ignores an unknown parameter: the
+    /// message is posted for everyone.
+    Ignored,
+}
+
 /// An invite link the bot created or exported.
 #[derive(Debug, Clone)]
 pub(crate) struct InviteLink {
@@ -72,6 +94,12 @@ pub(crate) struct World {
     pub(crate) legacy_shape: bool,
     pub(crate) callbacks: HashMap<String, CallbackState>,
     pub(crate) invite_links: HashMap<String, InviteLink>,
+    /// Join requests by (chat, user).
+    pub(crate) join_requests: HashMap<(i64, i64), SimJoinRequest>,
+    /// Answers given to join request queries, by query id.
+    pub(crate) query_answers: HashMap<String, String>,
+    pub(crate) ephemeral_support: EphemeralSupport,
+    pub(crate) next_query: u64,
     pub(crate) next_user_id: i64,
     pub(crate) next_chat_seq: i64,
     pub(crate) next_callback: u64,
@@ -99,6 +127,10 @@ impl World {
             legacy_shape: false,
             callbacks: HashMap::new(),
             invite_links: HashMap::new(),
+            join_requests: HashMap::new(),
+            query_answers: HashMap::new(),
+            ephemeral_support: EphemeralSupport::default(),
+            next_query: 1,
             next_user_id: 100_000_001,
             next_chat_seq: 1,
             next_callback: 1,
@@ -177,6 +209,16 @@ impl World {
         }
     }
 
+    /// Whether the bot may write to `user` privately: they started it, or they have a join
+    /// request not yet answered and sent less than 5 minutes ago (`user_chat_id`).
+    pub(crate) fn may_message_privately(&self, user: i64) -> bool {
+        self.started.contains(&user)
+            || self
+                .join_requests
+                .iter()
+                .any(|((_, u), r)| *u == user && now() - r.date < JOIN_REQUEST_DM_SECS)
+    }
+
     pub(crate) fn chat(&self, id: i64) -> Result<&SimChat, ApiError> {
         self.chats.get(&id).ok_or_else(ApiError::chat_not_found)
     }
@@ -203,6 +245,11 @@ impl World {
         }
     }
 }
+
+/// How long after a join request the bot may write to the requester (Bot API `user_chat_id`).
+pub(crate) const JOIN_REQUEST_DM_SECS: i64 = 300;
+/// How long a guard bot has to answer a join request query (Bot API 10.1).
+pub(crate) const JOIN_QUERY_SECS: i64 = 10;
 
 /// The state and the condition variable that wakes long polls and webhook workers.
 pub(crate) struct Shared {

@@ -1,4 +1,5 @@
-//! `gmbot status`: one group in full — channels, settings, active restrictions, members seen.
+//! `gmbot status`: one group in full — channels, settings, active restrictions, members seen,
+//! join requests waiting for the join gate.
 
 use gmbot_core::domain::{FailurePolicy, GroupId, GroupSettings, GroupState, ProtectedGroup};
 use gmbot_core::store::StoreError;
@@ -32,6 +33,7 @@ struct StatusView<'a> {
     settings: &'a GroupSettings,
     active_restrictions: u64,
     seen_members: u64,
+    pending_join_requests: u64,
 }
 
 pub(super) async fn run(db: &Database, args: Args) -> Result<String, CliError> {
@@ -42,6 +44,7 @@ pub(super) async fn run(db: &Database, args: Args) -> Result<String, CliError> {
         .ok_or(StoreError::UnknownGroup(args.group))?;
     let active = store.count_active_restrictions(args.group).await?;
     let seen = store.count_seen(args.group).await?;
+    let pending = store.count_pending_join_requests(args.group).await?;
     match args.format {
         Format::Json => output::json(&StatusView {
             group: GroupView::from(&group),
@@ -52,12 +55,13 @@ pub(super) async fn run(db: &Database, args: Args) -> Result<String, CliError> {
             settings: &group.settings,
             active_restrictions: active,
             seen_members: seen,
+            pending_join_requests: pending,
         }),
-        Format::Table => Ok(text(&group, active, seen)),
+        Format::Table => Ok(text(&group, active, seen, pending)),
     }
 }
 
-fn text(g: &ProtectedGroup, active: u64, seen: u64) -> String {
+fn text(g: &ProtectedGroup, active: u64, seen: u64, pending: u64) -> String {
     let state = match g.state {
         GroupState::Paused => match &g.paused_reason {
             Some(reason) => format!("paused: {reason}"),
@@ -77,6 +81,7 @@ fn text(g: &ProtectedGroup, active: u64, seen: u64) -> String {
             ("last changed", output::time(g.updated_at)),
             ("active restrictions", active.to_string()),
             ("members seen", seen.to_string()),
+            ("join requests waiting", pending.to_string()),
         ],
         0,
     );
@@ -122,6 +127,15 @@ fn settings_pairs(s: &GroupSettings) -> Vec<(&'static str, String)> {
         ("check on join", yes_no(s.check_on_join)),
         ("strict leave", yes_no(s.strict_leave)),
         ("ban channel posters", yes_no(s.ban_channel_senders)),
+        (
+            "join gate",
+            if s.join_gate {
+                format!("on (non-subscribers get {} s to join)", s.join_wait_seconds)
+            } else {
+                "off (join requests are left to the admins)".to_owned()
+            },
+        ),
+        ("private warnings", yes_no(s.private_warnings)),
         (
             "allow-list",
             if s.allowlist.is_empty() {

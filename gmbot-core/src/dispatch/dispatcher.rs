@@ -17,8 +17,8 @@ use super::scheduler::{Budget, Scheduler};
 use super::{DispatchConfig, DispatchError, Lane};
 use crate::domain::{ChatId, ChatMemberStatus, GroupId, MessageId, UnixTime, UserId};
 use crate::telegram::{
-    ChatAdmin, ChatInfo, ChatTarget, Method, OutgoingMessage, TelegramApi, TelegramError,
-    TelegramResult,
+    ChatAdmin, ChatInfo, ChatTarget, EphemeralId, JoinQueryAnswer, Method, OutgoingMessage, Posted,
+    TelegramApi, TelegramError, TelegramResult,
 };
 
 struct Shared {
@@ -86,10 +86,10 @@ fn stopped() -> TelegramError {
 
 /// The outbound dispatcher: every Telegram call goes through it.
 ///
-/// - **Budgets** ([`DispatchConfig`]): `sendMessage` and `editMessageText`
-///   draw on the global write budget (30/s) and their chat's budget (20/min in
-///   a group, 1/s in a private chat); deletions, restrictions, kicks and their
-///   lifting on the action budget (30/s); invite links on the global write budget; reads (`getChatMember`,
+/// - **Budgets** ([`DispatchConfig`]): `sendMessage` (ephemeral ones included) and
+///   `editMessageText` draw on the global write budget (30/s) and their chat's budget
+///   (20/min in a group, 1/s in a private chat); deletions, restrictions, kicks, their
+///   lifting and the answers to join requests on the action budget (30/s); invite links on the global write budget; reads (`getChatMember`,
 ///   `getChatAdministrators`, `getChat`) on an optional read budget, never on
 ///   the message budget; callback answers on nothing. Buckets are `ratelimit` token buckets on tokio's clock.
 /// - **Lanes** ([`Lane`]): when calls wait for the same budget, the highest
@@ -490,6 +490,81 @@ impl Dispatcher {
         })
         .await
     }
+
+    async fn approve_join_request_in(
+        &self,
+        lane: Lane,
+        group: GroupId,
+        user: UserId,
+    ) -> TelegramResult<()> {
+        self.call(
+            lane,
+            Method::ApproveJoinRequest,
+            Some(group.into()),
+            |api| async move { api.approve_join_request(group, user).await },
+        )
+        .await
+    }
+
+    async fn decline_join_request_in(
+        &self,
+        lane: Lane,
+        group: GroupId,
+        user: UserId,
+    ) -> TelegramResult<()> {
+        self.call(
+            lane,
+            Method::DeclineJoinRequest,
+            Some(group.into()),
+            |api| async move { api.decline_join_request(group, user).await },
+        )
+        .await
+    }
+
+    async fn answer_join_request_query_in(
+        &self,
+        lane: Lane,
+        group: GroupId,
+        query_id: &str,
+        answer: JoinQueryAnswer,
+    ) -> TelegramResult<()> {
+        self.call(
+            lane,
+            Method::AnswerJoinRequestQuery,
+            Some(group.into()),
+            |api| async move { api.answer_join_request_query(group, query_id, answer).await },
+        )
+        .await
+    }
+
+    async fn send_ephemeral_in(
+        &self,
+        lane: Lane,
+        chat: ChatId,
+        receiver: UserId,
+        message: &OutgoingMessage,
+    ) -> TelegramResult<Posted> {
+        self.call(lane, Method::SendEphemeral, Some(chat), |api| async move {
+            api.send_ephemeral(chat, receiver, message).await
+        })
+        .await
+    }
+
+    async fn delete_ephemeral_in(
+        &self,
+        lane: Lane,
+        chat: ChatId,
+        receiver: UserId,
+        message: EphemeralId,
+    ) -> TelegramResult<()> {
+        self.call(
+            lane,
+            Method::DeleteEphemeral,
+            Some(chat),
+            |api| async move { api.delete_ephemeral(chat, receiver, message).await },
+        )
+        .await
+    }
 }
 
 /// Each method in its [default lane](Lane::default_for).
@@ -582,6 +657,48 @@ impl TelegramApi for Dispatcher {
     ) -> TelegramResult<()> {
         let lane = Lane::default_for(Method::EditMessage);
         self.edit_message_in(lane, chat, message, msg).await
+    }
+
+    async fn approve_join_request(&self, group: GroupId, user: UserId) -> TelegramResult<()> {
+        let lane = Lane::default_for(Method::ApproveJoinRequest);
+        self.approve_join_request_in(lane, group, user).await
+    }
+
+    async fn decline_join_request(&self, group: GroupId, user: UserId) -> TelegramResult<()> {
+        let lane = Lane::default_for(Method::DeclineJoinRequest);
+        self.decline_join_request_in(lane, group, user).await
+    }
+
+    async fn answer_join_request_query(
+        &self,
+        group: GroupId,
+        query_id: &str,
+        answer: JoinQueryAnswer,
+    ) -> TelegramResult<()> {
+        let lane = Lane::default_for(Method::AnswerJoinRequestQuery);
+        self.answer_join_request_query_in(lane, group, query_id, answer)
+            .await
+    }
+
+    async fn send_ephemeral(
+        &self,
+        chat: ChatId,
+        receiver: UserId,
+        message: &OutgoingMessage,
+    ) -> TelegramResult<Posted> {
+        let lane = Lane::default_for(Method::SendEphemeral);
+        self.send_ephemeral_in(lane, chat, receiver, message).await
+    }
+
+    async fn delete_ephemeral(
+        &self,
+        chat: ChatId,
+        receiver: UserId,
+        message: EphemeralId,
+    ) -> TelegramResult<()> {
+        let lane = Lane::default_for(Method::DeleteEphemeral);
+        self.delete_ephemeral_in(lane, chat, receiver, message)
+            .await
     }
 }
 
@@ -694,6 +811,51 @@ impl TelegramApi for LaneApi {
     ) -> TelegramResult<()> {
         self.dispatcher
             .edit_message_in(self.lane, chat, message, msg)
+            .await
+    }
+
+    async fn approve_join_request(&self, group: GroupId, user: UserId) -> TelegramResult<()> {
+        self.dispatcher
+            .approve_join_request_in(self.lane, group, user)
+            .await
+    }
+
+    async fn decline_join_request(&self, group: GroupId, user: UserId) -> TelegramResult<()> {
+        self.dispatcher
+            .decline_join_request_in(self.lane, group, user)
+            .await
+    }
+
+    async fn answer_join_request_query(
+        &self,
+        group: GroupId,
+        query_id: &str,
+        answer: JoinQueryAnswer,
+    ) -> TelegramResult<()> {
+        self.dispatcher
+            .answer_join_request_query_in(self.lane, group, query_id, answer)
+            .await
+    }
+
+    async fn send_ephemeral(
+        &self,
+        chat: ChatId,
+        receiver: UserId,
+        message: &OutgoingMessage,
+    ) -> TelegramResult<Posted> {
+        self.dispatcher
+            .send_ephemeral_in(self.lane, chat, receiver, message)
+            .await
+    }
+
+    async fn delete_ephemeral(
+        &self,
+        chat: ChatId,
+        receiver: UserId,
+        message: EphemeralId,
+    ) -> TelegramResult<()> {
+        self.dispatcher
+            .delete_ephemeral_in(self.lane, chat, receiver, message)
             .await
     }
 }

@@ -50,21 +50,28 @@ impl Lane {
     }
 
     /// The lane a call takes through the dispatcher's own
-    /// [`TelegramApi`](crate::telegram::TelegramApi) implementation: unmuting
-    /// and callback answers are interactive, membership reads, deletions,
-    /// restrictions and kicks are enforcement, sent and edited messages and
-    /// the setup calls behind admin commands (`getChat`, invite links) are notifications.
+    /// [`TelegramApi`](crate::telegram::TelegramApi) implementation: unmuting,
+    /// callback answers and the answers to join requests (a requester is waiting, and a
+    /// join request query must be answered within 10 seconds) are interactive, membership
+    /// reads, deletions, restrictions and kicks are enforcement, sent and edited messages
+    /// and the setup calls behind admin commands (`getChat`, invite links) are notifications.
     pub fn default_for(method: Method) -> Lane {
         match method {
-            Method::UnrestrictMember | Method::AnswerCallback => Lane::Interactive,
+            Method::UnrestrictMember
+            | Method::AnswerCallback
+            | Method::ApproveJoinRequest
+            | Method::DeclineJoinRequest
+            | Method::AnswerJoinRequestQuery => Lane::Interactive,
             Method::GetChatMember
             | Method::GetChatAdministrators
             | Method::DeleteMessage
             | Method::DeleteMessages
             | Method::RestrictMember
             | Method::KickMember
-            | Method::BanSenderChat => Lane::Enforcement,
+            | Method::BanSenderChat
+            | Method::DeleteEphemeral => Lane::Enforcement,
             Method::SendMessage
+            | Method::SendEphemeral
             | Method::EditMessage
             | Method::GetChat
             | Method::CreateInviteLink => Lane::Notify,

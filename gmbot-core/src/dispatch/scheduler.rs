@@ -72,6 +72,12 @@ fn take(bucket: &Bucket) -> Result<(), Duration> {
 /// - `getChatMember`, `getChatAdministrators`: the optional read budget, never
 ///   the message budget (TELEGRAM.md: reads have their own, looser limits).
 /// - `answerCallbackQuery` is not a message and a user's spinner waits on it: free.
+/// - Ephemeral messages (Bot API 10.2) are messages sent into the group. The reference
+///   names no separate limit for them and does not exempt them from the group's
+///   20 messages/min, so they draw on the global write budget and the group's budget like
+///   any `sendMessage`; deleting one is an action, like `deleteMessage`.
+/// - Approving, declining and answering join requests change a chat without posting: the
+///   action budget.
 ///
 /// Every call, free or not, waits out a 429 pause of its chat or of the whole bot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,14 +180,19 @@ impl Scheduler {
     pub(crate) fn budget_of(&self, method: Method, chat: Option<ChatId>) -> Budget {
         match method {
             // An edit is a message as far as Telegram's flood limits go.
-            Method::SendMessage | Method::EditMessage => {
+            Method::SendMessage | Method::EditMessage | Method::SendEphemeral => {
                 chat.map_or(Budget::Write, Budget::Message)
             }
-            Method::DeleteMessage | Method::DeleteMessages => Budget::Delete,
+            Method::DeleteMessage | Method::DeleteMessages | Method::DeleteEphemeral => {
+                Budget::Delete
+            }
             Method::RestrictMember
             | Method::UnrestrictMember
             | Method::KickMember
-            | Method::BanSenderChat => Budget::Restrict,
+            | Method::BanSenderChat
+            | Method::ApproveJoinRequest
+            | Method::DeclineJoinRequest
+            | Method::AnswerJoinRequestQuery => Budget::Restrict,
             Method::CreateInviteLink => Budget::Write,
             Method::GetChatMember | Method::GetChatAdministrators | Method::GetChat => {
                 if self.reads.is_some() {

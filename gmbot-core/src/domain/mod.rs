@@ -3,6 +3,7 @@
 mod channel;
 mod group;
 mod ids;
+mod join_request;
 mod journal;
 mod membership;
 mod owner;
@@ -16,6 +17,7 @@ pub use channel::{
 };
 pub use group::{GroupState, ProtectRequest, ProtectedGroup};
 pub use ids::{ChannelId, ChatId, GroupId, IdParseError, MessageId, UserId};
+pub use join_request::{JoinRequest, JoinRequestState, NewJoinRequest};
 pub use journal::JournaledUpdate;
 pub use membership::{ChatMemberStatus, Membership, UnknownReason};
 pub use owner::Owner;
@@ -24,6 +26,7 @@ pub use restriction::{
 };
 pub use seen::SeenMember;
 pub use settings::{
-    FailurePolicy, GroupSettings, NonMemberAction, SettingChange, SettingsError, MAX_ALLOWLIST,
+    FailurePolicy, GroupSettings, NonMemberAction, SettingChange, SettingsError,
+    DEFAULT_JOIN_WAIT_SECONDS, MAX_ALLOWLIST,
 };
 pub use time::UnixTime;

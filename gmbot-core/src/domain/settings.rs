@@ -80,7 +80,19 @@ pub struct GroupSettings {
     pub ban_channel_senders: bool,
     /// Users an admin has exempted by hand.
     pub allowlist: BTreeSet<UserId>,
+    /// Decide join requests (`chat_join_request`): approve subscribers at once, give
+    /// non-subscribers `join_wait_seconds` to join the channels, then decline. Needs the
+    /// bot's `can_invite_users` right in the group. Off by default: the admins decide.
+    pub join_gate: bool,
+    /// How long a non-subscriber's join request waits for them to join the channels.
+    pub join_wait_seconds: u32,
+    /// Show a member's warning to that member only (Bot API 10.2 ephemeral messages), with
+    /// the public, auto-deleted warning as the fallback.
+    pub private_warnings: bool,
 }
+
+/// How long a non-subscriber's join request waits by default (10 minutes).
+pub const DEFAULT_JOIN_WAIT_SECONDS: u32 = 600;
 
 impl Default for GroupSettings {
     fn default() -> Self {
@@ -95,6 +107,9 @@ impl Default for GroupSettings {
             strict_leave: true,
             ban_channel_senders: true,
             allowlist: BTreeSet::new(),
+            join_gate: false,
+            join_wait_seconds: DEFAULT_JOIN_WAIT_SECONDS,
+            private_warnings: false,
         }
     }
 }
@@ -129,6 +144,12 @@ pub enum SettingChange {
     Allow(UserId),
     /// Remove a user from the allow-list.
     Disallow(UserId),
+    /// Decide join requests or leave them to the admins.
+    JoinGate(bool),
+    /// Set how long a non-subscriber's join request waits, in seconds.
+    JoinWaitSeconds(u32),
+    /// Show warnings to the member only, or in the group.
+    PrivateWarnings(bool),
 }
 
 /// Why a settings change was refused.
@@ -147,6 +168,9 @@ pub enum SettingsError {
     /// The allow-list is full.
     #[error("the allow-list already holds {MAX_ALLOWLIST} users")]
     AllowlistFull,
+    /// A join request must wait long enough for someone to join a channel, and not for days.
+    #[error("join request wait {0} s is outside 1 min..24 h")]
+    JoinWait(u32),
 }
 
 impl GroupSettings {
@@ -187,6 +211,14 @@ impl GroupSettings {
             SettingChange::Disallow(u) => {
                 self.allowlist.remove(&u);
             }
+            SettingChange::JoinGate(b) => self.join_gate = b,
+            SettingChange::JoinWaitSeconds(s) => {
+                if !(60..=DAY).contains(&s) {
+                    return Err(SettingsError::JoinWait(s));
+                }
+                self.join_wait_seconds = s;
+            }
+            SettingChange::PrivateWarnings(b) => self.private_warnings = b,
         }
         Ok(())
     }
@@ -218,5 +250,27 @@ mod tests {
         s.apply(&SettingChange::Allow(UserId(5))).expect("valid");
         assert_eq!(s.mute_seconds, 3600);
         assert!(s.allowlist.contains(&UserId(5)));
+    }
+
+    #[test]
+    fn the_join_gate_is_off_by_default_and_its_wait_is_bounded() {
+        let s: GroupSettings = serde_json::from_str("{}").expect("parses");
+        assert!(!s.join_gate && !s.private_warnings);
+        assert_eq!(s.join_wait_seconds, DEFAULT_JOIN_WAIT_SECONDS);
+        let mut s = GroupSettings::default();
+        for bad in [0, 59, 86_401] {
+            assert_eq!(
+                s.apply(&SettingChange::JoinWaitSeconds(bad)),
+                Err(SettingsError::JoinWait(bad))
+            );
+        }
+        assert_eq!(s, GroupSettings::default());
+        s.apply(&SettingChange::JoinWaitSeconds(1800))
+            .expect("valid");
+        s.apply(&SettingChange::JoinGate(true)).expect("valid");
+        s.apply(&SettingChange::PrivateWarnings(true))
+            .expect("valid");
+        assert!(s.join_gate && s.private_warnings);
+        assert_eq!(s.join_wait_seconds, 1800);
     }
 }

@@ -159,6 +159,9 @@ pub enum Action {
         delete_after_seconds: u32,
         /// The group's `warning_cooldown_seconds`.
         cooldown_seconds: u32,
+        /// The group's `private_warnings`: show it to the member only (Bot API 10.2
+        /// ephemeral message), falling back to the public warning.
+        private: bool,
     },
     /// Lift the restrictions the bot placed on this member (after a recheck found them subscribed).
     Unrestrict,
@@ -292,6 +295,7 @@ pub(crate) fn deny_actions(
     let warn = Action::Warn {
         delete_after_seconds: settings.warning_ttl_seconds,
         cooldown_seconds: settings.warning_cooldown_seconds,
+        private: settings.private_warnings,
     };
     match settings.action {
         NonMemberAction::Mute => {

@@ -19,9 +19,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::domain::{
-    ChannelId, ChannelRef, EnforcedChannel, GroupId, GroupSettings, JournaledUpdate, LiftReason,
-    NewRestriction, Owner, ProtectRequest, ProtectedGroup, Restriction, RestrictionId, SeenMember,
-    SettingChange, UnixTime, UserId,
+    ChannelId, ChannelRef, EnforcedChannel, GroupId, GroupSettings, JoinRequest, JoinRequestState,
+    JournaledUpdate, LiftReason, MessageId, NewJoinRequest, NewRestriction, Owner, ProtectRequest,
+    ProtectedGroup, Restriction, RestrictionId, SeenMember, SettingChange, UnixTime, UserId,
 };
 
 pub use self::error::{BoxError, StoreError, StoreResult};
@@ -215,6 +215,54 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many updates are kept (held or not).
     async fn count_journaled_updates(&self) -> StoreResult<u64>;
+
+    // --- join requests ------------------------------------------------------
+
+    /// Records a join request as pending (the join gate). If the requester already has a
+    /// pending request in the group (the same request delivered again), nothing is written
+    /// and that row is returned; a decided one is replaced by the new pending request.
+    /// Fails with [`StoreError::UnknownGroup`] for a group the store does not know.
+    async fn record_join_request(&self, new: &NewJoinRequest) -> StoreResult<JoinRequest>;
+
+    /// The requester's join request in a group, pending or decided.
+    async fn join_request(&self, group: GroupId, user: UserId) -> StoreResult<Option<JoinRequest>>;
+
+    /// Records the private message the bot sent to a pending requester. Returns `false` if
+    /// the request is not pending (decided meanwhile, or unknown).
+    async fn set_join_request_notice(
+        &self,
+        group: GroupId,
+        user: UserId,
+        notice: MessageId,
+    ) -> StoreResult<bool>;
+
+    /// Closes a pending request as `state` (approved, declined or released) at `at`.
+    /// Returns `false` if it was not pending: somebody decided it first. Deciding it as
+    /// [`JoinRequestState::Pending`] is refused with [`StoreError::Conflict`].
+    async fn decide_join_request(
+        &self,
+        group: GroupId,
+        user: UserId,
+        state: JoinRequestState,
+        at: UnixTime,
+    ) -> StoreResult<bool>;
+
+    /// A group's pending requests, soonest deadline first, at most `limit` (`/status`).
+    async fn pending_join_requests(
+        &self,
+        group: GroupId,
+        limit: u32,
+    ) -> StoreResult<Vec<JoinRequest>>;
+
+    /// Number of pending requests in a group.
+    async fn count_pending_join_requests(&self, group: GroupId) -> StoreResult<u64>;
+
+    /// Pending requests of every group whose deadline is at or before `now`, soonest first,
+    /// at most `limit`: the gate's sweep, which declines them (or approves those who joined).
+    async fn due_join_requests(&self, now: UnixTime, limit: u32) -> StoreResult<Vec<JoinRequest>>;
+
+    /// Deletes the decided requests decided before `before`; returns how many went.
+    async fn purge_join_requests(&self, before: UnixTime) -> StoreResult<u64>;
 
     // --- health -------------------------------------------------------------
 

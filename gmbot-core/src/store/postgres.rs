@@ -29,9 +29,10 @@ use super::migrations::{
 use super::rows;
 use super::{DatabaseUrl, MigrationMode, Store};
 use crate::domain::{
-    ChannelId, ChannelRef, ChannelUsername, EnforcedChannel, GroupId, GroupSettings,
-    JournaledUpdate, LiftReason, NewRestriction, Owner, ProtectRequest, ProtectedGroup,
-    Restriction, RestrictionId, SeenMember, SettingChange, UnixTime, UserId,
+    ChannelId, ChannelRef, ChannelUsername, EnforcedChannel, GroupId, GroupSettings, JoinRequest,
+    JoinRequestState, JournaledUpdate, LiftReason, MessageId, NewJoinRequest, NewRestriction,
+    Owner, ProtectRequest, ProtectedGroup, Restriction, RestrictionId, SeenMember, SettingChange,
+    UnixTime, UserId,
 };
 
 /// Upper bound on pooled connections per process (PostgreSQL's default
@@ -66,7 +67,13 @@ pub(crate) mod sql {
             "id, group_id, user_id, kind, state, reason, placed_at, until, lifted_at, lift_reason"
         };
     }
-    pub(super) use {channel_cols, group_cols, restriction_cols};
+    /// Columns of a join request row, in the order `rows::join_request` reads them.
+    macro_rules! join_request_cols {
+        () => {
+            "group_id, user_id, user_chat_id, requested_at, expires_at, notice_id, state, decided_at"
+        };
+    }
+    pub(super) use {channel_cols, group_cols, join_request_cols, restriction_cols};
 
     /// A group's row by id. `$1` = group id.
     pub(crate) const GROUP_BY_ID: &str = concat!(
@@ -121,7 +128,7 @@ pub(crate) mod sql {
     );
 }
 
-use sql::{channel_cols, group_cols, restriction_cols};
+use sql::{channel_cols, group_cols, join_request_cols, restriction_cols};
 
 /// [`Store`](super::Store) on PostgreSQL.
 ///
@@ -432,6 +439,11 @@ impl rows::Columns for Row {
                 what,
                 value,
             } => format!("restriction {}: unknown {what} `{value}`", id.0),
+            rows::Bad::Unknown {
+                of: rows::Subject::JoinRequest(group, user),
+                what,
+                value,
+            } => format!("join request of {user} in {group}: unknown {what} `{value}`"),
             rows::Bad::Settings(id, e) => format!("group {id}: settings: {e}"),
             rows::Bad::Username(e) => format!("channel username: {e}"),
         })
@@ -1374,6 +1386,186 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn record_join_request(&self, new: &NewJoinRequest) -> StoreResult<JoinRequest> {
+        let new = new.clone();
+        self.run(move |c| {
+            // A pending row stays as it is (the same request delivered again); a decided one
+            // is replaced by the new request.
+            let written = c
+                .query_opt(
+                    concat!(
+                        "INSERT INTO join_requests (group_id, user_id, user_chat_id, requested_at, ",
+                        "expires_at, notice_id, state, decided_at) ",
+                        "VALUES ($1, $2, $3, $4, $5, NULL, 'pending', NULL) ",
+                        "ON CONFLICT (group_id, user_id) DO UPDATE SET ",
+                        "user_chat_id = EXCLUDED.user_chat_id, requested_at = EXCLUDED.requested_at, ",
+                        "expires_at = EXCLUDED.expires_at, notice_id = NULL, state = 'pending', ",
+                        "decided_at = NULL WHERE join_requests.state <> 'pending' RETURNING ",
+                        join_request_cols!()
+                    ),
+                    &[
+                        &new.group.0,
+                        &new.user.0,
+                        &new.user_chat.0,
+                        &new.requested_at.0,
+                        &new.expires_at.0,
+                    ],
+                )
+                .map_err(|e| {
+                    if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) {
+                        StoreError::UnknownGroup(new.group)
+                    } else {
+                        db(e)
+                    }
+                })?;
+            let row = match written {
+                Some(row) => row,
+                None => c
+                    .query_opt(
+                        concat!(
+                            "SELECT ",
+                            join_request_cols!(),
+                            " FROM join_requests WHERE group_id = $1 AND user_id = $2"
+                        ),
+                        &[&new.group.0, &new.user.0],
+                    )
+                    .map_err(db)?
+                    .ok_or(StoreError::UnknownGroup(new.group))?,
+            };
+            rows::join_request(&row)
+        })
+        .await
+    }
+
+    async fn join_request(&self, group: GroupId, user: UserId) -> StoreResult<Option<JoinRequest>> {
+        self.run(move |c| {
+            c.query_opt(
+                concat!(
+                    "SELECT ",
+                    join_request_cols!(),
+                    " FROM join_requests WHERE group_id = $1 AND user_id = $2"
+                ),
+                &[&group.0, &user.0],
+            )
+            .map_err(db)?
+            .as_ref()
+            .map(rows::join_request)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn set_join_request_notice(
+        &self,
+        group: GroupId,
+        user: UserId,
+        notice: MessageId,
+    ) -> StoreResult<bool> {
+        self.run(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE join_requests SET notice_id = $3 \
+                     WHERE group_id = $1 AND user_id = $2 AND state = 'pending'",
+                    &[&group.0, &user.0, &notice.0],
+                )
+                .map_err(db)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn decide_join_request(
+        &self,
+        group: GroupId,
+        user: UserId,
+        state: JoinRequestState,
+        at: UnixTime,
+    ) -> StoreResult<bool> {
+        if state == JoinRequestState::Pending {
+            return Err(StoreError::Conflict(
+                "a join request is decided as approved, declined or released, not pending"
+                    .to_owned(),
+            ));
+        }
+        self.run(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE join_requests SET state = $3, decided_at = $4 \
+                     WHERE group_id = $1 AND user_id = $2 AND state = 'pending'",
+                    &[&group.0, &user.0, &state.as_str(), &at.0],
+                )
+                .map_err(db)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn pending_join_requests(
+        &self,
+        group: GroupId,
+        limit: u32,
+    ) -> StoreResult<Vec<JoinRequest>> {
+        self.run(move |c| {
+            c.query(
+                concat!(
+                    "SELECT ",
+                    join_request_cols!(),
+                    " FROM join_requests WHERE group_id = $1 AND state = 'pending'",
+                    " ORDER BY expires_at, user_id LIMIT $2"
+                ),
+                &[&group.0, &limit_of(limit)],
+            )
+            .map_err(db)?
+            .iter()
+            .map(rows::join_request)
+            .collect()
+        })
+        .await
+    }
+
+    async fn count_pending_join_requests(&self, group: GroupId) -> StoreResult<u64> {
+        self.run(move |c| {
+            count(
+                c,
+                "SELECT COUNT(*) FROM join_requests WHERE group_id = $1 AND state = 'pending'",
+                &[&group.0],
+            )
+        })
+        .await
+    }
+
+    async fn due_join_requests(&self, now: UnixTime, limit: u32) -> StoreResult<Vec<JoinRequest>> {
+        self.run(move |c| {
+            c.query(
+                concat!(
+                    "SELECT ",
+                    join_request_cols!(),
+                    " FROM join_requests WHERE state = 'pending' AND expires_at <= $1",
+                    " ORDER BY expires_at, group_id, user_id LIMIT $2"
+                ),
+                &[&now.0, &limit_of(limit)],
+            )
+            .map_err(db)?
+            .iter()
+            .map(rows::join_request)
+            .collect()
+        })
+        .await
+    }
+
+    async fn purge_join_requests(&self, before: UnixTime) -> StoreResult<u64> {
+        self.run(move |c| {
+            let n = c
+                .execute(
+                    "DELETE FROM join_requests WHERE state <> 'pending' AND decided_at < $1",
+                    &[&before.0],
+                )
+                .map_err(db)?;
+            Ok(n)
+        })
+        .await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.run(|c| {
             c.simple_query("SELECT 1").map_err(db)?;
@@ -1508,23 +1700,21 @@ mod tests {
             tokio::spawn(async move { PostgresStore::migrate(&url).await })
         });
         let known = latest(postgres_set::migrations::runner().get_migrations());
+        // Versions need not be contiguous (branches number their migrations apart).
+        let shipped = postgres_set::migrations::runner().get_migrations().len();
         let mut applied = 0;
         for run in runs {
             let report = run.await.expect("task").expect("every run succeeds");
             assert_eq!(report.current, known);
             applied += report.applied.len();
         }
-        assert_eq!(
-            applied,
-            usize::try_from(known).expect("small"),
-            "each migration applied once in total"
-        );
+        assert_eq!(applied, shipped, "each migration applied once in total");
         let rows: i64 = with_client(&schema.url, |c| {
             c.query_one("SELECT COUNT(*) FROM refinery_schema_history", &[])
                 .expect("history table")
                 .get(0)
         });
-        assert_eq!(rows, known);
+        assert_eq!(rows, i64::try_from(shipped).expect("small"));
         // The store opens under `Require` now.
         PostgresStore::open(&url, MigrationMode::Require)
             .await

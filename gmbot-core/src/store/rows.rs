@@ -8,9 +8,10 @@
 
 use super::error::{StoreError, StoreResult};
 use crate::domain::{
-    ChannelId, ChannelUsername, EnforcedChannel, GroupId, GroupSettings, GroupState, LiftReason,
-    Owner, ProtectedGroup, Restriction, RestrictionId, RestrictionKind, RestrictionState,
-    SeenMember, SettingChange, UnixTime, UserId, UsernameParseError,
+    ChannelId, ChannelUsername, ChatId, EnforcedChannel, GroupId, GroupSettings, GroupState,
+    JoinRequest, JoinRequestState, LiftReason, MessageId, Owner, ProtectedGroup, Restriction,
+    RestrictionId, RestrictionKind, RestrictionState, SeenMember, SettingChange, UnixTime, UserId,
+    UsernameParseError,
 };
 
 /// A stored value that was read but does not decode.
@@ -37,6 +38,8 @@ pub(super) enum Subject {
     Group(GroupId),
     /// A `restrictions` row.
     Restriction(RestrictionId),
+    /// A `join_requests` row.
+    JoinRequest(GroupId, UserId),
 }
 
 /// One result row, as a driver reads it.
@@ -177,5 +180,28 @@ pub(super) fn seen<R: Columns>(row: &R) -> Result<SeenMember, R::Error> {
         user: UserId(row.int(1)?),
         first_seen: UnixTime(row.int(2)?),
         last_seen: UnixTime(row.int(3)?),
+    })
+}
+
+/// A join request row (`join_request_cols!`: group id, user id, user chat id, requested,
+/// expires, notice message id, state, decided).
+pub(super) fn join_request<R: Columns>(row: &R) -> Result<JoinRequest, R::Error> {
+    let group = GroupId(row.int(0)?);
+    let user = UserId(row.int(1)?);
+    Ok(JoinRequest {
+        group,
+        user,
+        user_chat: ChatId(row.int(2)?),
+        requested_at: UnixTime(row.int(3)?),
+        expires_at: UnixTime(row.int(4)?),
+        notice: row.opt_int(5)?.map(MessageId),
+        state: text_enum(
+            row,
+            6,
+            Subject::JoinRequest(group, user),
+            "join request state",
+            JoinRequestState::from_db,
+        )?,
+        decided_at: row.opt_int(7)?.map(UnixTime),
     })
 }

@@ -30,9 +30,10 @@ use super::migrations::{self, MigrationReport, SchemaStatus};
 use super::rows;
 use super::{DatabaseUrl, MigrationMode, Store};
 use crate::domain::{
-    ChannelId, ChannelRef, ChannelUsername, EnforcedChannel, GroupId, GroupSettings,
-    JournaledUpdate, LiftReason, NewRestriction, Owner, ProtectRequest, ProtectedGroup,
-    Restriction, RestrictionId, SeenMember, SettingChange, UnixTime, UserId,
+    ChannelId, ChannelRef, ChannelUsername, EnforcedChannel, GroupId, GroupSettings, JoinRequest,
+    JoinRequestState, JournaledUpdate, LiftReason, MessageId, NewJoinRequest, NewRestriction,
+    Owner, ProtectRequest, ProtectedGroup, Restriction, RestrictionId, SeenMember, SettingChange,
+    UnixTime, UserId,
 };
 
 /// Pooled connections for a database file. WAL lets readers run beside the
@@ -64,7 +65,13 @@ pub(crate) mod sql {
             "id, group_id, user_id, kind, state, reason, placed_at, until, lifted_at, lift_reason"
         };
     }
-    pub(super) use {channel_cols, group_cols, restriction_cols};
+    /// Columns of a join request row, in the order `rows::join_request` reads them.
+    macro_rules! join_request_cols {
+        () => {
+            "group_id, user_id, user_chat_id, requested_at, expires_at, notice_id, state, decided_at"
+        };
+    }
+    pub(super) use {channel_cols, group_cols, join_request_cols, restriction_cols};
 
     /// A group's row by id. `?1` = group id.
     pub(crate) const GROUP_BY_ID: &str = concat!(
@@ -107,7 +114,7 @@ pub(crate) mod sql {
     );
 }
 
-use sql::{channel_cols, group_cols, restriction_cols};
+use sql::{channel_cols, group_cols, join_request_cols, restriction_cols};
 
 /// [`Store`](super::Store) on SQLite.
 #[derive(Clone)]
@@ -373,6 +380,17 @@ fn query_restrictions(
 ) -> StoreResult<Vec<Restriction>> {
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt.query_map(params, |r| rows::restriction(r))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Runs a join request query and decodes every row.
+fn query_join_requests(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> StoreResult<Vec<JoinRequest>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, |r| rows::join_request(r))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -1159,6 +1177,163 @@ impl Store for SqliteStore {
                 .prepare_cached("SELECT COUNT(*) FROM update_journal")?
                 .query_row([], |r| r.get(0))?;
             Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn record_join_request(&self, new: &NewJoinRequest) -> StoreResult<JoinRequest> {
+        let new = new.clone();
+        self.write(move |tx| {
+            require_group(tx, new.group)?;
+            // A pending row stays as it is (the same request delivered again); a decided one
+            // is replaced by the new request.
+            let written = tx
+                .prepare_cached(concat!(
+                    "INSERT INTO join_requests (group_id, user_id, user_chat_id, requested_at, ",
+                    "expires_at, notice_id, state, decided_at) ",
+                    "VALUES (?1, ?2, ?3, ?4, ?5, NULL, 'pending', NULL) ",
+                    "ON CONFLICT (group_id, user_id) DO UPDATE SET ",
+                    "user_chat_id = excluded.user_chat_id, requested_at = excluded.requested_at, ",
+                    "expires_at = excluded.expires_at, notice_id = NULL, state = 'pending', ",
+                    "decided_at = NULL WHERE join_requests.state <> 'pending' RETURNING ",
+                    join_request_cols!()
+                ))?
+                .query_row(
+                    params![
+                        new.group.0,
+                        new.user.0,
+                        new.user_chat.0,
+                        new.requested_at.0,
+                        new.expires_at.0
+                    ],
+                    |r| rows::join_request(r),
+                )
+                .optional()?;
+            match written {
+                Some(r) => Ok(r),
+                None => Ok(tx
+                    .prepare_cached(concat!(
+                        "SELECT ",
+                        join_request_cols!(),
+                        " FROM join_requests WHERE group_id = ?1 AND user_id = ?2"
+                    ))?
+                    .query_row(params![new.group.0, new.user.0], |r| rows::join_request(r))?),
+            }
+        })
+        .await
+    }
+
+    async fn join_request(&self, group: GroupId, user: UserId) -> StoreResult<Option<JoinRequest>> {
+        self.run(move |c| {
+            Ok(c.prepare_cached(concat!(
+                "SELECT ",
+                join_request_cols!(),
+                " FROM join_requests WHERE group_id = ?1 AND user_id = ?2"
+            ))?
+            .query_row(params![group.0, user.0], |r| rows::join_request(r))
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn set_join_request_notice(
+        &self,
+        group: GroupId,
+        user: UserId,
+        notice: MessageId,
+    ) -> StoreResult<bool> {
+        self.run(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE join_requests SET notice_id = ?3 \
+                     WHERE group_id = ?1 AND user_id = ?2 AND state = 'pending'",
+                )?
+                .execute(params![group.0, user.0, notice.0])?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn decide_join_request(
+        &self,
+        group: GroupId,
+        user: UserId,
+        state: JoinRequestState,
+        at: UnixTime,
+    ) -> StoreResult<bool> {
+        if state == JoinRequestState::Pending {
+            return Err(StoreError::Conflict(
+                "a join request is decided as approved, declined or released, not pending"
+                    .to_owned(),
+            ));
+        }
+        self.run(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE join_requests SET state = ?3, decided_at = ?4 \
+                     WHERE group_id = ?1 AND user_id = ?2 AND state = 'pending'",
+                )?
+                .execute(params![group.0, user.0, state.as_str(), at.0])?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn pending_join_requests(
+        &self,
+        group: GroupId,
+        limit: u32,
+    ) -> StoreResult<Vec<JoinRequest>> {
+        self.run(move |c| {
+            query_join_requests(
+                c,
+                concat!(
+                    "SELECT ",
+                    join_request_cols!(),
+                    " FROM join_requests WHERE group_id = ?1 AND state = 'pending'",
+                    " ORDER BY expires_at, user_id LIMIT ?2"
+                ),
+                params![group.0, i64::from(limit)],
+            )
+        })
+        .await
+    }
+
+    async fn count_pending_join_requests(&self, group: GroupId) -> StoreResult<u64> {
+        self.run(move |c| {
+            count(
+                c,
+                "SELECT COUNT(*) FROM join_requests WHERE group_id = ?1 AND state = 'pending'",
+                [group.0],
+            )
+        })
+        .await
+    }
+
+    async fn due_join_requests(&self, now: UnixTime, limit: u32) -> StoreResult<Vec<JoinRequest>> {
+        self.run(move |c| {
+            query_join_requests(
+                c,
+                concat!(
+                    "SELECT ",
+                    join_request_cols!(),
+                    " FROM join_requests WHERE state = 'pending' AND expires_at <= ?1",
+                    " ORDER BY expires_at, group_id, user_id LIMIT ?2"
+                ),
+                params![now.0, i64::from(limit)],
+            )
+        })
+        .await
+    }
+
+    async fn purge_join_requests(&self, before: UnixTime) -> StoreResult<u64> {
+        self.run(move |c| {
+            let n = c
+                .prepare_cached(
+                    "DELETE FROM join_requests WHERE state <> 'pending' AND decided_at < ?1",
+                )?
+                .execute([before.0])?;
+            Ok(u64::try_from(n).unwrap_or(u64::MAX))
         })
         .await
     }

@@ -20,7 +20,13 @@
 //!   username is visible only while the bot is in it;
 //! - `createChatInviteLink` needs the bot to be an admin with `can_invite_users`
 //!   and returns a new link each time; `editMessageText` edits only the bot's
-//!   own, undeleted messages.
+//!   own, undeleted messages;
+//! - join requests ([`MemoryTelegram::add_join_request`]) are approved or declined only by a
+//!   bot with `can_invite_users`, once (`HIDE_REQUESTER_MISSING` afterwards); a request
+//!   query is answered by its id, and `queue` leaves the request pending;
+//! - ephemeral messages are kept apart from the chat's messages, for their receiver only,
+//!   who must be in the chat; [`MemoryTelegram::set_ephemeral_supported`] turns them off
+//!   (every ephemeral send is then refused, as by a chat or server without them).
 //!
 //! Every call is recorded (with the tokio instant it was made at) before it is
 //! answered, including calls that fail, so tests can assert what was asked and
@@ -38,8 +44,8 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::{
-    ChatAdmin, ChatInfo, ChatTarget, ChatType, Method, OutgoingMessage, TelegramApi, TelegramError,
-    TelegramResult,
+    ChatAdmin, ChatInfo, ChatTarget, ChatType, EphemeralId, JoinQueryAnswer, Method,
+    OutgoingMessage, Posted, TelegramApi, TelegramError, TelegramResult,
 };
 use crate::domain::{ChannelId, ChatId, ChatMemberStatus, GroupId, MessageId, UnixTime, UserId};
 
@@ -197,6 +203,47 @@ pub enum Call {
         /// The new text and buttons.
         new: OutgoingMessage,
     },
+    /// `approveChatJoinRequest`.
+    ApproveJoinRequest {
+        /// Group.
+        group: GroupId,
+        /// Requester.
+        user: UserId,
+    },
+    /// `declineChatJoinRequest`.
+    DeclineJoinRequest {
+        /// Group.
+        group: GroupId,
+        /// Requester.
+        user: UserId,
+    },
+    /// `answerChatJoinRequestQuery`.
+    AnswerJoinRequestQuery {
+        /// The group asked to join.
+        group: GroupId,
+        /// The query id.
+        query_id: String,
+        /// The answer.
+        answer: JoinQueryAnswer,
+    },
+    /// `sendMessage` with ephemeral parameters.
+    SendEphemeral {
+        /// Chat it is shown in.
+        chat: ChatId,
+        /// The only user who sees it.
+        receiver: UserId,
+        /// What was sent.
+        message: OutgoingMessage,
+    },
+    /// `deleteEphemeralMessage`.
+    DeleteEphemeral {
+        /// Chat it was shown in.
+        chat: ChatId,
+        /// Its receiver.
+        receiver: UserId,
+        /// The ephemeral message.
+        message: EphemeralId,
+    },
 }
 
 impl Call {
@@ -216,6 +263,11 @@ impl Call {
             Call::GetChat { .. } => Method::GetChat,
             Call::CreateInviteLink { .. } => Method::CreateInviteLink,
             Call::EditMessage { .. } => Method::EditMessage,
+            Call::ApproveJoinRequest { .. } => Method::ApproveJoinRequest,
+            Call::DeclineJoinRequest { .. } => Method::DeclineJoinRequest,
+            Call::AnswerJoinRequestQuery { .. } => Method::AnswerJoinRequestQuery,
+            Call::SendEphemeral { .. } => Method::SendEphemeral,
+            Call::DeleteEphemeral { .. } => Method::DeleteEphemeral,
         }
     }
 
@@ -230,6 +282,8 @@ impl Call {
             | Call::SendMessage { chat, .. }
             | Call::CreateInviteLink { chat }
             | Call::EditMessage { chat, .. }
+            | Call::SendEphemeral { chat, .. }
+            | Call::DeleteEphemeral { chat, .. }
             | Call::GetChat {
                 target: ChatTarget::Id(chat),
             } => Some(*chat),
@@ -239,7 +293,10 @@ impl Call {
             Call::RestrictMember { group, .. }
             | Call::UnrestrictMember { group, .. }
             | Call::KickMember { group, .. }
-            | Call::BanSenderChat { group, .. } => Some(ChatId::from(*group)),
+            | Call::BanSenderChat { group, .. }
+            | Call::ApproveJoinRequest { group, .. }
+            | Call::DeclineJoinRequest { group, .. }
+            | Call::AnswerJoinRequestQuery { group, .. } => Some(ChatId::from(*group)),
             Call::AnswerCallback { .. } => None,
         }
     }
@@ -261,6 +318,21 @@ pub struct SentMessage {
     pub chat: ChatId,
     /// Its id in that chat.
     pub id: MessageId,
+    /// Text and buttons.
+    pub message: OutgoingMessage,
+    /// Deleted since.
+    pub deleted: bool,
+}
+
+/// An ephemeral message the bot sent, shown to its receiver only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentEphemeral {
+    /// Chat it is shown in.
+    pub chat: ChatId,
+    /// The only user who sees it.
+    pub receiver: UserId,
+    /// Its ephemeral id.
+    pub id: EphemeralId,
     /// Text and buttons.
     pub message: OutgoingMessage,
     /// Deleted since.
@@ -343,6 +415,10 @@ struct State {
     sent: Vec<SentMessage>,
     deleted: Vec<(ChatId, MessageId)>,
     kicks: Vec<(GroupId, UserId)>,
+    /// Join requests waiting for an answer, with the query id a guard bot got (if any).
+    join_requests: HashMap<(GroupId, UserId), Option<String>>,
+    ephemeral: Vec<SentEphemeral>,
+    ephemeral_supported: bool,
     banned_sender_chats: Vec<(GroupId, ChatId)>,
     invite_links: Vec<(ChatId, String)>,
     fail_next: HashMap<Method, VecDeque<TelegramError>>,
@@ -401,6 +477,9 @@ impl MemoryTelegram {
                 sent: Vec::new(),
                 deleted: Vec::new(),
                 kicks: Vec::new(),
+                join_requests: HashMap::new(),
+                ephemeral: Vec::new(),
+                ephemeral_supported: true,
                 banned_sender_chats: Vec::new(),
                 invite_links: Vec::new(),
                 fail_next: HashMap::new(),
@@ -568,6 +647,21 @@ impl MemoryTelegram {
         self
     }
 
+    /// `user` asks to join `group` (a `chat_join_request`); `query_id` is the id a guard bot
+    /// gets with Bot API 10.1 join request queries.
+    pub fn add_join_request(self, group: GroupId, user: UserId, query_id: Option<&str>) -> Self {
+        self.lock()
+            .join_requests
+            .insert((group, user), query_id.map(str::to_owned));
+        self
+    }
+
+    /// Whether ephemeral messages can be sent (default `true`); off, every ephemeral send
+    /// fails with a `400 Bad Request`, as in a chat or on a server without them.
+    pub fn set_ephemeral_supported(&self, supported: bool) {
+        self.lock().ephemeral_supported = supported;
+    }
+
     /// Every call waits this long (tokio time) before it is answered, as a
     /// network round trip would; lets tests overlap concurrent calls.
     pub fn set_latency(&self, latency: Duration) {
@@ -699,6 +793,18 @@ impl MemoryTelegram {
         self.lock().invite_links.clone()
     }
 
+    /// Join requests not yet approved or declined, sorted.
+    pub fn pending_join_requests(&self) -> Vec<(GroupId, UserId)> {
+        let mut out: Vec<_> = self.lock().join_requests.keys().copied().collect();
+        out.sort();
+        out
+    }
+
+    /// Every ephemeral message the bot sent, in order (deleted ones flagged).
+    pub fn ephemeral_messages(&self) -> Vec<SentEphemeral> {
+        self.lock().ephemeral.clone()
+    }
+
     /// Every callback answer, in order (`(callback_id, text, show_alert)`).
     pub fn callback_answers(&self) -> Vec<(String, Option<String>, bool)> {
         self.lock()
@@ -819,6 +925,35 @@ fn chat_type(kind: ChatKind) -> ChatType {
         ChatKind::Private => ChatType::Private,
         ChatKind::Group => ChatType::Supergroup,
     }
+}
+
+/// Answers one join request as `approveChatJoinRequest`/`declineChatJoinRequest` would.
+fn settle_join_request(
+    st: &mut State,
+    group: GroupId,
+    user: UserId,
+    approve: bool,
+) -> TelegramResult<()> {
+    let chat = ChatId::from(group);
+    let c = st.chats.get(&chat).ok_or_else(chat_not_found)?;
+    if !bot_rights(st, c).is_some_and(|r| r.can_invite_users) {
+        return Err(TelegramError::NotEnoughRights("CHAT_ADMIN_REQUIRED".into()));
+    }
+    if st.join_requests.remove(&(group, user)).is_none() {
+        return Err(TelegramError::BadRequest("HIDE_REQUESTER_MISSING".into()));
+    }
+    if approve {
+        if let Some(c) = st.chats.get_mut(&chat) {
+            let status = match c.status(user) {
+                ChatMemberStatus::Restricted { .. } => {
+                    ChatMemberStatus::Restricted { is_member: true }
+                }
+                _ => ChatMemberStatus::Member,
+            };
+            c.members.insert(user, status);
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -1134,6 +1269,106 @@ impl TelegramApi for MemoryTelegram {
             sent.message.html.clone_from(&new.html);
             sent.message.buttons.clone_from(&new.buttons);
         }
+        Ok(())
+    }
+
+    async fn approve_join_request(&self, group: GroupId, user: UserId) -> TelegramResult<()> {
+        self.enter(Call::ApproveJoinRequest { group, user }).await?;
+        settle_join_request(&mut self.lock(), group, user, true)
+    }
+
+    async fn decline_join_request(&self, group: GroupId, user: UserId) -> TelegramResult<()> {
+        self.enter(Call::DeclineJoinRequest { group, user }).await?;
+        settle_join_request(&mut self.lock(), group, user, false)
+    }
+
+    async fn answer_join_request_query(
+        &self,
+        group: GroupId,
+        query_id: &str,
+        answer: JoinQueryAnswer,
+    ) -> TelegramResult<()> {
+        self.enter(Call::AnswerJoinRequestQuery {
+            group,
+            query_id: query_id.to_owned(),
+            answer,
+        })
+        .await?;
+        let mut st = self.lock();
+        let user = st
+            .join_requests
+            .iter()
+            .find(|((g, _), q)| *g == group && q.as_deref() == Some(query_id))
+            .map(|((_, u), _)| *u)
+            .ok_or_else(|| TelegramError::BadRequest("QUERY_ID_INVALID".into()))?;
+        match answer {
+            JoinQueryAnswer::Approve => settle_join_request(&mut st, group, user, true),
+            JoinQueryAnswer::Decline => settle_join_request(&mut st, group, user, false),
+            // An ordinary pending request from now on, for the admins (or the bot) to decide.
+            JoinQueryAnswer::Queue => {
+                st.join_requests.insert((group, user), None);
+                Ok(())
+            }
+        }
+    }
+
+    async fn send_ephemeral(
+        &self,
+        chat: ChatId,
+        receiver: UserId,
+        message: &OutgoingMessage,
+    ) -> TelegramResult<Posted> {
+        self.enter(Call::SendEphemeral {
+            chat,
+            receiver,
+            message: message.clone(),
+        })
+        .await?;
+        let mut st = self.lock();
+        if !st.ephemeral_supported {
+            return Err(TelegramError::BadRequest(
+                "ephemeral messages are not available in this chat".into(),
+            ));
+        }
+        if message.html.is_empty() {
+            return Err(TelegramError::BadRequest("message text is empty".into()));
+        }
+        let c = st.chats.get(&chat).ok_or_else(chat_not_found)?;
+        if !c.status(receiver).is_subscribed() {
+            return Err(TelegramError::BadRequest(
+                "the receiver is not a member of the chat".into(),
+            ));
+        }
+        let id = EphemeralId(i64::try_from(st.ephemeral.len()).unwrap_or(i64::MAX) + 1);
+        st.ephemeral.push(SentEphemeral {
+            chat,
+            receiver,
+            id,
+            message: message.clone(),
+            deleted: false,
+        });
+        Ok(Posted::Ephemeral(id))
+    }
+
+    async fn delete_ephemeral(
+        &self,
+        chat: ChatId,
+        receiver: UserId,
+        message: EphemeralId,
+    ) -> TelegramResult<()> {
+        self.enter(Call::DeleteEphemeral {
+            chat,
+            receiver,
+            message,
+        })
+        .await?;
+        let mut st = self.lock();
+        let m = st
+            .ephemeral
+            .iter_mut()
+            .find(|e| e.chat == chat && e.receiver == receiver && e.id == message && !e.deleted)
+            .ok_or_else(|| TelegramError::BadRequest("message to delete not found".into()))?;
+        m.deleted = true;
         Ok(())
     }
 }
@@ -1515,6 +1750,91 @@ mod tests {
             Err(TelegramError::BadRequest(_))
         ));
         assert_eq!(tg.count(Method::EditMessage), 3);
+    }
+
+    #[tokio::test]
+    async fn join_requests_are_answered_once_and_need_the_invite_right() {
+        let tg = world()
+            .add_join_request(GROUP, UserId(21), None)
+            .add_join_request(GROUP, UserId(22), Some("q22"))
+            .add_join_request(GROUP, UserId(23), Some("q23"));
+        tg.approve_join_request(GROUP, UserId(21))
+            .await
+            .expect("approved");
+        assert_eq!(
+            tg.status_of(GROUP, UserId(21)),
+            Some(ChatMemberStatus::Member)
+        );
+        assert_eq!(
+            tg.approve_join_request(GROUP, UserId(21)).await,
+            Err(TelegramError::BadRequest("HIDE_REQUESTER_MISSING".into()))
+        );
+        // A query answered with "queue" becomes an ordinary request.
+        tg.answer_join_request_query(GROUP, "q22", JoinQueryAnswer::Queue)
+            .await
+            .expect("queued");
+        assert!(tg
+            .answer_join_request_query(GROUP, "q22", JoinQueryAnswer::Approve)
+            .await
+            .is_err());
+        tg.decline_join_request(GROUP, UserId(22))
+            .await
+            .expect("declined");
+        assert_eq!(
+            tg.status_of(GROUP, UserId(22)),
+            Some(ChatMemberStatus::Left)
+        );
+        tg.answer_join_request_query(GROUP, "q23", JoinQueryAnswer::Approve)
+            .await
+            .expect("approved through the query");
+        assert_eq!(
+            tg.status_of(GROUP, UserId(23)),
+            Some(ChatMemberStatus::Member)
+        );
+        assert!(tg.pending_join_requests().is_empty());
+        let tg = tg.add_join_request(GROUP, UserId(24), None).set_admin(
+            GROUP,
+            ChatAdmin {
+                user: DEFAULT_BOT_ID,
+                is_bot: true,
+                is_creator: false,
+                can_delete_messages: true,
+                can_restrict_members: true,
+                can_invite_users: false,
+            },
+        );
+        assert!(matches!(
+            tg.approve_join_request(GROUP, UserId(24)).await,
+            Err(TelegramError::NotEnoughRights(_))
+        ));
+        assert_eq!(tg.pending_join_requests(), vec![(GROUP, UserId(24))]);
+    }
+
+    #[tokio::test]
+    async fn ephemeral_messages_are_for_their_receiver_and_can_be_switched_off() {
+        let tg = world();
+        let msg = OutgoingMessage {
+            html: "only for Alice".into(),
+            ..OutgoingMessage::default()
+        };
+        let Ok(Posted::Ephemeral(id)) = tg.send_ephemeral(GROUP.into(), ALICE, &msg).await else {
+            panic!("sent ephemerally")
+        };
+        assert!(tg.sent_messages().is_empty(), "nothing posted to the group");
+        assert_eq!(tg.ephemeral_messages()[0].receiver, ALICE);
+        assert!(tg
+            .send_ephemeral(GROUP.into(), UserId(999), &msg)
+            .await
+            .is_err());
+        tg.delete_ephemeral(GROUP.into(), ALICE, id)
+            .await
+            .expect("deleted");
+        assert!(tg.ephemeral_messages()[0].deleted);
+        tg.set_ephemeral_supported(false);
+        assert!(matches!(
+            tg.send_ephemeral(GROUP.into(), ALICE, &msg).await,
+            Err(TelegramError::BadRequest(_))
+        ));
     }
 
     #[tokio::test(start_paused = true)]

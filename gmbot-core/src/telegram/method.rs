@@ -35,11 +35,21 @@ pub enum Method {
     EditMessage,
     /// `banChatSenderChat` (a member posted as a foreign channel).
     BanSenderChat,
+    /// `approveChatJoinRequest` (the join gate).
+    ApproveJoinRequest,
+    /// `declineChatJoinRequest` (the join gate).
+    DeclineJoinRequest,
+    /// `answerChatJoinRequestQuery` (Bot API 10.1 join request queries).
+    AnswerJoinRequestQuery,
+    /// `sendMessage` with `ephemeral_message_parameters` (a warning only its member sees).
+    SendEphemeral,
+    /// `deleteEphemeralMessage`.
+    DeleteEphemeral,
 }
 
 impl Method {
     /// Every method, for iteration (metrics pre-registration, tests).
-    pub const ALL: [Method; 13] = [
+    pub const ALL: [Method; 18] = [
         Method::GetChatMember,
         Method::GetChatAdministrators,
         Method::DeleteMessage,
@@ -53,10 +63,16 @@ impl Method {
         Method::CreateInviteLink,
         Method::EditMessage,
         Method::BanSenderChat,
+        Method::ApproveJoinRequest,
+        Method::DeclineJoinRequest,
+        Method::AnswerJoinRequestQuery,
+        Method::SendEphemeral,
+        Method::DeleteEphemeral,
     ];
 
-    /// The Bot API name (`unrestrictMember` is GMBot's name for the lifting
-    /// `restrictChatMember`, `kickMember` for ban + unban).
+    /// The Bot API name (`unrestrictChatMember` is GMBot's name for the lifting
+    /// `restrictChatMember`, `kickChatMember` for ban + unban, `sendEphemeralMessage` for
+    /// `sendMessage` with ephemeral parameters).
     pub fn as_str(self) -> &'static str {
         match self {
             Method::GetChatMember => "getChatMember",
@@ -72,6 +88,11 @@ impl Method {
             Method::CreateInviteLink => "createChatInviteLink",
             Method::EditMessage => "editMessageText",
             Method::BanSenderChat => "banChatSenderChat",
+            Method::ApproveJoinRequest => "approveChatJoinRequest",
+            Method::DeclineJoinRequest => "declineChatJoinRequest",
+            Method::AnswerJoinRequestQuery => "answerChatJoinRequestQuery",
+            Method::SendEphemeral => "sendEphemeralMessage",
+            Method::DeleteEphemeral => "deleteEphemeralMessage",
         }
     }
 

@@ -16,12 +16,13 @@ use crate::domain::{ChatId, ChatMemberStatus, GroupId, MessageId, UnixTime, User
 
 pub use self::error::{TelegramError, TelegramResult};
 pub use self::memory::{
-    ActiveRestriction, Call, ChatKind, ChatPermissions, MemoryTelegram, RecordedCall, SentMessage,
-    DEFAULT_BOT_ID,
+    ActiveRestriction, Call, ChatKind, ChatPermissions, MemoryTelegram, RecordedCall,
+    SentEphemeral, SentMessage, DEFAULT_BOT_ID,
 };
 pub use self::method::Method;
 pub use self::types::{
-    ChatAdmin, ChatInfo, ChatTarget, ChatType, InlineButton, OutgoingMessage, KICK_BAN_SECS,
+    ChatAdmin, ChatInfo, ChatTarget, ChatType, EphemeralId, InlineButton, JoinQueryAnswer,
+    OutgoingMessage, Posted, KICK_BAN_SECS,
 };
 
 /// At most this many message ids go into one `deleteMessages` call (Bot API limit).
@@ -111,4 +112,51 @@ pub trait TelegramApi: Send + Sync + 'static {
         message: MessageId,
         msg: &OutgoingMessage,
     ) -> TelegramResult<()>;
+
+    /// `approveChatJoinRequest`: lets `user` into `group` (needs `can_invite_users`).
+    async fn approve_join_request(&self, group: GroupId, user: UserId) -> TelegramResult<()>;
+
+    /// `declineChatJoinRequest` (needs `can_invite_users`).
+    async fn decline_join_request(&self, group: GroupId, user: UserId) -> TelegramResult<()>;
+
+    /// `answerChatJoinRequestQuery` (Bot API 10.1): the answer to a join request that
+    /// carried a `query_id`, which must come within 10 seconds of the request. `group` is the
+    /// chat asked to join (it names the call for budgets and 429 pauses; Telegram needs only
+    /// the query id).
+    async fn answer_join_request_query(
+        &self,
+        group: GroupId,
+        query_id: &str,
+        answer: JoinQueryAnswer,
+    ) -> TelegramResult<()>;
+
+    /// `sendMessage` with `ephemeral_message_parameters { receiver_user_id }` (Bot API 10.2):
+    /// the message is shown in `chat` to `receiver` only (delivery is not guaranteed while
+    /// they are offline). A server that ignores the parameters posts an ordinary message,
+    /// reported as [`Posted::Public`]. The default refuses: a frontend without ephemeral
+    /// messages makes callers fall back to a public message.
+    async fn send_ephemeral(
+        &self,
+        chat: ChatId,
+        receiver: UserId,
+        message: &OutgoingMessage,
+    ) -> TelegramResult<Posted> {
+        let _ = (chat, receiver, message);
+        Err(TelegramError::BadRequest(
+            "ephemeral messages are not supported by this frontend".into(),
+        ))
+    }
+
+    /// `deleteEphemeralMessage`: removes an ephemeral message from its receiver's screen.
+    async fn delete_ephemeral(
+        &self,
+        chat: ChatId,
+        receiver: UserId,
+        message: EphemeralId,
+    ) -> TelegramResult<()> {
+        let _ = (chat, receiver, message);
+        Err(TelegramError::BadRequest(
+            "ephemeral messages are not supported by this frontend".into(),
+        ))
+    }
 }

@@ -60,6 +60,52 @@ pub struct OutgoingMessage {
     pub silent: bool,
 }
 
+/// The id of an ephemeral message (Bot API 10.2 `Message.ephemeral_message_id`): it is not
+/// a message id of the chat, and is deleted with `deleteEphemeralMessage`, not `deleteMessage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EphemeralId(pub i64);
+
+impl fmt::Display for EphemeralId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// Where a message sent for one member ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Posted {
+    /// Shown to its receiver only.
+    Ephemeral(EphemeralId),
+    /// Posted to the whole chat: a server older than Bot API 10.2 ignores the ephemeral
+    /// parameters and sends an ordinary message, which then is an ordinary public message.
+    Public(MessageId),
+}
+
+/// The answer to a guard bot's join request query (Bot API 10.1 `answerChatJoinRequestQuery`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum JoinQueryAnswer {
+    /// Let the requester join (`approve`).
+    Approve,
+    /// Refuse the request (`decline`).
+    Decline,
+    /// Leave the decision to the chat's administrators (`queue`): the request becomes an
+    /// ordinary pending join request, which `approveChatJoinRequest` and
+    /// `declineChatJoinRequest` decide later.
+    Queue,
+}
+
+impl JoinQueryAnswer {
+    /// The Bot API's `result` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::Decline => "decline",
+            Self::Queue => "queue",
+        }
+    }
+}
+
 /// How a chat is named in a `getChat` call: by id, or by its public `@username`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ChatTarget {

@@ -19,6 +19,9 @@ pub const MUTE_PRESETS: [u32; 5] = [0, 600, 3600, 86_400, 604_800];
 /// Warning auto-delete delays offered, in seconds.
 pub const WARNING_PRESETS: [u32; 4] = [15, 30, 60, 300];
 
+/// How long a non-subscriber's join request may wait, offered in seconds.
+pub const JOIN_WAIT_PRESETS: [u32; 4] = [300, 600, 1800, 3600];
+
 /// What one settings button asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Press {
@@ -57,6 +60,9 @@ pub fn parse_press(data: &str) -> Option<Press> {
         "l" => SettingChange::StrictLeave(flag()?),
         "b" => SettingChange::ExemptBots(flag()?),
         "c" => SettingChange::BanChannelSenders(flag()?),
+        "g" => SettingChange::JoinGate(flag()?),
+        "gw" => SettingChange::JoinWaitSeconds(preset(&JOIN_WAIT_PRESETS)?),
+        "p" => SettingChange::PrivateWarnings(flag()?),
         "f" => SettingChange::FailurePolicy(match value {
             "open" => FailurePolicy::Open,
             "closed" => FailurePolicy::Closed,
@@ -112,6 +118,8 @@ pub fn settings_message(title: Option<&str>, s: &GroupSettings) -> OutgoingMessa
          When membership can't be checked: {}\n\
          Other bots: {}\n\
          Posts on behalf of other channels: deleted{}\n\
+         Join requests: {}\n\
+         Warnings shown: {}\n\
          Allow-list: {} user(s) — <code>/settings allow USER_ID</code>, <code>/settings disallow USER_ID</code>",
         title.map(|t| format!(" — {}", escape(t))).unwrap_or_default(),
         mute_label(s.mute_seconds),
@@ -127,6 +135,19 @@ pub fn settings_message(title: Option<&str>, s: &GroupSettings) -> OutgoingMessa
             ", and the channel banned"
         } else {
             ""
+        },
+        if s.join_gate {
+            format!(
+                "I decide: subscribers get in at once, others have {} to join (I need Invite users)",
+                duration_words(s.join_wait_seconds)
+            )
+        } else {
+            "left to the admins".to_owned()
+        },
+        if s.private_warnings {
+            "to the member only (in the group if that fails)"
+        } else {
+            "in the group"
         },
         s.allowlist.len(),
     );
@@ -195,10 +216,32 @@ pub fn settings_message(title: Option<&str>, s: &GroupSettings) -> OutgoingMessa
             format!("s:b:{}", u8::from(!s.exempt_bots)),
         ),
     ];
+    let gate = vec![
+        button(
+            format!("Join gate: {}", on_off(s.join_gate)),
+            format!("s:g:{}", u8::from(!s.join_gate)),
+        ),
+        button(
+            format!("Private warnings: {}", on_off(s.private_warnings)),
+            format!("s:p:{}", u8::from(!s.private_warnings)),
+        ),
+    ];
+    let waits = JOIN_WAIT_PRESETS
+        .iter()
+        .map(|&v| {
+            button(
+                mark(
+                    s.join_wait_seconds == v,
+                    &format!("Join wait {}", duration_words(v)),
+                ),
+                format!("s:gw:{v}"),
+            )
+        })
+        .collect();
     let done = vec![button("Done".into(), "s:done".into())];
     OutgoingMessage {
         html,
-        buttons: vec![actions, mutes, warnings, toggles, policy, done],
+        buttons: vec![actions, mutes, warnings, toggles, policy, gate, waits, done],
         reply_to: None,
         silent: true,
     }
@@ -227,7 +270,13 @@ mod tests {
         }
         assert_eq!(
             count,
-            3 + MUTE_PRESETS.len() + WARNING_PRESETS.len() + 3 + 2 + 1
+            3 + MUTE_PRESETS.len()
+                + WARNING_PRESETS.len()
+                + 3
+                + 2
+                + 2
+                + JOIN_WAIT_PRESETS.len()
+                + 1
         );
     }
 
@@ -247,6 +296,12 @@ mod tests {
             "v:123",
             "s:m:99999999999999999999",
             "s:'; DROP TABLE groups;--",
+            "s:g:",
+            "s:g:yes",
+            "s:gw:601",
+            "s:gw:0600",
+            "s:gw:60",
+            "s:p:2",
         ] {
             assert_eq!(parse_press(data), None, "{data}");
         }
@@ -257,6 +312,18 @@ mod tests {
         assert_eq!(
             parse_press("s:j:0"),
             Some(Press::Change(SettingChange::CheckOnJoin(false)))
+        );
+        assert_eq!(
+            parse_press("s:g:1"),
+            Some(Press::Change(SettingChange::JoinGate(true)))
+        );
+        assert_eq!(
+            parse_press("s:gw:1800"),
+            Some(Press::Change(SettingChange::JoinWaitSeconds(1800)))
+        );
+        assert_eq!(
+            parse_press("s:p:1"),
+            Some(Press::Change(SettingChange::PrivateWarnings(true)))
         );
     }
 }

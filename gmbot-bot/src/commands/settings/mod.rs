@@ -21,7 +21,7 @@ use crate::handlers::HandleError;
 use crate::update::{CallbackQuery, Message};
 
 pub use self::keyboard::{
-    parse_press, settings_message, Press, MUTE_PRESETS, PREFIX, WARNING_PRESETS,
+    parse_press, settings_message, Press, JOIN_WAIT_PRESETS, MUTE_PRESETS, PREFIX, WARNING_PRESETS,
 };
 
 const USAGE: &str = "Send /settings for the keyboard, or <code>/settings allow USER_ID</code> / \
@@ -131,17 +131,29 @@ pub async fn handle_callback(app: &App, cq: &CallbackQuery) -> Result<(), Handle
         return Ok(());
     };
     let title = stored.title.as_deref();
-    let (edited, text) = match press {
+    let (edited, text, alert) = match press {
         Press::Done => {
             let out = settings_message(title, &stored.settings);
             let closed = OutgoingMessage {
                 html: out.html,
                 ..OutgoingMessage::default()
             };
-            (closed, "Done.")
+            (closed, "Done.", false)
         }
-        Press::Change(change) => match apply(app, group, change).await {
-            Ok(settings) => (settings_message(title, &settings), "Saved."),
+        Press::Change(change) => match apply(app, group, change.clone()).await {
+            Ok(settings) if change == SettingChange::JoinGate(true) => {
+                // The gate answers join requests only with the right to invite users.
+                let missing =
+                    gmbot_core::setup::check_join_gate(&**app.telegram(), app.me().id, group)
+                        .await
+                        .is_some();
+                if missing {
+                    (settings_message(title, &settings), GATE_NEEDS_RIGHT, true)
+                } else {
+                    (settings_message(title, &settings), "Saved.", false)
+                }
+            }
+            Ok(settings) => (settings_message(title, &settings), "Saved.", false),
             Err(StoreError::Settings(e)) => {
                 log::warn!(group_id = group.get(), error:display = e; "settings preset refused");
                 answer("That value is not allowed.", true).await?;
@@ -161,9 +173,13 @@ pub async fn handle_callback(app: &App, cq: &CallbackQuery) -> Result<(), Handle
             "cannot update the settings keyboard"
         );
     }
-    answer(text, false).await?;
+    answer(text, alert).await?;
     Ok(())
 }
+
+/// The answer to switching the join gate on without the right it needs (at most 200 characters).
+const GATE_NEEDS_RIGHT: &str = "Saved. But I can't answer join requests yet: give me the right \
+                                Invite users via link in this group, or they wait for you.";
 
 fn group_of_chat(chat: ChatId) -> Option<GroupId> {
     GroupId::new(chat.get()).ok()

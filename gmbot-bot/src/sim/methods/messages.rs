@@ -6,7 +6,7 @@ use serde_json::Value;
 use gmbot_core::domain::{MessageId, UserId};
 
 use super::super::api_error::ApiError;
-use super::super::chat::{ChatKind, SimButton, SimMessage};
+use super::super::chat::{ChatKind, SimButton, SimChat, SimMessage};
 use super::super::html;
 use super::super::member::MemberState;
 use super::super::params::{ChatRef, Params};
@@ -16,17 +16,32 @@ use super::super::world::{now, World};
 /// Telegram's limit on message text, in UTF-16 code units after entity parsing.
 const MAX_TEXT: usize = 4096;
 
-/// Resolves a chat the bot may post in.
-fn writable_chat(world: &World, chat_ref: &ChatRef) -> Result<i64, ApiError> {
+/// Resolves a chat the bot may post in. A private chat needs the user to have started the
+/// bot, or a join request of theirs sent less than 5 minutes ago and not yet answered (Bot
+/// API `ChatJoinRequest.user_chat_id`); the chat is opened on the bot's first message then.
+fn writable_chat(world: &mut World, chat_ref: &ChatRef) -> Result<i64, ApiError> {
     if let ChatRef::Id(id) = chat_ref {
-        if *id > 0 && !world.chats.contains_key(id) {
-            return if world.users.contains_key(id) {
-                Err(ApiError::forbidden(
+        if *id > 0 {
+            if !world.users.contains_key(id) {
+                return Err(ApiError::chat_not_found());
+            }
+            if !world.may_message_privately(*id) {
+                return Err(ApiError::forbidden(
                     "bot can't initiate conversation with a user",
-                ))
-            } else {
-                Err(ApiError::chat_not_found())
-            };
+                ));
+            }
+            if !world.chats.contains_key(id) {
+                let user = world.user_or_placeholder(*id);
+                let mut chat = SimChat::new(
+                    *id,
+                    ChatKind::Private,
+                    &user.first_name,
+                    user.username.as_deref(),
+                );
+                chat.members.insert(*id, MemberState::Member);
+                chat.members.insert(world.bot_id(), MemberState::Member);
+                world.chats.insert(*id, chat);
+            }
         }
     }
     let id = world.resolve_joined(chat_ref)?;
@@ -152,6 +167,15 @@ pub(super) fn send_message(world: &mut World, p: &Params) -> Result<Value, ApiEr
     let (reply_to, allow_without) = reply_target(p)?;
     let silent = p.flag("disable_notification")?.unwrap_or(false);
     let bot = world.bot.id;
+    if p.json("ephemeral_message_parameters")?.is_some() {
+        let mut msg = SimMessage::text(MessageId(0), Some(bot), &plain, now());
+        msg.html = html.clone();
+        msg.buttons = buttons.clone();
+        msg.silent = silent;
+        if let Some(answer) = super::super::join_requests::send_ephemeral(world, id, p, msg)? {
+            return Ok(answer);
+        }
+    }
     let chat = world.chat_mut(id)?;
     let reply_to = match reply_to {
         Some(r) if chat.messages.get(&r).is_some_and(|m| !m.deleted) => Some(MessageId(r)),

@@ -13,13 +13,14 @@ mod webhook;
 use serde_json::Value;
 
 use super::api_error::ApiError;
+use super::join_requests;
 use super::params::Params;
 use super::world::World;
 
 pub(crate) use self::webhook::WebhookChange;
 
 /// Every method the simulator serves, in Telegram's spelling.
-pub(crate) const METHODS: [&str; 22] = [
+pub(crate) const METHODS: [&str; 26] = [
     "getMe",
     "getUpdates",
     "setWebhook",
@@ -40,6 +41,10 @@ pub(crate) const METHODS: [&str; 22] = [
     "answerCallbackQuery",
     "createChatInviteLink",
     "exportChatInviteLink",
+    "approveChatJoinRequest",
+    "declineChatJoinRequest",
+    "answerChatJoinRequestQuery",
+    "deleteEphemeralMessage",
     "logOut",
     "close",
 ];
@@ -86,6 +91,10 @@ pub(crate) fn dispatch(
         "answerCallbackQuery" => callbacks::answer_callback_query(world, p),
         "createChatInviteLink" => invites::create_chat_invite_link(world, p),
         "exportChatInviteLink" => invites::export_chat_invite_link(world, p),
+        "approveChatJoinRequest" => join_requests::approve_chat_join_request(world, p),
+        "declineChatJoinRequest" => join_requests::decline_chat_join_request(world, p),
+        "answerChatJoinRequestQuery" => join_requests::answer_chat_join_request_query(world, p),
+        "deleteEphemeralMessage" => join_requests::delete_ephemeral_message(world, p),
         _ => Err(ApiError::not_found()),
     }
 }
