@@ -17,6 +17,8 @@
 //! - `methods/` — one file per group of Bot API methods; `server` — HTTP routing and long
 //!   polls; `delivery` — webhook POSTs.
 //! - `member`, `chat` — Telegram's data model; `render` — the model as Bot API JSON.
+//! - `directory` — MTProto's `channels.getParticipants` for audits (TL binary over HTTP at
+//!   `/mtproto/…`) and [`SimDirectory`], its client.
 //! - `faults`, `calls` — injected failures and the call log; `control` — the test-facing API;
 //!   `legacy` — answers in an older Bot API version's shape.
 //!
@@ -31,6 +33,7 @@ mod calls;
 mod chat;
 mod control;
 mod delivery;
+mod directory;
 mod error;
 mod events;
 mod faults;
@@ -54,6 +57,7 @@ use gmbot_core::domain::UserId;
 pub use self::api_error::ApiError;
 pub use self::calls::RecordedCall;
 pub use self::chat::{ChatKind, MessageKind, SimButton, SimMessage, SimUser};
+pub use self::directory::{generated_name, ParticipantsRequest, SimDirectory, GET_PARTICIPANTS};
 pub use self::error::SimError;
 pub use self::faults::{Fault, FaultKind};
 pub use self::member::{AdminRights, MemberState, Permissions};

@@ -23,6 +23,10 @@ pub struct MemberPage {
     /// How many members match the page's query, as Telegram counts them (for
     /// [`DirectoryQuery::Recent`](super::DirectoryQuery::Recent): the group's member count).
     pub total: u32,
+    /// How many participants Telegram returned, before dropping those that are not
+    /// members to audit (left, banned, deleted accounts, the bot itself): the sweep moves
+    /// on by this many.
+    pub listed: u32,
     /// The members of this page (at most [`PAGE_LIMIT`](super::PAGE_LIMIT)), in
     /// Telegram's order. A page may hold fewer than asked although more match.
     pub members: Vec<DirectoryMember>,

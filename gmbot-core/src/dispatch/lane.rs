@@ -53,7 +53,8 @@ impl Lane {
     /// [`TelegramApi`](crate::telegram::TelegramApi) implementation: unmuting
     /// and callback answers are interactive, membership reads, deletions,
     /// restrictions and kicks are enforcement, sent and edited messages and
-    /// the setup calls behind admin commands (`getChat`, invite links) are notifications.
+    /// the setup calls behind admin commands (`getChat`, invite links) are notifications,
+    /// member listings (`channels.getParticipants`, audits) are bulk work.
     pub fn default_for(method: Method) -> Lane {
         match method {
             Method::UnrestrictMember | Method::AnswerCallback => Lane::Interactive,
@@ -68,6 +69,7 @@ impl Lane {
             | Method::EditMessage
             | Method::GetChat
             | Method::CreateInviteLink => Lane::Notify,
+            Method::GetParticipants => Lane::Bulk,
         }
     }
 }

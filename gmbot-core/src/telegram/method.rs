@@ -35,11 +35,13 @@ pub enum Method {
     EditMessage,
     /// `banChatSenderChat` (a member posted as a foreign channel).
     BanSenderChat,
+    /// MTProto `channels.getParticipants`: one page of a group's member list (audits).
+    GetParticipants,
 }
 
 impl Method {
     /// Every method, for iteration (metrics pre-registration, tests).
-    pub const ALL: [Method; 13] = [
+    pub const ALL: [Method; 14] = [
         Method::GetChatMember,
         Method::GetChatAdministrators,
         Method::DeleteMessage,
@@ -53,9 +55,10 @@ impl Method {
         Method::CreateInviteLink,
         Method::EditMessage,
         Method::BanSenderChat,
+        Method::GetParticipants,
     ];
 
-    /// The Bot API name (`unrestrictMember` is GMBot's name for the lifting
+    /// The Bot API name (MTProto's for `channels.getParticipants`; `unrestrictMember` is GMBot's name for the lifting
     /// `restrictChatMember`, `kickMember` for ban + unban).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -72,6 +75,7 @@ impl Method {
             Method::CreateInviteLink => "createChatInviteLink",
             Method::EditMessage => "editMessageText",
             Method::BanSenderChat => "banChatSenderChat",
+            Method::GetParticipants => "channels.getParticipants",
         }
     }
 
@@ -80,7 +84,10 @@ impl Method {
     pub fn is_read(self) -> bool {
         matches!(
             self,
-            Method::GetChatMember | Method::GetChatAdministrators | Method::GetChat
+            Method::GetChatMember
+                | Method::GetChatAdministrators
+                | Method::GetChat
+                | Method::GetParticipants
         )
     }
 }
