@@ -272,7 +272,11 @@ async fn check(
 }
 
 /// The run to work on, per the start mode.
-async fn open_run(app: &App, opts: &AuditOptions, source: AuditSource) -> Result<(AuditRun, bool), AuditError> {
+async fn open_run(
+    app: &App,
+    opts: &AuditOptions,
+    source: AuditSource,
+) -> Result<(AuditRun, bool), AuditError> {
     let store = app.store();
     let now = app.clock().unix_now();
     let unfinished = store.unfinished_audit(opts.group).await?;
@@ -327,20 +331,24 @@ pub async fn run_audit(
     if !group.is_enforced() {
         return Err(AuditError::NotEnforced {
             group: opts.group,
-            reason: format!("state {}, {} channel(s)", group.state.as_str(), group.channels.len()),
+            reason: format!(
+                "state {}, {} channel(s)",
+                group.state.as_str(),
+                group.channels.len()
+            ),
         });
     }
     let mute = if opts.apply {
         match group.settings.action {
             NonMemberAction::DeleteOnly => return Err(AuditError::DeleteOnly(opts.group)),
             // An audit never removes members in bulk: in a kick group too, --apply mutes.
-            NonMemberAction::Mute | NonMemberAction::Kick => Some(
-                (group.settings.mute_seconds != 0).then(|| {
+            NonMemberAction::Mute | NonMemberAction::Kick => {
+                Some((group.settings.mute_seconds != 0).then(|| {
                     app.clock()
                         .unix_now()
                         .plus(Duration::from_secs(group.settings.mute_seconds.into()))
-                }),
-            ),
+                }))
+            }
         }
     } else {
         None
@@ -371,7 +379,14 @@ pub async fn run_audit(
     let concurrency = opts.concurrency.max(1);
     let mut pages_here = 0u64;
     let mut checked_here = 0u64;
-    let mut current = list(app, directory.as_ref(), opts.group, &run.cursor, &flood_waits).await?;
+    let mut current = list(
+        app,
+        directory.as_ref(),
+        opts.group,
+        &run.cursor,
+        &flood_waits,
+    )
+    .await?;
     while let Some(page) = current.take() {
         let mut fresh: Vec<(UserId, bool)> = page.members.clone();
         fresh.sort_unstable();
@@ -388,7 +403,13 @@ pub async fn run_audit(
         }))
         .buffer_unordered(concurrency)
         .collect::<Vec<_>>();
-        let prefetch = list(app, directory.as_ref(), opts.group, &page.next, &flood_waits);
+        let prefetch = list(
+            app,
+            directory.as_ref(),
+            opts.group,
+            &page.next,
+            &flood_waits,
+        );
         let (results, next) = tokio::join!(checks, prefetch);
         let outcomes = results.into_iter().collect::<Result<Vec<_>, _>>()?;
         checked_here += outcomes

@@ -29,7 +29,8 @@ pub fn member_page(answer: tl::enums::channels::ChannelParticipants) -> Telegram
         Answer::NotModified => {
             return Err(TelegramError::Decode {
                 method: GET_PARTICIPANTS.to_owned(),
-                detail: "channels.channelParticipantsNotModified although no hash was sent".to_owned(),
+                detail: "channels.channelParticipantsNotModified although no hash was sent"
+                    .to_owned(),
             })
         }
     };
@@ -57,7 +58,10 @@ pub fn member_page(answer: tl::enums::channels::ChannelParticipants) -> Telegram
                 if rights.view_messages {
                     (u.user_id, ChatMemberStatus::Kicked)
                 } else {
-                    (u.user_id, ChatMemberStatus::Restricted { is_member: !x.left })
+                    (
+                        u.user_id,
+                        ChatMemberStatus::Restricted { is_member: !x.left },
+                    )
                 }
             }
             P::Left(_) => continue,
@@ -105,7 +109,9 @@ pub fn invocation_error(e: InvocationError) -> TelegramError {
         // The connection broke or the pool's runner is gone: the next call reconnects.
         InvocationError::Io(e) => TelegramError::Network(format!("MTProto connection: {e}")),
         InvocationError::Transport(e) => TelegramError::Network(format!("MTProto transport: {e}")),
-        InvocationError::Dropped(why) => TelegramError::Network(format!("MTProto request dropped: {why}")),
+        InvocationError::Dropped(why) => {
+            TelegramError::Network(format!("MTProto request dropped: {why}"))
+        }
         InvocationError::Authentication(e) => {
             TelegramError::Network(format!("MTProto key exchange failed: {e}"))
         }
@@ -148,7 +154,10 @@ pub fn rpc_error(rpc: &RpcError) -> TelegramError {
             "CHAT_ADMIN_REQUIRED" | "CHAT_WRITE_FORBIDDEN" | "RIGHT_FORBIDDEN" => {
                 TelegramError::NotEnoughRights(text)
             }
-            "CHANNEL_INVALID" | "CHANNEL_PRIVATE" | "CHAT_ID_INVALID" | "PEER_ID_INVALID"
+            "CHANNEL_INVALID"
+            | "CHANNEL_PRIVATE"
+            | "CHAT_ID_INVALID"
+            | "PEER_ID_INVALID"
             | "CHANNEL_PUBLIC_GROUP_NA" => TelegramError::ChatNotFound(text),
             "USER_NOT_PARTICIPANT" | "PARTICIPANT_ID_INVALID" | "USER_ID_INVALID" => {
                 TelegramError::UserNotFound(text)
@@ -161,7 +170,9 @@ pub fn rpc_error(rpc: &RpcError) -> TelegramError {
     }
 }
 
-/// A `user` TL object with the given fields and every flag off (the simulator's answers, tests).
+/// A `user` TL object with the given fields and every other flag off (the simulator's
+/// answers, tests). Fields that share a flag bit with another are set together, or the
+/// bytes would not decode.
 pub fn tl_user(
     id: i64,
     first_name: &str,
@@ -208,7 +219,8 @@ pub fn tl_user(
         phone: None,
         photo: None,
         status: None,
-        bot_info_version: None,
+        // `bot` and `bot_info_version` share flag bit 14 in the schema: both or neither.
+        bot_info_version: bot.then_some(1),
         restriction_reason: None,
         bot_inline_placeholder: None,
         lang_code: None,

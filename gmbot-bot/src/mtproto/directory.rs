@@ -96,7 +96,9 @@ impl MtprotoDirectory {
             .await
             .map_err(convert::invocation_error)?;
         let hash = convert::channel_access_hash(&chats, bare).ok_or_else(|| {
-            TelegramError::ChatNotFound(format!("channels.getChannels did not return channel {bare}"))
+            TelegramError::ChatNotFound(format!(
+                "channels.getChannels did not return channel {bare}"
+            ))
         })?;
         let info = PeerInfo::Channel {
             id: bare,
@@ -115,10 +117,14 @@ impl MemberDirectory for MtprotoDirectory {
     async fn page(&self, group: GroupId, cursor: &DirectoryCursor) -> TelegramResult<MemberPage> {
         let channel = self.input_channel(group).await?;
         let filter = match &cursor.query {
-            DirectoryQuery::Recent => tl::enums::ChannelParticipantsFilter::ChannelParticipantsRecent,
-            DirectoryQuery::Search(q) => tl::enums::ChannelParticipantsFilter::ChannelParticipantsSearch(
-                tl::types::ChannelParticipantsSearch { q: q.clone() },
-            ),
+            DirectoryQuery::Recent => {
+                tl::enums::ChannelParticipantsFilter::ChannelParticipantsRecent
+            }
+            DirectoryQuery::Search(q) => {
+                tl::enums::ChannelParticipantsFilter::ChannelParticipantsSearch(
+                    tl::types::ChannelParticipantsSearch { q: q.clone() },
+                )
+            }
         };
         let answer = self
             .client

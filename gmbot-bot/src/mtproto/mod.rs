@@ -99,6 +99,19 @@ fn holder_name() -> String {
     format!("{host}:{}", std::process::id())
 }
 
+/// A holder `host:pid` of this host whose process no longer exists.
+fn holder_is_dead(holder: &str) -> bool {
+    let mine = holder_name();
+    let (Some((host, pid)), Some((my_host, _))) = (holder.rsplit_once(':'), mine.rsplit_once(':'))
+    else {
+        return false;
+    };
+    host == my_host
+        && pid.parse::<u32>().is_ok_and(|pid| {
+            pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        })
+}
+
 fn lease_until(now: UnixTime) -> UnixTime {
     now.plus(LEASE_TTL)
 }
@@ -113,17 +126,33 @@ impl MtprotoConnection {
     ) -> Result<Self, MtprotoError> {
         let holder = holder_name();
         let now = UnixTime::now();
-        if let SessionLease::HeldBy { holder, until } = store
+        let mut lease = store
             .lease_mtproto_session(name, &holder, lease_until(now), now)
-            .await?
+            .await?;
+        if let SessionLease::HeldBy {
+            holder: other,
+            until,
+        } = &lease
         {
+            if holder_is_dead(other) {
+                // A process of this host that died (killed mid-audit) cannot renew: take its
+                // lease now instead of making the resumed run wait for it to run out.
+                log::info!(session = name, holder = other.as_str(); "taking over the lease of a process that is gone");
+                let after = UnixTime(until.secs().saturating_add(1));
+                lease = store
+                    .lease_mtproto_session(name, &holder, lease_until(now), after)
+                    .await?;
+            }
+        }
+        if let SessionLease::HeldBy { holder, until } = lease {
             return Err(MtprotoError::SessionBusy {
                 name: name.to_owned(),
                 holder,
                 until: until.secs(),
             });
         }
-        let opened = Self::connect(Arc::clone(&store), name, credentials, token, holder.clone()).await;
+        let opened =
+            Self::connect(Arc::clone(&store), name, credentials, token, holder.clone()).await;
         if opened.is_err() {
             if let Err(e) = store.release_mtproto_session(name, &holder).await {
                 log::warn!(error:display = e; "cannot release the MTProto session lease");

@@ -15,7 +15,9 @@ use std::net::{SocketAddrV4, SocketAddrV6};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use gmbot_core::domain::UnixTime;
-use gmbot_core::store::{MtprotoDcOption, MtprotoPeer, MtprotoSession, MtprotoUpdates, Store, StoreError};
+use gmbot_core::store::{
+    MtprotoDcOption, MtprotoPeer, MtprotoSession, MtprotoUpdates, Store, StoreError,
+};
 use grammers_client::session::types::{
     ChannelKind, ChannelState, DcOption, PeerAuth, PeerId, PeerInfo, PeerKind, UpdateState,
     UpdatesState,
@@ -84,7 +86,10 @@ impl StoreSession {
             }
             state.updates = updates_from_row(&stored.updates);
         }
-        state.me = store.mtproto_self(name).await?.and_then(|p| peer_from_row(&p));
+        state.me = store
+            .mtproto_self(name)
+            .await?
+            .and_then(|p| peer_from_row(&p));
         Ok(Self {
             store,
             name: name.to_owned(),
@@ -139,20 +144,26 @@ fn dc_to_row(dc: &DcOption) -> MtprotoDcOption {
 }
 
 fn dc_from_row(row: &MtprotoDcOption) -> Result<DcOption, String> {
-    let ipv4: SocketAddrV4 = row
-        .ipv4
-        .parse()
-        .map_err(|_| format!("DC {}: `{}` is not an IPv4 address and port", row.id, row.ipv4))?;
-    let ipv6: SocketAddrV6 = row
-        .ipv6
-        .parse()
-        .map_err(|_| format!("DC {}: `{}` is not an IPv6 address and port", row.id, row.ipv6))?;
+    let ipv4: SocketAddrV4 = row.ipv4.parse().map_err(|_| {
+        format!(
+            "DC {}: `{}` is not an IPv4 address and port",
+            row.id, row.ipv4
+        )
+    })?;
+    let ipv6: SocketAddrV6 = row.ipv6.parse().map_err(|_| {
+        format!(
+            "DC {}: `{}` is not an IPv6 address and port",
+            row.id, row.ipv6
+        )
+    })?;
     let auth_key = match &row.auth_key_hex {
         None => None,
         Some(h) => Some(
             unhex(h)
                 .and_then(|v| <[u8; 256]>::try_from(v).ok())
-                .ok_or_else(|| format!("DC {}: the auth key is not 256 hex-encoded bytes", row.id))?,
+                .ok_or_else(|| {
+                    format!("DC {}: the auth key is not 256 hex-encoded bytes", row.id)
+                })?,
         ),
     };
     Ok(DcOption {

@@ -64,6 +64,8 @@ pub struct ParticipantsRequest {
 #[derive(Default)]
 pub(crate) struct Listings {
     cache: HashMap<(i64, Option<String>), (usize, Arc<Vec<i64>>)>,
+    /// Members per filter at most; `None` = Telegram's [`FILTER_CAP`].
+    cap: Option<usize>,
 }
 
 fn rpc(code: i32, message: &str) -> (u16, Vec<u8>) {
@@ -137,7 +139,8 @@ fn participant(world: &World, chat: i64, user: i64, at: i64) -> tl::enums::Chann
             can_edit: false,
             is_self: user == world.bot_id(),
             user_id: user,
-            inviter_id: None,
+            // `self` and `inviter_id` share flag bit 1 in the schema: both or neither.
+            inviter_id: (user == world.bot_id()).then_some(user),
             promoted_by: user,
             date,
             admin_rights: convert::tl_full_admin_rights(),
@@ -187,7 +190,11 @@ fn get_participants(world: &mut World, token: &str, r: &ParticipantsRequest) -> 
     }
     let ids = listing(world, r.chat_id, r.search.as_deref());
     let limit = r.limit.min(PAGE_LIMIT) as usize;
-    let cap = (FILTER_CAP as usize).min(ids.len());
+    let cap = world
+        .listings
+        .cap
+        .unwrap_or(FILTER_CAP as usize)
+        .min(ids.len());
     let start = (r.offset as usize).min(cap);
     let end = start.saturating_add(limit).min(cap);
     let mut participants = Vec::with_capacity(end - start);
@@ -229,7 +236,12 @@ pub(crate) fn handle_http(shared: &Arc<Shared>, mut req: Request, method: &str) 
         return respond(req, status, body);
     }
     let mut body = Vec::new();
-    if req.as_reader().take(64 * 1024).read_to_end(&mut body).is_err() {
+    if req
+        .as_reader()
+        .take(64 * 1024)
+        .read_to_end(&mut body)
+        .is_err()
+    {
         let (status, body) = rpc(400, "INPUT_REQUEST_INVALID");
         return respond(req, status, body);
     }
@@ -354,6 +366,12 @@ impl Simulator {
         }
     }
 
+    /// Lowers the members one filter returns at most (Telegram: 10,000), so a test group of
+    /// a few thousand members needs the search sweep a 100,000-member group needs.
+    pub fn set_directory_cap(&self, cap: usize) {
+        self.shared.lock().listings.cap = Some(cap);
+    }
+
     /// The `POST /mtproto/...` base for [`SimDirectory`]: `http://127.0.0.1:<port>/mtproto`.
     pub fn mtproto_url(&self) -> String {
         format!("{}/mtproto", self.base_url())
@@ -427,10 +445,14 @@ impl MemberDirectory for SimDirectory {
             detail: e.to_string(),
         };
         if ok {
-            let page = tl::enums::channels::ChannelParticipants::from_bytes(&body).map_err(decode)?;
+            let page =
+                tl::enums::channels::ChannelParticipants::from_bytes(&body).map_err(decode)?;
             return convert::member_page(page);
         }
-        let tl::enums::RpcError::Error(e) = tl::enums::RpcError::from_bytes(&body).map_err(decode)?;
-        Err(convert::rpc_error(&grammers_client::sender::RpcError::from(e)))
+        let tl::enums::RpcError::Error(e) =
+            tl::enums::RpcError::from_bytes(&body).map_err(decode)?;
+        Err(convert::rpc_error(
+            &grammers_client::sender::RpcError::from(e),
+        ))
     }
 }

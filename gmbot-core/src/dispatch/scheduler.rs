@@ -578,7 +578,9 @@ mod tests {
         let (_, mut first) = s.enqueue(Lane::Bulk, chat, Budget::Bulk, now, None);
         let (_, mut second) = s.enqueue(Lane::Bulk, chat, Budget::Bulk, now, None);
         let (_, mut free) = s.enqueue(Lane::Enforcement, chat, Budget::Free, now, None);
-        let next = s.grant(now).expect("the second bulk read waits for a token");
+        let next = s
+            .grant(now)
+            .expect("the second bulk read waits for a token");
         assert!(drain(&mut first) && drain(&mut free));
         assert!(!drain(&mut second));
         assert!(next - now <= Duration::from_millis(500), "{:?}", next - now);
