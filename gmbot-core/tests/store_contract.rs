@@ -1815,7 +1815,7 @@ async fn mtproto_sessions_peers_and_leases(s: Arc<dyn Store>) {
     assert_eq!(s.mtproto_self("bot").await.expect("read"), Some(me));
     assert_eq!(s.mtproto_peer("bot", 42).await.expect("read"), None);
     // Peers of an unknown session are ignored; sessions do not share peers.
-    s.save_mtproto_peers("ghost", &[group.clone()])
+    s.save_mtproto_peers("ghost", std::slice::from_ref(&group))
         .await
         .expect("ignored");
     assert_eq!(

@@ -146,7 +146,7 @@ pub fn rpc_error(rpc: &RpcError) -> TelegramError {
         // *_MIGRATE_X: the call belongs to another data centre; asking again after the
         // session moved home succeeds.
         303 => TelegramError::Network(format!("{text}: asked to use another data centre")),
-        c if c >= 500 || c < 0 => TelegramError::Server {
+        c if !(0..500).contains(&c) => TelegramError::Server {
             code: u16::try_from(c.unsigned_abs()).unwrap_or(500),
             description: text,
         },

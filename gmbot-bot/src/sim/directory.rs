@@ -61,9 +61,12 @@ pub struct ParticipantsRequest {
 }
 
 /// Cached listings: (chat, query) → member ids in listing order, for one member count.
+/// A cached listing: the member count it was made for, and the ids in order.
+type Listing = (usize, Arc<Vec<i64>>);
+
 #[derive(Default)]
 pub(crate) struct Listings {
-    cache: HashMap<(i64, Option<String>), (usize, Arc<Vec<i64>>)>,
+    cache: HashMap<(i64, Option<String>), Listing>,
     /// Members per filter at most; `None` = Telegram's [`FILTER_CAP`].
     cap: Option<usize>,
 }
@@ -320,7 +323,7 @@ pub fn generated_name(i: usize) -> (String, Option<String>) {
     };
     let h = i.wrapping_mul(2_654_435_761) % 1_000_003;
     let first = word(h, 2 + h % 2);
-    let last = (i % 3 != 0).then(|| word(h / 7 + i, 3));
+    let last = (!i.is_multiple_of(3)).then(|| word(h / 7 + i, 3));
     (first, last)
 }
 

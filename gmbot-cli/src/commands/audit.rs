@@ -105,8 +105,10 @@ pub(super) async fn run(db: &Database, args: Args) -> Result<String, CliError> {
         )));
     };
     let store = db.open().await?;
-    let mut options = BotApiOptions::default();
-    options.base_url = config.api_url.clone();
+    let options = BotApiOptions {
+        base_url: config.api_url.clone(),
+        ..BotApiOptions::default()
+    };
     let api = BotApi::new(token.clone(), options)
         .map_err(|e| CliError::runtime(anyhow!("cannot build the Bot API client: {e}")))?;
     let mut dispatch = DispatchConfig::default();
