@@ -197,7 +197,9 @@ async fn list(
             Ok(Some(Listed {
                 members: page.members.iter().map(|m| (m.user, m.is_bot)).collect(),
                 next,
-                total: Some(u64::from(page.total)),
+                // A search's count is its matches; only the recent listing counts the group.
+                total: (at.query == gmbot_core::audit::DirectoryQuery::Recent)
+                    .then_some(u64::from(page.total)),
                 phase: format!("{} from {}", at.query.label(), at.offset),
             }))
         }
