@@ -1558,9 +1558,10 @@ mod tests {
             assert_eq!(report.current, known);
             applied += report.applied.len();
         }
+        // Versions need not be contiguous (each branch takes its own number).
         assert_eq!(
             applied,
-            usize::try_from(known).expect("small"),
+            postgres_set::migrations::runner().get_migrations().len(),
             "each migration applied once in total"
         );
         let rows: i64 = with_client(&schema.url, |c| {
@@ -1568,7 +1569,10 @@ mod tests {
                 .expect("history table")
                 .get(0)
         });
-        assert_eq!(rows, known);
+        assert_eq!(
+            usize::try_from(rows).expect("a count"),
+            postgres_set::migrations::runner().get_migrations().len()
+        );
         // The store opens under `Require` now.
         PostgresStore::open(&url, MigrationMode::Require)
             .await
