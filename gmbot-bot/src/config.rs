@@ -16,7 +16,7 @@ use url::Url;
 use crate::secret::{BotToken, SecretString};
 
 /// Every variable GMBot reads.
-pub const VARIABLES: [&str; 24] = [
+pub const VARIABLES: [&str; 26] = [
     "TELEGRAM_BOT_TOKEN",
     "TELEGRAM_API_URL",
     "TELEGRAM_API_ID",
@@ -35,6 +35,8 @@ pub const VARIABLES: [&str; 24] = [
     "GMBOT_GROUP_MESSAGES_PER_MINUTE",
     "GMBOT_ACTIONS_PER_SECOND",
     "GMBOT_READS_PER_SECOND",
+    "GMBOT_BULK_READS_PER_SECOND",
+    "GMBOT_MTPROTO_SIM_URL",
     "GMBOT_RAID_DENIALS",
     "GMBOT_RAID_WINDOW_SECONDS",
     "CHANNEL_ID",
@@ -125,8 +127,11 @@ pub struct Config {
     pub log_filter: Option<String>,
     /// `TELEGRAM_API_ID` / `TELEGRAM_API_HASH`.
     pub mtproto: Option<MtprotoCredentials>,
+    /// `GMBOT_MTPROTO_SIM_URL`: list members from a simulated Telegram's directory at this
+    /// loopback URL instead of Telegram's data centres (tests and the demo).
+    pub mtproto_sim_url: Option<Url>,
     /// The dispatcher's budgets (`GMBOT_MESSAGES_PER_SECOND`, `GMBOT_GROUP_MESSAGES_PER_MINUTE`,
-    /// `GMBOT_ACTIONS_PER_SECOND`, `GMBOT_READS_PER_SECOND`).
+    /// `GMBOT_ACTIONS_PER_SECOND`, `GMBOT_READS_PER_SECOND`, `GMBOT_BULK_READS_PER_SECOND`).
     pub budgets: Budgets,
     /// What counts as a raid (`GMBOT_RAID_DENIALS` within `GMBOT_RAID_WINDOW_SECONDS`).
     pub raid: crate::flows::RaidConfig,
@@ -148,6 +153,9 @@ pub struct Budgets {
     pub deletes_per_second: u32,
     /// Membership reads per second; `None` (default) = not throttled.
     pub reads_per_second: Option<u32>,
+    /// Reads per second in the bulk lane (audits, reconciliation); `None` (default) = budgeted
+    /// like other reads (`gmbot audit` then uses its own default, 20/s).
+    pub bulk_reads_per_second: Option<u32>,
 }
 
 impl Default for Budgets {
@@ -159,6 +167,7 @@ impl Default for Budgets {
             actions_per_second: d.actions_per_second,
             deletes_per_second: d.deletes_per_second,
             reads_per_second: d.reads_per_second,
+            bulk_reads_per_second: d.bulk_reads_per_second,
         }
     }
 }
@@ -171,6 +180,7 @@ impl Budgets {
         d.actions_per_second = self.actions_per_second;
         d.deletes_per_second = self.deletes_per_second;
         d.reads_per_second = self.reads_per_second;
+        d.bulk_reads_per_second = self.bulk_reads_per_second;
     }
 }
 
@@ -438,6 +448,30 @@ impl Config {
                 None => None,
                 Some(_) => Some(parse_count(&get, "GMBOT_READS_PER_SECOND", 100_000, 1)?),
             },
+            bulk_reads_per_second: match get("GMBOT_BULK_READS_PER_SECOND") {
+                None => None,
+                Some(_) => Some(parse_count(
+                    &get,
+                    "GMBOT_BULK_READS_PER_SECOND",
+                    100_000,
+                    1,
+                )?),
+            },
+        };
+        let mtproto_sim_url = match get("GMBOT_MTPROTO_SIM_URL") {
+            None => None,
+            Some(raw) => {
+                let url = Url::parse(raw.trim_end_matches('/')).ok().filter(|u| {
+                    u.scheme() == "http"
+                        && matches!(u.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+                });
+                Some(url.ok_or_else(|| {
+                    bad(
+                        "GMBOT_MTPROTO_SIM_URL",
+                        "expected the simulator's http://127.0.0.1:PORT/mtproto (tests and the demo only)",
+                    )
+                })?)
+            }
         };
         let raid_defaults = crate::flows::RaidConfig::default();
         let raid = crate::flows::RaidConfig {
@@ -467,6 +501,7 @@ impl Config {
             log_format,
             log_filter,
             mtproto,
+            mtproto_sim_url,
             budgets,
             raid,
             warnings,
@@ -710,6 +745,8 @@ mod tests {
             ("GMBOT_ACTIONS_PER_SECOND", "-5"),
             ("GMBOT_DELETES_PER_SECOND", "0"),
             ("GMBOT_READS_PER_SECOND", "1.5"),
+            ("GMBOT_BULK_READS_PER_SECOND", "0"),
+            ("GMBOT_MTPROTO_SIM_URL", "http://10.0.0.1:80/mtproto"),
             ("GMBOT_RAID_DENIALS", "many"),
             ("GMBOT_RAID_WINDOW_SECONDS", "999999999"),
             ("WEBHOOK_URL", "http://bot.example.com/hook"),

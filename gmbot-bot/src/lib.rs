@@ -7,12 +7,16 @@
 //! ## Layout
 //!
 //! - [`app`] — [`App`](app::App): store, engine, cache, dispatcher and metrics wired together.
+//! - [`audit`] — `gmbot audit`'s runner: every member of a group checked in the bulk lane,
+//!   a checkpoint per page, `--apply` muting as the bot does.
 //! - [`update`] — the transport-neutral update model the handlers work on.
 //! - [`metrics`] — the bot's own Prometheus metrics.
 //! - [`config`] — environment variables parsed once into [`Config`].
 //! - [`secret`] — [`BotToken`] and [`SecretString`], which never print their value.
 //! - [`botapi`] — [`BotApi`], the HTTP Bot API client (typed by `frankenstein`), and the
 //!   classification of Telegram's error answers.
+//! - [`mtproto`] — the MTProto frontend (grammers): a session on the store, sign-in, the
+//!   member directory that `gmbot audit` lists groups with.
 //! - [`http`] — the `tiny_http` listener: webhook, `/health`, `/ready`, `/metrics`.
 //! - [`logging`] — `env_logger` as text or JSON lines, with the records' key-values.
 //! - [`sentry`] — error and panic reports to Sentry, tagged with their context, scrubbed.
@@ -28,6 +32,7 @@
 //! - [`sim`] — [`Simulator`](sim::Simulator), the fake Bot API server on 127.0.0.1.
 
 pub mod app;
+pub mod audit;
 pub mod botapi;
 pub mod commands;
 pub mod config;
@@ -38,6 +43,7 @@ pub mod handlers;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod mtproto;
 pub mod outbox;
 pub mod run;
 pub mod runtime;

@@ -235,6 +235,111 @@ impl Store for CountingStore {
     async fn purge_join_requests(&self, before: UnixTime) -> StoreResult<u64> {
         self.inner.purge_join_requests(before).await
     }
+    async fn start_audit(
+        &self,
+        new: &gmbot_core::audit::NewAuditRun,
+        at: UnixTime,
+    ) -> StoreResult<gmbot_core::audit::AuditRun> {
+        self.inner.start_audit(new, at).await
+    }
+    async fn unfinished_audit(
+        &self,
+        group: GroupId,
+    ) -> StoreResult<Option<gmbot_core::audit::AuditRun>> {
+        self.inner.unfinished_audit(group).await
+    }
+    async fn audit_run(
+        &self,
+        group: GroupId,
+        run: gmbot_core::audit::AuditRunId,
+    ) -> StoreResult<Option<gmbot_core::audit::AuditRun>> {
+        self.inner.audit_run(group, run).await
+    }
+    async fn audited_members(
+        &self,
+        group: GroupId,
+        run: gmbot_core::audit::AuditRunId,
+        users: &[UserId],
+    ) -> StoreResult<Vec<UserId>> {
+        self.inner.audited_members(group, run, users).await
+    }
+    async fn record_audit_page(
+        &self,
+        group: GroupId,
+        run: gmbot_core::audit::AuditRunId,
+        page: &gmbot_core::audit::AuditPage,
+        at: UnixTime,
+    ) -> StoreResult<bool> {
+        self.inner.record_audit_page(group, run, page, at).await
+    }
+    async fn end_audit(
+        &self,
+        group: GroupId,
+        run: gmbot_core::audit::AuditRunId,
+        state: gmbot_core::audit::AuditState,
+        at: UnixTime,
+    ) -> StoreResult<bool> {
+        self.inner.end_audit(group, run, state, at).await
+    }
+    async fn audit_counts(
+        &self,
+        group: GroupId,
+        run: gmbot_core::audit::AuditRunId,
+    ) -> StoreResult<gmbot_core::audit::AuditCounts> {
+        self.inner.audit_counts(group, run).await
+    }
+    async fn audit_not_subscribed(
+        &self,
+        group: GroupId,
+        run: gmbot_core::audit::AuditRunId,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> StoreResult<Vec<UserId>> {
+        self.inner
+            .audit_not_subscribed(group, run, after, limit)
+            .await
+    }
+    async fn mtproto_session(&self, name: &str) -> StoreResult<Option<store::MtprotoSession>> {
+        self.inner.mtproto_session(name).await
+    }
+    async fn save_mtproto_session(
+        &self,
+        session: &store::MtprotoSession,
+        at: UnixTime,
+    ) -> StoreResult<()> {
+        self.inner.save_mtproto_session(session, at).await
+    }
+    async fn lease_mtproto_session(
+        &self,
+        name: &str,
+        holder: &str,
+        until: UnixTime,
+        now: UnixTime,
+    ) -> StoreResult<store::SessionLease> {
+        self.inner
+            .lease_mtproto_session(name, holder, until, now)
+            .await
+    }
+    async fn release_mtproto_session(&self, name: &str, holder: &str) -> StoreResult<bool> {
+        self.inner.release_mtproto_session(name, holder).await
+    }
+    async fn mtproto_peer(
+        &self,
+        name: &str,
+        peer_id: i64,
+    ) -> StoreResult<Option<store::MtprotoPeer>> {
+        self.inner.mtproto_peer(name, peer_id).await
+    }
+    async fn mtproto_self(&self, name: &str) -> StoreResult<Option<store::MtprotoPeer>> {
+        self.inner.mtproto_self(name).await
+    }
+    async fn save_mtproto_peers(
+        &self,
+        name: &str,
+        peers: &[store::MtprotoPeer],
+    ) -> StoreResult<()> {
+        self.inner.save_mtproto_peers(name, peers).await
+    }
     async fn ping(&self) -> StoreResult<()> {
         self.inner.ping().await
     }

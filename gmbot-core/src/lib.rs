@@ -9,6 +9,8 @@
 //!
 //! ## Layout
 //!
+//! - [`audit`] — batch audits: the [`MemberDirectory`](audit::MemberDirectory) port, the
+//!   member-list sweep past Telegram's 10,000-per-filter cap, and the checkpoint types.
 //! - [`cache`] — the [`MembershipCache`](cache::MembershipCache) port and its memory,
 //!   Redis and layered adapters (TTLs with jitter, single flight, pub/sub invalidation).
 //! - [`clock`] — the [`Clock`](clock::Clock) port (real and manual clocks).
@@ -46,6 +48,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod cache;
 pub mod clock;
 pub mod dispatch;

@@ -11,13 +11,20 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
+use gmbot_core::audit::{
+    AuditCursor, AuditOutcome, AuditPage, AuditSource, AuditState, DirectoryCursor, DirectoryQuery,
+    MemberOutcome, NewAuditRun,
+};
 use gmbot_core::domain::{
     ChannelId, ChannelRef, ChannelUsername, ChatId, EnforcedChannel, GroupId, GroupSettings,
     GroupState, JoinRequest, JoinRequestState, JournaledUpdate, LiftReason, MessageId,
     NewJoinRequest, NewRestriction, NonMemberAction, Owner, ProtectRequest, Restriction,
     RestrictionKind, RestrictionState, SettingChange, SettingsError, UnixTime, UserId,
 };
-use gmbot_core::store::{self, DatabaseUrl, MigrationMode, Store, StoreError};
+use gmbot_core::store::{
+    self, DatabaseUrl, MigrationMode, MtprotoDcOption, MtprotoPeer, MtprotoSession, MtprotoUpdates,
+    SessionLease, Store, StoreError,
+};
 
 use support::{sqlite_file_url, with_pg_client, PgSchema, SqliteFile};
 
@@ -119,6 +126,8 @@ macro_rules! contract_suite {
                 seen_members_upsert_and_paging,
                 seen_members_batch_upsert,
                 concurrent_writers,
+                audit_runs_checkpoint_and_count_each_member_once,
+                mtproto_sessions_peers_and_leases,
                 one_open_restriction_per_member,
                 join_requests_lifecycle,
                 join_requests_due_and_purged_across_groups,
@@ -1398,13 +1407,17 @@ async fn migration_v2_closes_duplicate_open_rows(db: &Db) {
     protect(&s, g, vec![by_id(1)]).await;
     drop(s);
     // Back to a schema at version 1 (no unique index, none of the later tables: V3
-    // update_journal, V4 join_requests), with the duplicates it allowed; the history is rewound
+    // update_journal, V4 join_requests, V5 audits and MTProto sessions), with the duplicates it allowed; the history is rewound
     // too, or V2 would count as missing below the later versions.
     db.execute(
         "DROP INDEX restrictions_active_member;
          CREATE INDEX restrictions_active_member ON restrictions (group_id, user_id) WHERE state <> 'lifted';
          DROP TABLE update_journal;
          DROP TABLE join_requests;
+         DROP TABLE audit_members;
+         DROP TABLE audit_runs;
+         DROP TABLE mtproto_peers;
+         DROP TABLE mtproto_sessions;
          DELETE FROM refinery_schema_history WHERE version >= 2;
          INSERT INTO restrictions (group_id, user_id, kind, state, reason, placed_at)
          VALUES (-1001000000001, 5, 'mute', 'active', 'old', 1),
@@ -1844,4 +1857,314 @@ async fn update_journal_take_is_exclusive(s: Arc<dyn Store>) {
         (1..=200).collect::<Vec<_>>(),
         "each taken exactly once"
     );
+}
+
+fn outcome(user: i64, outcome: AuditOutcome, restricted: bool) -> MemberOutcome {
+    MemberOutcome {
+        user: uid(user),
+        outcome,
+        restricted,
+    }
+}
+
+async fn audit_runs_checkpoint_and_count_each_member_once(s: Arc<dyn Store>) {
+    let (a, b) = (gid(1), gid(2));
+    protect(&s, a, vec![by_id(1)]).await;
+    protect(&s, b, vec![by_id(2)]).await;
+    let new = NewAuditRun {
+        group: a,
+        apply: true,
+        source: AuditSource::Directory,
+    };
+    assert!(matches!(
+        s.start_audit(
+            &NewAuditRun {
+                group: gid(99),
+                ..new
+            },
+            t(1)
+        )
+        .await,
+        Err(StoreError::UnknownGroup(_))
+    ));
+    let run = s.start_audit(&new, t(1)).await.expect("start");
+    assert_eq!(run.state, AuditState::Running);
+    assert_eq!(run.cursor, AuditCursor::start(AuditSource::Directory));
+    assert!((run.apply, run.pages, run.directory_total) == (true, 0, None));
+    // One unfinished run per group; another group is independent.
+    assert!(matches!(
+        s.start_audit(&new, t(2)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let other = s
+        .start_audit(
+            &NewAuditRun {
+                group: b,
+                apply: false,
+                source: AuditSource::SeenOnly,
+            },
+            t(2),
+        )
+        .await
+        .expect("b's run");
+    assert_eq!(other.cursor, AuditCursor::Seen { after: None });
+
+    // A page: results and cursor in one write; a member given twice keeps its first outcome.
+    let next = AuditCursor::Directory {
+        at: DirectoryCursor {
+            query: DirectoryQuery::Search("ab".into()),
+            offset: 200,
+        },
+    };
+    let page = AuditPage {
+        next: next.clone(),
+        outcomes: vec![
+            outcome(10, AuditOutcome::Subscribed, false),
+            outcome(11, AuditOutcome::NotSubscribed, true),
+            outcome(12, AuditOutcome::Exempt, false),
+        ],
+        directory_total: Some(150_000),
+    };
+    assert!(s
+        .record_audit_page(a, run.id, &page, t(3))
+        .await
+        .expect("page"));
+    let again = AuditPage {
+        next: AuditCursor::Seen { after: None },
+        outcomes: (11..=609)
+            .map(|u| outcome(u, AuditOutcome::Unverifiable, false))
+            .collect(),
+        directory_total: None,
+    };
+    assert!(s
+        .record_audit_page(a, run.id, &again, t(4))
+        .await
+        .expect("page 2"));
+    let stored = s
+        .unfinished_audit(a)
+        .await
+        .expect("read")
+        .expect("still running");
+    assert_eq!(stored.id, run.id);
+    assert_eq!(stored.cursor, AuditCursor::Seen { after: None });
+    assert_eq!((stored.pages, stored.directory_total), (2, Some(150_000)));
+    assert_eq!(stored.updated_at, t(4));
+    let counts = s.audit_counts(a, run.id).await.expect("counts");
+    assert_eq!(counts.members, 600);
+    assert_eq!(
+        (counts.subscribed, counts.not_subscribed, counts.exempt),
+        (1, 1, 1)
+    );
+    assert_eq!((counts.unverifiable, counts.restricted), (597, 1));
+    assert_eq!(counts.checked(), 599);
+    let mut found = s
+        .audited_members(a, run.id, &[uid(9), uid(10), uid(609), uid(610)])
+        .await
+        .expect("audited");
+    found.sort();
+    assert_eq!(found, vec![uid(10), uid(609)]);
+    assert_eq!(
+        s.audit_not_subscribed(a, run.id, None, 10)
+            .await
+            .expect("list"),
+        vec![uid(11)]
+    );
+    assert!(s
+        .audit_not_subscribed(a, run.id, Some(uid(11)), 10)
+        .await
+        .expect("list")
+        .is_empty());
+
+    // Tenancy: b cannot read or write a's run.
+    assert_eq!(s.audit_run(b, run.id).await.expect("read"), None);
+    assert!(!s
+        .record_audit_page(b, run.id, &page, t(5))
+        .await
+        .expect("refused"));
+    assert!(s
+        .audited_members(b, run.id, &[uid(10)])
+        .await
+        .expect("audited")
+        .is_empty());
+    assert_eq!(s.audit_counts(b, run.id).await.expect("counts").members, 0);
+    assert!(!s
+        .end_audit(b, run.id, AuditState::Finished, t(5))
+        .await
+        .expect("end"));
+
+    // Ended: no more pages, a new run may start, the results stay.
+    assert!(s
+        .end_audit(a, run.id, AuditState::Finished, t(6))
+        .await
+        .expect("end"));
+    assert!(!s
+        .end_audit(a, run.id, AuditState::Abandoned, t(7))
+        .await
+        .expect("already ended"));
+    assert!(!s
+        .record_audit_page(a, run.id, &page, t(7))
+        .await
+        .expect("page"));
+    let ended = s.audit_run(a, run.id).await.expect("read").expect("kept");
+    assert_eq!(
+        (ended.state, ended.ended_at),
+        (AuditState::Finished, Some(t(6)))
+    );
+    assert_eq!(s.unfinished_audit(a).await.expect("read"), None);
+    let second = s.start_audit(&new, t(8)).await.expect("a new run");
+    assert_ne!(second.id, run.id);
+    assert_eq!(
+        s.audit_counts(a, run.id).await.expect("counts").members,
+        600
+    );
+    assert_eq!(
+        s.audit_counts(a, second.id).await.expect("counts").members,
+        0
+    );
+    assert!(s
+        .end_audit(a, second.id, AuditState::Abandoned, t(9))
+        .await
+        .expect("abandon"));
+    assert!(matches!(
+        s.end_audit(b, other.id, AuditState::Running, t(9)).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+async fn mtproto_sessions_peers_and_leases(s: Arc<dyn Store>) {
+    assert_eq!(s.mtproto_session("bot").await.expect("read"), None);
+    // A lease creates an empty session.
+    assert_eq!(
+        s.lease_mtproto_session("bot", "host-a:1", t(100), t(0))
+            .await
+            .expect("lease"),
+        SessionLease::Granted
+    );
+    let empty = s
+        .mtproto_session("bot")
+        .await
+        .expect("read")
+        .expect("created");
+    assert_eq!((empty.home_dc, empty.dc_options.len()), (0, 0));
+    // Held by a: b is refused until it runs out; a renews.
+    assert_eq!(
+        s.lease_mtproto_session("bot", "host-b:2", t(200), t(50))
+            .await
+            .expect("lease"),
+        SessionLease::HeldBy {
+            holder: "host-a:1".into(),
+            until: t(100)
+        }
+    );
+    assert_eq!(
+        s.lease_mtproto_session("bot", "host-a:1", t(300), t(60))
+            .await
+            .expect("renew"),
+        SessionLease::Granted
+    );
+    assert_eq!(
+        s.lease_mtproto_session("bot", "host-b:2", t(400), t(301))
+            .await
+            .expect("expired lease"),
+        SessionLease::Granted
+    );
+    assert!(!s
+        .release_mtproto_session("bot", "host-a:1")
+        .await
+        .expect("release"));
+    assert!(s
+        .release_mtproto_session("bot", "host-b:2")
+        .await
+        .expect("release"));
+    assert_eq!(
+        s.lease_mtproto_session("bot", "host-a:1", t(500), t(302))
+            .await
+            .expect("free again"),
+        SessionLease::Granted
+    );
+
+    let key = "ab".repeat(256);
+    let session = MtprotoSession {
+        name: "bot".into(),
+        home_dc: 4,
+        dc_options: vec![MtprotoDcOption {
+            id: 4,
+            ipv4: "149.154.167.92:443".into(),
+            ipv6: "[2001:67c:4e8:f004::a]:443".into(),
+            auth_key_hex: Some(key.clone()),
+        }],
+        updates: MtprotoUpdates {
+            pts: 5,
+            qts: 6,
+            date: 7,
+            seq: 8,
+            channels: vec![(1234, 9)],
+        },
+    };
+    s.save_mtproto_session(&session, t(10)).await.expect("save");
+    assert_eq!(
+        s.mtproto_session("bot").await.expect("read"),
+        Some(session.clone())
+    );
+    assert!(
+        !format!("{session:?}").contains(&key),
+        "auth keys never print"
+    );
+    // Saving keeps the lease.
+    assert!(matches!(
+        s.lease_mtproto_session("bot", "host-b:2", t(600), t(303))
+            .await
+            .expect("lease"),
+        SessionLease::HeldBy { .. }
+    ));
+
+    let me = MtprotoPeer {
+        peer_id: 7_000_000_001,
+        access_hash: Some(-5),
+        is_bot: Some(true),
+        is_self: Some(true),
+        channel_kind: None,
+    };
+    let group = MtprotoPeer {
+        peer_id: -1_002_000_000_001,
+        access_hash: Some(77),
+        is_bot: None,
+        is_self: None,
+        channel_kind: Some("megagroup".into()),
+    };
+    s.save_mtproto_peers("bot", &[me.clone(), group.clone()])
+        .await
+        .expect("peers");
+    // An unknown value keeps the stored one; a known one replaces it.
+    s.save_mtproto_peers(
+        "bot",
+        &[MtprotoPeer {
+            access_hash: None,
+            channel_kind: Some("gigagroup".into()),
+            ..group.clone()
+        }],
+    )
+    .await
+    .expect("merge");
+    let read = s
+        .mtproto_peer("bot", group.peer_id)
+        .await
+        .expect("read")
+        .expect("cached");
+    assert_eq!(read.access_hash, Some(77));
+    assert_eq!(read.channel_kind.as_deref(), Some("gigagroup"));
+    assert_eq!(s.mtproto_self("bot").await.expect("read"), Some(me));
+    assert_eq!(s.mtproto_peer("bot", 42).await.expect("read"), None);
+    // Peers of an unknown session are ignored; sessions do not share peers.
+    s.save_mtproto_peers("ghost", std::slice::from_ref(&group))
+        .await
+        .expect("ignored");
+    assert_eq!(
+        s.mtproto_peer("ghost", group.peer_id).await.expect("read"),
+        None
+    );
+    s.lease_mtproto_session("other", "host-a:1", t(10), t(0))
+        .await
+        .expect("lease");
+    assert_eq!(s.mtproto_self("other").await.expect("read"), None);
 }

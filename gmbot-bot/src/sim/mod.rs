@@ -17,6 +17,8 @@
 //! - `methods/` — one file per group of Bot API methods; `server` — HTTP routing and long
 //!   polls; `delivery` — webhook POSTs.
 //! - `member`, `chat` — Telegram's data model; `render` — the model as Bot API JSON.
+//! - `directory` — MTProto's `channels.getParticipants` for audits (TL binary over HTTP at
+//!   `/mtproto/…`) and [`SimDirectory`], its client.
 //! - `faults`, `calls` — injected failures and the call log; `control` — the test-facing API;
 //!   `legacy` — answers in an older Bot API version's shape.
 //! - `join_requests` — join requests (and Bot API 10.1 join request queries) and ephemeral
@@ -33,6 +35,7 @@ mod calls;
 mod chat;
 mod control;
 mod delivery;
+mod directory;
 mod error;
 mod events;
 mod faults;
@@ -57,6 +60,7 @@ use gmbot_core::domain::UserId;
 pub use self::api_error::ApiError;
 pub use self::calls::RecordedCall;
 pub use self::chat::{ChatKind, MessageKind, SimButton, SimEphemeral, SimMessage, SimUser};
+pub use self::directory::{generated_name, ParticipantsRequest, SimDirectory, GET_PARTICIPANTS};
 pub use self::error::SimError;
 pub use self::faults::{Fault, FaultKind};
 pub use self::member::{AdminRights, MemberState, Permissions};

@@ -126,6 +126,10 @@ fn read_params(req: &mut Request, query: &str) -> Result<Params, ApiError> {
 fn handle(shared: &Arc<Shared>, mut req: Request) {
     let url = req.url().to_owned();
     let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
+    if let Some(method) = path.strip_prefix("/mtproto/") {
+        let method = method.to_owned();
+        return super::directory::handle_http(shared, req, &method);
+    }
     let Some((token, method)) = path.strip_prefix("/bot").and_then(|r| r.split_once('/')) else {
         let (status, body) = answer(&Err(ApiError::not_found()));
         return respond(req, status, body);

@@ -105,6 +105,8 @@ pub(crate) struct World {
     pub(crate) next_callback: u64,
     pub(crate) next_link: u64,
     pub(crate) stopped: bool,
+    /// Member listings of `channels.getParticipants`, cached per chat and query.
+    pub(crate) listings: super::directory::Listings,
 }
 
 impl World {
@@ -136,6 +138,7 @@ impl World {
             next_callback: 1,
             next_link: 1,
             stopped: false,
+            listings: Default::default(),
         }
     }
 

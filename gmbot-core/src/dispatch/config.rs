@@ -45,6 +45,14 @@ pub struct DispatchConfig {
     pub reads_per_second: Option<u32>,
     /// Read bucket capacity (used only with `reads_per_second`).
     pub read_burst: u32,
+    /// Optional budget for reads in the [bulk lane](super::Lane::Bulk) per second
+    /// (audits: member listings and membership checks; reconciliation's checks).
+    /// Those reads then draw on this budget instead of `reads_per_second`, so bulk work
+    /// has its own pace and never uses up the budget of the bot's own checks.
+    /// `None` = bulk reads are budgeted like any other read.
+    pub bulk_reads_per_second: Option<u32>,
+    /// Bulk read bucket capacity (used only with `bulk_reads_per_second`).
+    pub bulk_burst: u32,
     /// A call waiting longer than this goes before every call that arrived
     /// after it, whatever their lanes: the bound that keeps low lanes from starving.
     pub starvation_limit: Duration,
@@ -73,6 +81,8 @@ impl Default for DispatchConfig {
             private_burst: 1,
             reads_per_second: None,
             read_burst: 1,
+            bulk_reads_per_second: None,
+            bulk_burst: 1,
             starvation_limit: Duration::from_secs(5),
             max_retries: 4,
             backoff_base: Duration::from_millis(500),
@@ -109,6 +119,10 @@ impl DispatchConfig {
             positive(r, "reads_per_second")?;
         }
         positive(self.read_burst, "read_burst")?;
+        if let Some(r) = self.bulk_reads_per_second {
+            positive(r, "bulk_reads_per_second")?;
+        }
+        positive(self.bulk_burst, "bulk_burst")?;
         if self.backoff_base.is_zero() {
             return Err(DispatchError::Config {
                 setting: "backoff_base",

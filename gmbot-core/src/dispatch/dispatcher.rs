@@ -91,7 +91,8 @@ fn stopped() -> TelegramError {
 ///   (20/min in a group, 1/s in a private chat); deletions, restrictions, kicks, their
 ///   lifting and the answers to join requests on the action budget (30/s); invite links on the global write budget; reads (`getChatMember`,
 ///   `getChatAdministrators`, `getChat`) on an optional read budget, never on
-///   the message budget; callback answers on nothing. Buckets are `ratelimit` token buckets on tokio's clock.
+///   the message budget; reads in the bulk lane on the optional bulk read budget instead
+///   (`bulk_reads_per_second`); callback answers on nothing. Buckets are `ratelimit` token buckets on tokio's clock.
 /// - **Lanes** ([`Lane`]): when calls wait for the same budget, the highest
 ///   lane goes first, in arrival order within a lane. A call that has waited
 ///   [`starvation_limit`](DispatchConfig::starvation_limit) goes before every
@@ -290,7 +291,7 @@ impl Dispatcher {
         let mut rx = {
             let mut sched = shared.lock();
             let now = Instant::now();
-            let budget = sched.budget_of(method, chat);
+            let budget = sched.budget_of(lane, method, chat);
             if budget == Budget::Free && !sched.is_paused(chat, now) {
                 return Ok(());
             }

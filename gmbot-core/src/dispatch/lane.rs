@@ -54,7 +54,8 @@ impl Lane {
     /// callback answers and the answers to join requests (a requester is waiting, and a
     /// join request query must be answered within 10 seconds) are interactive, membership
     /// reads, deletions, restrictions and kicks are enforcement, sent and edited messages
-    /// and the setup calls behind admin commands (`getChat`, invite links) are notifications.
+    /// and the setup calls behind admin commands (`getChat`, invite links) are notifications,
+    /// member listings (`channels.getParticipants`, audits) are bulk work.
     pub fn default_for(method: Method) -> Lane {
         match method {
             Method::UnrestrictMember
@@ -75,6 +76,7 @@ impl Lane {
             | Method::EditMessage
             | Method::GetChat
             | Method::CreateInviteLink => Lane::Notify,
+            Method::GetParticipants => Lane::Bulk,
         }
     }
 }

@@ -86,6 +86,8 @@ pub(crate) enum Budget {
     Free,
     /// The read bucket.
     Read,
+    /// The bulk read bucket (reads in the bulk lane, when it is configured).
+    Bulk,
     /// The global bucket.
     Write,
     /// The restrict bucket (restrict, unrestrict, kick, ban a sender chat).
@@ -127,6 +129,7 @@ pub(crate) struct Scheduler {
     actions: Bucket,
     deletes: Bucket,
     reads: Option<Bucket>,
+    bulk: Option<Bucket>,
     chats: HashMap<ChatId, ChatBucket>,
     chat_pauses: HashMap<ChatId, Instant>,
     global_pause: Option<Instant>,
@@ -160,6 +163,9 @@ impl Scheduler {
         let reads = config
             .reads_per_second
             .map(|r| bucket(r, Duration::from_secs(1), config.read_burst));
+        let bulk = config
+            .bulk_reads_per_second
+            .map(|r| bucket(r, Duration::from_secs(1), config.bulk_burst));
         Self {
             config,
             queues: Default::default(),
@@ -168,6 +174,7 @@ impl Scheduler {
             actions,
             deletes,
             reads,
+            bulk,
             chats: HashMap::new(),
             chat_pauses: HashMap::new(),
             global_pause: None,
@@ -176,8 +183,11 @@ impl Scheduler {
         }
     }
 
-    /// The budget `method` draws on (see [`Budget`]).
-    pub(crate) fn budget_of(&self, method: Method, chat: Option<ChatId>) -> Budget {
+    /// The budget `method` draws on in `lane` (see [`Budget`]).
+    pub(crate) fn budget_of(&self, lane: Lane, method: Method, chat: Option<ChatId>) -> Budget {
+        if lane == Lane::Bulk && method.is_read() && self.bulk.is_some() {
+            return Budget::Bulk;
+        }
         match method {
             // An edit is a message as far as Telegram's flood limits go.
             Method::SendMessage | Method::EditMessage | Method::SendEphemeral => {
@@ -194,7 +204,10 @@ impl Scheduler {
             | Method::DeclineJoinRequest
             | Method::AnswerJoinRequestQuery => Budget::Restrict,
             Method::CreateInviteLink => Budget::Write,
-            Method::GetChatMember | Method::GetChatAdministrators | Method::GetChat => {
+            Method::GetChatMember
+            | Method::GetChatAdministrators
+            | Method::GetChat
+            | Method::GetParticipants => {
                 if self.reads.is_some() {
                     Budget::Read
                 } else {
@@ -348,6 +361,7 @@ impl Scheduler {
         let mut next = None;
         let mut global_blocked = false;
         let mut reads_blocked = false;
+        let mut bulk_blocked = false;
         let mut actions_blocked = false;
         let mut deletes_blocked = false;
         let mut blocked_chats: HashSet<ChatId> = HashSet::new();
@@ -356,6 +370,7 @@ impl Scheduler {
                 && actions_blocked
                 && deletes_blocked
                 && (self.reads.is_none() || reads_blocked)
+                && (self.bulk.is_none() || bulk_blocked)
                 && self.free_queued == 0
             {
                 break; // nothing left could go
@@ -381,6 +396,18 @@ impl Scheduler {
                             Ok(()) => true,
                             Err(wait) => {
                                 reads_blocked = true;
+                                next = earliest(next, now + wait);
+                                false
+                            }
+                        },
+                    },
+                    Budget::Bulk => match (&self.bulk, bulk_blocked) {
+                        (None, _) => true,
+                        (Some(_), true) => false,
+                        (Some(bulk), false) => match take(bulk) {
+                            Ok(()) => true,
+                            Err(wait) => {
+                                bulk_blocked = true;
                                 next = earliest(next, now + wait);
                                 false
                             }
@@ -552,5 +579,50 @@ mod tests {
         let (_, mut rx) = s.enqueue(Lane::Bulk, None, Budget::Write, Instant::now(), None);
         s.grant(Instant::now());
         assert!(drain(&mut rx));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bulk_reads_have_their_own_budget() {
+        let config = DispatchConfig {
+            bulk_reads_per_second: Some(2),
+            ..DispatchConfig::default()
+        };
+        let mut s = Scheduler::new(config);
+        let chat = Some(ChatId(-1_001));
+        assert_eq!(
+            s.budget_of(Lane::Bulk, Method::GetChatMember, chat),
+            Budget::Bulk
+        );
+        assert_eq!(
+            s.budget_of(Lane::Bulk, Method::GetParticipants, chat),
+            Budget::Bulk
+        );
+        // Outside the bulk lane a read stays free (no read budget set); a bulk write keeps its own.
+        assert_eq!(
+            s.budget_of(Lane::Enforcement, Method::GetChatMember, chat),
+            Budget::Free
+        );
+        assert_eq!(
+            s.budget_of(Lane::Bulk, Method::RestrictMember, chat),
+            Budget::Restrict
+        );
+        let now = Instant::now();
+        let (_, mut first) = s.enqueue(Lane::Bulk, chat, Budget::Bulk, now, None);
+        let (_, mut second) = s.enqueue(Lane::Bulk, chat, Budget::Bulk, now, None);
+        let (_, mut free) = s.enqueue(Lane::Enforcement, chat, Budget::Free, now, None);
+        let next = s
+            .grant(now)
+            .expect("the second bulk read waits for a token");
+        assert!(drain(&mut first) && drain(&mut free));
+        assert!(!drain(&mut second));
+        assert!(next - now <= Duration::from_millis(500), "{:?}", next - now);
+        tokio::time::advance(Duration::from_millis(500)).await;
+        s.grant(Instant::now());
+        assert!(drain(&mut second));
+        let unset = Scheduler::new(DispatchConfig::default());
+        assert_eq!(
+            unset.budget_of(Lane::Bulk, Method::GetChatMember, chat),
+            Budget::Free
+        );
     }
 }

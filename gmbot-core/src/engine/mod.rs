@@ -45,6 +45,7 @@
 //! [`Store`]: crate::store::Store
 
 mod admins;
+mod audit;
 mod channel_faults;
 mod config_cache;
 mod context;

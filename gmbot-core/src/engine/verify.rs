@@ -19,7 +19,7 @@ use super::Engine;
 
 /// Where memberships come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Lookup {
+pub(super) enum Lookup {
     /// The membership cache first (a message, a join).
     Cached,
     /// Telegram directly, refreshing the cache (the "I've joined" button).
@@ -108,7 +108,7 @@ impl Engine {
         not_member
     }
 
-    fn finish(
+    pub(super) fn finish(
         &self,
         group: GroupId,
         user: UserId,
@@ -141,7 +141,7 @@ impl Engine {
         result
     }
 
-    async fn decide(
+    pub(super) async fn decide(
         &self,
         group: GroupId,
         user: UserId,

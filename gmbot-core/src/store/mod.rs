@@ -5,8 +5,10 @@
 //! another's rows. Both adapters run their blocking driver calls on
 //! `tokio::task::spawn_blocking`.
 
+mod audit_rows;
 mod error;
 mod migrations;
+mod mtproto;
 mod postgres;
 #[cfg(test)]
 mod query_plans;
@@ -18,6 +20,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::audit::{AuditCounts, AuditPage, AuditRun, AuditRunId, AuditState, NewAuditRun};
 use crate::domain::{
     ChannelId, ChannelRef, EnforcedChannel, GroupId, GroupSettings, JoinRequest, JoinRequestState,
     JournaledUpdate, LiftReason, MessageId, NewJoinRequest, NewRestriction, Owner, ProtectRequest,
@@ -26,6 +29,9 @@ use crate::domain::{
 
 pub use self::error::{BoxError, StoreError, StoreResult};
 pub use self::migrations::{MigrationReport, SchemaStatus};
+pub use self::mtproto::{
+    MtprotoDcOption, MtprotoPeer, MtprotoSession, MtprotoUpdates, SessionLease,
+};
 pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 pub use self::url::DatabaseUrl;
@@ -263,6 +269,94 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes the decided requests decided before `before`; returns how many went.
     async fn purge_join_requests(&self, before: UnixTime) -> StoreResult<u64>;
+
+    // --- audits -------------------------------------------------------------
+
+    /// Starts an audit run of a known group at the first page of its source. Fails with
+    /// [`StoreError::Conflict`] if the group has an unfinished run (resume or end it first),
+    /// [`StoreError::UnknownGroup`] if the group is unknown.
+    async fn start_audit(&self, new: &NewAuditRun, at: UnixTime) -> StoreResult<AuditRun>;
+
+    /// The group's unfinished run, if any (there is at most one).
+    async fn unfinished_audit(&self, group: GroupId) -> StoreResult<Option<AuditRun>>;
+
+    /// A run of the group by id.
+    async fn audit_run(&self, group: GroupId, run: AuditRunId) -> StoreResult<Option<AuditRun>>;
+
+    /// Which of `users` the run has recorded already (a member listed twice, by two
+    /// search prefixes or after a resume, is checked once).
+    async fn audited_members(
+        &self,
+        group: GroupId,
+        run: AuditRunId,
+        users: &[crate::domain::UserId],
+    ) -> StoreResult<Vec<crate::domain::UserId>>;
+
+    /// Records one finished page in one transaction: its members' outcomes (a member the
+    /// run recorded already keeps its first outcome), the cursor to go on from, one more
+    /// page. Returns `false` if the run is not the group's unfinished run.
+    async fn record_audit_page(
+        &self,
+        group: GroupId,
+        run: AuditRunId,
+        page: &AuditPage,
+        at: UnixTime,
+    ) -> StoreResult<bool>;
+
+    /// Ends an unfinished run as [`AuditState::Finished`] or [`AuditState::Abandoned`]
+    /// (its results are kept). Returns `false` if it was not unfinished.
+    async fn end_audit(
+        &self,
+        group: GroupId,
+        run: AuditRunId,
+        state: AuditState,
+        at: UnixTime,
+    ) -> StoreResult<bool>;
+
+    /// What the run recorded, each member once.
+    async fn audit_counts(&self, group: GroupId, run: AuditRunId) -> StoreResult<AuditCounts>;
+
+    /// Members the run recorded as not subscribed, by user id after `after` (the report's list).
+    async fn audit_not_subscribed(
+        &self,
+        group: GroupId,
+        run: AuditRunId,
+        after: Option<crate::domain::UserId>,
+        limit: u32,
+    ) -> StoreResult<Vec<crate::domain::UserId>>;
+
+    // --- MTProto sessions -----------------------------------------------------
+
+    /// The session's stored data, if it was ever saved or leased.
+    async fn mtproto_session(&self, name: &str) -> StoreResult<Option<MtprotoSession>>;
+
+    /// Saves the session's home DC, DC options and update state (its peers and lease are kept).
+    async fn save_mtproto_session(&self, session: &MtprotoSession, at: UnixTime)
+        -> StoreResult<()>;
+
+    /// Takes or renews the session's lease for `holder` until `until`: granted when the
+    /// session is free, its lease ran out (before `now`), or `holder` has it already. A
+    /// session that does not exist yet is created empty. One lease = one connection pool.
+    async fn lease_mtproto_session(
+        &self,
+        name: &str,
+        holder: &str,
+        until: UnixTime,
+        now: UnixTime,
+    ) -> StoreResult<SessionLease>;
+
+    /// Gives the lease back if `holder` has it. Returns whether it did.
+    async fn release_mtproto_session(&self, name: &str, holder: &str) -> StoreResult<bool>;
+
+    /// A cached peer by Bot API dialog id.
+    async fn mtproto_peer(&self, name: &str, peer_id: i64) -> StoreResult<Option<MtprotoPeer>>;
+
+    /// The signed-in account, if cached (`is_self`).
+    async fn mtproto_self(&self, name: &str) -> StoreResult<Option<MtprotoPeer>>;
+
+    /// Caches peers: a known value replaces the stored one, an unknown one (`None`) keeps it.
+    /// Peers of an unknown session are ignored.
+    async fn save_mtproto_peers(&self, name: &str, peers: &[MtprotoPeer]) -> StoreResult<()>;
 
     // --- health -------------------------------------------------------------
 

@@ -22,12 +22,17 @@ use r2d2_postgres::PostgresConnectionManager;
 
 use async_trait::async_trait;
 
+#[path = "postgres_audit.rs"]
+mod audit;
+
 use super::error::{StoreError, StoreResult};
 use super::migrations::{
     latest, migration_error, postgres_set, report, MigrationReport, SchemaStatus,
 };
+use super::mtproto::{MtprotoPeer, MtprotoSession, SessionLease};
 use super::rows;
 use super::{DatabaseUrl, MigrationMode, Store};
+use crate::audit::{AuditCounts, AuditPage, AuditRun, AuditRunId, AuditState, NewAuditRun};
 use crate::domain::{
     ChannelId, ChannelRef, ChannelUsername, EnforcedChannel, GroupId, GroupSettings, JoinRequest,
     JoinRequestState, JournaledUpdate, LiftReason, MessageId, NewJoinRequest, NewRestriction,
@@ -427,6 +432,10 @@ impl rows::Columns for Row {
         get(self, column)
     }
 
+    fn opt_flag(&self, column: usize) -> StoreResult<Option<bool>> {
+        get(self, column)
+    }
+
     fn bad(&self, _column: usize, bad: rows::Bad<'_>) -> StoreError {
         StoreError::Corrupt(match bad {
             rows::Bad::Unknown {
@@ -446,6 +455,7 @@ impl rows::Columns for Row {
             } => format!("join request of {user} in {group}: unknown {what} `{value}`"),
             rows::Bad::Settings(id, e) => format!("group {id}: settings: {e}"),
             rows::Bad::Username(e) => format!("channel username: {e}"),
+            rows::Bad::Json(what, e) => format!("{what}: {e}"),
         })
     }
 }
@@ -1564,6 +1574,122 @@ impl Store for PostgresStore {
             Ok(n)
         })
         .await
+    }
+
+    async fn start_audit(&self, new: &NewAuditRun, at: UnixTime) -> StoreResult<AuditRun> {
+        let new = *new;
+        self.run_tx(move |tx| audit::start(tx, &new, at)).await
+    }
+
+    async fn unfinished_audit(&self, group: GroupId) -> StoreResult<Option<AuditRun>> {
+        self.run(move |c| audit::unfinished(&mut **c, group)).await
+    }
+
+    async fn audit_run(&self, group: GroupId, run: AuditRunId) -> StoreResult<Option<AuditRun>> {
+        self.run(move |c| audit::run_by_id(&mut **c, group, run))
+            .await
+    }
+
+    async fn audited_members(
+        &self,
+        group: GroupId,
+        run: AuditRunId,
+        users: &[UserId],
+    ) -> StoreResult<Vec<UserId>> {
+        let users = users.to_vec();
+        self.run(move |c| audit::audited(&mut **c, group, run, &users))
+            .await
+    }
+
+    async fn record_audit_page(
+        &self,
+        group: GroupId,
+        run: AuditRunId,
+        page: &AuditPage,
+        at: UnixTime,
+    ) -> StoreResult<bool> {
+        let page = page.clone();
+        self.run_tx(move |tx| audit::record_page(tx, group, run, &page, at))
+            .await
+    }
+
+    async fn end_audit(
+        &self,
+        group: GroupId,
+        run: AuditRunId,
+        state: AuditState,
+        at: UnixTime,
+    ) -> StoreResult<bool> {
+        self.run(move |c| audit::end(&mut **c, group, run, state, at))
+            .await
+    }
+
+    async fn audit_counts(&self, group: GroupId, run: AuditRunId) -> StoreResult<AuditCounts> {
+        self.run(move |c| audit::counts(&mut **c, group, run)).await
+    }
+
+    async fn audit_not_subscribed(
+        &self,
+        group: GroupId,
+        run: AuditRunId,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> StoreResult<Vec<UserId>> {
+        self.run(move |c| audit::not_subscribed(&mut **c, group, run, after, limit))
+            .await
+    }
+
+    async fn mtproto_session(&self, name: &str) -> StoreResult<Option<MtprotoSession>> {
+        let name = name.to_owned();
+        self.run(move |c| audit::session(&mut **c, &name)).await
+    }
+
+    async fn save_mtproto_session(
+        &self,
+        session: &MtprotoSession,
+        at: UnixTime,
+    ) -> StoreResult<()> {
+        let session = session.clone();
+        self.run(move |c| audit::save_session(&mut **c, &session, at))
+            .await
+    }
+
+    async fn lease_mtproto_session(
+        &self,
+        name: &str,
+        holder: &str,
+        until: UnixTime,
+        now: UnixTime,
+    ) -> StoreResult<SessionLease> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.run_tx(move |tx| audit::lease(tx, &name, &holder, until, now))
+            .await
+    }
+
+    async fn release_mtproto_session(&self, name: &str, holder: &str) -> StoreResult<bool> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.run(move |c| audit::release(&mut **c, &name, &holder))
+            .await
+    }
+
+    async fn mtproto_peer(&self, name: &str, peer_id: i64) -> StoreResult<Option<MtprotoPeer>> {
+        let name = name.to_owned();
+        self.run(move |c| audit::peer(&mut **c, &name, peer_id))
+            .await
+    }
+
+    async fn mtproto_self(&self, name: &str) -> StoreResult<Option<MtprotoPeer>> {
+        let name = name.to_owned();
+        self.run(move |c| audit::self_peer(&mut **c, &name)).await
+    }
+
+    async fn save_mtproto_peers(&self, name: &str, peers: &[MtprotoPeer]) -> StoreResult<()> {
+        if peers.is_empty() {
+            return Ok(());
+        }
+        let (name, peers) = (name.to_owned(), peers.to_vec());
+        self.run_tx(move |tx| audit::save_peers(tx, &name, &peers))
+            .await
     }
 
     async fn ping(&self) -> StoreResult<()> {

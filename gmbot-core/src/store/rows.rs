@@ -29,6 +29,8 @@ pub(super) enum Bad<'a> {
     Settings(GroupId, serde_json::Error),
     /// A channel's username does not parse.
     Username(UsernameParseError),
+    /// A JSON column (`what`: an audit cursor, a session's DC options) does not decode.
+    Json(&'static str, serde_json::Error),
 }
 
 /// Whose row a [`Bad`] value is in.
@@ -56,6 +58,8 @@ pub(super) trait Columns {
     fn opt_text(&self, column: usize) -> Result<Option<String>, Self::Error>;
     /// A boolean column.
     fn flag(&self, column: usize) -> Result<bool, Self::Error>;
+    /// A nullable boolean column.
+    fn opt_flag(&self, column: usize) -> Result<Option<bool>, Self::Error>;
     /// The error for column `column`, read but not decodable as `bad` says.
     fn bad(&self, column: usize, bad: Bad<'_>) -> Self::Error;
 }

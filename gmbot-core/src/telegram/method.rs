@@ -45,11 +45,13 @@ pub enum Method {
     SendEphemeral,
     /// `deleteEphemeralMessage`.
     DeleteEphemeral,
+    /// MTProto `channels.getParticipants`: one page of a group's member list (audits).
+    GetParticipants,
 }
 
 impl Method {
     /// Every method, for iteration (metrics pre-registration, tests).
-    pub const ALL: [Method; 18] = [
+    pub const ALL: [Method; 19] = [
         Method::GetChatMember,
         Method::GetChatAdministrators,
         Method::DeleteMessage,
@@ -68,11 +70,12 @@ impl Method {
         Method::AnswerJoinRequestQuery,
         Method::SendEphemeral,
         Method::DeleteEphemeral,
+        Method::GetParticipants,
     ];
 
-    /// The Bot API name (`unrestrictChatMember` is GMBot's name for the lifting
-    /// `restrictChatMember`, `kickChatMember` for ban + unban, `sendEphemeralMessage` for
-    /// `sendMessage` with ephemeral parameters).
+    /// The Bot API name (MTProto's for `channels.getParticipants`; `unrestrictChatMember` is
+    /// GMBot's name for the lifting `restrictChatMember`, `kickChatMember` for ban + unban,
+    /// `sendEphemeralMessage` for `sendMessage` with ephemeral parameters).
     pub fn as_str(self) -> &'static str {
         match self {
             Method::GetChatMember => "getChatMember",
@@ -93,6 +96,7 @@ impl Method {
             Method::AnswerJoinRequestQuery => "answerChatJoinRequestQuery",
             Method::SendEphemeral => "sendEphemeralMessage",
             Method::DeleteEphemeral => "deleteEphemeralMessage",
+            Method::GetParticipants => "channels.getParticipants",
         }
     }
 
@@ -101,7 +105,10 @@ impl Method {
     pub fn is_read(self) -> bool {
         matches!(
             self,
-            Method::GetChatMember | Method::GetChatAdministrators | Method::GetChat
+            Method::GetChatMember
+                | Method::GetChatAdministrators
+                | Method::GetChat
+                | Method::GetParticipants
         )
     }
 }
