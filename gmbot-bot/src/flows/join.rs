@@ -9,6 +9,9 @@
 //!   channel of that group.
 //! - A member leaving a linked channel is, with `strict_leave`, muted and
 //!   warned at once in each linked group where they were seen writing.
+//! - Either way the cached membership follows the event first: invalidated in
+//!   the default `ttl` cache mode, replaced by the event's status in `events`
+//!   mode (`GMBOT_CACHE_MODE`, see docs/operations.md).
 
 use gmbot_core::cache::MembershipKey;
 use gmbot_core::domain::{ChannelId, GroupId, LiftReason};
@@ -64,10 +67,15 @@ pub async fn channel_member_changed(
     channel: ChannelId,
     update: &ChatMemberUpdate,
 ) -> Result<(), HandleError> {
-    let user = update.user.id;
-    app.cache()
-        .invalidate(MembershipKey::new(channel, user))
-        .await;
+    let key = MembershipKey::new(channel, update.user.id);
+    if app.flows().config().cache_mode.events_write() {
+        // Events mode: the event is the truth now (it is newer than any load of
+        // this key in flight, which therefore does not overwrite it), so the
+        // strict-leave check below and the member's next message are hits.
+        app.cache().insert(key, update.new).await;
+    } else {
+        app.cache().invalidate(key).await;
+    }
     if update.joined() {
         channel_joined(app, channel, &update.user).await
     } else if update.left() {

@@ -61,6 +61,9 @@ pub struct FlowConfig {
     pub rechecks_per_second: u32,
     /// Re-checks that may go at once after a quiet period (default 20).
     pub recheck_burst: u32,
+    /// What a seen channel join or leave does to the cache (`GMBOT_CACHE_MODE`):
+    /// invalidate the entry (`ttl`, default) or write the event's status (`events`).
+    pub cache_mode: gmbot_core::cache::CacheMode,
 }
 
 impl Default for FlowConfig {
@@ -74,6 +77,7 @@ impl Default for FlowConfig {
             recheck_cooldown: Duration::from_secs(5),
             rechecks_per_second: 10,
             recheck_burst: 20,
+            cache_mode: gmbot_core::cache::CacheMode::Ttl,
         }
     }
 }

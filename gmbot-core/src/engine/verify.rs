@@ -238,12 +238,11 @@ impl Engine {
                 }
             }
             Lookup::Fresh => {
-                let answer = inner
-                    .telegram
-                    .get_chat_member(ChatId::from(channel), user)
-                    .await;
-                if let Ok(status) = answer {
-                    inner.cache.insert(key, status).await;
+                // Telegram first, then the cache — unless a join or leave of this
+                // member arrived meanwhile, which is newer than this answer.
+                let loader = inner.telegram.get_chat_member(ChatId::from(channel), user);
+                let answer = inner.cache.refresh(key, loader).await;
+                if answer.is_ok() {
                     inner.faults.clear(channel).await;
                 }
                 answer
