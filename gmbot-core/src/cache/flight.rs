@@ -208,6 +208,23 @@ impl SingleFlight {
         map.get_mut(&key).map_or(0, KeyFlights::supersede)
     }
 
+    /// Marks every running load of `key` but `own` superseded (a refresh
+    /// about to cache an answer newer than theirs).
+    pub(super) fn supersede_others(&self, key: MembershipKey, own: &Flight) {
+        let mut map = self.map();
+        let Some(flights) = map.get_mut(&key) else {
+            return;
+        };
+        if let Some(shared) = flights.shared.take() {
+            flights.solo.push(shared);
+        }
+        for flight in &flights.solo {
+            if !std::ptr::eq(Arc::as_ptr(flight), own) {
+                flight.supersede();
+            }
+        }
+    }
+
     /// Marks every running load of every key superseded (events were missed,
     /// e.g. during a pub/sub outage); returns how many there were.
     pub(super) fn supersede_all(&self) -> usize {
@@ -250,8 +267,9 @@ mod tests {
             let _ = seen_tx.send((flight.is_superseded(), wrote));
             loaded(ChatMemberStatus::Member)
         });
+        let (other_tx, other_rx) = tokio::sync::oneshot::channel::<()>();
         let other = sf.run_solo(key(2), |flight| async move {
-            tokio::task::yield_now().await;
+            let _ = other_rx.await;
             flight.is_superseded()
         });
         let driver = async {
@@ -260,6 +278,7 @@ mod tests {
             assert_eq!(sf.supersede(key(1)), 1);
             assert_eq!(sf.supersede(key(3)), 0);
             let _ = tx.send(());
+            let _ = other_tx.send(());
         };
         let (answer, other_superseded, ()) = tokio::join!(shared, other, driver);
         assert_eq!(answer.map(|l| l.status), Ok(ChatMemberStatus::Member));

@@ -23,7 +23,7 @@ use super::flight::{Flight, SingleFlight};
 use super::local::LocalLayer;
 use super::lookup;
 use super::metrics::CacheMetrics;
-use super::redis::{spawn_listener, CasOutcome, Fence, Invalidation, ListenerGuard, RedisLayer, RedisLookup};
+use super::redis::{spawn_listener, CasOutcome, Fence, Writer, Invalidation, ListenerGuard, RedisLayer, RedisLookup};
 use super::{
     CacheError, CacheLookup, CacheSource, MembershipCache, MembershipKey, MembershipLoader,
     RedisCacheConfig, TtlPolicy,
@@ -103,6 +103,7 @@ impl LayeredCache {
         let listener = spawn_listener(
             client,
             config.redis.invalidation_channel.clone(),
+            redis.origin().to_owned(),
             config.redis.op_timeout,
             Arc::new(apply),
         );
@@ -178,7 +179,7 @@ impl MembershipCache for LayeredCache {
                 };
                 let flight = &*flight;
                 lookup::load(flight, &self.metrics, loader, |status| async move {
-                    self.store_loaded(flight, key, &fence, status).await
+                    self.store(flight, key, &fence, status, Writer::Load).await
                 })
                 .await
             })
@@ -195,7 +196,7 @@ impl MembershipCache for LayeredCache {
                 let fence = self.redis.fence(key).await;
                 let flight = &*flight;
                 lookup::refresh(flight, &self.metrics, loader, |status| async move {
-                    self.store_loaded(flight, key, &fence, status).await
+                    self.store(flight, key, &fence, status, Writer::Event).await
                 })
                 .await
             })
@@ -218,23 +219,33 @@ impl MembershipCache for LayeredCache {
 }
 
 impl LayeredCache {
-    /// Caches a load's answer: in Redis if the key still holds what the load
-    /// saw there (else another instance or an event wrote meanwhile, and
-    /// theirs stands), then in the L1 unless an event superseded the load. If
-    /// Redis did not answer at all, the L1 still takes it (Redis is an
-    /// accelerator; the L1 alone is what the memory cache would do).
-    async fn store_loaded(
+    /// Caches a load's (or a refresh's) answer: in Redis by compare-and-set
+    /// against what the load saw there — a refused write means another
+    /// instance or an event wrote meanwhile, and theirs stands — then in the
+    /// L1 unless an event superseded the load. If Redis did not answer at all,
+    /// the L1 still takes it (Redis is an accelerator; the L1 alone is what
+    /// the memory cache would do). A refresh is newer than the loads in
+    /// flight when it answers: it supersedes them.
+    async fn store(
         &self,
         flight: &Flight,
         key: MembershipKey,
         fence: &Fence,
         status: ChatMemberStatus,
+        writer: Writer,
     ) -> bool {
         if flight.is_superseded() {
             return false;
         }
         let ttl = self.ttl.ttl(status);
-        match self.redis.set_if_unchanged(key, fence, status, ttl).await {
+        let outcome = match writer {
+            Writer::Load => self.redis.set_loaded(key, fence, status, ttl).await,
+            Writer::Event => {
+                self.flight.supersede_others(key, flight);
+                self.redis.set_refreshed(key, fence, status, ttl).await
+            }
+        };
+        match outcome {
             CasOutcome::Refused => false,
             CasOutcome::Written | CasOutcome::Unavailable => {
                 flight.write_unless_superseded(|| self.local.insert(key, status, ttl))

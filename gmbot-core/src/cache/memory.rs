@@ -114,6 +114,8 @@ impl MembershipCache for MemoryCache {
             .run_solo(key, |flight| async move {
                 let flight = &*flight;
                 lookup::refresh(flight, &self.metrics, loader, |status| async move {
+                    // Newer than the loads in flight: they must not overwrite it.
+                    self.flight.supersede_others(key, flight);
                     flight.write_unless_superseded(|| {
                         self.local.insert(key, status, self.ttl.ttl(status));
                     })

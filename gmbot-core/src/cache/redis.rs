@@ -15,9 +15,10 @@
 //! - an **event** ([`MembershipCache::insert`]) or an **invalidation** is a
 //!   `SET` (of the status, or of a tombstone `x:{tag}` that reads as a miss and
 //!   fences off loads that saw the old value) plus a `PUBLISH` of
-//!   `{channel}:{user}` on the invalidation channel, in one `MULTI`. Every
-//!   instance's listener task applies it: its L1 forgets the key and its
-//!   loads of the key in flight are superseded.
+//!   `{channel}:{user}/{origin}` on the invalidation channel, in one `MULTI`.
+//!   Every other instance's listener task applies it: its L1 forgets the key
+//!   and its loads of the key in flight are superseded (the publisher did
+//!   both itself, at once, and skips the echo of its own `origin`).
 //!
 //! Redis is an optimisation, never a dependency of a verification: every
 //! call is bounded by a timeout (250 ms by default); a failure marks Redis
@@ -56,17 +57,25 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// `getChatMember` with the dispatcher's retries) that could have read the
 /// value before the invalidation and write its answer after it.
 const TOMBSTONE_TTL: Duration = Duration::from_secs(600);
-/// The compare-and-set of a load's answer: `KEYS[1]` the key; `ARGV[1]` `1`
-/// if the load saw a value (`ARGV[2]`), `0` if it saw none; `ARGV[3]` the new
-/// value, `ARGV[4]` its `PX`. Returns 1 if it wrote.
+/// The compare-and-set of a load's or a refresh's answer. `KEYS[1]` the
+/// key; `ARGV[1]` `1` if the writer saw a value (`ARGV[2]`) before asking
+/// Telegram, `0` if it saw none; `ARGV[3]` the new value, `ARGV[4]` its `PX`;
+/// `ARGV[5]` `load` or `refresh`; `ARGV[6]`/`ARGV[7]` the invalidation
+/// channel and payload. A load writes only over what it saw. A refresh (a
+/// recheck, newer than any load) also writes over another load's answer
+/// (values tagged `l`), but never over an event or tombstone written since
+/// it began; when it writes it publishes, so other instances drop their
+/// copies. Returns 1 if it wrote.
 const CAS_SCRIPT: &str = r"
 local cur = redis.call('GET', KEYS[1])
-if ARGV[1] == '1' then
-  if cur ~= ARGV[2] then return 0 end
-elseif cur then
-  return 0
+local same
+if ARGV[1] == '1' then same = (cur == ARGV[2]) else same = (not cur) end
+if not same then
+  if ARGV[5] ~= 'refresh' then return 0 end
+  if cur and not string.find(cur, ':l%x+$') then return 0 end
 end
 redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+if ARGV[5] == 'refresh' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
 return 1
 ";
 /// Bounds of the listener's reconnection backoff.
@@ -295,19 +304,38 @@ fn decode_status(code: &str) -> Option<ChatMemberStatus> {
     })
 }
 
-/// `{channel}:{user}` → key (the pub/sub payload and the key suffix).
-fn parse_key(payload: &[u8]) -> Option<MembershipKey> {
+/// A pub/sub payload: `{channel}:{user}`, optionally followed by
+/// `/{origin}`, the id of the cache instance that published it (an instance
+/// applies its own changes at once and skips their echo).
+fn parse_payload(payload: &[u8]) -> Option<(MembershipKey, Option<&str>)> {
     let text = std::str::from_utf8(payload).ok()?;
-    let (channel, user) = text.rsplit_once(':')?;
-    Some(MembershipKey::new(
-        ChannelId(channel.parse().ok()?),
-        UserId(user.parse().ok()?),
+    let (key, origin) = match text.split_once('/') {
+        Some((key, origin)) => (key, Some(origin)),
+        None => (text, None),
+    };
+    let (channel, user) = key.rsplit_once(':')?;
+    Some((
+        MembershipKey::new(ChannelId(channel.parse().ok()?), UserId(user.parse().ok()?)),
+        origin,
     ))
 }
 
-/// A random tag that makes every written value unique.
-fn tag() -> String {
-    format!("{:08x}", rand::random::<u32>())
+/// Who wrote a value: a load fills a miss; an event or a refresh is newer
+/// than any load (see [`CAS_SCRIPT`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Writer {
+    Load,
+    Event,
+}
+
+/// A random tag, prefixed by the writer's kind (`l` load, `e` event or
+/// refresh), that makes every written value unique.
+fn tag(writer: Writer) -> String {
+    let kind = match writer {
+        Writer::Load => 'l',
+        Writer::Event => 'e',
+    };
+    format!("{kind}{:08x}", rand::random::<u32>())
 }
 
 /// The clock's wall time in milliseconds: what logical expiries in Redis are
@@ -327,6 +355,7 @@ pub(super) struct RedisLayer {
     health: RedisHealth,
     metrics: CacheMetrics,
     cas: redis::Script,
+    origin: String,
 }
 
 impl RedisLayer {
@@ -366,8 +395,19 @@ impl RedisLayer {
             health: RedisHealth::new(target, metrics.clone()),
             metrics,
             cas: redis::Script::new(CAS_SCRIPT),
+            origin: format!("{:016x}", rand::random::<u64>()),
         };
         Ok((layer, client))
+    }
+
+    /// What an invalidation of `key` publishes.
+    fn payload(&self, key: MembershipKey) -> String {
+        format!("{key}/{}", self.origin)
+    }
+
+    /// This instance's id in the payloads it publishes.
+    pub(super) fn origin(&self) -> &str {
+        &self.origin
     }
 
     fn redis_key(&self, key: MembershipKey) -> String {
@@ -453,32 +493,66 @@ impl RedisLayer {
         }
     }
 
-    /// The value and `PX` for `status` living `ttl` from now.
-    fn encode(&self, status: ChatMemberStatus, ttl: Duration) -> (String, i64) {
+    /// The value and `PX` for `status` living `ttl` from now, written by `writer`.
+    fn encode(&self, status: ChatMemberStatus, ttl: Duration, writer: Writer) -> (String, i64) {
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
         let expires = unix_millis(self.clock.as_ref()).saturating_add(ttl_ms);
         (
-            format!("{}:{expires}:{}", encode_status(status), tag()),
+            format!("{}:{expires}:{}", encode_status(status), tag(writer)),
             ttl_ms,
         )
     }
 
     /// Writes a load's answer `status` for `ttl` if the key still holds what
     /// `fence` says.
-    pub(super) async fn set_if_unchanged(
+    pub(super) async fn set_loaded(
         &self,
         key: MembershipKey,
         fence: &Fence,
         status: ChatMemberStatus,
         ttl: Duration,
     ) -> CasOutcome {
-        let (value, ttl_ms) = self.encode(status, ttl);
+        self.compare_and_set(key, fence, status, ttl, "load").await
+    }
+
+    /// Writes a refresh's answer `status` for `ttl` unless an event or an
+    /// invalidation changed the key since `fence` was read; publishes it.
+    pub(super) async fn set_refreshed(
+        &self,
+        key: MembershipKey,
+        fence: &Fence,
+        status: ChatMemberStatus,
+        ttl: Duration,
+    ) -> CasOutcome {
+        self.compare_and_set(key, fence, status, ttl, "refresh")
+            .await
+    }
+
+    async fn compare_and_set(
+        &self,
+        key: MembershipKey,
+        fence: &Fence,
+        status: ChatMemberStatus,
+        ttl: Duration,
+        mode: &str,
+    ) -> CasOutcome {
+        let writer = if mode == "load" {
+            Writer::Load
+        } else {
+            Writer::Event
+        };
+        let (value, ttl_ms) = self.encode(status, ttl, writer);
         let mut invocation = self.cas.key(self.redis_key(key));
         match fence {
             Fence::Absent => invocation.arg("0").arg(""),
             Fence::Value(seen) => invocation.arg("1").arg(seen.as_str()),
         };
-        invocation.arg(value).arg(ttl_ms);
+        invocation
+            .arg(value)
+            .arg(ttl_ms)
+            .arg(mode)
+            .arg(&self.channel)
+            .arg(self.payload(key));
         let mut conn = self.conn.clone();
         match self
             .guarded(async move { invocation.invoke_async::<i64>(&mut conn).await })
@@ -503,7 +577,7 @@ impl RedisLayer {
             .ignore()
             .cmd("PUBLISH")
             .arg(&self.channel)
-            .arg(key.to_string())
+            .arg(self.payload(key))
             .ignore()
             .clone();
         self.guarded(async move { pipe.query_async::<()>(&mut conn).await })
@@ -517,7 +591,7 @@ impl RedisLayer {
         status: ChatMemberStatus,
         ttl: Duration,
     ) {
-        let (value, ttl_ms) = self.encode(status, ttl);
+        let (value, ttl_ms) = self.encode(status, ttl, Writer::Event);
         self.set_and_publish(key, value, ttl_ms).await;
     }
 
@@ -525,7 +599,7 @@ impl RedisLayer {
     /// before it) and publishes the invalidation, in one round trip.
     pub(super) async fn invalidate(&self, key: MembershipKey) {
         let ttl_ms = i64::try_from(TOMBSTONE_TTL.as_millis()).unwrap_or(600_000);
-        self.set_and_publish(key, format!("x:{}", tag()), ttl_ms)
+        self.set_and_publish(key, format!("x:{}", tag(Writer::Event)), ttl_ms)
             .await;
     }
 
@@ -604,11 +678,12 @@ impl ListenerGuard {
 }
 
 /// Starts the task that subscribes to `channel` and applies every
-/// invalidation it hears, resubscribing (with backoff) whenever the
+/// invalidation it hears (but those `own_origin` published), resubscribing (with backoff) whenever the
 /// connection drops.
 pub(super) fn spawn_listener(
     client: redis::Client,
     channel: String,
+    own_origin: String,
     op_timeout: Duration,
     apply: Arc<dyn Fn(Invalidation) + Send + Sync>,
 ) -> ListenerGuard {
@@ -627,8 +702,10 @@ pub(super) fn spawn_listener(
                 tx.send_replace(true);
                 let mut messages = pubsub.on_message();
                 while let Some(msg) = messages.next().await {
-                    match parse_key(msg.get_payload_bytes()) {
-                        Some(key) => apply(Invalidation::Key(key)),
+                    match parse_payload(msg.get_payload_bytes()) {
+                        // Our own change, applied when it was made.
+                        Some((_, Some(origin))) if origin == own_origin => {}
+                        Some((key, _)) => apply(Invalidation::Key(key)),
                         None => log::warn!(
                             channel = channel.as_str();
                             "ignoring a malformed membership invalidation on Redis channel {channel}"
@@ -689,6 +766,7 @@ impl RedisCache {
         let listener = spawn_listener(
             client,
             config.invalidation_channel.clone(),
+            redis.origin().to_owned(),
             config.op_timeout,
             Arc::new(move |inv| match inv {
                 Invalidation::Key(key) => {
@@ -761,7 +839,7 @@ impl MembershipCache for RedisCache {
                     !flight.is_superseded()
                         && self
                             .redis
-                            .set_if_unchanged(key, &fence, status, self.ttl.ttl(status))
+                            .set_loaded(key, &fence, status, self.ttl.ttl(status))
                             .await
                             == CasOutcome::Written
                 })
@@ -780,12 +858,14 @@ impl MembershipCache for RedisCache {
                 let fence = self.redis.fence(key).await;
                 let flight = &*flight;
                 lookup::refresh(flight, &self.metrics, loader, |status| async move {
-                    !flight.is_superseded()
-                        && self
-                            .redis
-                            .set_if_unchanged(key, &fence, status, self.ttl.ttl(status))
-                            .await
-                            == CasOutcome::Written
+                    if flight.is_superseded() {
+                        return false;
+                    }
+                    self.flight.supersede_others(key, flight);
+                    self.redis
+                        .set_refreshed(key, &fence, status, self.ttl.ttl(status))
+                        .await
+                        == CasOutcome::Written
                 })
                 .await
             })
@@ -829,9 +909,14 @@ mod tests {
     #[test]
     fn payload_parses_negative_channels() {
         let key = MembershipKey::new(ChannelId(-1001234), UserId(42));
-        assert_eq!(parse_key(key.to_string().as_bytes()), Some(key));
-        assert_eq!(parse_key(b"garbage"), None);
-        assert_eq!(parse_key(b"-1:x"), None);
+        assert_eq!(parse_payload(key.to_string().as_bytes()), Some((key, None)));
+        assert_eq!(
+            parse_payload(format!("{key}/00ff").as_bytes()),
+            Some((key, Some("00ff")))
+        );
+        assert_eq!(parse_payload(b"garbage"), None);
+        assert_eq!(parse_payload(b"-1:x"), None);
+        assert_eq!(parse_payload(b"-1:x/1"), None);
     }
 
     #[test]
