@@ -167,6 +167,14 @@ impl Store for CountingStore {
     ) -> StoreResult<Vec<SeenMember>> {
         self.inner.seen_members(group, after, limit).await
     }
+    async fn recently_seen(
+        &self,
+        group: GroupId,
+        before: Option<(UnixTime, UserId)>,
+        limit: u32,
+    ) -> StoreResult<Vec<SeenMember>> {
+        self.inner.recently_seen(group, before, limit).await
+    }
     async fn count_seen(&self, group: GroupId) -> StoreResult<u64> {
         self.inner.count_seen(group).await
     }

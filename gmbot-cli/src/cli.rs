@@ -3,7 +3,7 @@
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::commands::{groups_list, import_env, protect, status, unprotect};
+use crate::commands::{cache, groups_list, import_env, protect, status, unprotect};
 use crate::database::UrlOrigin;
 
 /// Where the CLI stores its state when neither `--database-url` nor `DATABASE_URL` is given.
@@ -48,6 +48,9 @@ pub(crate) enum Command {
     Status(status::Args),
     /// Create the protection a v1 `.env` (GROUP_ID, CHANNEL_ID, CHANNEL_URL) described.
     ImportEnv(import_env::Args),
+    /// Commands about the shared membership cache.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
 }
 
 /// `gmbot groups …`

@@ -22,6 +22,7 @@ pub mod reconcile;
 pub mod resolve;
 pub mod seen;
 pub mod sender_chat;
+pub mod warm_up;
 pub mod warn;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -39,6 +40,7 @@ pub use self::lift::{lift_group, LiftSummary};
 pub use self::raid::{RaidConfig, RaidStatus, RaidWatch};
 pub use self::reconcile::{reconcile_once, spawn_reconciler, ReconcileReport, ReconcilerGuard};
 pub use self::seen::SeenRecorder;
+pub use self::warm_up::{spawn_warm_up, WarmUpGuard};
 pub use self::warn::WarningTimers;
 
 /// Tunables of the flows' in-process state.

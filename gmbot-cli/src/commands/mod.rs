@@ -3,6 +3,7 @@
 //! Every command returns the text to print on success; `main` writes it, so
 //! nothing is printed half-way through a command that then fails.
 
+pub(crate) mod cache;
 pub(crate) mod groups_list;
 pub(crate) mod import_env;
 mod migrate;
@@ -24,5 +25,6 @@ pub(crate) async fn run(cli: Cli) -> Result<String, CliError> {
         Command::Groups(GroupsCommand::List(args)) => groups_list::run(&db, args).await,
         Command::Status(args) => status::run(&db, args).await,
         Command::ImportEnv(args) => import_env::run(&db, args).await,
+        Command::Cache(command) => cache::run(&db, command).await,
     }
 }
