@@ -1869,3 +1869,55 @@ async fn a_channel_stored_by_username_only_is_resolved_and_then_enforced() {
     assert_eq!(stored.channels[0].id, None);
     h.finish().await;
 }
+
+/// What a leave and a rejoin cost in each cache mode: `events` writes the event's status,
+/// so the strict-leave check and the next message are hits; `ttl` invalidates, so both ask.
+async fn leave_and_rejoin(mode: gmbot_core::cache::CacheMode) -> (usize, H) {
+    let mut h = harness_with(flows::FlowConfig {
+        cache_mode: mode,
+        ..flows::FlowConfig::default()
+    })
+    .await;
+    let chan = h.channel.get();
+    h.sim.post(h.group, h.alice, "hi").expect("post");
+    h.pump().await;
+    assert_eq!(h.calls("getChatMember", chan), 1, "first sight asks");
+    h.sim.leave(h.channel, h.alice).expect("alice leaves");
+    h.pump().await;
+    assert!(is_muted(h.sim.member(h.group, h.alice)), "strict leave");
+    let key = gmbot_core::cache::MembershipKey::new(h.channel, h.alice);
+    let after_leave = h.calls("getChatMember", chan);
+    match mode {
+        gmbot_core::cache::CacheMode::Events => {
+            assert_eq!(after_leave, 1, "the leave event answered the strict-leave check");
+            assert_eq!(
+                h.app.cache().get_local(key),
+                Some(gmbot_core::domain::ChatMemberStatus::Left)
+            );
+        }
+        gmbot_core::cache::CacheMode::Ttl => {
+            assert_eq!(after_leave, 2, "invalidated: the strict-leave check asks");
+        }
+    }
+    h.sim.join(h.channel, h.alice).expect("rejoin");
+    h.pump().await;
+    assert!(h.sim.can_post(h.group, h.alice), "unmuted on rejoin");
+    assert_eq!(
+        h.app.cache().get_local(key),
+        Some(gmbot_core::domain::ChatMemberStatus::Member),
+        "the recheck's answer is cached"
+    );
+    h.sim.post(h.group, h.alice, "back").expect("post");
+    h.pump().await;
+    (h.calls("getChatMember", chan), h)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_mode_keeps_the_cache_true_with_fewer_calls() {
+    let (events, h) = leave_and_rejoin(gmbot_core::cache::CacheMode::Events).await;
+    h.finish().await;
+    let (ttl, h) = leave_and_rejoin(gmbot_core::cache::CacheMode::Ttl).await;
+    h.finish().await;
+    // Events: first sight + the rejoin's recheck. TTL: also the strict-leave check.
+    assert_eq!((events, ttl), (2, 3));
+}
