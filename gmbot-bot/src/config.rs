@@ -218,7 +218,7 @@ impl CacheSettings {
                     format!(
                         "expected `ttl` (entries expire: 600 s member / 60 s non-member) or \
                          `events` (entries follow the channels' join and leave events, \
-                         6 h member / 60 s non-member), got {v:?}"
+                         6 h member / 10 min non-member), got {v:?}"
                     ),
                 )
             })?,
@@ -246,9 +246,21 @@ impl CacheSettings {
 
 /// Reads the warm-up bounds (`GMBOT_WARM_MAX_MEMBERS`, `GMBOT_WARM_MAX_SECONDS`,
 /// `GMBOT_WARM_CALLS_PER_SECOND`) through `get`; unset ones keep
-/// [`WarmConfig::default`]. `GMBOT_WARM_MAX_MEMBERS=0` turns the warm-up at start off.
-pub fn warm_from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<WarmConfig, ConfigError> {
-    let d = WarmConfig::default();
+/// [`WarmConfig::default`], except the time bound, which defaults to half the
+/// member TTL (between 60 s and 1 h: 300 s in `ttl` mode, 1 h in `events`
+/// mode) — a warm-up longer than the member TTL would outlive its first
+/// entries. `GMBOT_WARM_MAX_MEMBERS=0` turns the warm-up at start off.
+pub fn warm_from_lookup(
+    get: &dyn Fn(&str) -> Option<String>,
+    member_ttl: std::time::Duration,
+) -> Result<WarmConfig, ConfigError> {
+    let d = WarmConfig {
+        max_duration: (member_ttl / 2).clamp(
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_secs(3_600),
+        ),
+        ..WarmConfig::default()
+    };
     let max_members = match get("GMBOT_WARM_MAX_MEMBERS") {
         None => d.max_members,
         Some(v) => v
@@ -577,7 +589,7 @@ impl Config {
         };
 
         let cache = CacheSettings::from_lookup(&get)?;
-        let warm = warm_from_lookup(&get)?;
+        let warm = warm_from_lookup(&get, cache.ttl.member)?;
         if cache.mode == CacheMode::Events && webhook.is_some() && redis_url.is_none() {
             warnings.push(
                 "GMBOT_CACHE_MODE=events without REDIS_URL: a join or leave reaches only the instance that receives it, so with several webhook instances the others keep serving the old status for hours; set REDIS_URL or run one instance".into(),
@@ -838,6 +850,11 @@ mod tests {
         let c = parse(&[("GMBOT_CACHE_MODE", "events")]).expect("events");
         assert_eq!(c.cache.mode, CacheMode::Events);
         assert_eq!(c.cache.ttl, CacheMode::Events.default_ttl());
+        assert_eq!(
+            c.warm.max_duration.as_secs(),
+            3_600,
+            "half of 6 h, capped at 1 h"
+        );
         assert!(c.warnings.is_empty(), "polling: one instance");
         let c = parse(&[
             ("GMBOT_CACHE_MODE", " EVENTS "),
@@ -852,7 +869,11 @@ mod tests {
         assert_eq!(c.cache.ttl.non_member, std::time::Duration::from_secs(120));
         assert!((c.cache.ttl.jitter - 0.15).abs() < 1e-9);
         assert_eq!(
-            (c.warm.max_members, c.warm.max_duration.as_secs(), c.warm.calls_per_second),
+            (
+                c.warm.max_members,
+                c.warm.max_duration.as_secs(),
+                c.warm.calls_per_second
+            ),
             (0, 60, 10)
         );
         let c = parse(&[
@@ -860,7 +881,11 @@ mod tests {
             ("WEBHOOK_URL", "https://x.example/h"),
         ])
         .expect("valid, with a warning");
-        assert!(c.warnings.iter().any(|w| w.contains("REDIS_URL")), "{:?}", c.warnings);
+        assert!(
+            c.warnings.iter().any(|w| w.contains("REDIS_URL")),
+            "{:?}",
+            c.warnings
+        );
         let err = parse(&[("GMBOT_CACHE_MODE", "event")]).expect_err("typo");
         assert!(err.to_string().contains("`events`"), "{err}");
     }

@@ -193,40 +193,39 @@ impl Bot {
         let registry = Registry::new();
 
         let redis_prefix = options.redis_prefix.clone();
-        let (cache, layered): (Arc<dyn MembershipCache>, Option<Arc<LayeredCache>>) = match &config
-            .redis_url
-        {
-            Some(url) => {
-                let mut c = LayeredCacheConfig::new(url.expose());
-                c.redis.key_prefix = format!("{redis_prefix}m:");
-                c.redis.invalidation_channel = format!("{redis_prefix}m:invalidate");
-                c.redis.ttl = config.cache.ttl;
-                let cache = LayeredCache::connect(c, Arc::clone(&clock), &registry)
-                    .await
-                    .context("cannot set up the Redis cache (REDIS_URL)")?;
-                if cache.ping().await.is_err() {
-                    log::warn!(
-                        "Redis does not answer yet; using the in-process cache until it does"
-                    );
+        let (cache, layered): (Arc<dyn MembershipCache>, Option<Arc<LayeredCache>>) =
+            match &config.redis_url {
+                Some(url) => {
+                    let mut c = LayeredCacheConfig::new(url.expose());
+                    c.redis.key_prefix = format!("{redis_prefix}m:");
+                    c.redis.invalidation_channel = format!("{redis_prefix}m:invalidate");
+                    c.redis.ttl = config.cache.ttl;
+                    let cache = LayeredCache::connect(c, Arc::clone(&clock), &registry)
+                        .await
+                        .context("cannot set up the Redis cache (REDIS_URL)")?;
+                    if cache.ping().await.is_err() {
+                        log::warn!(
+                            "Redis does not answer yet; using the in-process cache until it does"
+                        );
+                    }
+                    let cache = Arc::new(cache);
+                    (cache.clone(), Some(cache))
                 }
-                let cache = Arc::new(cache);
-                (cache.clone(), Some(cache))
-            }
-            None => (
-                Arc::new(
-                    MemoryCache::new(
-                        MemoryCacheConfig {
-                            ttl: config.cache.ttl,
-                            ..MemoryCacheConfig::default()
-                        },
-                        Arc::clone(&clock),
-                        &registry,
-                    )
-                    .context("cannot set up the in-process cache")?,
+                None => (
+                    Arc::new(
+                        MemoryCache::new(
+                            MemoryCacheConfig {
+                                ttl: config.cache.ttl,
+                                ..MemoryCacheConfig::default()
+                            },
+                            Arc::clone(&clock),
+                            &registry,
+                        )
+                        .context("cannot set up the in-process cache")?,
+                    ),
+                    None,
                 ),
-                None,
-            ),
-        };
+            };
 
         let api_options = BotApiOptions {
             long_poll: options.long_poll,

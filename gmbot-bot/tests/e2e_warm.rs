@@ -16,7 +16,11 @@ use e2e_support::{
 };
 
 /// Starts the bot with a warm-up configuration of its own.
-async fn start_warming(w: &World, backend: &Backend, warm: gmbot_core::warm::WarmConfig) -> Running {
+async fn start_warming(
+    w: &World,
+    backend: &Backend,
+    warm: gmbot_core::warm::WarmConfig,
+) -> Running {
     let mut config = config(&w.sim, backend, Transport::Polling);
     config.warm = warm;
     let shutdown = Shutdown::new();
@@ -39,7 +43,9 @@ fn asked_about(w: &World, user: UserId) -> usize {
     w.sim
         .calls_to("getChatMember")
         .iter()
-        .filter(|c| c.int("chat_id") == Some(w.channel.get()) && c.int("user_id") == Some(user.get()))
+        .filter(|c| {
+            c.int("chat_id") == Some(w.channel.get()) && c.int("user_id") == Some(user.get())
+        })
         .count()
 }
 
@@ -62,7 +68,10 @@ async fn restart_warms_the_members_seen_before(backend: Backend) {
     first_run(&w, &backend).await;
 
     let bot = start_warming(&w, &backend, gmbot_core::warm::WarmConfig::default()).await;
-    wait_until("the warm-up re-verifies Alice", || asked_about(&w, w.alice) == 2).await;
+    wait_until("the warm-up re-verifies Alice", || {
+        asked_about(&w, w.alice) == 2
+    })
+    .await;
     w.sim.post(w.group, w.alice, "back").expect("alice posts");
     settle(&w.sim, &bot.monitor).await;
     assert_eq!(
@@ -92,7 +101,11 @@ async fn restart_warms_the_members_seen_before_on_postgres_and_redis() {
         app.cache().get_local(key).is_some()
     })
     .await;
-    assert_eq!(asked_about(&w, w.alice), 1, "no Telegram call: Redis had it");
+    assert_eq!(
+        asked_about(&w, w.alice),
+        1,
+        "no Telegram call: Redis had it"
+    );
     bot.stop().await;
 }
 
@@ -135,7 +148,10 @@ async fn a_slow_warm_up_stops_with_the_bot_and_zero_turns_it_off() {
     );
     tokio::time::sleep(Duration::from_millis(600)).await;
     let after = w.sim.calls_to("getChatMember").len();
-    assert!(after <= before + 4, "no warm-up calls after the stop: {before} → {after}");
+    assert!(
+        after <= before + 4,
+        "no warm-up calls after the stop: {before} → {after}"
+    );
     assert!(after < 20, "2 calls/s: only a handful were made ({after})");
 
     // Turned off: a restart asks nothing.

@@ -9,7 +9,7 @@ use crate::database::UrlOrigin;
 /// Where the CLI stores its state when neither `--database-url` nor `DATABASE_URL` is given.
 pub(crate) const DEFAULT_DATABASE_URL: &str = "sqlite://gmbot.db";
 
-/// Operate GMBot's database: migrate it, protect and list groups, import a v1 `.env`.
+/// Operate GMBot's database: migrate it, protect and list groups, import a v1 `.env`, warm the shared cache.
 #[derive(Debug, Parser)]
 #[command(name = "gmbot", version, about, long_about = None)]
 pub(crate) struct Cli {

@@ -111,7 +111,11 @@ async fn setup() -> Setup {
     // Seen: members[0] most recently, then [1], the outsider, [2], [3], [4].
     let mut rows = Vec::new();
     for (i, &m) in s.members.iter().enumerate() {
-        let ago = if i < 2 { i as i64 * 10 } else { i as i64 * 10 + 10 };
+        let ago = if i < 2 {
+            i as i64 * 10
+        } else {
+            i as i64 * 10 + 10
+        };
         rows.push((group, m, UnixTime(now.0 - ago)));
     }
     rows.push((group, s.outsider, UnixTime(now.0 - 25)));
@@ -244,13 +248,19 @@ async fn warms_redis_most_recent_first_for_the_bot_to_find() {
 
     // Again, for the group, as JSON: what is cached costs nothing; m[3] is cached now too
     // (by the bot instance above), m[4] is new.
-    let run = s.warm(&["--group", &s.group.get().to_string(), "--format", "json"], &[]);
+    let run = s.warm(
+        &["--group", &s.group.get().to_string(), "--format", "json"],
+        &[],
+    );
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("json report");
     assert_eq!(report["members"], 6);
     assert_eq!(report["already_cached"], 5);
     assert_eq!(report["loaded"], 1);
-    assert_eq!(report["stopped_by"], "done: every member seen in the window");
+    assert_eq!(
+        report["stopped_by"],
+        "done: every member seen in the window"
+    );
     assert_eq!(report["cache_mode"], "ttl");
     assert_eq!(s.asked().len(), 5, "one more call, for m[4]");
 }
@@ -258,10 +268,7 @@ async fn warms_redis_most_recent_first_for_the_bot_to_find() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_mode_writes_long_lived_entries() {
     let s = setup().await;
-    let run = s.warm(
-        &["--format", "json"],
-        &[("GMBOT_CACHE_MODE", "events")],
-    );
+    let run = s.warm(&["--format", "json"], &[("GMBOT_CACHE_MODE", "events")]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("json report");
     assert_eq!(report["cache_mode"], "events");

@@ -608,7 +608,10 @@ async fn insert_wins_over_a_load_in_flight(kind: Kind) {
     .await
     .expect("does not wait for the superseded load")
     .expect("lookup");
-    assert_eq!((now.status, now.source), (ChatMemberStatus::Left, f.hit_source()));
+    assert_eq!(
+        (now.status, now.source),
+        (ChatMemberStatus::Left, f.hit_source())
+    );
     gate.release();
     let old = old.await.expect("task").expect("lookup");
     assert_eq!(
@@ -685,13 +688,20 @@ async fn refresh_is_fresh_and_yields_to_events(kind: Kind) {
         .await
         .expect("refresh");
     assert_eq!(got, ChatMemberStatus::Member);
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "a refresh never reads the cache");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "a refresh never reads the cache"
+    );
     let hit = f
         .cache
         .get_or_load(k, counting(&calls, Ok(ChatMemberStatus::Kicked)))
         .await
         .expect("lookup");
-    assert_eq!((hit.status, hit.source), (ChatMemberStatus::Member, f.hit_source()));
+    assert_eq!(
+        (hit.status, hit.source),
+        (ChatMemberStatus::Member, f.hit_source())
+    );
 
     // An older load in flight (it asked before the member left), then a refresh
     // that answers first: the refresh's answer stands.
@@ -782,7 +792,13 @@ async fn events_mode_lifetimes_and_replacements(kind: Kind) {
         let calls = Arc::clone(&calls);
         async move {
             cache
-                .get_or_load(k, counting(&calls, Ok(ChatMemberStatus::Restricted { is_member: false })))
+                .get_or_load(
+                    k,
+                    counting(
+                        &calls,
+                        Ok(ChatMemberStatus::Restricted { is_member: false }),
+                    ),
+                )
                 .await
                 .expect("lookup")
         }
@@ -800,7 +816,10 @@ async fn events_mode_lifetimes_and_replacements(kind: Kind) {
     let expired = lookup(stays).await;
     assert_eq!(
         (expired.status, expired.source),
-        (ChatMemberStatus::Restricted { is_member: false }, CacheSource::Loaded)
+        (
+            ChatMemberStatus::Restricted { is_member: false },
+            CacheSource::Loaded
+        )
     );
     f.cleanup().await;
 }
@@ -1051,16 +1070,25 @@ async fn events_and_refreshes_are_published_to_every_instance() {
 
     // The member leaves; A sees the event.
     a.insert(k, ChatMemberStatus::Left).await;
-    assert_eq!(a.get_local(k), Some(ChatMemberStatus::Left), "A applies its own event at once");
-    wait_until("B's L1 to drop the old member", Duration::from_secs(2), || {
-        b.get_local(k).is_none()
-    })
+    assert_eq!(
+        a.get_local(k),
+        Some(ChatMemberStatus::Left),
+        "A applies its own event at once"
+    );
+    wait_until(
+        "B's L1 to drop the old member",
+        Duration::from_secs(2),
+        || b.get_local(k).is_none(),
+    )
     .await;
     let got = b
         .get_or_load(k, counting(&calls, Ok(ChatMemberStatus::Kicked)))
         .await
         .expect("lookup");
-    assert_eq!((got.status, got.source), (ChatMemberStatus::Left, CacheSource::Redis));
+    assert_eq!(
+        (got.status, got.source),
+        (ChatMemberStatus::Left, CacheSource::Redis)
+    );
     assert_eq!(
         a.get_local(k),
         Some(ChatMemberStatus::Left),
@@ -1073,15 +1101,20 @@ async fn events_and_refreshes_are_published_to_every_instance() {
         .await
         .expect("refresh");
     assert_eq!(fresh, ChatMemberStatus::Member);
-    wait_until("B's L1 to drop the non-member", Duration::from_secs(2), || {
-        b.get_local(k).is_none()
-    })
+    wait_until(
+        "B's L1 to drop the non-member",
+        Duration::from_secs(2),
+        || b.get_local(k).is_none(),
+    )
     .await;
     let got = b
         .get_or_load(k, counting(&calls, Ok(ChatMemberStatus::Kicked)))
         .await
         .expect("lookup");
-    assert_eq!((got.status, got.source), (ChatMemberStatus::Member, CacheSource::Redis));
+    assert_eq!(
+        (got.status, got.source),
+        (ChatMemberStatus::Member, CacheSource::Redis)
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     drop((a, b));
     delete_prefix(&mut conn, &prefix).await;

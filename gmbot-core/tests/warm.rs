@@ -37,9 +37,12 @@ struct Harness {
 impl Harness {
     /// G1 requires C1 and C2; G2 requires C3. Every user is a member of every channel.
     async fn new(dispatch: DispatchConfig) -> Self {
-        let store = store::open(&"sqlite::memory:".parse().expect("url"), MigrationMode::Apply)
-            .await
-            .expect("store");
+        let store = store::open(
+            &"sqlite::memory:".parse().expect("url"),
+            MigrationMode::Apply,
+        )
+        .await
+        .expect("store");
         for (group, channels) in [(G1, vec![C1, C2]), (G2, vec![C3])] {
             store
                 .protect(
@@ -173,7 +176,10 @@ async fn most_recently_seen_first_across_groups_and_bounded_by_count() {
         ]
     );
     assert_eq!((report.keys, report.loaded, report.cached), (6, 6, 0));
-    assert_eq!(report.seen_range, Some((UnixTime(NOW.0 - 1), UnixTime(NOW.0 - 30))));
+    assert_eq!(
+        report.seen_range,
+        Some((UnixTime(NOW.0 - 1), UnixTime(NOW.0 - 30)))
+    );
     for (c, u) in [(C3, 3), (C1, 3), (C2, 5)] {
         assert_eq!(
             h.cache.get_local(MembershipKey::new(c, UserId(u))),
@@ -305,7 +311,11 @@ async fn a_channel_the_bot_cannot_read_is_skipped_after_one_call() {
     assert_eq!(report.skipped_channels, vec![C1]);
     assert_eq!(report.failed, 1);
     assert_eq!(report.loaded, 3, "C2 is still warmed for every member");
-    let c1_calls = h.member_calls().iter().filter(|(c, _)| *c == ch(C1)).count();
+    let c1_calls = h
+        .member_calls()
+        .iter()
+        .filter(|(c, _)| *c == ch(C1))
+        .count();
     assert_eq!(c1_calls, 1);
 }
 
@@ -317,7 +327,10 @@ async fn unknown_or_unenforced_groups_are_errors() {
         .run(WarmScope::Group(GroupId(-999)), std::future::pending())
         .await
         .expect_err("unknown");
-    assert!(matches!(err, WarmError::UnknownGroup(GroupId(-999))), "{err}");
+    assert!(
+        matches!(err, WarmError::UnknownGroup(GroupId(-999))),
+        "{err}"
+    );
     h.store.unprotect(G2, NOW).await.expect("unprotect");
     let err = h
         .warm_up(fast())

@@ -102,8 +102,14 @@ async fn channel_joined(app: &App, channel: ChannelId, member: &User) -> Result<
             {
                 return Ok(());
             }
-            // Every channel of the group, asked afresh: joining this one may not be enough.
-            let verdict = app.engine().recheck(group, member.id).await?;
+            // Every channel of the group: joining this one may not be enough. Asked afresh,
+            // unless the cache is kept by events: then it holds this join already (and
+            // whatever else the bot saw), and Telegram is asked only for what it lacks.
+            let verdict = if app.flows().config().cache_mode.events_write() {
+                app.engine().recheck_cached(group, member.id).await?
+            } else {
+                app.engine().recheck(group, member.id).await?
+            };
             log::info!(
                 group_id = group.get(),
                 user_id = member.id.get(),

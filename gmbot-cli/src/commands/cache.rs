@@ -58,7 +58,7 @@ pub(crate) struct WarmArgs {
     /// Members re-verified at most, most recently seen first [default: GMBOT_WARM_MAX_MEMBERS, else 20000].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     max_members: Option<u32>,
-    /// Stop after this many seconds [default: GMBOT_WARM_MAX_SECONDS, else 300].
+    /// Stop after this many seconds [default: GMBOT_WARM_MAX_SECONDS, else half the member TTL: 300 in ttl mode, 3600 in events mode].
     #[arg(long, value_name = "S", value_parser = clap::value_parser!(u32).range(1..=86_400))]
     max_seconds: Option<u32>,
     /// Telegram calls per second at most [default: GMBOT_WARM_CALLS_PER_SECOND, else 50].
@@ -93,7 +93,11 @@ fn env_var(name: &str) -> Option<String> {
 }
 
 async fn warm(db: &Database, args: WarmArgs) -> Result<String, CliError> {
-    let Some(redis_url) = args.redis_url.as_deref().map(str::trim).filter(|u| !u.is_empty())
+    let Some(redis_url) = args
+        .redis_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
     else {
         return Err(CliError::usage(anyhow!(
             "gmbot cache warm fills the Redis cache the bot instances share, and REDIS_URL is not set: \
@@ -104,7 +108,7 @@ async fn warm(db: &Database, args: WarmArgs) -> Result<String, CliError> {
     };
     let cache_settings = CacheSettings::from_lookup(&env_var)
         .map_err(|e| CliError::usage(anyhow!("invalid cache setting: {e}")))?;
-    let mut config = warm_from_lookup(&env_var)
+    let mut config = warm_from_lookup(&env_var, cache_settings.ttl.member)
         .map_err(|e| CliError::usage(anyhow!("invalid warm-up setting: {e}")))?;
     if config.max_members == 0 {
         // GMBOT_WARM_MAX_MEMBERS=0 turns off the bot's own warm-up; an explicit command still warms.
@@ -284,7 +288,10 @@ fn table(v: &ReportView) -> String {
                 "cache",
                 format!(
                     "{} mode, {} s member / {} s non-member, keys {}*",
-                    v.cache_mode, v.member_ttl_seconds, v.non_member_ttl_seconds, v.redis_key_prefix
+                    v.cache_mode,
+                    v.member_ttl_seconds,
+                    v.non_member_ttl_seconds,
+                    v.redis_key_prefix
                 ),
             ),
             (

@@ -23,7 +23,9 @@ use super::flight::{Flight, SingleFlight};
 use super::local::LocalLayer;
 use super::lookup;
 use super::metrics::CacheMetrics;
-use super::redis::{spawn_listener, CasOutcome, Fence, Writer, Invalidation, ListenerGuard, RedisLayer, RedisLookup};
+use super::redis::{
+    spawn_listener, CasOutcome, Fence, Invalidation, ListenerGuard, RedisLayer, RedisLookup, Writer,
+};
 use super::{
     CacheError, CacheLookup, CacheSource, MembershipCache, MembershipKey, MembershipLoader,
     RedisCacheConfig, TtlPolicy,

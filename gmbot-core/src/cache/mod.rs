@@ -27,9 +27,9 @@
 //!
 //! Two ways of keeping entries true ([`CacheMode`]): short TTLs that expire
 //! (the default: 600 s / 60 s, a seen join or leave invalidates), or events —
-//! a member lives for hours, every `chat_member` join and leave of a linked
-//! channel writes the new status, and the long TTL is only a safety net for
-//! a missed event.
+//! a member lives for hours (6 h; a non-member 10 min), every `chat_member`
+//! join and leave of a linked channel writes the new status, and the long
+//! TTL is only a safety net for a missed event.
 //!
 //! The engine's hit path is [`MembershipCache::get_local`]: synchronous, no
 //! allocation, no lock. Only on a miss does it pay for the boxed

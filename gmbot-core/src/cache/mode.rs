@@ -21,9 +21,14 @@ pub enum CacheMode {
     /// seen join or leave invalidates the entry, and the next lookup asks Telegram.
     #[default]
     Ttl,
-    /// Long lifetimes (6 h for a member, 60 s for a non-member, ±15 %); a
+    /// Long lifetimes (6 h for a member, 10 min for a non-member, ±15 %); a
     /// seen join or leave writes the status the event reports, in every
     /// layer and instance, so the next lookup is a hit.
+    ///
+    /// The lifetimes bound what a missed event costs: a missed leave lets the
+    /// member write for up to 6.9 h; a missed join keeps a member counted as
+    /// a non-member for up to 11.5 min (muted and warned where they write;
+    /// "I've joined" asks Telegram directly and frees them at once).
     Events,
 }
 
@@ -37,7 +42,7 @@ impl CacheMode {
             Self::Ttl => TtlPolicy::default(),
             Self::Events => TtlPolicy {
                 member: Duration::from_secs(6 * 3600),
-                non_member: Duration::from_secs(60),
+                non_member: Duration::from_secs(600),
                 jitter: 0.15,
             },
         }

@@ -199,11 +199,14 @@ impl std::fmt::Debug for WarmPorts {
 /// How often the warm-up looks again whether the live lanes are clear.
 const YIELD_POLL: Duration = Duration::from_millis(50);
 
+/// What [`WarmUp::on_progress`] calls.
+type ProgressFn = Box<dyn Fn(&WarmReport) + Send + Sync>;
+
 /// One warm-up: its ports, bounds and an optional progress callback.
 pub struct WarmUp {
     ports: WarmPorts,
     config: WarmConfig,
-    progress: Option<(Duration, Box<dyn Fn(&WarmReport) + Send + Sync>)>,
+    progress: Option<(Duration, ProgressFn)>,
 }
 
 impl std::fmt::Debug for WarmUp {
@@ -222,10 +225,7 @@ async fn groups_in_scope(
     let groups = match scope {
         WarmScope::All => store.list_groups().await?,
         WarmScope::Group(id) => {
-            let group = store
-                .group(id)
-                .await?
-                .ok_or(WarmError::UnknownGroup(id))?;
+            let group = store.group(id).await?.ok_or(WarmError::UnknownGroup(id))?;
             if !group.is_enforced() {
                 let reason = if group.channels.is_empty() {
                     "no linked channel".to_owned()
@@ -237,7 +237,9 @@ async fn groups_in_scope(
             if group.channels.iter().all(|c| c.id.is_none()) {
                 return Err(WarmError::NotEnforced {
                     group: id,
-                    reason: "its channels are known by username only; the bot resolves them at start".into(),
+                    reason:
+                        "its channels are known by username only; the bot resolves them at start"
+                            .into(),
                 });
             }
             vec![group]
