@@ -10,13 +10,15 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
+use gmbot_core::cache::{CacheMode, TtlPolicy};
 use gmbot_core::store::DatabaseUrl;
+use gmbot_core::warm::WarmConfig;
 use url::Url;
 
 use crate::secret::{BotToken, SecretString};
 
 /// Every variable GMBot reads.
-pub const VARIABLES: [&str; 26] = [
+pub const VARIABLES: [&str; 32] = [
     "TELEGRAM_BOT_TOKEN",
     "TELEGRAM_API_URL",
     "TELEGRAM_API_ID",
@@ -39,6 +41,12 @@ pub const VARIABLES: [&str; 26] = [
     "GMBOT_MTPROTO_SIM_URL",
     "GMBOT_RAID_DENIALS",
     "GMBOT_RAID_WINDOW_SECONDS",
+    "GMBOT_CACHE_MODE",
+    "GMBOT_CACHE_MEMBER_TTL_SECONDS",
+    "GMBOT_CACHE_NON_MEMBER_TTL_SECONDS",
+    "GMBOT_WARM_MAX_MEMBERS",
+    "GMBOT_WARM_MAX_SECONDS",
+    "GMBOT_WARM_CALLS_PER_SECOND",
     "CHANNEL_ID",
     "CHANNEL_URL",
     "GROUP_ID",
@@ -100,7 +108,7 @@ pub struct MtprotoCredentials {
 }
 
 /// Everything GMBot reads from its environment, validated.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq)]
 pub struct Config {
     /// `TELEGRAM_BOT_TOKEN`; `None` when unset (the binary then explains how to get one).
     pub token: Option<BotToken>,
@@ -135,6 +143,10 @@ pub struct Config {
     pub budgets: Budgets,
     /// What counts as a raid (`GMBOT_RAID_DENIALS` within `GMBOT_RAID_WINDOW_SECONDS`).
     pub raid: crate::flows::RaidConfig,
+    /// How cached memberships are kept true (`GMBOT_CACHE_MODE`, `GMBOT_CACHE_*_TTL_SECONDS`).
+    pub cache: CacheSettings,
+    /// The cache warm-up at start (`GMBOT_WARM_*`); `max_members == 0` turns it off.
+    pub warm: WarmConfig,
     /// Things worth telling the operator that do not stop the program (v1 variables, …).
     pub warnings: Vec<String>,
 }
@@ -184,6 +196,141 @@ impl Budgets {
     }
 }
 
+/// The membership cache's mode and lifetimes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CacheSettings {
+    /// `GMBOT_CACHE_MODE`: `ttl` (default) or `events`.
+    pub mode: CacheMode,
+    /// The mode's lifetimes, with `GMBOT_CACHE_MEMBER_TTL_SECONDS` and
+    /// `GMBOT_CACHE_NON_MEMBER_TTL_SECONDS` applied (±15 % jitter either way).
+    pub ttl: TtlPolicy,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            mode: CacheMode::Ttl,
+            ttl: CacheMode::Ttl.default_ttl(),
+        }
+    }
+}
+
+/// Longest member lifetime accepted: a week (the TTL is the safety net for a missed leave).
+const MAX_MEMBER_TTL_SECONDS: u32 = 7 * 86_400;
+/// Longest non-member lifetime accepted: a day (a missed join keeps a member muted that long).
+const MAX_NON_MEMBER_TTL_SECONDS: u32 = 86_400;
+
+impl CacheSettings {
+    /// Reads `GMBOT_CACHE_MODE` and the TTL overrides through `get` (the
+    /// bot's environment; the CLI reads the same variables so that what
+    /// `gmbot cache warm` writes lives as long as what the bot writes).
+    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mode = match get("GMBOT_CACHE_MODE") {
+            None => CacheMode::Ttl,
+            Some(v) => v.parse::<CacheMode>().map_err(|_| {
+                bad(
+                    "GMBOT_CACHE_MODE",
+                    format!(
+                        "expected `ttl` (entries expire: 600 s member / 60 s non-member) or \
+                         `events` (entries follow the channels' join and leave events, \
+                         6 h member / 10 min non-member), got {v:?}"
+                    ),
+                )
+            })?,
+        };
+        let mut ttl = mode.default_ttl();
+        if get("GMBOT_CACHE_MEMBER_TTL_SECONDS").is_some() {
+            ttl.member = std::time::Duration::from_secs(u64::from(parse_count_from(
+                get,
+                "GMBOT_CACHE_MEMBER_TTL_SECONDS",
+                60,
+                MAX_MEMBER_TTL_SECONDS,
+            )?));
+        }
+        if get("GMBOT_CACHE_NON_MEMBER_TTL_SECONDS").is_some() {
+            ttl.non_member = std::time::Duration::from_secs(u64::from(parse_count_from(
+                get,
+                "GMBOT_CACHE_NON_MEMBER_TTL_SECONDS",
+                10,
+                MAX_NON_MEMBER_TTL_SECONDS,
+            )?));
+        }
+        Ok(Self { mode, ttl })
+    }
+}
+
+/// Reads the warm-up bounds (`GMBOT_WARM_MAX_MEMBERS`, `GMBOT_WARM_MAX_SECONDS`,
+/// `GMBOT_WARM_CALLS_PER_SECOND`) through `get`; unset ones keep
+/// [`WarmConfig::default`], except the time bound, which defaults to half the
+/// member TTL (between 60 s and 1 h: 300 s in `ttl` mode, 1 h in `events`
+/// mode) — a warm-up longer than the member TTL would outlive its first
+/// entries. `GMBOT_WARM_MAX_MEMBERS=0` turns the warm-up at start off.
+pub fn warm_from_lookup(
+    get: &dyn Fn(&str) -> Option<String>,
+    member_ttl: std::time::Duration,
+) -> Result<WarmConfig, ConfigError> {
+    let d = WarmConfig {
+        max_duration: (member_ttl / 2).clamp(
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_secs(3_600),
+        ),
+        ..WarmConfig::default()
+    };
+    let max_members = match get("GMBOT_WARM_MAX_MEMBERS") {
+        None => d.max_members,
+        Some(v) => v
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n <= 10_000_000)
+            .ok_or_else(|| {
+                bad(
+                    "GMBOT_WARM_MAX_MEMBERS",
+                    format!(
+                        "expected a whole number from 0 (no warm-up at start) to 10000000, got {v:?}"
+                    ),
+                )
+            })?,
+    };
+    let secs = u32::try_from(d.max_duration.as_secs()).unwrap_or(300);
+    Ok(WarmConfig {
+        max_members,
+        max_duration: std::time::Duration::from_secs(u64::from(parse_count(
+            get,
+            "GMBOT_WARM_MAX_SECONDS",
+            86_400,
+            secs,
+        )?)),
+        calls_per_second: parse_count(
+            get,
+            "GMBOT_WARM_CALLS_PER_SECOND",
+            1_000,
+            d.calls_per_second,
+        )?,
+        ..d
+    })
+}
+
+/// A whole number in `min..=max` (the variable is set).
+fn parse_count_from(
+    get: &dyn Fn(&str) -> Option<String>,
+    var: &'static str,
+    min: u32,
+    max: u32,
+) -> Result<u32, ConfigError> {
+    let v = get(var).unwrap_or_default();
+    v.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| {
+            bad(
+                var,
+                format!("expected a whole number of seconds from {min} to {max}, got {v:?}"),
+            )
+        })
+}
+
 /// A whole number in `1..=max`, or the variable's error naming the range.
 fn parse_count(
     get: &dyn Fn(&str) -> Option<String>,
@@ -222,6 +369,8 @@ impl fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("log_filter", &self.log_filter)
             .field("mtproto", &self.mtproto)
+            .field("cache", &self.cache)
+            .field("warm", &self.warm)
             .field("warnings", &self.warnings)
             .finish()
     }
@@ -484,6 +633,14 @@ impl Config {
             )?)),
         };
 
+        let cache = CacheSettings::from_lookup(&get)?;
+        let warm = warm_from_lookup(&get, cache.ttl.member)?;
+        if cache.mode == CacheMode::Events && webhook.is_some() && redis_url.is_none() {
+            warnings.push(
+                "GMBOT_CACHE_MODE=events without REDIS_URL: a join or leave reaches only the instance that receives it, so with several webhook instances the others keep serving the old status for hours; set REDIS_URL or run one instance".into(),
+            );
+        }
+
         if let Some(w) = v1_warning(&get("CHANNEL_ID"), &get("CHANNEL_URL"), &get("GROUP_ID")) {
             warnings.push(w);
         }
@@ -504,6 +661,8 @@ impl Config {
             mtproto_sim_url,
             budgets,
             raid,
+            cache,
+            warm,
             warnings,
         })
     }
@@ -732,6 +891,55 @@ mod tests {
     }
 
     #[test]
+    fn cache_mode_and_warm_up_settings() {
+        let c = parse(&[]).expect("defaults");
+        assert_eq!(c.cache, CacheSettings::default());
+        assert_eq!(c.cache.ttl, TtlPolicy::default());
+        assert_eq!(c.warm, WarmConfig::default());
+        let c = parse(&[("GMBOT_CACHE_MODE", "events")]).expect("events");
+        assert_eq!(c.cache.mode, CacheMode::Events);
+        assert_eq!(c.cache.ttl, CacheMode::Events.default_ttl());
+        assert_eq!(
+            c.warm.max_duration.as_secs(),
+            3_600,
+            "half of 6 h, capped at 1 h"
+        );
+        assert!(c.warnings.is_empty(), "polling: one instance");
+        let c = parse(&[
+            ("GMBOT_CACHE_MODE", " EVENTS "),
+            ("GMBOT_CACHE_MEMBER_TTL_SECONDS", "7200"),
+            ("GMBOT_CACHE_NON_MEMBER_TTL_SECONDS", "120"),
+            ("GMBOT_WARM_MAX_MEMBERS", "0"),
+            ("GMBOT_WARM_MAX_SECONDS", "60"),
+            ("GMBOT_WARM_CALLS_PER_SECOND", "10"),
+        ])
+        .expect("valid");
+        assert_eq!(c.cache.ttl.member, std::time::Duration::from_secs(7200));
+        assert_eq!(c.cache.ttl.non_member, std::time::Duration::from_secs(120));
+        assert!((c.cache.ttl.jitter - 0.15).abs() < 1e-9);
+        assert_eq!(
+            (
+                c.warm.max_members,
+                c.warm.max_duration.as_secs(),
+                c.warm.calls_per_second
+            ),
+            (0, 60, 10)
+        );
+        let c = parse(&[
+            ("GMBOT_CACHE_MODE", "events"),
+            ("WEBHOOK_URL", "https://x.example/h"),
+        ])
+        .expect("valid, with a warning");
+        assert!(
+            c.warnings.iter().any(|w| w.contains("REDIS_URL")),
+            "{:?}",
+            c.warnings
+        );
+        let err = parse(&[("GMBOT_CACHE_MODE", "event")]).expect_err("typo");
+        assert!(err.to_string().contains("`events`"), "{err}");
+    }
+
+    #[test]
     fn bad_values_name_the_variable_and_hide_secrets() {
         let cases: &[(&str, &str)] = &[
             ("TELEGRAM_BOT_TOKEN", "123:not-a-real-token"),
@@ -757,6 +965,13 @@ mod tests {
             ("GMBOT_ENV", "prod env"),
             ("SENTRY_DSN", "not a dsn"),
             ("GMBOT_LOG_FORMAT", "xml"),
+            ("GMBOT_CACHE_MODE", "lru"),
+            ("GMBOT_CACHE_MEMBER_TTL_SECONDS", "5"),
+            ("GMBOT_CACHE_MEMBER_TTL_SECONDS", "99999999"),
+            ("GMBOT_CACHE_NON_MEMBER_TTL_SECONDS", "1h"),
+            ("GMBOT_WARM_MAX_MEMBERS", "-1"),
+            ("GMBOT_WARM_MAX_SECONDS", "0"),
+            ("GMBOT_WARM_CALLS_PER_SECOND", "5000"),
         ];
         for (var, value) in cases {
             let err = parse(&[(var, value)]).expect_err("must be rejected");

@@ -98,6 +98,7 @@ pub struct Bot {
     webhook_url: Option<Url>,
     secret: Option<crate::secret::SecretString>,
     options: RunOptions,
+    warm: gmbot_core::warm::WarmConfig,
 }
 
 impl std::fmt::Debug for Bot {
@@ -195,32 +196,39 @@ impl Bot {
         let registry = Registry::new();
 
         let redis_prefix = options.redis_prefix.clone();
-        let (cache, layered): (Arc<dyn MembershipCache>, Option<Arc<LayeredCache>>) = match &config
-            .redis_url
-        {
-            Some(url) => {
-                let mut c = LayeredCacheConfig::new(url.expose());
-                c.redis.key_prefix = format!("{redis_prefix}m:");
-                c.redis.invalidation_channel = format!("{redis_prefix}m:invalidate");
-                let cache = LayeredCache::connect(c, Arc::clone(&clock), &registry)
-                    .await
-                    .context("cannot set up the Redis cache (REDIS_URL)")?;
-                if cache.ping().await.is_err() {
-                    log::warn!(
-                        "Redis does not answer yet; using the in-process cache until it does"
-                    );
+        let (cache, layered): (Arc<dyn MembershipCache>, Option<Arc<LayeredCache>>) =
+            match &config.redis_url {
+                Some(url) => {
+                    let mut c = LayeredCacheConfig::new(url.expose());
+                    c.redis.key_prefix = format!("{redis_prefix}m:");
+                    c.redis.invalidation_channel = format!("{redis_prefix}m:invalidate");
+                    c.redis.ttl = config.cache.ttl;
+                    let cache = LayeredCache::connect(c, Arc::clone(&clock), &registry)
+                        .await
+                        .context("cannot set up the Redis cache (REDIS_URL)")?;
+                    if cache.ping().await.is_err() {
+                        log::warn!(
+                            "Redis does not answer yet; using the in-process cache until it does"
+                        );
+                    }
+                    let cache = Arc::new(cache);
+                    (cache.clone(), Some(cache))
                 }
-                let cache = Arc::new(cache);
-                (cache.clone(), Some(cache))
-            }
-            None => (
-                Arc::new(
-                    MemoryCache::new(MemoryCacheConfig::default(), Arc::clone(&clock), &registry)
+                None => (
+                    Arc::new(
+                        MemoryCache::new(
+                            MemoryCacheConfig {
+                                ttl: config.cache.ttl,
+                                ..MemoryCacheConfig::default()
+                            },
+                            Arc::clone(&clock),
+                            &registry,
+                        )
                         .context("cannot set up the in-process cache")?,
+                    ),
+                    None,
                 ),
-                None,
-            ),
-        };
+            };
 
         let api_options = BotApiOptions {
             long_poll: options.long_poll,
@@ -250,6 +258,7 @@ impl Bot {
             },
             crate::flows::FlowConfig {
                 raid: options.raid,
+                cache_mode: config.cache.mode,
                 ..crate::flows::FlowConfig::default()
             },
         )?;
@@ -289,6 +298,16 @@ impl Bot {
             routes = routes.with_webhook_limit(path, Arc::new(ingress), options.max_body);
             secret = Some(s);
         }
+        log::info!(
+            cache_mode = config.cache.mode.as_str(),
+            member_ttl_s = config.cache.ttl.member.as_secs(),
+            non_member_ttl_s = config.cache.ttl.non_member.as_secs();
+            "membership cache: {} mode, {} s member / {} s non-member (±{:.0} %)",
+            config.cache.mode,
+            config.cache.ttl.member.as_secs(),
+            config.cache.ttl.non_member.as_secs(),
+            config.cache.ttl.jitter * 100.0
+        );
         let http = http::serve_split(
             config.http_listen,
             config.metrics_listen,
@@ -309,6 +328,7 @@ impl Bot {
             webhook_url,
             secret,
             options,
+            warm: config.warm,
         })
     }
 
@@ -369,6 +389,9 @@ impl Bot {
             self.options.gate_sweep_interval,
             async move { stop.wait().await },
         );
+        let stop = shutdown.clone();
+        let warm_up =
+            crate::flows::spawn_warm_up(&self.app, self.warm, async move { stop.wait().await });
         let mut polled = None;
         let received = match (&self.mode, &self.webhook_url, &self.secret) {
             (Mode::Webhook { .. }, Some(url), Some(secret)) => {
@@ -403,6 +426,7 @@ impl Bot {
         log::info!("stopping: no new updates; finishing those in flight");
         let sender = self.runtime.sender();
         resolving.abort();
+        warm_up.stop().await;
         let drain = self.runtime.shutdown().await;
         if let Some(fetched) = polled {
             // Only what was handled: the rest comes again at the next start.

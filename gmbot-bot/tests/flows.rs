@@ -167,6 +167,14 @@ impl Store for CountingStore {
     ) -> StoreResult<Vec<SeenMember>> {
         self.inner.seen_members(group, after, limit).await
     }
+    async fn recently_seen(
+        &self,
+        group: GroupId,
+        before: Option<(UnixTime, UserId)>,
+        limit: u32,
+    ) -> StoreResult<Vec<SeenMember>> {
+        self.inner.recently_seen(group, before, limit).await
+    }
     async fn count_seen(&self, group: GroupId) -> StoreResult<u64> {
         self.inner.count_seen(group).await
     }
@@ -2121,4 +2129,60 @@ async fn one_raided_chat_cannot_fill_the_webhook_queue() {
     let report = runtime.shutdown().await;
     assert_eq!(report.stats.handled, 5, "{report:?}");
     h.finish().await;
+}
+
+/// What a leave and a rejoin cost in each cache mode: `events` writes the event's status,
+/// so the strict-leave check and the next message are hits; `ttl` invalidates, so both ask.
+async fn leave_and_rejoin(mode: gmbot_core::cache::CacheMode) -> (usize, H) {
+    let mut h = harness_with(flows::FlowConfig {
+        cache_mode: mode,
+        ..flows::FlowConfig::default()
+    })
+    .await;
+    let chan = h.channel.get();
+    h.sim.post(h.group, h.alice, "hi").expect("post");
+    h.pump().await;
+    assert_eq!(h.calls("getChatMember", chan), 1, "first sight asks");
+    h.sim.leave(h.channel, h.alice).expect("alice leaves");
+    h.pump().await;
+    assert!(is_muted(h.sim.member(h.group, h.alice)), "strict leave");
+    let key = gmbot_core::cache::MembershipKey::new(h.channel, h.alice);
+    let after_leave = h.calls("getChatMember", chan);
+    match mode {
+        gmbot_core::cache::CacheMode::Events => {
+            assert_eq!(
+                after_leave, 1,
+                "the leave event answered the strict-leave check"
+            );
+            assert_eq!(
+                h.app.cache().get_local(key),
+                Some(gmbot_core::domain::ChatMemberStatus::Left)
+            );
+        }
+        gmbot_core::cache::CacheMode::Ttl => {
+            assert_eq!(after_leave, 2, "invalidated: the strict-leave check asks");
+        }
+    }
+    h.sim.join(h.channel, h.alice).expect("rejoin");
+    h.pump().await;
+    assert!(h.sim.can_post(h.group, h.alice), "unmuted on rejoin");
+    assert_eq!(
+        h.app.cache().get_local(key),
+        Some(gmbot_core::domain::ChatMemberStatus::Member),
+        "the join (events mode) or the recheck's answer (ttl mode) is cached"
+    );
+    h.sim.post(h.group, h.alice, "back").expect("post");
+    h.pump().await;
+    (h.calls("getChatMember", chan), h)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_mode_keeps_the_cache_true_with_fewer_calls() {
+    let (events, h) = leave_and_rejoin(gmbot_core::cache::CacheMode::Events).await;
+    h.finish().await;
+    let (ttl, h) = leave_and_rejoin(gmbot_core::cache::CacheMode::Ttl).await;
+    h.finish().await;
+    // Events: first sight only (the leave and the rejoin are in the cache). TTL: also the
+    // strict-leave check and the rejoin's recheck.
+    assert_eq!((events, ttl), (1, 3));
 }

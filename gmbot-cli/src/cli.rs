@@ -3,13 +3,13 @@
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::commands::{audit, groups_list, import_env, protect, status, unprotect};
+use crate::commands::{audit, cache, groups_list, import_env, protect, status, unprotect};
 use crate::database::UrlOrigin;
 
 /// Where the CLI stores its state when neither `--database-url` nor `DATABASE_URL` is given.
 pub(crate) const DEFAULT_DATABASE_URL: &str = "sqlite://gmbot.db";
 
-/// Operate GMBot's database: migrate it, protect and list groups, import a v1 `.env`.
+/// Operate GMBot's database: migrate it, protect and list groups, import a v1 `.env`, warm the shared cache.
 #[derive(Debug, Parser)]
 #[command(name = "gmbot", version, about, long_about = None)]
 pub(crate) struct Cli {
@@ -50,6 +50,9 @@ pub(crate) enum Command {
     ImportEnv(import_env::Args),
     /// Check every member of a group against its channels (resumable; --apply mutes).
     Audit(audit::Args),
+    /// Commands about the shared membership cache.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
 }
 
 /// `gmbot groups …`

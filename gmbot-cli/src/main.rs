@@ -1,5 +1,6 @@
 //! `gmbot`, GMBot's operator CLI: migrate the database, protect and list
-//! groups, show a group's status, import a v1 `.env`.
+//! groups, show a group's status, import a v1 `.env`, warm the shared
+//! membership cache.
 //!
 //! `main` parses the command line, runs the chosen command and turns its
 //! outcome into an exit code: 0 success, 1 runtime failure, 2 bad usage or

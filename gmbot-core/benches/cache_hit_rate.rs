@@ -70,8 +70,20 @@
 //! - **Member TTL lever** (optimum only): the reference workload's optimum
 //!   with a 10, 20 or 30 min member TTL, after an 80 min warm-up.
 //!
+//! - **Restart** (`cache_hit_rate/restart.rs`): the first 10 minutes after a
+//!   restart, cold and after `gmbot cache warm` / the warm-up at bot start.
+//! - **Events** (`cache_hit_rate/events.rs`): the event-kept cache mode on the
+//!   reference workload plus leaves, against the exact first-sight bound, and
+//!   with 1 % of the leave events dropped.
+//!
+//! Sections run by name (`-- restart events`; all without names). Every
+//! answer a cache serves is checked against the trace's truth.
+//!
 //! Targets (the project's performance issue): hit rate ≥ 95 % with the memory
-//! cache and with Redis, within 1 percentage point of the optimum.
+//! cache and with Redis, within 1 percentage point of the optimum; after a
+//! warm-up ≥ 90 % from the first minute after a restart; events mode within
+//! 0.5 pp of the first-sight bound, ≤ 45 calls per 1,000 verifications, no
+//! stale answer.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -88,6 +100,11 @@ use gmbot_core::clock::ManualClock;
 use gmbot_core::domain::{ChannelId, ChatMemberStatus, UnixTime, UserId};
 use prometheus::Registry;
 use rand::rngs::StdRng;
+
+#[path = "cache_hit_rate/events.rs"]
+mod events;
+#[path = "cache_hit_rate/restart.rs"]
+mod restart;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
@@ -117,16 +134,23 @@ const REFERENCE: Scenario = Scenario {
     rate: 1_000,
     warm_up: Duration::from_secs(20 * 60),
     measured: Duration::from_secs(10 * 60),
+    leaves_per_second: 0,
+    drop_leaves_per_mille: 0,
 };
 
 /// A workload variant: Zipf exponent, verified messages per second, and a
-/// warm-up replayed but not measured (zero = a cold cache).
+/// warm-up replayed but not measured (zero = a cold cache). The event-kept
+/// rows add channel leaves (`leaves_per_second`, any user alike; none in
+/// the reference workload, whose trace stays exactly as it was) of which
+/// `drop_leaves_per_mille` ‰ never reach the bot.
 #[derive(Debug, Clone, Copy)]
 struct Scenario {
     zipf: f64,
     rate: u64,
     warm_up: Duration,
     measured: Duration,
+    leaves_per_second: u64,
+    drop_leaves_per_mille: u32,
 }
 
 impl Scenario {
@@ -238,6 +262,9 @@ enum Kind {
     Lookup { first: bool },
     /// An "I've joined" recheck of one channel: a Telegram call, then a cache write.
     Recheck { first: bool },
+    /// A `chat_member` join or leave of the channel (the op's `subscribed` is
+    /// the new status). `dropped`: the update never reached the bot.
+    Event { dropped: bool },
 }
 
 /// One step of the trace.
@@ -254,17 +281,36 @@ struct Op {
     wave: u16,
 }
 
+/// Channel `channel`'s group (inverse of [`channels_of`]).
+fn group_of_channel(channel: ChannelId) -> u64 {
+    ((-1_000_000_000_000 - channel.0) / 2) as u64
+}
+
 /// The trace: ops in time order.
 fn build_trace(sc: Scenario, population: &Population) -> Vec<Op> {
     let mut rng = StdRng::seed_from_u64(SEED);
+    // Leaves draw from their own generator, so that without leaves the
+    // trace is exactly the reference one.
+    let mut leave_rng = StdRng::seed_from_u64(SEED ^ 0x1ea7e);
     let total = (sc.warm_up + sc.measured).as_secs() * sc.rate;
     let tick = |ms: u64| ms / TICK_MS * TICK_MS;
-    let mut joined: HashSet<MembershipKey> = HashSet::new();
+    // Keys whose subscription differs from `initially_subscribed` now.
+    let mut changed: HashMap<MembershipKey, bool> = HashMap::new();
     let mut muted: HashSet<(u64, u64)> = HashSet::new();
+    // (group, user) pairs the bot saw writing (strict leave checks only those).
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    // Pairs whose leave the bot missed: it does not know they are no longer
+    // subscribed, and (upper bound of their exposure) never mutes them.
+    let mut unaware: HashSet<(u64, u64)> = HashSet::new();
     let mut joins: BinaryHeap<Reverse<(u64, u64, u64)>> = BinaryHeap::new();
     let mut ops = Vec::with_capacity(total as usize * 21 / 20 + 1_000);
-    let truth =
-        |joined: &HashSet<MembershipKey>, key| joined.contains(&key) || initially_subscribed(key);
+    let truth = |changed: &HashMap<MembershipKey, bool>, key| {
+        changed
+            .get(&key)
+            .copied()
+            .unwrap_or_else(|| initially_subscribed(key))
+    };
+    let mut next_leave_ms = leave_gap(sc, &mut leave_rng);
     for i in 0..total {
         let now = i * 1_000 / sc.rate;
         while let Some(&Reverse((at, group, user))) = joins.peek() {
@@ -275,7 +321,19 @@ fn build_trace(sc: Scenario, population: &Population) -> Vec<Op> {
             muted.remove(&(group, user));
             for (j, channel) in channels_of(group).enumerate() {
                 let key = MembershipKey::new(channel, UserId(user as i64));
-                joined.insert(key);
+                if !truth(&changed, key) {
+                    changed.insert(key, true);
+                    if sc.leaves_per_second > 0 {
+                        // The join is a chat_member update before the recheck it triggers.
+                        ops.push(Op {
+                            at: tick(at),
+                            key,
+                            subscribed: true,
+                            kind: Kind::Event { dropped: false },
+                            wave: 0,
+                        });
+                    }
+                }
                 ops.push(Op {
                     at: tick(at),
                     key,
@@ -285,6 +343,57 @@ fn build_trace(sc: Scenario, population: &Population) -> Vec<Op> {
                 });
             }
         }
+        while sc.leaves_per_second > 0 && next_leave_ms <= now {
+            let at = next_leave_ms;
+            next_leave_ms += leave_gap(sc, &mut leave_rng);
+            // Any subscriber may leave, whatever their activity (drawing leavers by
+            // activity would have the busiest writers leave, and be muted, within minutes).
+            let user = leave_rng.random_range(1..=USERS);
+            let (groups, count) = groups_of(user);
+            let group = groups[leave_rng.random_range(0..count)];
+            let channels: Vec<ChannelId> = channels_of(group).collect();
+            let channel = channels[leave_rng.random_range(0..channels.len())];
+            let key = MembershipKey::new(channel, UserId(user as i64));
+            if !truth(&changed, key) {
+                continue;
+            }
+            changed.insert(key, false);
+            let dropped = leave_rng.random_range(0..1_000u32) < sc.drop_leaves_per_mille;
+            ops.push(Op {
+                at: tick(at),
+                key,
+                subscribed: false,
+                kind: Kind::Event { dropped },
+                wave: 0,
+            });
+            if dropped {
+                unaware.insert((group, user));
+                continue;
+            }
+            // Strict leave: a member seen writing is verified (every channel
+            // of the group) and, no longer subscribed, muted at once.
+            if !seen.contains(&(group, user)) || muted.contains(&(group, user)) {
+                continue;
+            }
+            for (j, channel) in channels_of(group).enumerate() {
+                let key = MembershipKey::new(channel, UserId(user as i64));
+                ops.push(Op {
+                    at: tick(at),
+                    key,
+                    subscribed: truth(&changed, key),
+                    kind: Kind::Lookup { first: j == 0 },
+                    wave: 0,
+                });
+            }
+            muted.insert((group, user));
+            if leave_rng.random_bool(JOIN_PROBABILITY) {
+                joins.push(Reverse((
+                    at + leave_rng.random_range(JOIN_DELAY_MS),
+                    group,
+                    user,
+                )));
+            }
+        }
         // A muted member cannot write in that group: someone else writes instead.
         let (group, user) = loop {
             let pick = population.draw(&mut rng);
@@ -292,10 +401,11 @@ fn build_trace(sc: Scenario, population: &Population) -> Vec<Op> {
                 break pick;
             }
         };
+        seen.insert((group, user));
         let mut allowed = true;
         for (j, channel) in channels_of(group).enumerate() {
             let key = MembershipKey::new(channel, UserId(user as i64));
-            let subscribed = truth(&joined, key);
+            let subscribed = truth(&changed, key);
             allowed &= subscribed;
             ops.push(Op {
                 at: tick(now),
@@ -305,7 +415,7 @@ fn build_trace(sc: Scenario, population: &Population) -> Vec<Op> {
                 wave: 0,
             });
         }
-        if !allowed {
+        if !allowed && !unaware.contains(&(group, user)) {
             muted.insert((group, user));
             if rng.random_bool(JOIN_PROBABILITY) {
                 joins.push(Reverse((
@@ -316,24 +426,35 @@ fn build_trace(sc: Scenario, population: &Population) -> Vec<Op> {
             }
         }
     }
+    // Stable: ops of one instant keep the order they happened in (an event
+    // before the check it triggers).
     ops.sort_by_key(|op| op.at);
     // Waves: the n-th op on a key within a tick is in wave n.
-    let mut seen: HashMap<MembershipKey, u16> = HashMap::new();
+    let mut waves: HashMap<MembershipKey, u16> = HashMap::new();
     let mut current = u64::MAX;
     for op in &mut ops {
         if op.at != current {
             current = op.at;
-            seen.clear();
+            waves.clear();
         }
-        let n = seen.entry(op.key).or_insert(0);
+        let n = waves.entry(op.key).or_insert(0);
         op.wave = *n;
         *n += 1;
     }
     ops
 }
 
+/// Milliseconds to the next leave: exponential with mean 1 / `leaves_per_second`.
+fn leave_gap(sc: Scenario, rng: &mut StdRng) -> u64 {
+    if sc.leaves_per_second == 0 {
+        return u64::MAX;
+    }
+    let u: f64 = rng.random_range(f64::EPSILON..1.0);
+    ((-u.ln()) * 1_000.0 / sc.leaves_per_second as f64).ceil() as u64
+}
+
 /// What a replay counted over the measured window.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Outcome {
     /// Message lookups.
     lookups: u64,
@@ -347,6 +468,12 @@ struct Outcome {
     recheck_calls: u64,
     /// Messages plus "I've joined" presses.
     verifications: u64,
+    /// Warm-up calls made during the measured window (the emulated warm-up at start).
+    warm_calls: u64,
+    /// Lookups whose answer was not the trace's truth at that instant.
+    stale: u64,
+    /// Per measured minute: (lookups, hits, Telegram calls).
+    minutes: Vec<(u64, u64, u64)>,
     elapsed: Duration,
 }
 
@@ -359,8 +486,12 @@ impl Outcome {
         self.hits() as f64 / self.lookups.max(1) as f64
     }
 
+    fn calls(&self) -> u64 {
+        self.loads + self.recheck_calls + self.warm_calls
+    }
+
     fn calls_per_1k(&self) -> f64 {
-        (self.loads + self.recheck_calls) as f64 * 1_000.0 / self.verifications.max(1) as f64
+        self.calls() as f64 * 1_000.0 / self.verifications.max(1) as f64
     }
 
     fn count_verification(&mut self, kind: Kind) {
@@ -368,9 +499,18 @@ impl Outcome {
             self.verifications += 1;
         }
     }
+
+    fn minute(&mut self, at: u64, from_ms: u64) -> &mut (u64, u64, u64) {
+        let m = ((at - from_ms) / 60_000) as usize;
+        if self.minutes.len() <= m {
+            self.minutes.resize(m + 1, (0, 0, 0));
+        }
+        &mut self.minutes[m]
+    }
 }
 
-/// The idealized cache: unbounded, same jittered TTLs, same recheck writes.
+/// The idealized cache: unbounded, same jittered TTLs, same recheck writes;
+/// a delivered join or leave invalidates (the default mode).
 fn optimum(trace: &[Op], policy: TtlPolicy, from_ms: u64) -> Outcome {
     let mut rng = StdRng::seed_from_u64(SEED ^ 0xff);
     let mut expiry: HashMap<MembershipKey, u64> = HashMap::new();
@@ -395,38 +535,131 @@ fn optimum(trace: &[Op], policy: TtlPolicy, from_ms: u64) -> Outcome {
                     expiry.insert(op.key, op.at + ttl(&mut rng));
                 }
             }
+            Kind::Event { dropped } => {
+                if !dropped {
+                    expiry.remove(&op.key);
+                }
+            }
         }
     }
     out
 }
 
-/// Who served one op of a replay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Served {
-    From(CacheSource),
-    Rechecked,
+/// The first-sight bound: a cache that never forgets and learns every
+/// delivered event misses only a key nothing in the trace touched before
+/// (no lookup, no recheck, no delivered event). No cache does better.
+fn first_sight_bound(trace: &[Op], from_ms: u64) -> Outcome {
+    let mut known: HashSet<MembershipKey> = HashSet::new();
+    let mut out = Outcome::default();
+    for op in trace {
+        let measured = op.at >= from_ms;
+        if measured {
+            out.count_verification(op.kind);
+        }
+        match op.kind {
+            Kind::Recheck { .. } => {
+                // A recheck of a key the cache knows (its join event) needs no call.
+                if known.insert(op.key) {
+                    out.recheck_calls += u64::from(measured);
+                }
+            }
+            Kind::Event { dropped } => {
+                if !dropped {
+                    known.insert(op.key);
+                }
+            }
+            Kind::Lookup { .. } => {
+                out.lookups += u64::from(measured);
+                if known.insert(op.key) {
+                    out.loads += u64::from(measured);
+                } else {
+                    out.hits_l1 += u64::from(measured);
+                }
+            }
+        }
+    }
+    out
 }
 
-async fn apply(cache: &dyn MembershipCache, op: Op) -> Served {
-    match op.kind {
-        Kind::Recheck { .. } => {
-            cache.insert(op.key, status(op.subscribed)).await;
-            Served::Rechecked
+/// Who served one op of a replay, and whether its answer was stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Served {
+    From(CacheSource, bool),
+    /// A recheck: whether it called Telegram, and whether its answer was stale.
+    Rechecked(bool, bool),
+    Event,
+}
+
+/// How a replay runs.
+#[derive(Clone, Copy)]
+struct ReplayMode {
+    /// Ops before this instant are skipped (a restart: the cache starts
+    /// here; its clock must read this instant of the trace).
+    start_ms: u64,
+    /// Counting starts here.
+    from_ms: u64,
+    /// A delivered join or leave writes the event's status (events mode) rather than invalidating.
+    events_write: bool,
+}
+
+impl ReplayMode {
+    fn measured_from(from_ms: u64) -> Self {
+        Self {
+            start_ms: 0,
+            from_ms,
+            events_write: false,
         }
-        Kind::Lookup { .. } => {
+    }
+}
+
+async fn apply(cache: &dyn MembershipCache, op: Op, events_write: bool) -> Served {
+    match op.kind {
+        Kind::Recheck { .. } if events_write => {
+            // Events mode: the recheck a join triggers reads the cache, which holds the join.
             if let Some(got) = cache.get_local(op.key) {
-                assert_eq!(got.is_subscribed(), op.subscribed, "stale answer");
-                return Served::From(CacheSource::L1);
+                return Served::Rechecked(false, got.is_subscribed() != op.subscribed);
             }
             let got = cache
                 .get_or_load(op.key, Box::pin(ready(Ok(status(op.subscribed)))))
                 .await
                 .expect("the loader never fails here");
-            assert_eq!(got.status.is_subscribed(), op.subscribed, "stale answer");
-            Served::From(got.source)
+            Served::Rechecked(
+                got.source == CacheSource::Loaded,
+                got.status.is_subscribed() != op.subscribed,
+            )
+        }
+        Kind::Recheck { .. } => {
+            // The bot's recheck: Telegram directly, then the cache (unless an event came in between).
+            cache
+                .refresh(op.key, Box::pin(ready(Ok(status(op.subscribed)))))
+                .await
+                .expect("the loader never fails here");
+            Served::Rechecked(true, false)
+        }
+        Kind::Event { dropped: true } => Served::Event,
+        Kind::Event { dropped: false } => {
+            if events_write {
+                cache.insert(op.key, status(op.subscribed)).await;
+            } else {
+                cache.invalidate(op.key).await;
+            }
+            Served::Event
+        }
+        Kind::Lookup { .. } => {
+            if let Some(got) = cache.get_local(op.key) {
+                return Served::From(CacheSource::L1, got.is_subscribed() != op.subscribed);
+            }
+            let got = cache
+                .get_or_load(op.key, Box::pin(ready(Ok(status(op.subscribed)))))
+                .await
+                .expect("the loader never fails here");
+            Served::From(got.source, got.status.is_subscribed() != op.subscribed)
         }
     }
 }
+
+/// Keys an emulated warm-up looks up before a tick: (key, truth at that instant).
+type WarmFeed<'a> = &'a mut dyn FnMut(u64) -> Vec<(MembershipKey, bool)>;
 
 /// Replays the trace through `cache`, moving `clock` tick by tick; a tick's
 /// ops run wave by wave, the ops of a wave (distinct keys) concurrently.
@@ -436,33 +669,87 @@ async fn replay(
     clock: &ManualClock,
     from_ms: u64,
 ) -> Outcome {
+    replay_with(
+        trace,
+        cache,
+        clock,
+        ReplayMode::measured_from(from_ms),
+        None,
+    )
+    .await
+}
+
+/// [`replay`] with a mode and an optional emulated warm-up, whose lookups
+/// (one at a time, before each tick's ops) count as Telegram calls when they load.
+async fn replay_with(
+    trace: &[Op],
+    cache: &dyn MembershipCache,
+    clock: &ManualClock,
+    mode: ReplayMode,
+    mut warm: Option<WarmFeed<'_>>,
+) -> Outcome {
     let mut out = Outcome::default();
-    let mut sim_now = 0;
+    let mut sim_now = mode.start_ms;
     let started = Instant::now();
     let mut wave: Vec<Op> = Vec::new();
+    let from_ms = mode.from_ms;
     for tick in trace.chunk_by(|a, b| a.at == b.at) {
         let at = tick[0].at;
+        if at < mode.start_ms {
+            continue;
+        }
         clock.advance(Duration::from_millis(at - sim_now));
         sim_now = at;
         let measured = at >= from_ms;
+        if let Some(feed) = warm.as_mut() {
+            for (key, truth) in feed(at) {
+                let got = cache
+                    .get_or_load(key, Box::pin(ready(Ok(status(truth)))))
+                    .await
+                    .expect("the loader never fails here");
+                if measured && got.source == CacheSource::Loaded {
+                    out.warm_calls += 1;
+                    out.minute(at, from_ms).2 += 1;
+                }
+            }
+        }
         let last_wave = tick.iter().map(|op| op.wave).max().unwrap_or(0);
         for w in 0..=last_wave {
             wave.clear();
             wave.extend(tick.iter().filter(|op| op.wave == w));
-            let served = join_all(wave.iter().map(|&op| apply(cache, op))).await;
+            let served = join_all(wave.iter().map(|&op| apply(cache, op, mode.events_write))).await;
             if !measured {
                 continue;
             }
             for (op, s) in wave.iter().zip(served) {
                 out.count_verification(op.kind);
                 match s {
-                    Served::Rechecked => out.recheck_calls += 1,
-                    Served::From(source) => {
+                    Served::Event => {}
+                    Served::Rechecked(called, stale) => {
+                        out.stale += u64::from(stale);
+                        if called {
+                            out.recheck_calls += 1;
+                            out.minute(at, from_ms).2 += 1;
+                        }
+                    }
+                    Served::From(source, stale) => {
                         out.lookups += 1;
+                        out.stale += u64::from(stale);
+                        let minute = out.minute(at, from_ms);
+                        minute.0 += 1;
                         match source {
-                            CacheSource::L1 => out.hits_l1 += 1,
-                            CacheSource::Redis => out.hits_redis += 1,
-                            CacheSource::Loaded => out.loads += 1,
+                            CacheSource::L1 => {
+                                out.hits_l1 += 1;
+                                out.minute(at, from_ms).1 += 1;
+                            }
+                            CacheSource::Redis => {
+                                out.hits_redis += 1;
+                                out.minute(at, from_ms).1 += 1;
+                            }
+                            CacheSource::Loaded => {
+                                out.loads += 1;
+                                out.minute(at, from_ms).2 += 1;
+                            }
                         }
                     }
                 }
@@ -590,6 +877,7 @@ fn header() {
 }
 
 fn row(name: &str, o: &Outcome, best: &Outcome) {
+    assert_eq!(o.stale, 0, "{name}: a stale answer was served");
     println!(
         "| {name} | {} | {} / {} | {} + {} | {:.2} % | {:+.2} pp | {:.1} | {:.1} |",
         o.lookups,
@@ -789,9 +1077,31 @@ fn main() {
     runtime.block_on(run());
 }
 
+/// The sections a run can be limited to (`-- restart events`); all by default.
+const SECTIONS: [&str; 6] = [
+    "reference",
+    "throughput",
+    "sensitivity",
+    "lever",
+    "restart",
+    "events",
+];
+
 async fn run() {
     let begun = Instant::now();
     require_redis().await;
+    // `cargo bench` passes `--bench`; anything else names sections.
+    let chosen: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    for c in &chosen {
+        assert!(
+            SECTIONS.contains(&c.as_str()),
+            "unknown section `{c}`; expected some of {SECTIONS:?}"
+        );
+    }
+    let wanted = |s: &str| chosen.is_empty() || chosen.iter().any(|c| c == s);
     let policy = TtlPolicy::default();
     let sc = REFERENCE;
     let population = Population::new(sc.zipf);
@@ -806,22 +1116,78 @@ async fn run() {
         JOIN_DELAY_MS.end() / 1_000,
     );
     describe(&trace, sc, &population);
-    println!();
     let from = sc.measure_from_ms();
-    let best = optimum(&trace, policy, from);
+    if wanted("reference") {
+        reference(&trace, policy, from).await;
+    }
+    if wanted("throughput") {
+        throughput(&trace, from).await;
+    }
+    if wanted("restart") {
+        restart::restart(
+            &trace,
+            sc,
+            &[
+                (
+                    "default bounds: 300 s at 50 calls/s ≈ 14,000 members",
+                    14_000,
+                    50,
+                    "ttl",
+                ),
+                (
+                    "--max-members 50000 --calls-per-second 300",
+                    50_000,
+                    300,
+                    "ttl",
+                ),
+                (
+                    "--max-members 50000 --calls-per-second 500",
+                    50_000,
+                    500,
+                    "ttl",
+                ),
+                (
+                    "--max-members 50000 --calls-per-second 50",
+                    50_000,
+                    50,
+                    "events",
+                ),
+            ],
+            &[50, 500],
+        )
+        .await;
+    }
+    drop(trace);
+    if wanted("events") {
+        events::events(1, 10).await;
+    }
+    if wanted("sensitivity") {
+        sensitivity(policy).await;
+    }
+    if wanted("lever") {
+        member_ttl_lever(policy);
+    }
+    println!("\ntotal run time: {:.1} s", begun.elapsed().as_secs_f64());
+}
+
+/// The reference rows: optimum, memory, Redis, layered, and the targets.
+async fn reference(trace: &[Op], policy: TtlPolicy, from: u64) {
+    let started = Instant::now();
+    println!();
+    let best = optimum(trace, policy, from);
     header();
     row("optimum (unbounded, same TTLs)", &best, &best);
 
     let clock = start();
     let memory = memory_cache(&clock);
-    let mut results = vec![("memory", replay(&trace, &memory, &clock, from).await)];
+    let mut results = vec![("memory", replay(trace, &memory, &clock, from).await)];
     row("memory (500k)", &results[0].1, &best);
     drop(memory);
 
     let prefix = unique_prefix("redis");
     let clock = start();
     let redis = redis_cache(&clock, &prefix).await;
-    let o = replay(&trace, &redis, &clock, from).await;
+    let o = replay(trace, &redis, &clock, from).await;
     row("Redis", &o, &best);
     results.push(("redis", o));
     drop(redis);
@@ -830,7 +1196,7 @@ async fn run() {
     let prefix = unique_prefix("layered");
     let clock = start();
     let layered = layered_cache(&clock, &prefix).await;
-    let o = replay(&trace, &layered, &clock, from).await;
+    let o = replay(trace, &layered, &clock, from).await;
     row("layered (L1 100k + Redis)", &o, &best);
     results.push(("layered", o));
     drop(layered);
@@ -857,14 +1223,11 @@ async fn run() {
             best.hit_rate() * 100.0
         );
     }
-    throughput(&trace, from).await;
-    drop(trace);
+    println!("(reference: {:.1} s)", started.elapsed().as_secs_f64());
+}
 
-    // How the optimum, and the memory cache's distance to it, depend on the workload.
-    println!(
-        "(reference and throughput: {:.1} s)",
-        begun.elapsed().as_secs_f64()
-    );
+/// How the optimum, and the memory cache's distance to it, depend on the workload.
+async fn sensitivity(policy: TtlPolicy) {
     let sensitivity = Instant::now();
     println!("\nsensitivity (memory cache; the optimum bounds every adapter):\n");
     println!(
@@ -885,6 +1248,7 @@ async fn run() {
             rate,
             warm_up: minutes(warm),
             measured: minutes(10),
+            ..REFERENCE
         };
         let population = Population::new(zipf);
         let trace = build_trace(sc, &population);
@@ -900,8 +1264,6 @@ async fn run() {
         );
     }
     println!("({:.1} s)", sensitivity.elapsed().as_secs_f64());
-    member_ttl_lever(policy);
-    println!("\ntotal run time: {:.1} s", begun.elapsed().as_secs_f64());
 }
 
 /// What the member TTL would have to be: the optimum of the reference

@@ -25,6 +25,8 @@
 //!   adapters, migrations and `DATABASE_URL` parsing.
 //! - [`telegram`] — the [`TelegramApi`](telegram::TelegramApi) port the frontends implement,
 //!   and [`MemoryTelegram`](telegram::MemoryTelegram), a scripted in-memory Telegram.
+//! - [`warm`] — the cache [`WarmUp`](warm::WarmUp): re-verifies the most recently
+//!   seen members first, in the dispatcher's bulk lane, bounded in count and time.
 //!
 //! ## Example
 //!
@@ -57,3 +59,4 @@ pub mod engine;
 pub mod setup;
 pub mod store;
 pub mod telegram;
+pub mod warm;

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use gmbot_core::cache::{
-    CacheSource, LayeredCache, LayeredCacheConfig, MembershipCache, MembershipKey,
+    CacheMode, CacheSource, LayeredCache, LayeredCacheConfig, MembershipCache, MembershipKey,
     MembershipLoader, MemoryCache, MemoryCacheConfig, RedisCache, RedisCacheConfig, TtlPolicy,
 };
 use gmbot_core::clock::ManualClock;
@@ -540,6 +540,290 @@ async fn single_flight(kind: Kind, result: TelegramResult<ChatMemberStatus>) {
     f.cleanup().await;
 }
 
+/// A loader held until released: `started` fires when Telegram is "asked".
+struct Gate {
+    started: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+impl Gate {
+    fn new() -> Self {
+        Self {
+            started: Arc::new(tokio::sync::Notify::new()),
+            release: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    fn loader(
+        &self,
+        calls: &Arc<AtomicUsize>,
+        answer: ChatMemberStatus,
+    ) -> MembershipLoader<'static> {
+        let (started, release, calls) = (
+            Arc::clone(&self.started),
+            Arc::clone(&self.release),
+            Arc::clone(calls),
+        );
+        Box::pin(async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            started.notify_one();
+            release.notified().await;
+            Ok(answer)
+        })
+    }
+
+    async fn wait_started(&self) {
+        tokio::time::timeout(Duration::from_secs(5), self.started.notified())
+            .await
+            .expect("the load starts");
+    }
+
+    fn release(&self) {
+        self.release.notify_one();
+    }
+}
+
+/// A chat_member event seen while a lookup's load is in flight (the load
+/// asked Telegram before the change): the event's status is kept, the older
+/// answer goes only to its caller, and a lookup arriving meanwhile does not wait
+/// for that older answer.
+async fn insert_wins_over_a_load_in_flight(kind: Kind) {
+    let f = Fixture::new(kind, "insert_wins", TtlPolicy::default()).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let k = key(60);
+    let gate = Gate::new();
+    let cache = Arc::clone(&f.cache);
+    let old = tokio::spawn({
+        let loader = gate.loader(&calls, ChatMemberStatus::Member);
+        async move { cache.get_or_load(k, loader).await }
+    });
+    gate.wait_started().await;
+    f.cache.insert(k, ChatMemberStatus::Left).await;
+    // A lookup now sees the event at once, while the old load is still held.
+    let now = tokio::time::timeout(
+        Duration::from_secs(2),
+        f.cache
+            .get_or_load(k, counting(&calls, Ok(ChatMemberStatus::Kicked))),
+    )
+    .await
+    .expect("does not wait for the superseded load")
+    .expect("lookup");
+    assert_eq!(
+        (now.status, now.source),
+        (ChatMemberStatus::Left, f.hit_source())
+    );
+    gate.release();
+    let old = old.await.expect("task").expect("lookup");
+    assert_eq!(
+        (old.status, old.source),
+        (ChatMemberStatus::Member, CacheSource::Loaded),
+        "the caller of the old load gets its answer"
+    );
+    for _ in 0..3 {
+        let got = f
+            .cache
+            .get_or_load(k, counting(&calls, Ok(ChatMemberStatus::Kicked)))
+            .await
+            .expect("lookup");
+        assert_eq!(
+            (got.status, got.source),
+            (ChatMemberStatus::Left, f.hit_source()),
+            "the older load did not overwrite the event"
+        );
+    }
+    if kind != Kind::Redis {
+        assert_eq!(f.cache.get_local(k), Some(ChatMemberStatus::Left));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        metric(&f.registry, "gmbot_cache_loads_superseded_total", &[]),
+        1.0
+    );
+    f.cleanup().await;
+}
+
+/// An invalidation while a load is in flight: the load's answer is not cached.
+async fn invalidation_during_a_load_keeps_its_answer_out(kind: Kind) {
+    let f = Fixture::new(kind, "invalidate_in_flight", TtlPolicy::default()).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let k = key(61);
+    let gate = Gate::new();
+    let cache = Arc::clone(&f.cache);
+    let old = tokio::spawn({
+        let loader = gate.loader(&calls, ChatMemberStatus::Left);
+        async move { cache.get_or_load(k, loader).await }
+    });
+    gate.wait_started().await;
+    f.cache.invalidate(k).await;
+    gate.release();
+    assert_eq!(
+        old.await.expect("task").expect("lookup").status,
+        ChatMemberStatus::Left
+    );
+    assert_eq!(f.cache.get_local(k), None);
+    let got = f
+        .cache
+        .get_or_load(k, counting(&calls, Ok(ChatMemberStatus::Member)))
+        .await
+        .expect("lookup");
+    assert_eq!(
+        (got.status, got.source),
+        (ChatMemberStatus::Member, CacheSource::Loaded),
+        "the next lookup asks again"
+    );
+    f.cleanup().await;
+}
+
+/// `refresh` asks afresh (no cache read, no joining an older load), caches
+/// its answer over that older load's, and yields to an event that arrives
+/// while it runs.
+async fn refresh_is_fresh_and_yields_to_events(kind: Kind) {
+    let f = Fixture::new(kind, "refresh", TtlPolicy::default()).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let k = key(62);
+    f.cache.insert(k, ChatMemberStatus::Left).await;
+    let got = f
+        .cache
+        .refresh(k, counting(&calls, Ok(ChatMemberStatus::Member)))
+        .await
+        .expect("refresh");
+    assert_eq!(got, ChatMemberStatus::Member);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "a refresh never reads the cache"
+    );
+    let hit = f
+        .cache
+        .get_or_load(k, counting(&calls, Ok(ChatMemberStatus::Kicked)))
+        .await
+        .expect("lookup");
+    assert_eq!(
+        (hit.status, hit.source),
+        (ChatMemberStatus::Member, f.hit_source())
+    );
+
+    // An older load in flight (it asked before the member left), then a refresh
+    // that answers first: the refresh's answer stands.
+    let k = key(63);
+    let gate = Gate::new();
+    let cache = Arc::clone(&f.cache);
+    let old = tokio::spawn({
+        let loader = gate.loader(&calls, ChatMemberStatus::Member);
+        async move { cache.get_or_load(k, loader).await }
+    });
+    gate.wait_started().await;
+    let fresh = tokio::time::timeout(
+        Duration::from_secs(2),
+        f.cache
+            .refresh(k, counting(&calls, Ok(ChatMemberStatus::Left))),
+    )
+    .await
+    .expect("a refresh does not join the older load")
+    .expect("refresh");
+    assert_eq!(fresh, ChatMemberStatus::Left);
+    gate.release();
+    assert_eq!(
+        old.await.expect("task").expect("lookup").status,
+        ChatMemberStatus::Member
+    );
+    let got = f
+        .cache
+        .get_or_load(k, counting(&calls, Ok(ChatMemberStatus::Kicked)))
+        .await
+        .expect("lookup");
+    assert_eq!(
+        (got.status, got.source),
+        (ChatMemberStatus::Left, f.hit_source()),
+        "the older load did not overwrite the refresh"
+    );
+
+    // A refresh in flight, then an event: the event stands.
+    let k = key(64);
+    let gate = Gate::new();
+    let cache = Arc::clone(&f.cache);
+    let refreshing = tokio::spawn({
+        let loader = gate.loader(&calls, ChatMemberStatus::Member);
+        async move { cache.refresh(k, loader).await }
+    });
+    gate.wait_started().await;
+    f.cache.insert(k, ChatMemberStatus::Kicked).await;
+    gate.release();
+    assert_eq!(
+        refreshing.await.expect("task").expect("refresh"),
+        ChatMemberStatus::Member
+    );
+    let got = f
+        .cache
+        .get_or_load(k, counting(&calls, Ok(ChatMemberStatus::Left)))
+        .await
+        .expect("lookup");
+    assert_eq!(
+        (got.status, got.source),
+        (ChatMemberStatus::Kicked, f.hit_source())
+    );
+    f.cleanup().await;
+}
+
+/// Events mode: a member lives for hours (with jitter), a leave replaces it at
+/// once, a join replaces a non-member, and the TTL still ends an entry whose
+/// event was missed.
+async fn events_mode_lifetimes_and_replacements(kind: Kind) {
+    let policy = CacheMode::Events.default_ttl();
+    let f = Fixture::new(kind, "events_mode", policy).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (stays, leaves, joins) = (key(70), key(71), key(72));
+    for k in [stays, leaves] {
+        let got = f
+            .cache
+            .get_or_load(k, counting(&calls, Ok(ChatMemberStatus::Member)))
+            .await
+            .expect("lookup");
+        assert_eq!(got.source, CacheSource::Loaded);
+    }
+    let got = f
+        .cache
+        .get_or_load(joins, counting(&calls, Ok(ChatMemberStatus::Left)))
+        .await
+        .expect("lookup");
+    assert_eq!(got.status, ChatMemberStatus::Left);
+    let lookup = |k| {
+        let cache = Arc::clone(&f.cache);
+        let calls = Arc::clone(&calls);
+        async move {
+            cache
+                .get_or_load(
+                    k,
+                    counting(
+                        &calls,
+                        Ok(ChatMemberStatus::Restricted { is_member: false }),
+                    ),
+                )
+                .await
+                .expect("lookup")
+        }
+    };
+    // Three hours later (half the nominal 6 h, below the 85 % floor): still a hit.
+    f.clock.advance(Duration::from_secs(3 * 3600));
+    f.cache.insert(leaves, ChatMemberStatus::Left).await;
+    f.cache.insert(joins, ChatMemberStatus::Member).await;
+    assert_eq!(lookup(stays).await.status, ChatMemberStatus::Member);
+    assert_eq!(lookup(leaves).await.status, ChatMemberStatus::Left);
+    assert_eq!(lookup(joins).await.status, ChatMemberStatus::Member);
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "all hits");
+    // Past 6 h × 1.15 from the first load: the safety net ends the entry whose leave was missed.
+    f.clock.advance(Duration::from_secs(4 * 3600 + 1_000));
+    let expired = lookup(stays).await;
+    assert_eq!(
+        (expired.status, expired.source),
+        (
+            ChatMemberStatus::Restricted { is_member: false },
+            CacheSource::Loaded
+        )
+    );
+    f.cleanup().await;
+}
+
 macro_rules! contract {
     ($($case:ident $(, $arg:expr)?);* $(;)?) => {
         mod memory {
@@ -586,6 +870,10 @@ contract! {
     errors_are_not_cached;
     single_flight_ok;
     single_flight_error;
+    insert_wins_over_a_load_in_flight;
+    invalidation_during_a_load_keeps_its_answer_out;
+    refresh_is_fresh_and_yields_to_events;
+    events_mode_lifetimes_and_replacements;
 }
 
 // ---------------------------------------------------------------- jitter statistics
@@ -760,6 +1048,136 @@ async fn invalidation_reaches_every_instance() {
     .await;
 
     drop((a, b, r));
+    delete_prefix(&mut conn, &prefix).await;
+}
+
+/// Events and refreshes reach every instance: an instance whose L1 holds the
+/// old status forgets it within a bounded wait and reads the new one from Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_and_refreshes_are_published_to_every_instance() {
+    let mut conn = require_redis(REDIS_URL).await;
+    let prefix = unique_prefix("event_publish");
+    let clock = ManualClock::new(UnixTime(1_700_000_000));
+    let (a, b) = layered_pair(REDIS_URL, &prefix, &clock).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let k = key(80);
+    let got = b
+        .get_or_load(k, counting(&calls, Ok(ChatMemberStatus::Member)))
+        .await
+        .expect("lookup");
+    assert_eq!(got.source, CacheSource::Loaded);
+    assert_eq!(b.get_local(k), Some(ChatMemberStatus::Member));
+
+    // The member leaves; A sees the event.
+    a.insert(k, ChatMemberStatus::Left).await;
+    assert_eq!(
+        a.get_local(k),
+        Some(ChatMemberStatus::Left),
+        "A applies its own event at once"
+    );
+    wait_until(
+        "B's L1 to drop the old member",
+        Duration::from_secs(2),
+        || b.get_local(k).is_none(),
+    )
+    .await;
+    let got = b
+        .get_or_load(k, counting(&calls, Ok(ChatMemberStatus::Kicked)))
+        .await
+        .expect("lookup");
+    assert_eq!(
+        (got.status, got.source),
+        (ChatMemberStatus::Left, CacheSource::Redis)
+    );
+    assert_eq!(
+        a.get_local(k),
+        Some(ChatMemberStatus::Left),
+        "A skipped the echo of its own event"
+    );
+
+    // They press "I've joined" on A: the refresh reaches B too.
+    let fresh = a
+        .refresh(k, counting(&calls, Ok(ChatMemberStatus::Member)))
+        .await
+        .expect("refresh");
+    assert_eq!(fresh, ChatMemberStatus::Member);
+    wait_until(
+        "B's L1 to drop the non-member",
+        Duration::from_secs(2),
+        || b.get_local(k).is_none(),
+    )
+    .await;
+    let got = b
+        .get_or_load(k, counting(&calls, Ok(ChatMemberStatus::Kicked)))
+        .await
+        .expect("lookup");
+    assert_eq!(
+        (got.status, got.source),
+        (ChatMemberStatus::Member, CacheSource::Redis)
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    drop((a, b));
+    delete_prefix(&mut conn, &prefix).await;
+}
+
+/// Even when an instance does not hear the event in time (here: it listens on
+/// another channel, so it never does), its older load cannot overwrite the
+/// event in Redis: the write is a compare-and-set on what the load saw. The
+/// same holds for an invalidation (its tombstone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_load_never_overwrites_an_event_in_redis() {
+    let mut conn = require_redis(REDIS_URL).await;
+    let prefix = unique_prefix("cas");
+    let clock = ManualClock::new(UnixTime(1_700_000_000));
+    let connect = |channel: &str| {
+        let config = RedisCacheConfig {
+            invalidation_channel: format!("{prefix}{channel}"),
+            ..redis_config(REDIS_URL, &prefix, TtlPolicy::default())
+        };
+        let clock = clock.clone();
+        async move { RedisCache::connect(config, Arc::new(clock), &Registry::new()).await }
+    };
+    let deaf = connect("elsewhere").await.expect("cache");
+    let events = connect("invalidate").await.expect("cache");
+    let reader = connect("invalidate").await.expect("cache");
+    let calls = Arc::new(AtomicUsize::new(0));
+
+    for (k, event) in [(key(90), true), (key(91), false)] {
+        let gate = Gate::new();
+        let loading = {
+            let loader = gate.loader(&calls, ChatMemberStatus::Member);
+            deaf.get_or_load(k, loader)
+        };
+        let change = async {
+            gate.wait_started().await;
+            if event {
+                events.insert(k, ChatMemberStatus::Left).await;
+            } else {
+                events.invalidate(k).await;
+            }
+            gate.release();
+        };
+        let (old, ()) = tokio::join!(loading, change);
+        assert_eq!(old.expect("lookup").status, ChatMemberStatus::Member);
+        let got = reader
+            .get_or_load(k, counting(&calls, Ok(ChatMemberStatus::Kicked)))
+            .await
+            .expect("lookup");
+        if event {
+            assert_eq!(
+                (got.status, got.source),
+                (ChatMemberStatus::Left, CacheSource::Redis),
+                "the event stands in Redis"
+            );
+        } else {
+            assert_eq!(
+                (got.status, got.source),
+                (ChatMemberStatus::Kicked, CacheSource::Loaded),
+                "the invalidation stands: the older answer was not written"
+            );
+        }
+    }
+    drop((deaf, events, reader));
     delete_prefix(&mut conn, &prefix).await;
 }
 

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gmbot_core::cache::{MemoryCache, MemoryCacheConfig, TtlPolicy};
+use gmbot_core::cache::{
+    MembershipCache, MembershipKey, MemoryCache, MemoryCacheConfig, TtlPolicy,
+};
 use gmbot_core::clock::ManualClock;
 use gmbot_core::domain::{
     ChannelId, ChannelRef, ChatId, ChatMemberStatus, EnforcedChannel, FailurePolicy, GroupId,
@@ -32,6 +34,7 @@ const CAROL: UserId = UserId(1_003);
 
 struct Harness {
     engine: Engine,
+    cache: Arc<MemoryCache>,
     store: Arc<dyn Store>,
     tg: MemoryTelegram,
     clock: ManualClock,
@@ -77,11 +80,12 @@ impl Harness {
             &registry,
         )
         .expect("memory cache");
+        let cache = Arc::new(cache);
         let engine = Engine::new(
             EnginePorts {
                 store: store.clone(),
                 telegram: Arc::new(tg.clone()),
-                cache: Arc::new(cache),
+                cache: cache.clone(),
                 clock: Arc::new(clock.clone()),
             },
             EngineConfig::default(),
@@ -90,6 +94,7 @@ impl Harness {
         .expect("engine");
         Self {
             engine,
+            cache,
             store,
             tg,
             clock,
@@ -687,6 +692,53 @@ async fn recheck_bypasses_the_cache_and_refreshes_it() {
     let v = h.engine.recheck(GROUP, BOB).await.expect("verdict");
     assert_eq!(missing_ids(&v), vec![C1]);
     assert!(v.actions.is_empty());
+}
+
+/// Events mode: the join the bot saw is in the cache; the recheck it triggers reads it
+/// there (Telegram only for a channel the cache does not know) and keeps the recheck's
+/// meaning: allow → unmute, deny → nothing new.
+#[tokio::test]
+async fn a_cached_recheck_reads_the_cache_and_unmutes_or_changes_nothing() {
+    let tg = telegram(&[C1, C2]);
+    let _ = tg.clone().set_member(C2, ALICE, ChatMemberStatus::Member);
+    let h = Harness::new(tg, &[C1, C2], &[]).await;
+    assert!(!h.message(ALICE).await.decision.is_allowed());
+    let calls = h.tg.count(Method::GetChatMember);
+
+    // The join event of C1, written by the bot; Telegram is not asked again.
+    h.cache
+        .insert(MembershipKey::new(C1, ALICE), ChatMemberStatus::Member)
+        .await;
+    let v = h
+        .engine
+        .recheck_cached(GROUP, ALICE)
+        .await
+        .expect("verdict");
+    assert_eq!(v.decision, Decision::Allow);
+    assert_eq!(v.actions.as_slice(), &[Action::Unrestrict]);
+    assert_eq!(
+        h.tg.count(Method::GetChatMember),
+        calls,
+        "both channels from the cache"
+    );
+
+    // Bob: C1 unknown to the cache (one call), not subscribed: denied, no new action.
+    let v = h.engine.recheck_cached(GROUP, BOB).await.expect("verdict");
+    assert_eq!(missing_ids(&v), vec![C1, C2]);
+    assert!(v.actions.is_empty(), "{:?}", v.actions);
+    assert_eq!(h.tg.count(Method::GetChatMember), calls + 2);
+
+    // An unverifiable channel never unmutes.
+    h.tg.fail_next(
+        Method::GetChatMember,
+        TelegramError::Network("timeout".into()),
+    );
+    let v = h
+        .engine
+        .recheck_cached(GROUP, CAROL)
+        .await
+        .expect("verdict");
+    assert!(!v.actions.contains(&Action::Unrestrict), "{:?}", v.actions);
 }
 
 #[tokio::test]

@@ -125,6 +125,7 @@ macro_rules! contract_suite {
                 migrate_group_conflicts_change_nothing,
                 seen_members_upsert_and_paging,
                 seen_members_batch_upsert,
+                seen_members_most_recent_first,
                 concurrent_writers,
                 audit_runs_checkpoint_and_count_each_member_once,
                 mtproto_sessions_peers_and_leases,
@@ -1177,6 +1178,63 @@ async fn migrate_group_conflicts_change_nothing(s: Arc<dyn Store>) {
         (1, 0)
     );
     assert_eq!(s.list_groups().await.expect("list").len(), 2);
+}
+
+/// The warm-up's order: most recently seen first, ties by user id (highest
+/// first), paged by the last row's (last_seen, user), one group only.
+async fn seen_members_most_recent_first(s: Arc<dyn Store>) {
+    let (a, b) = (gid(1), gid(2));
+    protect(&s, a, vec![by_id(1)]).await;
+    protect(&s, b, vec![by_id(2)]).await;
+    assert!(s
+        .recently_seen(a, None, 10)
+        .await
+        .expect("empty group")
+        .is_empty());
+    s.record_seen_many(&[
+        (a, uid(1), t(5)),
+        (a, uid(2), t(9)),
+        (a, uid(3), t(7)),
+        (a, uid(4), t(9)),
+        (a, uid(5), t(1)),
+        (a, uid(6), t(7)),
+        (b, uid(7), t(100)),
+        (b, uid(1), t(50)),
+    ])
+    .await
+    .expect("batch");
+    // A later sighting moves a member to the front.
+    s.record_seen(a, uid(5), t(20)).await.expect("seen again");
+    let mut order = Vec::new();
+    let mut before = None;
+    loop {
+        let page = s.recently_seen(a, before, 2).await.expect("page");
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        before = Some((last.last_seen, last.user));
+        for m in &page {
+            assert_eq!(m.group, a, "tenancy: only a's rows");
+            order.push((m.user, m.last_seen));
+        }
+    }
+    assert_eq!(
+        order,
+        vec![
+            (uid(5), t(20)),
+            (uid(4), t(9)),
+            (uid(2), t(9)),
+            (uid(6), t(7)),
+            (uid(3), t(7)),
+            (uid(1), t(5)),
+        ]
+    );
+    let one = s.recently_seen(b, None, 1).await.expect("b");
+    assert_eq!(one.iter().map(|m| m.user).collect::<Vec<_>>(), vec![uid(7)]);
+    assert!(s
+        .recently_seen(gid(99), None, 10)
+        .await
+        .expect("unknown group")
+        .is_empty());
 }
 
 async fn seen_members_batch_upsert(s: Arc<dyn Store>) {

@@ -24,7 +24,7 @@
 //!
 //! Every call — approvals, declines, query answers, the private message — goes through the
 //! outbox (per-group fairness, never shed except the private message) and the dispatcher
-//! (interactive lane, action budget; the private message on the private chat's budget).
+//! (interactive lane, restrict budget; the private message on the private chat's budget).
 //! Answering join requests needs the bot's `can_invite_users` right in the group; without
 //! it the admins are told once and the requests are left to them.
 

@@ -11,6 +11,9 @@
 //!   warned at once in each linked group where they were seen writing.
 //! - With the join gate on, a member the gate just let in is not checked on join (they were
 //!   checked a moment ago), and joining a linked channel approves a pending join request.
+//! - Either way the cached membership follows the event first: invalidated in
+//!   the default `ttl` cache mode, replaced by the event's status in `events`
+//!   mode (`GMBOT_CACHE_MODE`, see docs/operations.md).
 
 use gmbot_core::cache::MembershipKey;
 use gmbot_core::domain::{ChannelId, GroupId, LiftReason};
@@ -70,10 +73,15 @@ pub async fn channel_member_changed(
     channel: ChannelId,
     update: &ChatMemberUpdate,
 ) -> Result<(), HandleError> {
-    let user = update.user.id;
-    app.cache()
-        .invalidate(MembershipKey::new(channel, user))
-        .await;
+    let key = MembershipKey::new(channel, update.user.id);
+    if app.flows().config().cache_mode.events_write() {
+        // Events mode: the event is the truth now (it is newer than any load of
+        // this key in flight, which therefore does not overwrite it), so the
+        // strict-leave check below and the member's next message are hits.
+        app.cache().insert(key, update.new).await;
+    } else {
+        app.cache().invalidate(key).await;
+    }
     if update.joined() {
         channel_joined(app, channel, &update.user).await
     } else if update.left() {
@@ -101,8 +109,14 @@ async fn channel_joined(app: &App, channel: ChannelId, member: &User) -> Result<
             {
                 return Ok(());
             }
-            // Every channel of the group, asked afresh: joining this one may not be enough.
-            let verdict = app.engine().recheck(group, member.id).await?;
+            // Every channel of the group: joining this one may not be enough. Asked afresh,
+            // unless the cache is kept by events: then it holds this join already (and
+            // whatever else the bot saw), and Telegram is asked only for what it lacks.
+            let verdict = if app.flows().config().cache_mode.events_write() {
+                app.engine().recheck_cached(group, member.id).await?
+            } else {
+                app.engine().recheck(group, member.id).await?
+            };
             log::info!(
                 group_id = group.get(),
                 user_id = member.id.get(),

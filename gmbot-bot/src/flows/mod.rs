@@ -23,6 +23,7 @@ pub mod reconcile;
 pub mod resolve;
 pub mod seen;
 pub mod sender_chat;
+pub mod warm_up;
 pub mod warn;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -40,6 +41,7 @@ pub use self::lift::{lift_group, LiftSummary};
 pub use self::raid::{RaidConfig, RaidStatus, RaidWatch};
 pub use self::reconcile::{reconcile_once, spawn_reconciler, ReconcileReport, ReconcilerGuard};
 pub use self::seen::SeenRecorder;
+pub use self::warm_up::{spawn_warm_up, WarmUpGuard};
 pub use self::warn::WarningTimers;
 
 /// Tunables of the flows' in-process state.
@@ -62,6 +64,9 @@ pub struct FlowConfig {
     pub rechecks_per_second: u32,
     /// Re-checks that may go at once after a quiet period (default 20).
     pub recheck_burst: u32,
+    /// What a seen channel join or leave does to the cache (`GMBOT_CACHE_MODE`):
+    /// invalidate the entry (`ttl`, default) or write the event's status (`events`).
+    pub cache_mode: gmbot_core::cache::CacheMode,
 }
 
 impl Default for FlowConfig {
@@ -75,6 +80,7 @@ impl Default for FlowConfig {
             recheck_cooldown: Duration::from_secs(5),
             rechecks_per_second: 10,
             recheck_burst: 20,
+            cache_mode: gmbot_core::cache::CacheMode::Ttl,
         }
     }
 }

@@ -238,11 +238,13 @@ async fn subscribed(
     }
     for channel in &group.channels {
         let id = channel.id?;
-        match telegram.get_chat_member(id.into(), row.user).await {
+        let key = MembershipKey::new(id, row.user);
+        match app
+            .cache()
+            .refresh(key, telegram.get_chat_member(id.into(), row.user))
+            .await
+        {
             Ok(status) => {
-                app.cache()
-                    .insert(MembershipKey::new(id, row.user), status)
-                    .await;
                 if !status.is_subscribed() {
                     return Some(false);
                 }

@@ -4,6 +4,7 @@
 //! nothing is printed half-way through a command that then fails.
 
 pub(crate) mod audit;
+pub(crate) mod cache;
 pub(crate) mod groups_list;
 pub(crate) mod import_env;
 mod migrate;
@@ -26,5 +27,6 @@ pub(crate) async fn run(cli: Cli) -> Result<String, CliError> {
         Command::Status(args) => status::run(&db, args).await,
         Command::ImportEnv(args) => import_env::run(&db, args).await,
         Command::Audit(args) => audit::run(&db, args).await,
+        Command::Cache(command) => cache::run(&db, command).await,
     }
 }

@@ -107,7 +107,7 @@ pub(super) async fn run(db: &Database, args: Args) -> Result<String, CliError> {
 }
 
 /// The Bot API client, when `TELEGRAM_BOT_TOKEN` is set (`TELEGRAM_API_URL` overrides the base URL).
-fn telegram_from_env() -> Result<Option<BotApi>, CliError> {
+pub(crate) fn telegram_from_env() -> Result<Option<BotApi>, CliError> {
     let token = match std::env::var("TELEGRAM_BOT_TOKEN") {
         Ok(t) if !t.trim().is_empty() => t,
         _ => return Ok(None),

@@ -19,11 +19,13 @@ use crate::clock::Clock;
 use crate::domain::ChatMemberStatus;
 use crate::telegram::TelegramResult;
 
-use super::flight::SingleFlight;
+use super::flight::{Flight, SingleFlight};
 use super::local::LocalLayer;
 use super::lookup;
 use super::metrics::CacheMetrics;
-use super::redis::{spawn_listener, Invalidation, ListenerGuard, RedisLayer, RedisLookup};
+use super::redis::{
+    spawn_listener, CasOutcome, Fence, Invalidation, ListenerGuard, RedisLayer, RedisLookup, Writer,
+};
 use super::{
     CacheError, CacheLookup, CacheSource, MembershipCache, MembershipKey, MembershipLoader,
     RedisCacheConfig, TtlPolicy,
@@ -91,15 +93,19 @@ impl LayeredCache {
             move |inv| match inv {
                 Invalidation::Key(key) => {
                     metrics.invalidations_remote.inc();
-                    flight.invalidate(key);
+                    flight.supersede(key);
                     local.remove(key);
                 }
-                Invalidation::All => local.clear(),
+                Invalidation::All => {
+                    flight.supersede_all();
+                    local.clear();
+                }
             }
         };
         let listener = spawn_listener(
             client,
             config.redis.invalidation_channel.clone(),
+            redis.origin().to_owned(),
             config.redis.op_timeout,
             Arc::new(apply),
         );
@@ -161,19 +167,38 @@ impl MembershipCache for LayeredCache {
                 if let Some(hit) = lookup::in_flight(&self.local, key) {
                     return Ok(hit);
                 }
-                if let RedisLookup::Hit { status, remaining } = self.redis.get(key).await {
-                    if !flight.is_invalidated() {
-                        self.local.insert(key, status, remaining);
+                let fence = match self.redis.get(key).await {
+                    RedisLookup::Hit { status, remaining } => {
+                        flight.write_unless_superseded(|| {
+                            self.local.insert(key, status, remaining);
+                        });
+                        return Ok(CacheLookup {
+                            status,
+                            source: CacheSource::Redis,
+                        });
                     }
-                    return Ok(CacheLookup {
-                        status,
-                        source: CacheSource::Redis,
-                    });
-                }
-                lookup::load(&flight, &self.metrics, loader, |status| async move {
-                    let ttl = self.ttl.ttl(status);
-                    self.local.insert(key, status, ttl);
-                    self.redis.set(key, status, ttl).await;
+                    other => other.into_fence(),
+                };
+                let flight = &*flight;
+                lookup::load(flight, &self.metrics, loader, |status| async move {
+                    self.store(flight, key, &fence, status, Writer::Load).await
+                })
+                .await
+            })
+            .await
+    }
+
+    async fn refresh(
+        &self,
+        key: MembershipKey,
+        loader: MembershipLoader<'_>,
+    ) -> TelegramResult<ChatMemberStatus> {
+        self.flight
+            .run_solo(key, |flight| async move {
+                let fence = self.redis.fence(key).await;
+                let flight = &*flight;
+                lookup::refresh(flight, &self.metrics, loader, |status| async move {
+                    self.store(flight, key, &fence, status, Writer::Event).await
                 })
                 .await
             })
@@ -182,14 +207,51 @@ impl MembershipCache for LayeredCache {
 
     async fn insert(&self, key: MembershipKey, status: ChatMemberStatus) {
         let ttl = self.ttl.ttl(status);
+        self.flight.supersede(key);
         self.local.insert(key, status, ttl);
-        self.redis.set(key, status, ttl).await;
+        self.redis.set_event(key, status, ttl).await;
     }
 
     async fn invalidate(&self, key: MembershipKey) {
         self.metrics.invalidations_local.inc();
-        self.flight.invalidate(key);
+        self.flight.supersede(key);
         self.local.remove(key);
         self.redis.invalidate(key).await;
+    }
+}
+
+impl LayeredCache {
+    /// Caches a load's (or a refresh's) answer: in Redis by compare-and-set
+    /// against what the load saw there — a refused write means another
+    /// instance or an event wrote meanwhile, and theirs stands — then in the
+    /// L1 unless an event superseded the load. If Redis did not answer at all,
+    /// the L1 still takes it (Redis is an accelerator; the L1 alone is what
+    /// the memory cache would do). A refresh is newer than the loads in
+    /// flight when it answers: it supersedes them.
+    async fn store(
+        &self,
+        flight: &Flight,
+        key: MembershipKey,
+        fence: &Fence,
+        status: ChatMemberStatus,
+        writer: Writer,
+    ) -> bool {
+        if flight.is_superseded() {
+            return false;
+        }
+        let ttl = self.ttl.ttl(status);
+        let outcome = match writer {
+            Writer::Load => self.redis.set_loaded(key, fence, status, ttl).await,
+            Writer::Event => {
+                self.flight.supersede_others(key, flight);
+                self.redis.set_refreshed(key, fence, status, ttl).await
+            }
+        };
+        match outcome {
+            CasOutcome::Refused => false,
+            CasOutcome::Written | CasOutcome::Unavailable => {
+                flight.write_unless_superseded(|| self.local.insert(key, status, ttl))
+            }
+        }
     }
 }

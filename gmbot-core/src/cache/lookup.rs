@@ -48,8 +48,9 @@ pub(super) fn in_flight(local: &LocalLayer, key: MembershipKey) -> Option<CacheL
     })
 }
 
-/// Runs the loader, counts its outcome and, unless `flight` was invalidated
-/// meanwhile, hands the loaded status to `store` to cache it.
+/// Runs the loader and counts its outcome; `store` then caches the answer
+/// (each adapter decides how, checking `flight` for supersession). A
+/// superseded load is counted and stores nothing.
 pub(super) async fn load<S, Fut>(
     flight: &Flight,
     metrics: &CacheMetrics,
@@ -58,16 +59,30 @@ pub(super) async fn load<S, Fut>(
 ) -> TelegramResult<CacheLookup>
 where
     S: FnOnce(ChatMemberStatus) -> Fut,
-    Fut: Future<Output = ()>,
+    Fut: Future<Output = bool>,
 {
     let loaded = loader.await;
     metrics.record_load(&loaded);
     let status = loaded?;
-    if !flight.is_invalidated() {
-        store(status).await;
+    if flight.is_superseded() || !store(status).await {
+        metrics.superseded.inc();
     }
     Ok(CacheLookup {
         status,
         source: CacheSource::Loaded,
     })
+}
+
+/// A solo load (a refresh): runs the loader and counts it like [`load`].
+pub(super) async fn refresh<S, Fut>(
+    flight: &Flight,
+    metrics: &CacheMetrics,
+    loader: MembershipLoader<'_>,
+    store: S,
+) -> TelegramResult<ChatMemberStatus>
+where
+    S: FnOnce(ChatMemberStatus) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    load(flight, metrics, loader, store).await.map(|l| l.status)
 }

@@ -94,8 +94,31 @@ impl MembershipCache for MemoryCache {
                 if let Some(hit) = lookup::in_flight(&self.local, key) {
                     return Ok(hit);
                 }
-                lookup::load(&flight, &self.metrics, loader, |status| async move {
-                    self.local.insert(key, status, self.ttl.ttl(status));
+                let flight = &*flight;
+                lookup::load(flight, &self.metrics, loader, |status| async move {
+                    flight.write_unless_superseded(|| {
+                        self.local.insert(key, status, self.ttl.ttl(status));
+                    })
+                })
+                .await
+            })
+            .await
+    }
+
+    async fn refresh(
+        &self,
+        key: MembershipKey,
+        loader: MembershipLoader<'_>,
+    ) -> TelegramResult<ChatMemberStatus> {
+        self.flight
+            .run_solo(key, |flight| async move {
+                let flight = &*flight;
+                lookup::refresh(flight, &self.metrics, loader, |status| async move {
+                    // Newer than the loads in flight: they must not overwrite it.
+                    self.flight.supersede_others(key, flight);
+                    flight.write_unless_superseded(|| {
+                        self.local.insert(key, status, self.ttl.ttl(status));
+                    })
                 })
                 .await
             })
@@ -103,12 +126,13 @@ impl MembershipCache for MemoryCache {
     }
 
     async fn insert(&self, key: MembershipKey, status: ChatMemberStatus) {
+        self.flight.supersede(key);
         self.local.insert(key, status, self.ttl.ttl(status));
     }
 
     async fn invalidate(&self, key: MembershipKey) {
         self.metrics.invalidations_local.inc();
-        self.flight.invalidate(key);
+        self.flight.supersede(key);
         self.local.remove(key);
     }
 }

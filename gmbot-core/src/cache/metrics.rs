@@ -53,6 +53,7 @@ pub(super) struct CacheMetrics {
     pub(super) loads_error: IntCounter,
     pub(super) invalidations_local: IntCounter,
     pub(super) invalidations_remote: IntCounter,
+    pub(super) superseded: IntCounter,
     pub(super) redis_up: IntGauge,
     pub(super) redis_outages: IntCounter,
 }
@@ -81,6 +82,11 @@ impl CacheMetrics {
             ),
             &["origin"],
         )?;
+        let superseded = IntCounter::new(
+            "gmbot_cache_loads_superseded_total",
+            "Loads whose answer was not cached because an event or invalidation of the key \
+             arrived while they ran (the event's entry is kept).",
+        )?;
         let redis_up = IntGauge::new(
             "gmbot_cache_redis_up",
             "1 while the cache's Redis answers, 0 during an outage (always 1 without Redis).",
@@ -92,6 +98,7 @@ impl CacheMetrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(loads.clone()))?;
         registry.register(Box::new(invalidations.clone()))?;
+        registry.register(Box::new(superseded.clone()))?;
         registry.register(Box::new(redis_up.clone()))?;
         registry.register(Box::new(redis_outages.clone()))?;
         redis_up.set(1);
@@ -102,6 +109,7 @@ impl CacheMetrics {
             loads_error: loads.with_label_values(&["error"]),
             invalidations_local: invalidations.with_label_values(&["local"]),
             invalidations_remote: invalidations.with_label_values(&["remote"]),
+            superseded,
             redis_up,
             redis_outages,
         })

@@ -18,8 +18,18 @@
 //!   that frees memory), so tests and simulations control time;
 //! - coalesces concurrent misses of one key into one loader call (single
 //!   flight); a loader error reaches every waiter and is never cached;
+//! - lets an event win over an older answer: an [`insert`](MembershipCache::insert)
+//!   or an invalidation that arrives while a load of the key runs keeps that
+//!   load's answer out of every layer (with Redis, a compare-and-set on the
+//!   value the load saw guards against instances racing each other);
 //! - keeps working without Redis: a Redis failure degrades to the in-process
 //!   layer and the loader, is logged once per outage, and heals by itself.
+//!
+//! Two ways of keeping entries true ([`CacheMode`]): short TTLs that expire
+//! (the default: 600 s / 60 s, a seen join or leave invalidates), or events —
+//! a member lives for hours (6 h; a non-member 10 min), every `chat_member`
+//! join and leave of a linked channel writes the new status, and the long
+//! TTL is only a safety net for a missed event.
 //!
 //! The engine's hit path is [`MembershipCache::get_local`]: synchronous, no
 //! allocation, no lock. Only on a miss does it pay for the boxed
@@ -31,6 +41,7 @@ mod local;
 mod lookup;
 mod memory;
 mod metrics;
+mod mode;
 mod redis;
 mod ttl;
 
@@ -45,6 +56,7 @@ use crate::telegram::TelegramResult;
 
 pub use self::layered::{LayeredCache, LayeredCacheConfig};
 pub use self::memory::{MemoryCache, MemoryCacheConfig};
+pub use self::mode::{CacheMode, CacheModeParseError};
 pub use self::redis::{RedisCache, RedisCacheConfig};
 pub use self::ttl::TtlPolicy;
 
@@ -150,8 +162,24 @@ pub trait MembershipCache: Send + Sync + 'static {
         loader: MembershipLoader<'_>,
     ) -> TelegramResult<CacheLookup>;
 
-    /// Stores a status seen elsewhere (a `chat_member` update, a recheck),
-    /// with the TTL its kind gets.
+    /// Asks `loader` afresh, bypassing every layer and never sharing a load
+    /// already in flight (which may predate what the caller knows: "I've
+    /// joined" was pressed), and caches the answer with the TTL its kind
+    /// gets — unless an [`insert`](Self::insert) or
+    /// [`invalidate`](Self::invalidate) of the key arrived while it ran. A
+    /// loader error is returned and nothing is cached.
+    async fn refresh(
+        &self,
+        key: MembershipKey,
+        loader: MembershipLoader<'_>,
+    ) -> TelegramResult<ChatMemberStatus>;
+
+    /// Stores a status an event reported (a `chat_member` update), with the
+    /// TTL its kind gets. The event is newer than any load of the key in
+    /// flight: those loads' answers are not cached (in this instance, and,
+    /// with Redis, in every instance and in Redis itself), so they cannot
+    /// overwrite it. With Redis the change is published: every instance's
+    /// in-process layer forgets its copy.
     async fn insert(&self, key: MembershipKey, status: ChatMemberStatus);
 
     /// Forgets the key in every layer and, with Redis, in every instance

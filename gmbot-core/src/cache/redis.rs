@@ -1,12 +1,24 @@
 //! The Redis adapter: one membership cache shared by every GMBot instance, plus the Redis plumbing the layered cache reuses.
 //!
 //! Keys are `{prefix}{channel}:{user}` (default prefix `gmbot:m:`); the value
-//! is the status and its logical expiry in Unix milliseconds taken from the
-//! [`Clock`] port (`m:1700000000000`), so every instance — and a test on a
-//! `ManualClock` — agrees on when an entry dies. `PX` with the same lifetime
-//! is only the backstop that frees Redis memory. Invalidations are a `DEL`
-//! plus a `PUBLISH` of `{channel}:{user}` on the invalidation channel; every
-//! instance's listener task applies them (to its L1 and to its loads in flight).
+//! is the status, its logical expiry in Unix milliseconds taken from the
+//! [`Clock`] port and a random tag (`m:1700000000000:9f3a01c2`), so every
+//! instance — and a test on a `ManualClock` — agrees on when an entry dies.
+//! `PX` with the same lifetime is only the backstop that frees Redis memory.
+//!
+//! Writes come in two kinds:
+//! - a **load's answer** is written with a compare-and-set (a Lua script):
+//!   only if the key still holds exactly the value the load saw before it
+//!   asked Telegram (or nothing, if it saw nothing). Whatever was written
+//!   meanwhile — an event, another instance's load — wins; the random tag
+//!   makes two writes of the same status in the same second different values;
+//! - an **event** ([`MembershipCache::insert`]) or an **invalidation** is a
+//!   `SET` (of the status, or of a tombstone `x:{tag}` that reads as a miss and
+//!   fences off loads that saw the old value) plus a `PUBLISH` of
+//!   `{channel}:{user}/{origin}` on the invalidation channel, in one `MULTI`.
+//!   Every other instance's listener task applies it: its L1 forgets the key
+//!   and its loads of the key in flight are superseded (the publisher did
+//!   both itself, at once, and skips the echo of its own `origin`).
 //!
 //! Redis is an optimisation, never a dependency of a verification: every
 //! call is bounded by a timeout (250 ms by default); a failure marks Redis
@@ -41,6 +53,31 @@ use super::{
 
 /// How long lookups skip Redis after a failure before one call probes it again.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// How long an invalidation's tombstone stays: longer than any load (a
+/// `getChatMember` with the dispatcher's retries) that could have read the
+/// value before the invalidation and write its answer after it.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(600);
+/// The compare-and-set of a load's or a refresh's answer. `KEYS[1]` the
+/// key; `ARGV[1]` `1` if the writer saw a value (`ARGV[2]`) before asking
+/// Telegram, `0` if it saw none; `ARGV[3]` the new value, `ARGV[4]` its `PX`;
+/// `ARGV[5]` `load` or `refresh`; `ARGV[6]`/`ARGV[7]` the invalidation
+/// channel and payload. A load writes only over what it saw. A refresh (a
+/// recheck, newer than any load) also writes over another load's answer
+/// (values tagged `l`), but never over an event or tombstone written since
+/// it began; when it writes it publishes, so other instances drop their
+/// copies. Returns 1 if it wrote.
+const CAS_SCRIPT: &str = r"
+local cur = redis.call('GET', KEYS[1])
+local same
+if ARGV[1] == '1' then same = (cur == ARGV[2]) else same = (not cur) end
+if not same then
+  if ARGV[5] ~= 'refresh' then return 0 end
+  if cur and not string.find(cur, ':l%x+$') then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+if ARGV[5] == 'refresh' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
+return 1
+";
 /// Bounds of the listener's reconnection backoff.
 const LISTEN_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -196,17 +233,50 @@ fn probe_millis() -> u64 {
 }
 
 /// A Redis lookup's outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum RedisLookup {
     /// A live entry, with what remains of its life.
     Hit {
         status: ChatMemberStatus,
         remaining: Duration,
     },
-    /// No live entry.
-    Miss,
+    /// No live entry; the fence a load's answer must be written against.
+    Miss(Fence),
     /// Redis did not answer (or is being skipped during an outage).
     Unavailable,
+}
+
+impl RedisLookup {
+    /// What a load that follows this lookup writes against.
+    pub(super) fn into_fence(self) -> Fence {
+        match self {
+            Self::Miss(fence) => fence,
+            // A hit is not followed by a load; after an outage the load may
+            // write only where nobody wrote meanwhile.
+            Self::Hit { .. } | Self::Unavailable => Fence::Absent,
+        }
+    }
+}
+
+/// What a compare-and-set did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CasOutcome {
+    /// The answer is in Redis.
+    Written,
+    /// The key changed while the load ran: what is there now stands.
+    Refused,
+    /// Redis did not answer.
+    Unavailable,
+}
+
+/// What the key held when a load began: its answer is written only if the
+/// key still holds that.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Fence {
+    /// Nothing.
+    Absent,
+    /// This exact value (expired, a tombstone, or unreadable).
+    Value(String),
 }
 
 fn encode_status(status: ChatMemberStatus) -> &'static str {
@@ -234,14 +304,38 @@ fn decode_status(code: &str) -> Option<ChatMemberStatus> {
     })
 }
 
-/// `{channel}:{user}` → key (the pub/sub payload and the key suffix).
-fn parse_key(payload: &[u8]) -> Option<MembershipKey> {
+/// A pub/sub payload: `{channel}:{user}`, optionally followed by
+/// `/{origin}`, the id of the cache instance that published it (an instance
+/// applies its own changes at once and skips their echo).
+fn parse_payload(payload: &[u8]) -> Option<(MembershipKey, Option<&str>)> {
     let text = std::str::from_utf8(payload).ok()?;
-    let (channel, user) = text.rsplit_once(':')?;
-    Some(MembershipKey::new(
-        ChannelId(channel.parse().ok()?),
-        UserId(user.parse().ok()?),
+    let (key, origin) = match text.split_once('/') {
+        Some((key, origin)) => (key, Some(origin)),
+        None => (text, None),
+    };
+    let (channel, user) = key.rsplit_once(':')?;
+    Some((
+        MembershipKey::new(ChannelId(channel.parse().ok()?), UserId(user.parse().ok()?)),
+        origin,
     ))
+}
+
+/// Who wrote a value: a load fills a miss; an event or a refresh is newer
+/// than any load (see [`CAS_SCRIPT`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Writer {
+    Load,
+    Event,
+}
+
+/// A random tag, prefixed by the writer's kind (`l` load, `e` event or
+/// refresh), that makes every written value unique.
+fn tag(writer: Writer) -> String {
+    let kind = match writer {
+        Writer::Load => 'l',
+        Writer::Event => 'e',
+    };
+    format!("{kind}{:08x}", rand::random::<u32>())
 }
 
 /// The clock's wall time in milliseconds: what logical expiries in Redis are
@@ -260,6 +354,8 @@ pub(super) struct RedisLayer {
     clock: Arc<dyn Clock>,
     health: RedisHealth,
     metrics: CacheMetrics,
+    cas: redis::Script,
+    origin: String,
 }
 
 impl RedisLayer {
@@ -298,8 +394,20 @@ impl RedisLayer {
             clock,
             health: RedisHealth::new(target, metrics.clone()),
             metrics,
+            cas: redis::Script::new(CAS_SCRIPT),
+            origin: format!("{:016x}", rand::random::<u64>()),
         };
         Ok((layer, client))
+    }
+
+    /// What an invalidation of `key` publishes.
+    fn payload(&self, key: MembershipKey) -> String {
+        format!("{key}/{}", self.origin)
+    }
+
+    /// This instance's id in the payloads it publishes.
+    pub(super) fn origin(&self) -> &str {
+        &self.origin
     }
 
     fn redis_key(&self, key: MembershipKey) -> String {
@@ -334,71 +442,164 @@ impl RedisLayer {
 
     /// Reads `key`, counting the result under `layer="redis"`.
     pub(super) async fn get(&self, key: MembershipKey) -> RedisLookup {
-        let mut conn = self.conn.clone();
-        let cmd = redis::cmd("GET").arg(self.redis_key(key)).clone();
-        let value = self
-            .guarded(async move { cmd.query_async::<Option<String>>(&mut conn).await })
-            .await;
-        let outcome = match value {
-            None => RedisLookup::Unavailable,
-            Some(None) => RedisLookup::Miss,
-            Some(Some(text)) => self.decode(&text),
-        };
+        let outcome = self.read(key).await;
         self.metrics.redis.record(match outcome {
             RedisLookup::Hit { .. } => LayerResult::Hit,
-            RedisLookup::Miss => LayerResult::Miss,
+            RedisLookup::Miss(_) => LayerResult::Miss,
             RedisLookup::Unavailable => LayerResult::Error,
         });
         outcome
     }
 
-    fn decode(&self, text: &str) -> RedisLookup {
-        let Some((code, expires)) = text.split_once(':') else {
-            return RedisLookup::Miss;
-        };
-        let (Some(status), Ok(expires)) = (decode_status(code), expires.parse::<i64>()) else {
-            return RedisLookup::Miss;
-        };
-        let left = expires.saturating_sub(unix_millis(self.clock.as_ref()));
-        match u64::try_from(left) {
-            Ok(ms) if ms > 0 => RedisLookup::Hit {
-                status,
-                remaining: Duration::from_millis(ms),
-            },
-            _ => RedisLookup::Miss,
+    /// What `key` holds now, as the fence of a refresh (which does not read
+    /// the entry, only writes over it unless it changes meanwhile); not
+    /// counted as a lookup.
+    pub(super) async fn fence(&self, key: MembershipKey) -> Fence {
+        match self.read_raw(key).await {
+            Some(Some(text)) => Fence::Value(text),
+            Some(None) | None => Fence::Absent,
         }
     }
 
-    /// Writes `status` for `ttl`.
-    pub(super) async fn set(&self, key: MembershipKey, status: ChatMemberStatus, ttl: Duration) {
+    /// The raw value; `None` if Redis did not answer.
+    async fn read_raw(&self, key: MembershipKey) -> Option<Option<String>> {
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("GET").arg(self.redis_key(key)).clone();
+        self.guarded(async move { cmd.query_async::<Option<String>>(&mut conn).await })
+            .await
+    }
+
+    async fn read(&self, key: MembershipKey) -> RedisLookup {
+        match self.read_raw(key).await {
+            None => RedisLookup::Unavailable,
+            Some(None) => RedisLookup::Miss(Fence::Absent),
+            Some(Some(text)) => match self.decode(&text) {
+                Some((status, remaining)) => RedisLookup::Hit { status, remaining },
+                None => RedisLookup::Miss(Fence::Value(text)),
+            },
+        }
+    }
+
+    /// A live entry's status and remaining life; `None` for an expired entry,
+    /// a tombstone or anything unreadable.
+    fn decode(&self, text: &str) -> Option<(ChatMemberStatus, Duration)> {
+        let mut parts = text.split(':');
+        let status = decode_status(parts.next()?)?;
+        let expires = parts.next()?.parse::<i64>().ok()?;
+        let left = expires.saturating_sub(unix_millis(self.clock.as_ref()));
+        match u64::try_from(left) {
+            Ok(ms) if ms > 0 => Some((status, Duration::from_millis(ms))),
+            _ => None,
+        }
+    }
+
+    /// The value and `PX` for `status` living `ttl` from now, written by `writer`.
+    fn encode(&self, status: ChatMemberStatus, ttl: Duration, writer: Writer) -> (String, i64) {
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
         let expires = unix_millis(self.clock.as_ref()).saturating_add(ttl_ms);
-        let value = format!("{}:{expires}", encode_status(status));
+        (
+            format!("{}:{expires}:{}", encode_status(status), tag(writer)),
+            ttl_ms,
+        )
+    }
+
+    /// Writes a load's answer `status` for `ttl` if the key still holds what
+    /// `fence` says.
+    pub(super) async fn set_loaded(
+        &self,
+        key: MembershipKey,
+        fence: &Fence,
+        status: ChatMemberStatus,
+        ttl: Duration,
+    ) -> CasOutcome {
+        self.compare_and_set(key, fence, status, ttl, "load").await
+    }
+
+    /// Writes a refresh's answer `status` for `ttl` unless an event or an
+    /// invalidation changed the key since `fence` was read; publishes it.
+    pub(super) async fn set_refreshed(
+        &self,
+        key: MembershipKey,
+        fence: &Fence,
+        status: ChatMemberStatus,
+        ttl: Duration,
+    ) -> CasOutcome {
+        self.compare_and_set(key, fence, status, ttl, "refresh")
+            .await
+    }
+
+    async fn compare_and_set(
+        &self,
+        key: MembershipKey,
+        fence: &Fence,
+        status: ChatMemberStatus,
+        ttl: Duration,
+        mode: &str,
+    ) -> CasOutcome {
+        let writer = if mode == "load" {
+            Writer::Load
+        } else {
+            Writer::Event
+        };
+        let (value, ttl_ms) = self.encode(status, ttl, writer);
+        let mut invocation = self.cas.key(self.redis_key(key));
+        match fence {
+            Fence::Absent => invocation.arg("0").arg(""),
+            Fence::Value(seen) => invocation.arg("1").arg(seen.as_str()),
+        };
+        invocation
+            .arg(value)
+            .arg(ttl_ms)
+            .arg(mode)
+            .arg(&self.channel)
+            .arg(self.payload(key));
         let mut conn = self.conn.clone();
-        let cmd = redis::cmd("SET")
+        match self
+            .guarded(async move { invocation.invoke_async::<i64>(&mut conn).await })
+            .await
+        {
+            Some(1) => CasOutcome::Written,
+            Some(_) => CasOutcome::Refused,
+            None => CasOutcome::Unavailable,
+        }
+    }
+
+    /// Writes `value` for `ttl_ms` and tells every instance (`PUBLISH`), in one `MULTI`.
+    async fn set_and_publish(&self, key: MembershipKey, value: String, ttl_ms: i64) {
+        let mut conn = self.conn.clone();
+        let pipe = redis::pipe()
+            .atomic()
+            .cmd("SET")
             .arg(self.redis_key(key))
             .arg(value)
             .arg("PX")
             .arg(ttl_ms)
-            .clone();
-        self.guarded(async move { cmd.query_async::<()>(&mut conn).await })
-            .await;
-    }
-
-    /// Deletes `key` and tells every instance (`PUBLISH`), in one round trip.
-    pub(super) async fn invalidate(&self, key: MembershipKey) {
-        let mut conn = self.conn.clone();
-        let pipe = redis::pipe()
-            .atomic()
-            .cmd("DEL")
-            .arg(self.redis_key(key))
             .ignore()
             .cmd("PUBLISH")
             .arg(&self.channel)
-            .arg(key.to_string())
+            .arg(self.payload(key))
             .ignore()
             .clone();
         self.guarded(async move { pipe.query_async::<()>(&mut conn).await })
+            .await;
+    }
+
+    /// Writes an event's `status` for `ttl`, over whatever the key holds, and publishes it.
+    pub(super) async fn set_event(
+        &self,
+        key: MembershipKey,
+        status: ChatMemberStatus,
+        ttl: Duration,
+    ) {
+        let (value, ttl_ms) = self.encode(status, ttl, Writer::Event);
+        self.set_and_publish(key, value, ttl_ms).await;
+    }
+
+    /// Replaces `key` by a tombstone (a miss that fences off loads begun
+    /// before it) and publishes the invalidation, in one round trip.
+    pub(super) async fn invalidate(&self, key: MembershipKey) {
+        let ttl_ms = i64::try_from(TOMBSTONE_TTL.as_millis()).unwrap_or(600_000);
+        self.set_and_publish(key, format!("x:{}", tag(Writer::Event)), ttl_ms)
             .await;
     }
 
@@ -477,11 +678,12 @@ impl ListenerGuard {
 }
 
 /// Starts the task that subscribes to `channel` and applies every
-/// invalidation it hears, resubscribing (with backoff) whenever the
+/// invalidation it hears (but those `own_origin` published), resubscribing (with backoff) whenever the
 /// connection drops.
 pub(super) fn spawn_listener(
     client: redis::Client,
     channel: String,
+    own_origin: String,
     op_timeout: Duration,
     apply: Arc<dyn Fn(Invalidation) + Send + Sync>,
 ) -> ListenerGuard {
@@ -500,8 +702,10 @@ pub(super) fn spawn_listener(
                 tx.send_replace(true);
                 let mut messages = pubsub.on_message();
                 while let Some(msg) = messages.next().await {
-                    match parse_key(msg.get_payload_bytes()) {
-                        Some(key) => apply(Invalidation::Key(key)),
+                    match parse_payload(msg.get_payload_bytes()) {
+                        // Our own change, applied when it was made.
+                        Some((_, Some(origin))) if origin == own_origin => {}
+                        Some((key, _)) => apply(Invalidation::Key(key)),
                         None => log::warn!(
                             channel = channel.as_str();
                             "ignoring a malformed membership invalidation on Redis channel {channel}"
@@ -562,11 +766,15 @@ impl RedisCache {
         let listener = spawn_listener(
             client,
             config.invalidation_channel.clone(),
+            redis.origin().to_owned(),
             config.op_timeout,
-            Arc::new(move |inv| {
-                if let Invalidation::Key(key) = inv {
+            Arc::new(move |inv| match inv {
+                Invalidation::Key(key) => {
                     listener_metrics.invalidations_remote.inc();
-                    listener_flight.invalidate(key);
+                    listener_flight.supersede(key);
+                }
+                Invalidation::All => {
+                    listener_flight.supersede_all();
                 }
             }),
         );
@@ -617,14 +825,47 @@ impl MembershipCache for RedisCache {
     ) -> TelegramResult<CacheLookup> {
         self.flight
             .run(key, |flight| async move {
-                if let RedisLookup::Hit { status, .. } = self.redis.get(key).await {
-                    return Ok(CacheLookup {
-                        status,
-                        source: CacheSource::Redis,
-                    });
-                }
-                lookup::load(&flight, &self.metrics, loader, |status| async move {
-                    self.redis.set(key, status, self.ttl.ttl(status)).await;
+                let fence = match self.redis.get(key).await {
+                    RedisLookup::Hit { status, .. } => {
+                        return Ok(CacheLookup {
+                            status,
+                            source: CacheSource::Redis,
+                        })
+                    }
+                    other => other.into_fence(),
+                };
+                let flight = &*flight;
+                lookup::load(flight, &self.metrics, loader, |status| async move {
+                    !flight.is_superseded()
+                        && self
+                            .redis
+                            .set_loaded(key, &fence, status, self.ttl.ttl(status))
+                            .await
+                            == CasOutcome::Written
+                })
+                .await
+            })
+            .await
+    }
+
+    async fn refresh(
+        &self,
+        key: MembershipKey,
+        loader: MembershipLoader<'_>,
+    ) -> TelegramResult<ChatMemberStatus> {
+        self.flight
+            .run_solo(key, |flight| async move {
+                let fence = self.redis.fence(key).await;
+                let flight = &*flight;
+                lookup::refresh(flight, &self.metrics, loader, |status| async move {
+                    if flight.is_superseded() {
+                        return false;
+                    }
+                    self.flight.supersede_others(key, flight);
+                    self.redis
+                        .set_refreshed(key, &fence, status, self.ttl.ttl(status))
+                        .await
+                        == CasOutcome::Written
                 })
                 .await
             })
@@ -632,12 +873,15 @@ impl MembershipCache for RedisCache {
     }
 
     async fn insert(&self, key: MembershipKey, status: ChatMemberStatus) {
-        self.redis.set(key, status, self.ttl.ttl(status)).await;
+        self.flight.supersede(key);
+        self.redis
+            .set_event(key, status, self.ttl.ttl(status))
+            .await;
     }
 
     async fn invalidate(&self, key: MembershipKey) {
         self.metrics.invalidations_local.inc();
-        self.flight.invalidate(key);
+        self.flight.supersede(key);
         self.redis.invalidate(key).await;
     }
 }
@@ -665,9 +909,14 @@ mod tests {
     #[test]
     fn payload_parses_negative_channels() {
         let key = MembershipKey::new(ChannelId(-1001234), UserId(42));
-        assert_eq!(parse_key(key.to_string().as_bytes()), Some(key));
-        assert_eq!(parse_key(b"garbage"), None);
-        assert_eq!(parse_key(b"-1:x"), None);
+        assert_eq!(parse_payload(key.to_string().as_bytes()), Some((key, None)));
+        assert_eq!(
+            parse_payload(format!("{key}/00ff").as_bytes()),
+            Some((key, Some("00ff")))
+        );
+        assert_eq!(parse_payload(b"garbage"), None);
+        assert_eq!(parse_payload(b"-1:x"), None);
+        assert_eq!(parse_payload(b"-1:x/1"), None);
     }
 
     #[test]

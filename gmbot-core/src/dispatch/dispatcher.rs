@@ -88,8 +88,9 @@ fn stopped() -> TelegramError {
 ///
 /// - **Budgets** ([`DispatchConfig`]): `sendMessage` (ephemeral ones included) and
 ///   `editMessageText` draw on the global write budget (30/s) and their chat's budget
-///   (20/min in a group, 1/s in a private chat); deletions, restrictions, kicks, their
-///   lifting and the answers to join requests on the action budget (30/s); invite links on the global write budget; reads (`getChatMember`,
+///   (20/min in a group, 1/s in a private chat); restrictions, kicks, their lifting and the
+///   answers to join requests on the restrict budget (30/s); deletions on the delete budget
+///   (30/s); invite links on the global write budget; reads (`getChatMember`,
 ///   `getChatAdministrators`, `getChat`) on an optional read budget, never on
 ///   the message budget; reads in the bulk lane on the optional bulk read budget instead
 ///   (`bulk_reads_per_second`); callback answers on nothing. Buckets are `ratelimit` token buckets on tokio's clock.

@@ -75,9 +75,9 @@ fn take(bucket: &Bucket) -> Result<(), Duration> {
 /// - Ephemeral messages (Bot API 10.2) are messages sent into the group. The reference
 ///   names no separate limit for them and does not exempt them from the group's
 ///   20 messages/min, so they draw on the global write budget and the group's budget like
-///   any `sendMessage`; deleting one is an action, like `deleteMessage`.
+///   any `sendMessage`; deleting one draws on the delete budget, like `deleteMessage`.
 /// - Approving, declining and answering join requests change a chat without posting: the
-///   action budget.
+///   restrict budget.
 ///
 /// Every call, free or not, waits out a 429 pause of its chat or of the whole bot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

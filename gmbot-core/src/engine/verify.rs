@@ -17,13 +17,23 @@ use super::decision::{
 use super::error::EngineError;
 use super::Engine;
 
-/// Where memberships come from.
+/// Where memberships come from, and what the verdict is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Lookup {
-    /// The membership cache first (a message, a join).
+    /// The membership cache first, for a message or a join (deny → delete, mute, warn).
     Cached,
-    /// Telegram directly, refreshing the cache (the "I've joined" button).
+    /// Telegram directly, refreshing the cache: a recheck (the "I've joined" button).
     Fresh,
+    /// The membership cache first, for a recheck (allow → unmute; deny → nothing
+    /// new): a join the cache already holds (events mode).
+    CachedRecheck,
+}
+
+impl Lookup {
+    /// A recheck of a member who may be muted: its verdict unmutes or changes nothing.
+    fn is_recheck(self) -> bool {
+        matches!(self, Self::Fresh | Self::CachedRecheck)
+    }
 }
 
 impl Engine {
@@ -108,6 +118,27 @@ impl Engine {
         not_member
     }
 
+    /// Like [`Engine::recheck`], but memberships come from the cache (Telegram
+    /// only on a miss). For the cache mode kept by events: the bot has just
+    /// written the join it saw into the cache, and asking Telegram again would
+    /// only repeat what the event said.
+    pub async fn recheck_cached(
+        &self,
+        group: GroupId,
+        user: UserId,
+    ) -> Result<Verdict, EngineError> {
+        let started = Instant::now();
+        let result = self
+            .decide(
+                group,
+                user,
+                &MessageContext::no_message(),
+                Lookup::CachedRecheck,
+            )
+            .await;
+        self.finish(group, user, result, started)
+    }
+
     pub(super) fn finish(
         &self,
         group: GroupId,
@@ -170,9 +201,10 @@ impl Engine {
         match sender_chat_rule(group, user, ctx, config) {
             SenderChat::Exempt(reason) => return Ok(allowed(Decision::Exempt(reason), lookup)),
             SenderChat::Foreign(chat) => {
-                let actions = match lookup {
-                    Lookup::Cached => foreign_sender_chat_actions(settings, ctx.message, chat),
-                    Lookup::Fresh => Actions::new(),
+                let actions = if lookup.is_recheck() {
+                    Actions::new()
+                } else {
+                    foreign_sender_chat_actions(settings, ctx.message, chat)
                 };
                 return Ok(Verdict {
                     decision: Decision::Deny {
@@ -237,9 +269,10 @@ impl Engine {
             );
             allowed(Decision::Allow, lookup)
         } else {
-            let actions = match lookup {
-                Lookup::Cached => deny_actions(settings, ctx.message, inner.clock.unix_now()),
-                Lookup::Fresh => Actions::new(),
+            let actions = if lookup.is_recheck() {
+                Actions::new()
+            } else {
+                deny_actions(settings, ctx.message, inner.clock.unix_now())
             };
             Verdict {
                 decision: Decision::Deny { missing },
@@ -248,7 +281,7 @@ impl Engine {
                 cache_hits: 0,
             }
         };
-        if lookup == Lookup::Fresh && !unverifiable.is_empty() {
+        if lookup.is_recheck() && !unverifiable.is_empty() {
             // An unknown answer never lifts a restriction (TELEGRAM.md,
             // "Membership"), whatever the failure policy let through.
             verdict.actions.retain(|a| *a != Action::Unrestrict);
@@ -269,7 +302,7 @@ impl Engine {
         let inner = &*self.inner;
         let key = MembershipKey::new(channel, user);
         let answer = match lookup {
-            Lookup::Cached => {
+            Lookup::Cached | Lookup::CachedRecheck => {
                 // The hit path: synchronous, no allocation, no boxed future.
                 if let Some(status) = inner.cache.get_local(key) {
                     return (Membership::from(status), true);
@@ -284,12 +317,11 @@ impl Engine {
                 }
             }
             Lookup::Fresh => {
-                let answer = inner
-                    .telegram
-                    .get_chat_member(ChatId::from(channel), user)
-                    .await;
-                if let Ok(status) = answer {
-                    inner.cache.insert(key, status).await;
+                // Telegram first, then the cache — unless a join or leave of this
+                // member arrived meanwhile, which is newer than this answer.
+                let loader = inner.telegram.get_chat_member(ChatId::from(channel), user);
+                let answer = inner.cache.refresh(key, loader).await;
+                if answer.is_ok() {
                     inner.faults.clear(channel).await;
                 }
                 answer
@@ -315,7 +347,7 @@ impl Engine {
 /// A verdict that lets the sender speak; a recheck that lets them speak lifts their mute.
 fn allowed(decision: Decision, lookup: Lookup) -> Verdict {
     let mut verdict = Verdict::new(decision);
-    if lookup == Lookup::Fresh {
+    if lookup.is_recheck() {
         verdict.actions.push(Action::Unrestrict);
     }
     verdict

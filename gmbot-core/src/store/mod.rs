@@ -185,6 +185,16 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Vec<SeenMember>>;
 
+    /// A page of members seen in a group, most recently seen first (ties by
+    /// user id, highest first), strictly after `before` — the `(last_seen,
+    /// user)` of the previous page's last row: the cache warm-up's order.
+    async fn recently_seen(
+        &self,
+        group: GroupId,
+        before: Option<(UnixTime, UserId)>,
+        limit: u32,
+    ) -> StoreResult<Vec<SeenMember>>;
+
     /// Number of members seen in a group.
     async fn count_seen(&self, group: GroupId) -> StoreResult<u64>;
 

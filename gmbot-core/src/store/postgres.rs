@@ -1303,6 +1303,30 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn recently_seen(
+        &self,
+        group: GroupId,
+        before: Option<(UnixTime, UserId)>,
+        limit: u32,
+    ) -> StoreResult<Vec<SeenMember>> {
+        // No index on last_seen: the group's rows are found by the primary key
+        // and sorted (a warm-up reads a few pages at start, not on the hot path).
+        let (at, user) = before.map_or((i64::MAX, i64::MAX), |(t, u)| (t.0, u.0));
+        self.run(move |c| {
+            c.query(
+                "SELECT group_id, user_id, first_seen, last_seen FROM seen_members \
+                 WHERE group_id = $1 AND (last_seen, user_id) < ($2, $3) \
+                 ORDER BY last_seen DESC, user_id DESC LIMIT $4",
+                &[&group.0, &at, &user, &limit_of(limit)],
+            )
+            .map_err(db)?
+            .iter()
+            .map(rows::seen)
+            .collect()
+        })
+        .await
+    }
+
     async fn count_seen(&self, group: GroupId) -> StoreResult<u64> {
         self.run(move |c| {
             count(
