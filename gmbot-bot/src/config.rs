@@ -18,7 +18,7 @@ use url::Url;
 use crate::secret::{BotToken, SecretString};
 
 /// Every variable GMBot reads.
-pub const VARIABLES: [&str; 32] = [
+pub const VARIABLES: [&str; 33] = [
     "TELEGRAM_BOT_TOKEN",
     "TELEGRAM_API_URL",
     "TELEGRAM_API_ID",
@@ -36,6 +36,7 @@ pub const VARIABLES: [&str; 32] = [
     "GMBOT_MESSAGES_PER_SECOND",
     "GMBOT_GROUP_MESSAGES_PER_MINUTE",
     "GMBOT_ACTIONS_PER_SECOND",
+    "GMBOT_DELETES_PER_SECOND",
     "GMBOT_READS_PER_SECOND",
     "GMBOT_BULK_READS_PER_SECOND",
     "GMBOT_MTPROTO_SIM_URL",
@@ -787,6 +788,28 @@ fn v1_warning(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn every_variable_the_parser_reads_is_read_from_the_environment() {
+        // `from_env` reads only `VARIABLES`: a variable parsed but missing there would be
+        // silently ignored by the real binary. Every `"GMBOT_…"` literal here names one.
+        let source = include_str!("config.rs");
+        let mut missing = Vec::new();
+        for (i, _) in source.match_indices("\"GMBOT_") {
+            let name = &source[i + 1..];
+            let end = name
+                .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+                .unwrap_or(name.len());
+            let (name, after) = (&name[..end], &name[end..]);
+            if after.starts_with('"') && name.len() > "GMBOT_".len() && !VARIABLES.contains(&name) {
+                missing.push(name.to_owned());
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "parsed but never read from the environment: {missing:?}"
+        );
+    }
     use super::*;
 
     const TOKEN: &str = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw-";
