@@ -331,11 +331,8 @@ pub(crate) async fn read_status_ahead(app: &App, group: GroupId, user: UserId) {
     if cache.contains_key(&(group, user)) {
         return;
     }
-    if let Ok(status) = app
-        .telegram_in(gmbot_core::dispatch::Lane::Interactive)
-        .get_chat_member(group.into(), user)
-        .await
-    {
+    // The same call, in the same lane, as the read it stands in for (`new_mute_row`).
+    if let Ok(status) = app.telegram().get_chat_member(group.into(), user).await {
         cache.insert((group, user), status).await;
     }
 }

@@ -44,7 +44,6 @@ use gmbot_core::telegram::{
     InlineButton, JoinQueryAnswer, OutgoingMessage, TelegramApi, TelegramError,
 };
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use crate::app::App;
 use crate::handlers::HandleError;
@@ -809,48 +808,24 @@ async fn decide_due(
 }
 
 /// The sweeper task; stopped with [`SweeperGuard::stop`] or when `shutdown` completes.
-#[derive(Debug)]
-pub struct SweeperGuard {
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
+pub type SweeperGuard = super::periodic::PeriodicGuard;
 
-impl SweeperGuard {
-    /// Stops the task and waits for it.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-/// Runs [`sweep_once`] at start and then every `interval`, until `shutdown` completes.
+/// Runs [`sweep_once`] at start and then every `interval` (at least 100 ms), until `shutdown`
+/// completes.
 pub fn spawn_sweeper(
     app: App,
     interval: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> SweeperGuard {
-    let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        tokio::pin!(shutdown);
-        let mut tick = tokio::time::interval(interval.max(Duration::from_millis(100)));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = &mut shutdown => break,
-                _ = &mut stop_rx => break,
-            }
+    super::periodic::spawn(
+        "join gate sweeper",
+        app,
+        interval.max(Duration::from_millis(100)),
+        shutdown,
+        |app| async move {
             sweep_once(&app).await;
-        }
-    });
-    SweeperGuard {
-        stop: Some(stop_tx),
-        task: Some(task),
-    }
+        },
+    )
 }
 
 #[cfg(test)]

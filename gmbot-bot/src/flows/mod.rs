@@ -17,6 +17,7 @@ pub mod joined_button;
 pub mod lift;
 pub mod migration;
 pub mod notice;
+pub mod periodic;
 pub mod raid;
 pub mod recheck;
 pub mod reconcile;

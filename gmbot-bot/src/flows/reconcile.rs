@@ -30,8 +30,6 @@ use gmbot_core::domain::{
 };
 use gmbot_core::store::StoreError;
 use gmbot_core::telegram::TelegramApi;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use crate::app::App;
 
@@ -266,57 +264,22 @@ async fn subscribed(
 
 /// The periodic reconciliation task; stop it with [`ReconcilerGuard::stop`]
 /// (dropping the guard aborts it).
-#[derive(Debug)]
-pub struct ReconcilerGuard {
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
+pub type ReconcilerGuard = super::periodic::PeriodicGuard;
 
-impl ReconcilerGuard {
-    /// Stops the task after the pass in progress, if any, and waits for it.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            if let Err(err) = task.await {
-                log::warn!(error:display = err; "the reconciler ended abnormally");
-            }
-        }
-    }
-}
-
-impl Drop for ReconcilerGuard {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
-/// Runs [`reconcile_once`] now and then every `interval` until `shutdown`
+/// Runs [`reconcile_once`] now and then every `interval` (at least 1 s) until `shutdown`
 /// completes or the guard is stopped. A pass in progress finishes first.
 pub fn spawn_reconciler(
     app: App,
     interval: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> ReconcilerGuard {
-    let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        tokio::pin!(shutdown);
-        let mut tick = tokio::time::interval(interval.max(Duration::from_secs(1)));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = &mut shutdown => break,
-                _ = &mut stop_rx => break,
-            }
+    super::periodic::spawn(
+        "reconciler",
+        app,
+        interval.max(Duration::from_secs(1)),
+        shutdown,
+        |app| async move {
             reconcile_once(&app).await;
-        }
-    });
-    ReconcilerGuard {
-        stop: Some(stop_tx),
-        task: Some(task),
-    }
+        },
+    )
 }

@@ -218,6 +218,31 @@ impl Shared {
         }
     }
 
+    /// Writes `rows` (their ids already marked [`Kept::Writing`]) to the update journal
+    /// within [`JOURNAL_CALL_TIMEOUT`], records the outcome for each, and counts them as kept.
+    /// The error says why they were not kept.
+    async fn write_kept(&self, app: &App, rows: &[JournaledUpdate]) -> Result<usize, String> {
+        let ids: Vec<i64> = rows.iter().map(|r| r.update_id).collect();
+        let written =
+            tokio::time::timeout(JOURNAL_CALL_TIMEOUT, app.store().journal_updates(rows)).await;
+        let outcome = match written {
+            Ok(Ok(())) => Ok(ids.len()),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(_) => Err(format!(
+                "timed out after {} s",
+                JOURNAL_CALL_TIMEOUT.as_secs()
+            )),
+        };
+        self.written(&ids, outcome.is_ok());
+        if let Ok(n) = outcome {
+            app.metrics()
+                .update_journal
+                .with_label_values(&["kept"])
+                .inc_by(n as u64);
+        }
+        outcome
+    }
+
     /// Records the outcome of writing `ids` to the journal.
     fn written(&self, ids: &[i64], ok: bool) {
         let mut s = self.lock();
@@ -448,45 +473,34 @@ impl UpdateSender {
     /// what comes after (the updates of other chats). Returns how many it kept; 0 when there
     /// were fewer or the store failed (then they stay unconfirmed, as before).
     pub async fn keep_backlog(&self, at_least: usize) -> usize {
-        let (ids, rows) = {
+        let rows: Vec<JournaledUpdate> = {
             let mut s = self.shared.lock();
             let now = UnixTime::now();
             let s = &mut *s;
-            let fresh: Vec<&Received> = s
+            let rows: Vec<JournaledUpdate> = s
                 .waiting
                 .values()
                 .flatten()
                 .filter(|r| !s.kept.contains_key(&r.update.id))
-                .collect();
-            if fresh.is_empty() || fresh.len() < at_least {
-                return 0;
-            }
-            let rows: Vec<JournaledUpdate> = fresh
-                .iter()
                 .map(|r| journal::encode(&r.update, now))
                 .collect();
-            let ids: Vec<i64> = rows.iter().map(|r| r.update_id).collect();
-            for id in &ids {
-                s.kept.insert(*id, Kept::Writing);
+            if rows.is_empty() || rows.len() < at_least {
+                return 0;
             }
-            (ids, rows)
+            for r in &rows {
+                s.kept.insert(r.update_id, Kept::Writing);
+            }
+            rows
         };
-        match self.app.store().journal_updates(&rows).await {
-            Ok(()) => {
-                self.shared.written(&ids, true);
-                self.app
-                    .metrics()
-                    .update_journal
-                    .with_label_values(&["kept"])
-                    .inc_by(ids.len() as u64);
-                log::debug!(kept = ids.len(); "backlog kept in the update journal");
-                ids.len()
+        match self.shared.write_kept(&self.app, &rows).await {
+            Ok(n) => {
+                log::debug!(kept = n; "backlog kept in the update journal");
+                n
             }
-            Err(err) => {
-                self.shared.written(&ids, false);
+            Err(why) => {
                 log::warn!(
-                    waiting = ids.len(),
-                    error:display = err;
+                    waiting = rows.len(),
+                    error:display = why;
                     "cannot keep the backlog in the update journal; it stays unconfirmed until handled"
                 );
                 0
@@ -851,50 +865,30 @@ const FORGET_EVERY: Duration = Duration::from_millis(250);
 async fn keep_unfinished(shared: &Shared, app: &App) -> usize {
     let now = UnixTime::now();
     let rows: Vec<JournaledUpdate> = {
-        let s = shared.lock();
-        s.waiting
+        let mut s = shared.lock();
+        let rows: Vec<JournaledUpdate> = s
+            .waiting
             .values()
             .flatten()
             .map(|r| &r.update)
             .chain(s.running.values())
             .map(|u| journal::encode(u, now))
-            .collect()
+            .collect();
+        for r in &rows {
+            s.kept.entry(r.update_id).or_insert(Kept::Writing);
+        }
+        rows
     };
     if rows.is_empty() {
         return 0;
     }
-    let ids: Vec<i64> = rows.iter().map(|r| r.update_id).collect();
-    {
-        let mut s = shared.lock();
-        for id in &ids {
-            s.kept.entry(*id).or_insert(Kept::Writing);
-        }
-    }
-    let written =
-        tokio::time::timeout(JOURNAL_CALL_TIMEOUT, app.store().journal_updates(&rows)).await;
-    match written {
-        Ok(Ok(())) => {
-            shared.written(&ids, true);
-            app.metrics()
-                .update_journal
-                .with_label_values(&["kept"])
-                .inc_by(ids.len() as u64);
-            ids.len()
-        }
-        Ok(Err(err)) => {
-            shared.written(&ids, false);
+    match shared.write_kept(app, &rows).await {
+        Ok(n) => n,
+        Err(why) => {
             log::error!(
-                updates = ids.len(),
-                error:display = err;
+                updates = rows.len(),
+                error:display = why;
                 "cannot keep the unhandled updates in the update journal; they are lost unless Telegram delivers them again"
-            );
-            0
-        }
-        Err(_) => {
-            shared.written(&ids, false);
-            log::error!(
-                updates = ids.len();
-                "keeping the unhandled updates in the update journal timed out; they are lost unless Telegram delivers them again"
             );
             0
         }

@@ -141,9 +141,7 @@ pub async fn run(
     // After the last update fetched; what is asked for is `confirmable` (≤ this).
     let mut fetched: Option<i64> = None;
     loop {
-        if sender.oldest_unfinished().is_some() {
-            sender.keep_backlog(KEEP_BACKLOG_AT).await;
-        }
+        sender.keep_backlog(KEEP_BACKLOG_AT).await;
         let offset = confirmable(sender, fetched);
         let result = tokio::select! {
             r = api.get_updates(offset) => r,

@@ -76,9 +76,9 @@ impl Engine {
     /// verification asking meanwhile waits for the same call) without deciding anything or
     /// counting a verification. For read-ahead: the updates queued behind a busy chat's
     /// current one are handled in order, but their Telegram reads need not wait for it.
-    /// Does nothing for an unknown or unenforced group, for a cached answer, or for a
-    /// channel that is failing for everyone. Returns whether some channel answered "not a
-    /// member" (the update will likely be denied).
+    /// Each channel is looked up exactly as a verification does it (cache, channels failing
+    /// for everyone, single flight). Does nothing for an unknown or unenforced group. Returns
+    /// whether some channel answered "not a member" (the update will likely be denied).
     pub async fn prefetch(&self, group: GroupId, user: UserId) -> bool {
         let inner = &*self.inner;
         let now_ms = inner.clock.now_millis();
@@ -98,21 +98,9 @@ impl Engine {
         let mut not_member = false;
         for channel in config.channels() {
             if let Some(id) = channel.id {
-                let key = MembershipKey::new(id, user);
-                let status = match inner.cache.get_local(key) {
-                    Some(status) => Some(status),
-                    None if inner.faults.get(id, &*inner.clock).await.is_some() => None,
-                    None => {
-                        let loader = inner.telegram.get_chat_member(ChatId::from(id), user);
-                        inner
-                            .cache
-                            .get_or_load(key, loader)
-                            .await
-                            .ok()
-                            .map(|l| l.status)
-                    }
-                };
-                not_member |= status.is_some_and(|s| !s.is_subscribed());
+                // The verification's own lookup: cache, failing channels, single flight.
+                let (membership, _) = self.membership(id, user, Lookup::Cached).await;
+                not_member |= matches!(membership, Membership::NotMember(_));
             }
         }
         not_member
