@@ -43,7 +43,8 @@ pub struct DispatchConfig {
     /// per second; `None` = reads are not throttled (Telegram gives them their own,
     /// looser flood limits; they never draw on the message budget).
     pub reads_per_second: Option<u32>,
-    /// Read bucket capacity (used only with `reads_per_second`).
+    /// Read bucket capacity (used only with `reads_per_second`); at least 20 ms of the rate,
+    /// so that the timer's millisecond granularity does not eat into a high read rate.
     pub read_burst: u32,
     /// Optional budget for reads in the [bulk lane](super::Lane::Bulk) per second
     /// (audits: member listings and membership checks; reconciliation's checks).
@@ -51,7 +52,8 @@ pub struct DispatchConfig {
     /// has its own pace and never uses up the budget of the bot's own checks.
     /// `None` = bulk reads are budgeted like any other read.
     pub bulk_reads_per_second: Option<u32>,
-    /// Bulk read bucket capacity (used only with `bulk_reads_per_second`).
+    /// Bulk read bucket capacity (used only with `bulk_reads_per_second`); at least 20 ms of
+    /// the rate, like `read_burst`.
     pub bulk_burst: u32,
     /// A call waiting longer than this goes before every call that arrived
     /// after it, whatever their lanes: the bound that keeps low lanes from starving.
