@@ -114,9 +114,12 @@ impl Backend {
     pub(crate) fn vars(&self) -> Vec<(&'static str, String)> {
         match self {
             Self::Sqlite(f) => vec![("DATABASE_URL", format!("sqlite://{}", f.path().display()))],
+            // A fresh schema each time, one instance: the bot may migrate it at start (on
+            // PostgreSQL it waits for `gmbot migrate` unless told so).
             Self::PostgresRedis(pg, _) => vec![
                 ("DATABASE_URL", pg.url().to_owned()),
                 ("REDIS_URL", REDIS_URL.to_owned()),
+                ("GMBOT_MIGRATE", "auto".to_owned()),
             ],
         }
     }
