@@ -15,9 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use e2e_support::{settle, wait_until, world, PgSchema, RedisPrefix, Running, World, SECRET};
-use gmbot_bot::run::{Bot, RunOptions};
-use gmbot_bot::runtime::Shutdown;
+use e2e_support::{
+    settle, start_configured, world, PgSchema, RedisPrefix, Running, Transport, World, SECRET,
+};
+use gmbot_bot::run::RunOptions;
 use gmbot_bot::Config;
 use gmbot_core::dispatch::DispatchConfig;
 use tokio::net::{TcpListener, TcpStream};
@@ -223,23 +224,7 @@ async fn start(w: &World, database_url: &str, redis_url: &str, prefix: &str) -> 
         startup_attempts: 2,
         ..RunOptions::default()
     };
-    let shutdown = Shutdown::new();
-    let bot = Bot::start(&config, options, &shutdown)
-        .await
-        .expect("the bot starts");
-    let running = Running {
-        app: bot.app().clone(),
-        addr: bot.http_addr(),
-        monitor: bot.monitor(),
-        shutdown: shutdown.clone(),
-        task: tokio::spawn(bot.run(shutdown)),
-    };
-    let expected = running.webhook_url();
-    wait_until("the webhook is registered", || {
-        w.sim.webhook_url().as_deref() == Some(expected.as_str())
-    })
-    .await;
-    running
+    start_configured(&w.sim, &config, Transport::Webhook, options).await
 }
 
 /// A non-subscriber who writes is deleted and muted; asserts it.
