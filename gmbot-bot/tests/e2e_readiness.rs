@@ -279,7 +279,13 @@ async fn redis_outage_degrades_ready_and_verification_goes_on() {
 
     // Redis dies: the instance stays in the load balancer (200), says it is degraded.
     redis.kill();
+    let killed = Instant::now();
     let (code, v) = ready(addr).await;
+    eprintln!(
+        "/ready answered {code} {} {} ms after the kill",
+        v["status"],
+        killed.elapsed().as_millis()
+    );
     assert_eq!(code, 200, "a Redis outage must not fail /ready: {v}");
     assert_eq!(v["status"], "degraded", "{v}");
     let reason = v["degraded"]["redis"].as_str().unwrap_or_default();
@@ -306,7 +312,12 @@ async fn redis_outage_degrades_ready_and_verification_goes_on() {
 
     // Redis is back: plain ready again, and the bot goes on.
     redis.restart();
+    let back = Instant::now();
     let v = ready_becomes(addr, "ready").await;
+    eprintln!(
+        "/ready plain ready again {} ms after redis-server answered",
+        back.elapsed().as_millis()
+    );
     assert_eq!(v["dependencies"]["redis"], "ok", "{v}");
     assert!(v.get("degraded").is_none(), "{v}");
     assert_eq!(metric(addr, "gmbot_ready_degraded").await, Some(0.0));
@@ -361,6 +372,11 @@ async fn database_outage_fails_ready() {
     assert_eq!(metric(addr, "gmbot_ready_degraded").await, Some(0.0));
 
     proxy.restore();
+    let back = Instant::now();
     ready_becomes(addr, "ready").await;
+    eprintln!(
+        "/ready ready again {} ms after the database was reachable",
+        back.elapsed().as_millis()
+    );
     bot.stop().await;
 }
