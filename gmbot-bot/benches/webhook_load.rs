@@ -493,6 +493,7 @@ async fn run(
     match &pg {
         Some(pg) => {
             vars.push(("DATABASE_URL", pg.url().to_owned()));
+            vars.push(("GMBOT_MIGRATE", "auto".to_owned()));
             vars.push(("REDIS_URL", "redis://127.0.0.1:6379".to_owned()));
             let ok = redis::Client::open("redis://127.0.0.1:6379")
                 .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))

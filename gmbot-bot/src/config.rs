@@ -11,14 +11,14 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 
 use gmbot_core::cache::{CacheMode, TtlPolicy};
-use gmbot_core::store::DatabaseUrl;
+use gmbot_core::store::{DatabaseUrl, MigrationMode};
 use gmbot_core::warm::WarmConfig;
 use url::Url;
 
 use crate::secret::{BotToken, SecretString};
 
 /// Every variable GMBot reads.
-pub const VARIABLES: [&str; 33] = [
+pub const VARIABLES: [&str; 34] = [
     "TELEGRAM_BOT_TOKEN",
     "TELEGRAM_API_URL",
     "TELEGRAM_API_ID",
@@ -48,6 +48,7 @@ pub const VARIABLES: [&str; 33] = [
     "GMBOT_WARM_MAX_MEMBERS",
     "GMBOT_WARM_MAX_SECONDS",
     "GMBOT_WARM_CALLS_PER_SECOND",
+    "GMBOT_MIGRATE",
     "CHANNEL_ID",
     "CHANNEL_URL",
     "GROUP_ID",
@@ -117,6 +118,10 @@ pub struct Config {
     pub api_url: Url,
     /// `DATABASE_URL`.
     pub database_url: DatabaseUrl,
+    /// `GMBOT_MIGRATE`: `auto` applies pending migrations at start ([`MigrationMode::Apply`]),
+    /// `never` refuses a schema that is behind ([`MigrationMode::Require`]); by default SQLite
+    /// migrates itself and PostgreSQL waits for `gmbot migrate` (rolling deploys).
+    pub migration: MigrationMode,
     /// `REDIS_URL` (may hold a password, hence secret).
     pub redis_url: Option<SecretString>,
     /// `WEBHOOK_URL` and `WEBHOOK_SECRET`: webhook mode instead of long polling.
@@ -361,6 +366,7 @@ impl fmt::Debug for Config {
             .field("token", &self.token)
             .field("api_url", &self.api_url.as_str())
             .field("database_url", &self.database_url)
+            .field("migration", &self.migration)
             .field("redis_url", &self.redis_url)
             .field("webhook", &self.webhook)
             .field("http_listen", &self.http_listen)
@@ -433,6 +439,16 @@ impl Config {
                 format!("{e} (expected sqlite://path, sqlite::memory: or postgres://…)"),
             )
         })?;
+
+        let migration = match get("GMBOT_MIGRATE").map(|v| v.to_ascii_lowercase()).as_deref() {
+            None if matches!(database_url, DatabaseUrl::Postgres(_)) => MigrationMode::Require,
+            None | Some("auto") => MigrationMode::Apply,
+            Some("never") => MigrationMode::Require,
+            Some(v) => return Err(bad(
+                "GMBOT_MIGRATE",
+                format!("expected `auto` (apply pending migrations at start) or `never` (refuse to start on a schema that is behind: run `gmbot migrate` first), got {v:?}"),
+            )),
+        };
 
         let redis_url = match get("REDIS_URL") {
             Some(u) => {
@@ -650,6 +666,7 @@ impl Config {
             token,
             api_url,
             database_url,
+            migration,
             redis_url,
             webhook,
             http_listen,
@@ -874,6 +891,42 @@ mod tests {
         for secret in ["AAHdqTcv", "s3cr3t", "abc@", "0123456789abcdef0123"] {
             assert!(!dbg.contains(secret), "{secret} leaked in {dbg}");
         }
+    }
+
+    #[test]
+    fn migration_at_start_defaults_per_database_and_can_be_set() {
+        let pg = ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test");
+        let mode = |vars: &[(&str, &str)]| parse(vars).map(|c| c.migration);
+        // SQLite migrates itself (development, one instance); PostgreSQL waits for
+        // `gmbot migrate`, so a deploy never migrates under running older instances.
+        assert_eq!(mode(&[]), Ok(MigrationMode::Apply));
+        assert_eq!(
+            mode(&[("DATABASE_URL", "sqlite::memory:")]),
+            Ok(MigrationMode::Apply)
+        );
+        assert_eq!(mode(&[pg]), Ok(MigrationMode::Require));
+        assert_eq!(
+            mode(&[pg, ("GMBOT_MIGRATE", "auto")]),
+            Ok(MigrationMode::Apply)
+        );
+        assert_eq!(
+            mode(&[pg, ("GMBOT_MIGRATE", " AUTO ")]),
+            Ok(MigrationMode::Apply)
+        );
+        assert_eq!(
+            mode(&[("GMBOT_MIGRATE", "never")]),
+            Ok(MigrationMode::Require)
+        );
+        assert_eq!(
+            mode(&[pg, ("GMBOT_MIGRATE", "")]),
+            Ok(MigrationMode::Require)
+        );
+        let err = parse(&[pg, ("GMBOT_MIGRATE", "yes")]).expect_err("unknown value");
+        assert_eq!(err.var, "GMBOT_MIGRATE");
+        assert!(
+            err.reason.contains("`auto`") && err.reason.contains("\"yes\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `gmbot-bot`: GMBot's Telegram bot. Parses the configuration, installs logging (and Sentry),
 //! runs the bot until SIGTERM or Ctrl-C, and exits with a meaningful code: 0 after a clean
-//! stop, 1 on a runtime error, 2 on bad configuration. `gmbot-bot demo` runs it against the
+//! stop, 1 on a runtime error, 2 on bad configuration, 3 when the database schema does not fit
+//! this version (behind: run `gmbot migrate`; too new: deploy the newer version). `gmbot-bot demo` runs it against the
 //! simulated Telegram instead.
 
 use std::process::ExitCode;
@@ -105,7 +106,7 @@ fn main() -> ExitCode {
         Err(e) => {
             log::error!("gmbot-bot stopped: {e:#}");
             eprintln!("gmbot-bot: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(if run::is_schema_mismatch(&e) { 3 } else { 1 })
         }
     }
 }

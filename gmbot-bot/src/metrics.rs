@@ -32,6 +32,8 @@ pub struct BotMetrics {
     pub last_update: Gauge,
     /// `gmbot_dependency_up{dependency}`: 1 when the database / Redis answered the last readiness probe.
     pub dependency_up: IntGaugeVec,
+    /// `gmbot_ready_degraded`: 1 while `/ready` answers `degraded` (ready, but Redis is down).
+    pub ready_degraded: IntGauge,
     /// `gmbot_build_info{version}`: always 1.
     pub build_info: GaugeVec,
     /// `gmbot_outbox_shed_total{kind}`: deletions and mutes dropped because the outbox was full.
@@ -112,6 +114,10 @@ impl BotMetrics {
                 ),
                 &["dependency"],
             )?,
+            ready_degraded: IntGauge::new(
+                "gmbot_ready_degraded",
+                "Whether the last readiness probe found the instance ready but degraded: Redis down, verifying from the in-process cache (1) or not (0).",
+            )?,
             build_info: GaugeVec::new(
                 Opts::new("gmbot_build_info", "Build information; the value is always 1."),
                 &["version"],
@@ -158,6 +164,7 @@ impl BotMetrics {
         registry.register(Box::new(m.reconciliation_backlog.clone()))?;
         registry.register(Box::new(m.last_update.clone()))?;
         registry.register(Box::new(m.dependency_up.clone()))?;
+        registry.register(Box::new(m.ready_degraded.clone()))?;
         registry.register(Box::new(m.build_info.clone()))?;
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])

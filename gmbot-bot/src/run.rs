@@ -18,7 +18,7 @@ use gmbot_core::clock::{Clock, SystemClock};
 use gmbot_core::dispatch::DispatchConfig;
 use gmbot_core::domain::UserId;
 use gmbot_core::engine::EngineConfig;
-use gmbot_core::store::{self, MigrationMode};
+use gmbot_core::store::{self, StoreError};
 use gmbot_core::telegram::TelegramError;
 use prometheus::Registry;
 use url::Url;
@@ -184,13 +184,15 @@ impl Bot {
             .clone()
             .context("TELEGRAM_BOT_TOKEN is not set")?;
         let mode = Mode::detect(config);
-        let store = store::open(&config.database_url, MigrationMode::Apply)
+        let store = store::open(&config.database_url, config.migration)
             .await
-            .with_context(|| {
-                format!(
-                    "cannot open the database {}",
-                    config.database_url.redacted()
-                )
+            .map_err(|e| {
+                let hint = match e {
+                    StoreError::NotMigrated { .. } => " (its schema is behind this gmbot-bot: run `gmbot migrate` with the same DATABASE_URL, or set GMBOT_MIGRATE=auto to migrate at start; docs/operations.md, \"Rolling deploys\")",
+                    _ => "",
+                };
+                let db = config.database_url.redacted();
+                anyhow::Error::new(e).context(format!("cannot open the database {db}{hint}"))
             })?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
         let registry = Registry::new();
@@ -442,6 +444,18 @@ impl Bot {
         received?;
         Ok(RunReport { drain })
     }
+}
+
+/// Whether the bot stopped because the database schema does not fit this binary (behind and
+/// not migrated at start, or too new): `main` exits with 3 then, so an orchestrator can tell a
+/// deploy-order problem from a crash.
+pub fn is_schema_mismatch(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<StoreError>(),
+            Some(StoreError::NotMigrated { .. } | StoreError::SchemaTooNew { .. })
+        )
+    })
 }
 
 /// Builds and runs the bot until `shutdown` fires.

@@ -1,4 +1,5 @@
-//! The HTTP listener over real HTTP: `/health`, `/ready` (database and Redis up, down and back),
+//! The HTTP listener over real HTTP: `/health`, `/ready` (database and Redis up, down and back;
+//! Redis down only degrades it),
 //! `/metrics` (parses, has the expected families, passes `promtool`), 404/405, the webhook's
 //! body cap, and no secret in any answer.
 //!
@@ -208,6 +209,7 @@ async fn health_metrics_404_405_on_sqlite() {
         ("gmbot_reconciliation_backlog", "gauge"),
         ("gmbot_last_update_timestamp_seconds", "gauge"),
         ("gmbot_dependency_up", "gauge"),
+        ("gmbot_ready_degraded", "gauge"),
         ("gmbot_build_info", "gauge"),
         ("gmbot_verifications_total", "counter"),
         ("gmbot_verification_duration_seconds", "histogram"),
@@ -227,6 +229,7 @@ async fn health_metrics_404_405_on_sqlite() {
         sample(&samples, r#"gmbot_dependency_up{dependency="database"}"#),
         Some(1.0)
     );
+    assert_eq!(sample(&samples, "gmbot_ready_degraded"), Some(0.0));
     assert_eq!(
         sample(
             &samples,
@@ -638,7 +641,7 @@ async fn layered(url: &str, registry: &Registry) -> Arc<LayeredCache> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ready_requires_redis_when_configured() {
+async fn ready_degrades_without_redis_when_configured() {
     let dir = tempfile::tempdir().expect("tempdir");
 
     // Redis up.
@@ -652,10 +655,14 @@ async fn ready_requires_redis_when_configured() {
     let server = serve(HttpRoutes::new(app.clone()).with_redis(cache));
     let up = get(server.local_addr(), "/ready").await;
     assert_eq!(up.status, 200, "{}", up.body);
-    assert_eq!(json(&up.body)["dependencies"]["redis"], "ok");
+    let v = json(&up.body);
+    assert_eq!(v["status"], "ready");
+    assert_eq!(v["dependencies"]["redis"], "ok");
+    assert!(v.get("degraded").is_none(), "{v}");
     server.stop();
 
-    // Redis at a closed port (with a password in its URL, which must not leak).
+    // Redis at a closed port (with a password in its URL, which must not leak): still
+    // ready — the load balancer keeps the instance — but degraded.
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
@@ -672,14 +679,14 @@ async fn ready_requires_redis_when_configured() {
     let server = serve(HttpRoutes::new(app).with_redis(cache));
     let addr = server.local_addr();
     let down = get(addr, "/ready").await;
-    assert_eq!(down.status, 503, "{}", down.body);
+    assert_eq!(down.status, 200, "{}", down.body);
     let v = json(&down.body);
-    assert_eq!(v["status"], "not_ready");
-    assert!(v["failed"]["redis"].is_string(), "{v}");
-    assert!(
-        v["failed"].get("database").is_none(),
-        "the database is fine: {v}"
-    );
+    assert_eq!(v["status"], "degraded");
+    let reason = v["degraded"]["redis"].as_str().expect("redis named");
+    assert!(["timeout", "unreachable"].contains(&reason), "{v}");
+    assert_eq!(v["dependencies"]["redis"], reason);
+    assert_eq!(v["dependencies"]["database"], "ok");
+    assert!(v.get("failed").is_none(), "nothing required failed: {v}");
     let metrics = get(addr, "/metrics").await.body;
     let (_, samples) = parse_metrics(&metrics);
     assert_eq!(
@@ -690,6 +697,7 @@ async fn ready_requires_redis_when_configured() {
         sample(&samples, r#"gmbot_dependency_up{dependency="database"}"#),
         Some(1.0)
     );
+    assert_eq!(sample(&samples, "gmbot_ready_degraded"), Some(1.0));
     for body in [&down.body, &metrics] {
         assert!(!body.contains(redis_password), "a secret leaked: {body}");
     }

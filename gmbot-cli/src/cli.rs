@@ -3,7 +3,7 @@
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::commands::{audit, cache, groups_list, import_env, protect, status, unprotect};
+use crate::commands::{audit, cache, groups_list, import_env, migrate, protect, status, unprotect};
 use crate::database::UrlOrigin;
 
 /// Where the CLI stores its state when neither `--database-url` nor `DATABASE_URL` is given.
@@ -35,8 +35,8 @@ pub(crate) struct Cli {
 /// Every command `gmbot` knows.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Apply pending schema migrations and print what was applied.
-    Migrate,
+    /// Apply pending schema migrations and print what was applied (--check: only report).
+    Migrate(migrate::Args),
     /// Protect a group, or add channels to an existing protection.
     Protect(protect::Args),
     /// Stop protecting a group (its settings and restriction history are kept).

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use gmbot_core::store::{self, DatabaseUrl, MigrationMode, MigrationReport, Store, StoreError};
+use gmbot_core::store::{
+    self, DatabaseUrl, MigrationMode, MigrationReport, SchemaStatus, Store, StoreError,
+};
 
 use crate::cli::DEFAULT_DATABASE_URL;
 use crate::error::CliError;
@@ -55,6 +57,14 @@ impl Database {
     pub(crate) async fn migrate(&self) -> Result<MigrationReport, CliError> {
         let url = self.parse()?;
         store::migrate(&url)
+            .await
+            .map_err(|e| self.explain(&url, e))
+    }
+
+    /// The schema compared with this binary's, changing nothing.
+    pub(crate) async fn schema_status(&self) -> Result<SchemaStatus, CliError> {
+        let url = self.parse()?;
+        store::schema_status(&url)
             .await
             .map_err(|e| self.explain(&url, e))
     }

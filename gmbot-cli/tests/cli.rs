@@ -22,8 +22,8 @@ struct Db {
 
 /// What keeps the database alive until the test ends.
 enum Keep {
-    Sqlite(#[allow(dead_code)] support::SqliteFile),
-    Postgres(#[allow(dead_code)] support::PgSchema),
+    Sqlite(support::SqliteFile),
+    Postgres(support::PgSchema),
 }
 
 fn sqlite_db() -> Db {
@@ -126,6 +126,22 @@ impl Db {
         self.ok(&["migrate"]);
     }
 
+    /// Runs SQL directly against the database, beside the binary.
+    fn execute(&self, sql: &str) {
+        match &self._keep {
+            Keep::Sqlite(f) => rusqlite::Connection::open(f.path())
+                .and_then(|c| c.execute_batch(sql))
+                .unwrap_or_else(|e| panic!("raw SQL failed: {e}")),
+            Keep::Postgres(s) => {
+                let sql = sql.to_owned();
+                support::with_pg_client(s.url(), move |c| {
+                    c.batch_execute(&sql)
+                        .unwrap_or_else(|e| panic!("raw SQL failed: {e}"))
+                })
+            }
+        }
+    }
+
     /// Writes a file in the working directory and returns its path.
     fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.workdir.path().join(name);
@@ -172,13 +188,16 @@ fn migrate_then_list_empty(db: Db) {
     assert!(first.contains("applied migration V1 "), "{first}");
     let version = first
         .lines()
-        .last()
-        .and_then(|l| l.strip_prefix("schema is now at version "))
+        .find_map(|l| l.strip_prefix("schema is now at version "))
         .unwrap_or_else(|| panic!("no resulting version in {first:?}"));
     assert!(version.parse::<u32>().is_ok_and(|v| v >= 1), "{first}");
+    let readers = format!(
+        "gmbot binaries that ship schema version {version} or later can run against it (this one ships {version})\n"
+    );
+    assert!(first.ends_with(&readers), "{first}");
     assert_eq!(
         db.ok(&["migrate"]),
-        format!("schema is up to date at version {version}\n")
+        format!("schema is up to date at version {version}\n{readers}")
     );
 
     assert_eq!(db.groups(), json!([]));
@@ -571,6 +590,68 @@ fn invalid_input_exits_with_2(db: Db) {
     assert_eq!(db.groups(), json!([]));
 }
 
+/// What `gmbot migrate --check` and `gmbot migrate` say about a schema behind, current, ahead
+/// by a compatible migration and ahead by an incompatible one.
+fn migrate_check_reports_how_the_schema_fits(db: Db) {
+    let e = db.fails(&["migrate", "--check"], 1);
+    assert!(
+        e.contains("migration(s) pending (V1, V2,") && e.contains("database at version 0"),
+        "{e}"
+    );
+    assert!(e.contains("run `gmbot migrate`"), "{e}");
+    // --check changed nothing.
+    assert!(db.fails(&["groups", "list"], 1).contains("not migrated"));
+
+    let migrated = db.ok(&["migrate"]);
+    let known: i64 = migrated
+        .lines()
+        .find_map(|l| l.strip_prefix("schema is now at version "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no version in {migrated:?}"));
+    let check = db.ok(&["migrate", "--check"]);
+    assert!(
+        check.starts_with(&format!(
+            "schema is at version {known}, the version this binary ships\n"
+        )),
+        "{check}"
+    );
+
+    // A newer version migrated, declaring that this one may still run.
+    let next = known + 1;
+    db.execute(&format!(
+        "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+         VALUES ({next}, 'newer', '2030-01-01T00:00:00Z', '0');
+         INSERT INTO schema_compat (version, min_reader_version) VALUES ({next}, {known});"
+    ));
+    let ahead = format!(
+        "schema is at version {next}, ahead of this binary ({known}) and compatible with it: nothing to apply\n"
+    );
+    assert!(db.ok(&["migrate", "--check"]).starts_with(&ahead));
+    assert!(db.ok(&["migrate"]).starts_with(&ahead));
+    assert_eq!(db.groups(), json!([]), "the other commands run too");
+
+    // Then one this version cannot run against.
+    let last = known + 2;
+    db.execute(&format!(
+        "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+         VALUES ({last}, 'breaking', '2030-01-02T00:00:00Z', '0');
+         INSERT INTO schema_compat (version, min_reader_version) VALUES ({last}, {last});"
+    ));
+    for args in [
+        &["migrate", "--check"][..],
+        &["migrate"],
+        &["groups", "list"],
+    ] {
+        let e = db.fails(args, 1);
+        assert!(
+            e.contains(&format!(
+                "schema is at version {last}, which needs a gmbot that ships schema version {last} or later"
+            )) && e.contains("upgrade gmbot"),
+            "{args:?}: {e}"
+        );
+    }
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -584,6 +665,7 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     migrate_then_list_empty,
+    migrate_check_reports_how_the_schema_fits,
     protect_then_list_has_the_documented_shape,
     protect_extends_an_existing_protection,
     unprotect_switches_protection_off,

@@ -23,7 +23,7 @@ use gmbot_core::domain::{
 };
 use gmbot_core::store::{
     self, DatabaseUrl, MigrationMode, MtprotoDcOption, MtprotoPeer, MtprotoSession, MtprotoUpdates,
-    SessionLease, Store, StoreError,
+    SchemaFit, SessionLease, Store, StoreError,
 };
 
 use support::{sqlite_file_url, with_pg_client, PgSchema, SqliteFile};
@@ -81,6 +81,31 @@ impl Db {
         match store::open(&self.url, MigrationMode::Apply).await {
             Ok(s) => s,
             Err(e) => panic!("cannot open the store at {}: {e}", self.url),
+        }
+    }
+
+    /// Runs a query of two integer columns directly against the database.
+    fn query_pairs(&self, sql: &str) -> Vec<(i64, i64)> {
+        match &self.keep {
+            Keep::File(f) => {
+                let c = rusqlite::Connection::open(f.path()).expect("open");
+                let mut stmt = c.prepare(sql).expect("prepare");
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .expect("query");
+                rows.collect::<Result<_, _>>().expect("rows")
+            }
+            Keep::Pg(s) => {
+                let sql = format!("SELECT a::bigint, b::bigint FROM ({sql}) AS q(a, b)");
+                with_pg_client(s.url(), move |c| {
+                    c.query(&sql, &[])
+                        .expect("query")
+                        .iter()
+                        .map(|r| (r.get(0), r.get(1)))
+                        .collect()
+                })
+            }
+            Keep::Memory => panic!("a private in-memory database cannot be reached from outside"),
         }
     }
 
@@ -158,9 +183,9 @@ macro_rules! contract_suite {
     };
 }
 
-contract_suite!(sqlite_file, db_cases: [schema_checks, open_apply_migrates_a_fresh_database, migration_v2_closes_duplicate_open_rows]);
+contract_suite!(sqlite_file, db_cases: [schema_checks, schema_ahead_runs_only_when_declared_compatible, schema_behind_is_refused_or_migrated, open_apply_migrates_a_fresh_database, migration_v2_closes_duplicate_open_rows]);
 contract_suite!(sqlite_memory, db_cases: [memory_database_is_private_and_migrated]);
-contract_suite!(postgres, db_cases: [schema_checks, open_apply_migrates_a_fresh_database, migration_v2_closes_duplicate_open_rows]);
+contract_suite!(postgres, db_cases: [schema_checks, schema_ahead_runs_only_when_declared_compatible, schema_behind_is_refused_or_migrated, open_apply_migrates_a_fresh_database, migration_v2_closes_duplicate_open_rows]);
 
 #[tokio::test]
 async fn sqlite_file_that_cannot_be_opened_is_unavailable() {
@@ -1465,7 +1490,7 @@ async fn migration_v2_closes_duplicate_open_rows(db: &Db) {
     protect(&s, g, vec![by_id(1)]).await;
     drop(s);
     // Back to a schema at version 1 (no unique index, none of the later tables: V3
-    // update_journal, V4 join_requests, V5 audits and MTProto sessions), with the duplicates it allowed; the history is rewound
+    // update_journal, V4 join_requests, V5 audits and MTProto sessions, V6 schema_compat), with the duplicates it allowed; the history is rewound
     // too, or V2 would count as missing below the later versions.
     db.execute(
         "DROP INDEX restrictions_active_member;
@@ -1476,6 +1501,7 @@ async fn migration_v2_closes_duplicate_open_rows(db: &Db) {
          DROP TABLE audit_runs;
          DROP TABLE mtproto_peers;
          DROP TABLE mtproto_sessions;
+         DROP TABLE schema_compat;
          DELETE FROM refinery_schema_history WHERE version >= 2;
          INSERT INTO restrictions (group_id, user_id, kind, state, reason, placed_at)
          VALUES (-1001000000001, 5, 'mute', 'active', 'old', 1),
@@ -1733,13 +1759,32 @@ async fn schema_checks(db: &Db) {
         .last()
         .map(|m| m.0)
         .expect("applied something");
-    assert_eq!(first.current, latest);
+    assert_eq!(first.status.current, latest);
+    assert_eq!(first.status.fit(), SchemaFit::Current);
     let second = store::migrate(&db.url).await.expect("migrate again");
     assert!(
         second.applied.is_empty(),
         "second run applies nothing: {second:?}"
     );
-    assert_eq!(second.current, latest);
+    assert_eq!(second.status.current, latest);
+
+    // Every migration from V6 on declares the oldest binary it still lets run, and none
+    // declares a binary newer than itself.
+    let rows = db.query_pairs("SELECT version, min_reader_version FROM schema_compat");
+    for v in (6..=latest).filter(|v| first.applied.iter().any(|m| m.0 == *v)) {
+        let declared = rows.iter().find(|(version, _)| *version == v);
+        assert!(
+            declared.is_some_and(|&(_, reader)| (1..=v).contains(&reader)),
+            "migration V{v} must write its schema_compat row: {rows:?}"
+        );
+    }
+    assert_eq!(
+        store::schema_status(&db.url)
+            .await
+            .expect("status")
+            .min_reader,
+        rows.iter().map(|r| r.1).max().expect("rows"),
+    );
 
     let s = store::open(&db.url, MigrationMode::Require)
         .await
@@ -1747,7 +1792,7 @@ async fn schema_checks(db: &Db) {
     protect(&s, gid(1), vec![by_id(1)]).await;
     drop(s);
 
-    // A schema from a newer binary is refused everywhere.
+    // A schema from a newer binary that declares nothing is refused everywhere.
     let future = latest + 1000;
     db.execute(&format!(
         "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
@@ -1755,8 +1800,12 @@ async fn schema_checks(db: &Db) {
     ));
     for mode in [MigrationMode::Require, MigrationMode::Apply] {
         match store::open(&db.url, mode).await {
-            Err(StoreError::SchemaTooNew { found, known }) => {
-                assert_eq!((found, known), (future, latest));
+            Err(StoreError::SchemaTooNew {
+                found,
+                known,
+                needs,
+            }) => {
+                assert_eq!((found, known, needs), (future, latest, future));
             }
             Err(e) => panic!("expected SchemaTooNew under {mode:?}, got {e}"),
             Ok(_) => panic!("a newer schema was accepted under {mode:?}"),
@@ -1768,6 +1817,130 @@ async fn schema_checks(db: &Db) {
         }
         other => panic!("expected SchemaTooNew from migrate, got {other:?}"),
     }
+}
+
+/// Appends a migration from a newer binary to the history, declaring `min_reader`
+/// (`None`: no `schema_compat` row, as a migration before V6 or a careless one).
+fn apply_future_migration(db: &Db, version: i64, min_reader: Option<i64>) {
+    db.execute(&format!(
+        "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+         VALUES ({version}, 'future_{version}', '2030-01-01T00:00:00Z', '0')"
+    ));
+    if let Some(reader) = min_reader {
+        db.execute(&format!(
+            "INSERT INTO schema_compat (version, min_reader_version) VALUES ({version}, {reader})"
+        ));
+    }
+}
+
+async fn schema_ahead_runs_only_when_declared_compatible(db: &Db) {
+    let latest = store::migrate(&db.url).await.expect("migrate").status.known;
+    let s = db.store().await;
+    protect(&s, gid(1), vec![by_id(1)]).await;
+    drop(s);
+
+    // A newer binary's additive migrations: this binary keeps running, in both modes.
+    apply_future_migration(db, latest + 1, Some(latest));
+    apply_future_migration(db, latest + 2, Some(latest - 1));
+    let status = store::schema_status(&db.url).await.expect("status");
+    assert_eq!(
+        (
+            status.current,
+            status.known,
+            status.min_reader,
+            status.fit()
+        ),
+        (latest + 2, latest, latest, SchemaFit::AheadCompatible),
+        "{status:?}"
+    );
+    assert!(status.pending.is_empty(), "{status:?}");
+    for mode in [MigrationMode::Require, MigrationMode::Apply] {
+        let s = store::open(&db.url, mode).await.unwrap_or_else(|e| {
+            panic!("a compatible newer schema was refused under {mode:?}: {e}")
+        });
+        assert!(group_of(&s, gid(1)).await.is_enforced(), "data readable");
+        protect(&s, gid(2), vec![by_id(2)]).await;
+    }
+    // `migrate` of the older binary has nothing to do and changes nothing.
+    let report = store::migrate(&db.url).await.expect("migrate ahead");
+    assert!(report.applied.is_empty(), "{report:?}");
+    assert_eq!(report.status, status);
+
+    // Then one that older readers would misread: refused everywhere, naming who may run.
+    apply_future_migration(db, latest + 3, Some(latest + 1));
+    for mode in [MigrationMode::Require, MigrationMode::Apply] {
+        match store::open(&db.url, mode).await {
+            Err(e @ StoreError::SchemaTooNew { .. }) => {
+                let StoreError::SchemaTooNew {
+                    found,
+                    known,
+                    needs,
+                } = e
+                else {
+                    unreachable!()
+                };
+                assert_eq!((found, known, needs), (latest + 3, latest, latest + 1));
+                let text = e.to_string();
+                assert!(
+                    text.contains(&format!("version {}", latest + 3))
+                        && text.contains(&format!("version {} or later", latest + 1))
+                        && text.contains(&format!("up to {latest}")),
+                    "{text}"
+                );
+            }
+            Err(e) => panic!("expected SchemaTooNew under {mode:?}, got {e}"),
+            Ok(_) => panic!("an incompatible schema was accepted under {mode:?}"),
+        }
+    }
+    assert!(matches!(
+        store::migrate(&db.url).await,
+        Err(StoreError::SchemaTooNew { .. })
+    ));
+    assert_eq!(
+        store::schema_status(&db.url).await.expect("status").fit(),
+        SchemaFit::TooNew
+    );
+}
+
+async fn schema_behind_is_refused_or_migrated(db: &Db) {
+    let s = db.store().await;
+    protect(&s, gid(1), vec![by_id(1)]).await;
+    let latest = store::schema_status(&db.url).await.expect("status").known;
+    drop(s);
+    // Back to the schema the previous release (V5) left: what a deploy of this binary meets.
+    // A later migration adds its own undo here.
+    db.execute(
+        "DROP TABLE schema_compat;
+         DELETE FROM refinery_schema_history WHERE version >= 6;",
+    );
+    let status = store::schema_status(&db.url).await.expect("status");
+    assert_eq!(
+        (status.current, status.fit()),
+        (5, SchemaFit::Behind),
+        "{status:?}"
+    );
+    assert_eq!(status.pending, (6..=latest).collect::<Vec<_>>());
+    match store::open(&db.url, MigrationMode::Require).await {
+        Err(e @ StoreError::NotMigrated { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("version 5")
+                    && text.contains(&format!("needs {latest}"))
+                    && text.contains("gmbot migrate"),
+                "{text}"
+            );
+        }
+        Err(e) => panic!("expected NotMigrated, got {e}"),
+        Ok(_) => panic!("a schema behind this binary was accepted under Require"),
+    }
+    // Refusing changed nothing; Apply migrates, and the data is still there.
+    assert_eq!(store::schema_status(&db.url).await.expect("status"), status);
+    let s = store::open(&db.url, MigrationMode::Apply)
+        .await
+        .unwrap_or_else(|e| panic!("Apply on a schema behind: {e}"));
+    assert!(group_of(&s, gid(1)).await.is_enforced());
+    let after = store::schema_status(&db.url).await.expect("status");
+    assert_eq!((after.current, after.fit()), (latest, SchemaFit::Current));
 }
 
 async fn open_apply_migrates_a_fresh_database(db: &Db) {

@@ -106,7 +106,8 @@ impl HttpRoutes {
         self
     }
 
-    /// Makes `/ready` also require Redis to answer.
+    /// Makes `/ready` also probe Redis: when it does not answer, `/ready` stays 200 and
+    /// reports itself `degraded` (Redis is an accelerator, not a dependency).
     pub fn with_redis(mut self, redis: Arc<dyn RedisPing>) -> Self {
         self.redis = Some(redis);
         self
@@ -172,7 +173,7 @@ impl HttpRoutes {
         }
     }
 
-    /// Probes the database and Redis and records `gmbot_dependency_up`.
+    /// Probes the database and Redis and records `gmbot_dependency_up` and `gmbot_ready_degraded`.
     pub(super) async fn probe(&self) -> Readiness {
         let readiness = ready::probe(
             self.app.store().as_ref(),
@@ -180,7 +181,8 @@ impl HttpRoutes {
             self.probe_timeout,
         )
         .await;
-        readiness.record(&self.app.metrics().dependency_up);
+        let metrics = self.app.metrics();
+        readiness.record(&metrics.dependency_up, &metrics.ready_degraded);
         readiness
     }
 

@@ -18,7 +18,8 @@ use gmbot_core::domain::{ChannelId, GroupId, UserId};
 #[path = "../../../gmbot-core/tests/support/mod.rs"]
 mod store_support;
 
-pub(crate) use store_support::{PgSchema, SqliteFile};
+#[allow(unused_imports)] // each test binary uses its own subset
+pub(crate) use store_support::{with_pg_client, PgSchema, SqliteFile};
 
 pub(crate) const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
@@ -114,9 +115,12 @@ impl Backend {
     pub(crate) fn vars(&self) -> Vec<(&'static str, String)> {
         match self {
             Self::Sqlite(f) => vec![("DATABASE_URL", format!("sqlite://{}", f.path().display()))],
+            // A fresh schema each time, one instance: the bot may migrate it at start (on
+            // PostgreSQL it waits for `gmbot migrate` unless told so).
             Self::PostgresRedis(pg, _) => vec![
                 ("DATABASE_URL", pg.url().to_owned()),
                 ("REDIS_URL", REDIS_URL.to_owned()),
+                ("GMBOT_MIGRATE", "auto".to_owned()),
             ],
         }
     }
@@ -263,9 +267,19 @@ pub(crate) async fn start_with(
     transport: Transport,
     options: RunOptions,
 ) -> Running {
-    let config = config(sim, backend, transport);
+    start_configured(sim, &config(sim, backend, transport), transport, options).await
+}
+
+/// Starts the bot with a configuration of the test's own (the same transport in `config`
+/// and `transport`).
+pub(crate) async fn start_configured(
+    sim: &Simulator,
+    config: &Config,
+    transport: Transport,
+    options: RunOptions,
+) -> Running {
     let shutdown = Shutdown::new();
-    let bot = Bot::start(&config, options, &shutdown)
+    let bot = Bot::start(config, options, &shutdown)
         .await
         .expect("the bot starts");
     let app = bot.app().clone();

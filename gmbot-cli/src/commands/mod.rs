@@ -7,7 +7,7 @@ pub(crate) mod audit;
 pub(crate) mod cache;
 pub(crate) mod groups_list;
 pub(crate) mod import_env;
-mod migrate;
+pub(crate) mod migrate;
 pub(crate) mod protect;
 pub(crate) mod status;
 pub(crate) mod unprotect;
@@ -20,7 +20,7 @@ use crate::error::CliError;
 pub(crate) async fn run(cli: Cli) -> Result<String, CliError> {
     let db = Database::new(cli.database_url, cli.database_url_origin);
     match cli.command {
-        Command::Migrate => migrate::run(&db).await,
+        Command::Migrate(args) => migrate::run(&db, args).await,
         Command::Protect(args) => protect::run(&db, args).await,
         Command::Unprotect(args) => unprotect::run(&db, args).await,
         Command::Groups(GroupsCommand::List(args)) => groups_list::run(&db, args).await,

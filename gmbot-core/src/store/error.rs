@@ -33,13 +33,15 @@ pub enum StoreError {
         /// Highest migration this binary ships.
         expected: i64,
     },
-    /// The schema is newer than this binary knows; running would risk corrupting data.
-    #[error("database schema is at version {found} but this binary only knows up to {known}: upgrade gmbot before using this database")]
+    /// The schema is newer than this binary can run against; running would risk corrupting data.
+    #[error("database schema is at version {found}, which needs a gmbot that ships schema version {needs} or later, but this binary only knows up to {known}: upgrade gmbot before using this database")]
     SchemaTooNew {
         /// Highest applied migration.
         found: i64,
         /// Highest migration this binary ships.
         known: i64,
+        /// The oldest binary (by the newest migration it ships) the schema declares it works with.
+        needs: i64,
     },
     /// Applying migrations failed.
     #[error("migration failed: {0}")]

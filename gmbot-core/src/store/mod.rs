@@ -28,7 +28,7 @@ use crate::domain::{
 };
 
 pub use self::error::{BoxError, StoreError, StoreResult};
-pub use self::migrations::{MigrationReport, SchemaStatus};
+pub use self::migrations::{MigrationReport, SchemaFit, SchemaStatus};
 pub use self::mtproto::{
     MtprotoDcOption, MtprotoPeer, MtprotoSession, MtprotoUpdates, SessionLease,
 };
@@ -394,13 +394,19 @@ pub(crate) const SEEN_CHUNK: usize = 500;
 /// Rows per statement of a journal write (three parameters each).
 pub(crate) const JOURNAL_CHUNK: usize = 500;
 
-/// What [`open`] does about the schema.
+/// What [`open`] does about a schema that is behind this binary.
+///
+/// In both modes a schema ahead of this binary by migrations that declare it
+/// compatible is used as it is, and one this binary cannot run against is
+/// refused (see [`SchemaStatus::fit`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MigrationMode {
-    /// Refuse to open unless the schema is exactly current (the CLI's default).
+    /// Refuse to open a schema that is behind ([`StoreError::NotMigrated`]):
+    /// the CLI's, and the bot's on PostgreSQL, where `gmbot migrate` runs
+    /// before a deploy.
     #[default]
     Require,
-    /// Apply pending migrations first (the bot's development default).
+    /// Apply pending migrations first (the bot's on SQLite).
     Apply,
 }
 
@@ -421,5 +427,14 @@ pub async fn migrate(url: &DatabaseUrl) -> StoreResult<MigrationReport> {
     match url {
         DatabaseUrl::SqliteFile(_) | DatabaseUrl::SqliteMemory => SqliteStore::migrate(url).await,
         DatabaseUrl::Postgres(_) => PostgresStore::migrate(url).await,
+    }
+}
+
+/// The schema of the database a URL names compared with this binary's,
+/// without checking or changing it (what `gmbot migrate --check` shows).
+pub async fn schema_status(url: &DatabaseUrl) -> StoreResult<SchemaStatus> {
+    match url {
+        DatabaseUrl::SqliteFile(_) | DatabaseUrl::SqliteMemory => SqliteStore::status_of(url).await,
+        DatabaseUrl::Postgres(_) => PostgresStore::status_of(url).await,
     }
 }

@@ -27,7 +27,7 @@ mod audit;
 
 use super::error::{StoreError, StoreResult};
 use super::migrations::{
-    latest, migration_error, postgres_set, report, MigrationReport, SchemaStatus,
+    migration_error, postgres_set, report, versions, MigrationReport, SchemaFit, SchemaStatus,
 };
 use super::mtproto::{MtprotoPeer, MtprotoSession, SessionLease};
 use super::rows;
@@ -187,7 +187,8 @@ impl PostgresStore {
     /// [`MigrationMode::Apply`]) and builds the connection pool.
     ///
     /// An unreachable server fails with [`StoreError::Unavailable`] within
-    /// about five seconds; a schema newer than this binary is always refused.
+    /// about five seconds; a schema this binary cannot run against is always
+    /// refused, one ahead by compatible migrations is used as it is.
     pub async fn open(url: &DatabaseUrl, mode: MigrationMode) -> StoreResult<Self> {
         let config = config_of(url)?;
         let redacted = url.redacted();
@@ -198,7 +199,8 @@ impl PostgresStore {
             let mut client = connect(&config, &redacted)?;
             let status = schema_status(&mut client)?;
             status.check(mode)?;
-            if mode == MigrationMode::Apply && status.current < status.known {
+            if !status.pending.is_empty() {
+                // Only reachable under `Apply`: `check` refused it otherwise.
                 migrate_locked(&mut client)?;
             }
             drop(client);
@@ -232,6 +234,14 @@ impl PostgresStore {
             migrate_locked(&mut client)
         })
         .await?
+    }
+
+    /// The schema of the database a URL names, without checking or changing it.
+    pub async fn status_of(url: &DatabaseUrl) -> StoreResult<SchemaStatus> {
+        let config = config_of(url)?;
+        let redacted = url.redacted();
+        tokio::task::spawn_blocking(move || schema_status(&mut connect(&config, &redacted)?))
+            .await?
     }
 
     /// The schema version of the database compared with this binary's.
@@ -339,30 +349,41 @@ fn connect(config: &postgres::Config, redacted: &str) -> StoreResult<Client> {
     })
 }
 
-/// Highest applied migration per refinery's history table (0 if there is none).
+/// The applied migrations per refinery's history table and `schema_compat`
+/// (either may be missing: an empty schema, or one before V6), against what
+/// this binary ships.
 fn schema_status(client: &mut Client) -> StoreResult<SchemaStatus> {
-    let known = latest(postgres_set::migrations::runner().get_migrations());
-    let exists: bool = client
+    let shipped = versions(postgres_set::migrations::runner().get_migrations());
+    let row = client
         .query_one(
-            "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
+            "SELECT to_regclass('refinery_schema_history') IS NOT NULL, \
+                    to_regclass('schema_compat') IS NOT NULL",
             &[],
         )
-        .map_err(db)?
-        .try_get(0)
-        .map_err(corrupt)?;
-    let current = if exists {
-        client
-            .query_one(
-                "SELECT COALESCE(MAX(version), 0)::bigint FROM refinery_schema_history",
+        .map_err(db)?;
+    let (history, compat_table): (bool, bool) = (get(&row, 0)?, get(&row, 1)?);
+    let mut applied = Vec::new();
+    if history {
+        for row in client
+            .query("SELECT version::bigint FROM refinery_schema_history", &[])
+            .map_err(db)?
+        {
+            applied.push(get::<i64>(&row, 0)?);
+        }
+    }
+    let mut compat = Vec::new();
+    if compat_table {
+        for row in client
+            .query(
+                "SELECT version::bigint, min_reader_version::bigint FROM schema_compat",
                 &[],
             )
             .map_err(db)?
-            .try_get(0)
-            .map_err(corrupt)?
-    } else {
-        0
-    };
-    Ok(SchemaStatus { current, known })
+        {
+            compat.push((get::<i64>(&row, 0)?, get::<i64>(&row, 1)?));
+        }
+    }
+    Ok(SchemaStatus::from_parts(&applied, &compat, &shipped))
 }
 
 const LOCK_KEY: &str = "hashtext('gmbot-migrate:' || COALESCE(current_schema(), ''))";
@@ -382,13 +403,17 @@ fn migrate_locked(client: &mut Client) -> StoreResult<MigrationReport> {
 }
 
 fn migrate_unlocked(client: &mut Client) -> StoreResult<MigrationReport> {
-    schema_status(client)?.check(MigrationMode::Apply)?;
+    let before = schema_status(client)?;
+    before.check(MigrationMode::Apply)?;
+    if before.fit() == SchemaFit::AheadCompatible {
+        // Refinery would refuse the history's unknown versions; nothing is pending.
+        return Ok(report(None, before));
+    }
     let applied = postgres_set::migrations::runner()
         .set_abort_divergent(true)
         .run(client)
         .map_err(migration_error)?;
-    let current = schema_status(client)?.current;
-    Ok(report(&applied, current))
+    Ok(report(Some(&applied), schema_status(client)?))
 }
 
 // --- errors and decoding -------------------------------------------------
@@ -1849,13 +1874,16 @@ mod tests {
             let url = url.clone();
             tokio::spawn(async move { PostgresStore::migrate(&url).await })
         });
-        let known = latest(postgres_set::migrations::runner().get_migrations());
+        let known = versions(postgres_set::migrations::runner().get_migrations())
+            .into_iter()
+            .max()
+            .unwrap_or(0);
         // Versions need not be contiguous (branches number their migrations apart).
         let shipped = postgres_set::migrations::runner().get_migrations().len();
         let mut applied = 0;
         for run in runs {
             let report = run.await.expect("task").expect("every run succeeds");
-            assert_eq!(report.current, known);
+            assert_eq!(report.status.current, known);
             applied += report.applied.len();
         }
         assert_eq!(applied, shipped, "each migration applied once in total");

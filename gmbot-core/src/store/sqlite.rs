@@ -29,7 +29,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, Transact
 mod audit;
 
 use super::error::{StoreError, StoreResult};
-use super::migrations::{self, MigrationReport, SchemaStatus};
+use super::migrations::{self, MigrationReport, SchemaFit, SchemaStatus};
 use super::mtproto::{MtprotoPeer, MtprotoSession, SessionLease};
 use super::rows;
 use super::{DatabaseUrl, MigrationMode, Store};
@@ -141,9 +141,10 @@ impl SqliteStore {
     /// Opens the database (creating the file if missing), checking the schema
     /// or, under [`MigrationMode::Apply`], applying pending migrations first.
     ///
-    /// A schema newer than this binary is always refused
-    /// ([`StoreError::SchemaTooNew`]); an older one is refused under
-    /// [`MigrationMode::Require`] ([`StoreError::NotMigrated`]).
+    /// A schema this binary cannot run against is always refused
+    /// ([`StoreError::SchemaTooNew`]); one that is behind is refused under
+    /// [`MigrationMode::Require`] ([`StoreError::NotMigrated`]); one that is
+    /// ahead by compatible migrations is used as it is.
     /// `sqlite::memory:` is always migrated.
     pub async fn open(url: &DatabaseUrl, mode: MigrationMode) -> StoreResult<Self> {
         let mode = match url {
@@ -155,7 +156,7 @@ impl SqliteStore {
             .run(move |conn| {
                 let status = schema_status(conn)?;
                 status.check(mode)?;
-                if status.current < status.known {
+                if !status.pending.is_empty() {
                     // Only reachable under `Apply`: `check` refused it otherwise.
                     run_migrations(conn)?;
                 }
@@ -165,18 +166,28 @@ impl SqliteStore {
         Ok(store)
     }
 
-    /// Applies pending migrations and reports what was applied. A schema
-    /// newer than this binary is refused before anything runs.
+    /// Applies pending migrations and reports what was applied. A schema this
+    /// binary cannot run against is refused before anything runs; one ahead by
+    /// compatible migrations is left as it is.
     pub async fn migrate(url: &DatabaseUrl) -> StoreResult<MigrationReport> {
         let store = Self::connect(url).await?;
         store
             .run(|conn| {
-                schema_status(conn)?.check(MigrationMode::Apply)?;
+                let before = schema_status(conn)?;
+                before.check(MigrationMode::Apply)?;
+                if before.fit() == SchemaFit::AheadCompatible {
+                    // Refinery would refuse the history's unknown versions; nothing is pending.
+                    return Ok(migrations::report(None, before));
+                }
                 let applied = run_migrations(conn)?;
-                let current = schema_status(conn)?.current;
-                Ok(migrations::report(&applied, current))
+                Ok(migrations::report(Some(&applied), schema_status(conn)?))
             })
             .await
+    }
+
+    /// The schema of the database a URL names, without checking or changing it.
+    pub async fn status_of(url: &DatabaseUrl) -> StoreResult<SchemaStatus> {
+        Self::connect(url).await?.schema_status().await
     }
 
     /// The schema version of the database compared with this binary's.
@@ -289,26 +300,34 @@ fn init_connection(conn: &mut Connection, file: bool) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Highest applied migration per refinery's history table (0 if there is none),
-/// and the highest this binary ships.
+/// The applied migrations per refinery's history table and `schema_compat`
+/// (either may be missing: an empty database, or one before V6), against
+/// what this binary ships.
 fn schema_status(conn: &Connection) -> StoreResult<SchemaStatus> {
-    let known = migrations::latest(migrations::sqlite_set::migrations::runner().get_migrations());
-    let has_history: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master \
-         WHERE type = 'table' AND name = 'refinery_schema_history')",
-        [],
-        |r| r.get(0),
-    )?;
-    let current = if has_history {
+    let shipped =
+        migrations::versions(migrations::sqlite_set::migrations::runner().get_migrations());
+    let exists = |table: &str| -> rusqlite::Result<bool> {
         conn.query_row(
-            "SELECT COALESCE(MAX(version), 0) FROM refinery_schema_history",
-            [],
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+            [table],
             |r| r.get(0),
-        )?
-    } else {
-        0
+        )
     };
-    Ok(SchemaStatus { current, known })
+    let applied = if exists("refinery_schema_history")? {
+        let mut stmt = conn.prepare("SELECT version FROM refinery_schema_history")?;
+        let rows = stmt.query_map([], |r| r.get::<_, i64>(0))?;
+        rows.collect::<rusqlite::Result<Vec<i64>>>()?
+    } else {
+        Vec::new()
+    };
+    let compat = if exists("schema_compat")? {
+        let mut stmt = conn.prepare(migrations::COMPAT_ROWS)?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+        rows.collect::<rusqlite::Result<Vec<(i64, i64)>>>()?
+    } else {
+        Vec::new()
+    };
+    Ok(SchemaStatus::from_parts(&applied, &compat, &shipped))
 }
 
 fn run_migrations(conn: &mut Connection) -> StoreResult<refinery::Report> {
