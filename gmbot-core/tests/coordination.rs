@@ -132,7 +132,9 @@ async fn lease_contract(store: Arc<dyn LeaseStore>) {
 
 async fn claim_contract(store: Arc<dyn ClaimStore>) {
     let ttl = Duration::from_millis(500);
+    assert!(!store.is_claimed("w:-1:7").await.expect("answers"));
     assert!(store.claim("w:-1:7", ttl).await.expect("answers"));
+    assert!(store.is_claimed("w:-1:7").await.expect("answers"));
     assert!(!store.claim("w:-1:7", ttl).await.expect("answers"));
     assert!(
         store.claim("w:-1:8", ttl).await.expect("answers"),

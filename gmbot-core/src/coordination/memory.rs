@@ -109,6 +109,13 @@ impl ClaimStore for LocalCoordination {
         Self::lock(&self.claims).remove(key);
         Ok(())
     }
+
+    async fn is_claimed(&self, key: &str) -> Result<bool, CoordinationError> {
+        let now = Instant::now();
+        Ok(Self::lock(&self.claims)
+            .get(key)
+            .is_some_and(|until| *until > now))
+    }
 }
 
 #[async_trait]

@@ -78,6 +78,9 @@ pub trait ClaimStore: Send + Sync + 'static {
 
     /// Forgets `key`'s claim: the next claim wins at once.
     async fn forget(&self, key: &str) -> Result<(), CoordinationError>;
+
+    /// Whether someone holds `key`'s claim now (without claiming it).
+    async fn is_claimed(&self, key: &str) -> Result<bool, CoordinationError>;
 }
 
 /// A change every instance's per-group caches must follow.

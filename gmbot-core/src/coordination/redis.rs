@@ -399,6 +399,15 @@ impl ClaimStore for RedisCoordination {
             .await?;
         Ok(())
     }
+
+    async fn is_claimed(&self, key: &str) -> Result<bool, CoordinationError> {
+        let cmd = redis::cmd("EXISTS").arg(self.key("claim", key)).clone();
+        let mut conn = self.inner.conn.clone();
+        let n: i64 = self
+            .guarded(async move { cmd.query_async(&mut conn).await })
+            .await?;
+        Ok(n == 1)
+    }
 }
 
 #[async_trait]
