@@ -61,10 +61,19 @@ impl Balancer {
                             .iter()
                             .find(|h| h.field.equiv("X-Telegram-Bot-Api-Secret-Token"))
                             .map(|h| h.value.to_string());
-                        let target = {
-                            let t = targets.lock().expect("targets");
-                            (!t.is_empty())
-                                .then(|| t[next.fetch_add(1, Ordering::Relaxed) % t.len()].clone())
+                        // No target: deliveries wait (bounded) until the test routes them.
+                        let deadline = Instant::now() + Duration::from_secs(8);
+                        let target = loop {
+                            let t = targets.lock().expect("targets").clone();
+                            if !t.is_empty() {
+                                break Some(
+                                    t[next.fetch_add(1, Ordering::Relaxed) % t.len()].clone(),
+                                );
+                            }
+                            if Instant::now() > deadline {
+                                break None;
+                            }
+                            std::thread::sleep(Duration::from_millis(5));
                         };
                         let status = match target {
                             Some(url) => {
@@ -95,7 +104,7 @@ impl Balancer {
         format!("http://{}/hook", self.server.server_addr())
     }
 
-    /// Sends every next delivery to these instances, in turn.
+    /// Sends every next delivery to these instances, in turn (none: deliveries wait).
     fn route(&self, to: &[&Running]) {
         *self.targets.lock().expect("targets") = to.iter().map(|r| r.webhook_url()).collect();
     }
@@ -424,12 +433,14 @@ async fn a_raid_over_two_instances_warns_each_raider_once_and_tells_the_owner_on
     sim.post(w.group, w.owner, "/protect @e2e_news")
         .expect("owner posts");
     settle(sim, &both).await;
-    balancer.route(&[&a, &b]);
-    // Each raider writes twice before any mute lands: the two messages go to both instances.
+    // Each raider writes twice before any mute lands (deliveries held meanwhile); the two
+    // messages then go to both instances.
+    balancer.route(&[]);
     for (u, _) in &raiders {
         sim.post(w.group, *u, "spam 1").expect("posts");
         sim.post(w.group, *u, "spam 2").expect("posts");
     }
+    balancer.route(&[&a, &b]);
     settle(sim, &both).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     settle(sim, &both).await;
