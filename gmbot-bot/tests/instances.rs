@@ -309,6 +309,7 @@ async fn a_holder_that_dies_is_replaced_within_one_lease_period() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let took = died.elapsed();
+    eprintln!("lease {LEASE:?}: the dead holder was replaced after {took:?}");
     // The lease runs out at most one period after the holder's last renewal; the others try
     // every eighth of a period.
     assert!(
