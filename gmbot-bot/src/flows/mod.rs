@@ -7,7 +7,9 @@
 //! the flows share — warning cool-downs and timers, notice de-duplication,
 //! the seen-member batcher — lives in [`FlowState`], owned by the
 //! [`App`](crate::app::App), whose background tasks stop on
-//! [`App::shutdown`](crate::app::App::shutdown).
+//! [`App::shutdown`](crate::app::App::shutdown). With several webhook instances on one
+//! Redis, cool-downs, join de-duplication and notices are claimed there first and periodic
+//! jobs run under leases ([`shared`], [`periodic`]).
 
 pub mod bot_status;
 pub mod enforce;
