@@ -433,6 +433,7 @@ async fn a_raid_over_two_instances_warns_each_raider_once_and_tells_the_owner_on
     settle(sim, &both).await;
     sim.start_bot(w.owner)
         .expect("the owner opens a chat with the bot");
+    settle(sim, &both).await;
     sim.post(w.group, w.owner, "/protect @e2e_news")
         .expect("owner posts");
     settle(sim, &both).await;
