@@ -278,6 +278,23 @@ async fn three_instances_run_one_reconciliation_and_one_sweep_per_period() {
             }
         }
     }
+    // The warm-up ran once and is marked done for the others.
+    let claims = all[0]
+        .app
+        .flows()
+        .shared()
+        .expect("shared")
+        .claims()
+        .clone();
+    let deadline = Instant::now() + LEASE * 3;
+    while !claims
+        .is_claimed("warm-up:done")
+        .await
+        .expect("Redis answers")
+    {
+        assert!(Instant::now() < deadline, "the warm-up never finished");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for b in bots {
         b.stop().await;
     }
