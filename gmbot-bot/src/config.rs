@@ -18,7 +18,7 @@ use url::Url;
 use crate::secret::{BotToken, SecretString};
 
 /// Every variable GMBot reads.
-pub const VARIABLES: [&str; 34] = [
+pub const VARIABLES: [&str; 35] = [
     "TELEGRAM_BOT_TOKEN",
     "TELEGRAM_API_URL",
     "TELEGRAM_API_ID",
@@ -49,6 +49,7 @@ pub const VARIABLES: [&str; 34] = [
     "GMBOT_WARM_MAX_SECONDS",
     "GMBOT_WARM_CALLS_PER_SECOND",
     "GMBOT_MIGRATE",
+    "GMBOT_LEASE_SECONDS",
     "CHANNEL_ID",
     "CHANNEL_URL",
     "GROUP_ID",
@@ -61,6 +62,8 @@ pub const DEFAULT_API_URL: &str = "https://api.telegram.org";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://gmbot.db";
 /// Where the HTTP endpoints (health, readiness, metrics, webhook) listen.
 pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
+/// How long a periodic job's lease lasts unless renewed (`GMBOT_LEASE_SECONDS`).
+pub const DEFAULT_LEASE_SECONDS: u32 = 15;
 /// The environment reported to Sentry when `GMBOT_ENV` is unset.
 pub const DEFAULT_ENVIRONMENT: &str = "production";
 
@@ -149,6 +152,9 @@ pub struct Config {
     pub budgets: Budgets,
     /// What counts as a raid (`GMBOT_RAID_DENIALS` within `GMBOT_RAID_WINDOW_SECONDS`).
     pub raid: crate::flows::RaidConfig,
+    /// How long the lease of a periodic job lasts unless renewed, with several instances
+    /// sharing Redis (`GMBOT_LEASE_SECONDS`, 1–3600, default 15).
+    pub lease: std::time::Duration,
     /// How cached memberships are kept true (`GMBOT_CACHE_MODE`, `GMBOT_CACHE_*_TTL_SECONDS`).
     pub cache: CacheSettings,
     /// The cache warm-up at start (`GMBOT_WARM_*`); `max_members == 0` turns it off.
@@ -650,6 +656,13 @@ impl Config {
             )?)),
         };
 
+        let lease = std::time::Duration::from_secs(u64::from(parse_count(
+            &get,
+            "GMBOT_LEASE_SECONDS",
+            3_600,
+            DEFAULT_LEASE_SECONDS,
+        )?));
+
         let cache = CacheSettings::from_lookup(&get)?;
         let warm = warm_from_lookup(&get, cache.ttl.member)?;
         if cache.mode == CacheMode::Events && webhook.is_some() && redis_url.is_none() {
@@ -679,6 +692,7 @@ impl Config {
             mtproto_sim_url,
             budgets,
             raid,
+            lease,
             cache,
             warm,
             warnings,
@@ -939,6 +953,7 @@ mod tests {
         assert_eq!(c.budgets.deletes_per_second, 30);
         assert_eq!(c.budgets.reads_per_second, None);
         assert_eq!(c.raid, crate::flows::RaidConfig::default());
+        assert_eq!(c.lease, std::time::Duration::from_secs(15));
         let c = parse(&[
             ("GMBOT_MESSAGES_PER_SECOND", "10"),
             ("GMBOT_GROUP_MESSAGES_PER_MINUTE", "15"),
@@ -946,6 +961,7 @@ mod tests {
             ("GMBOT_DELETES_PER_SECOND", "40"),
             ("GMBOT_READS_PER_SECOND", "200"),
             ("GMBOT_RAID_DENIALS", "50"),
+            ("GMBOT_LEASE_SECONDS", "4"),
             ("GMBOT_RAID_WINDOW_SECONDS", "30"),
         ])
         .expect("valid");
@@ -963,6 +979,7 @@ mod tests {
         );
         assert!(d.validate().is_ok());
         assert_eq!(c.raid.denials, 50);
+        assert_eq!(c.lease, std::time::Duration::from_secs(4));
         assert_eq!(c.raid.window, std::time::Duration::from_secs(30));
     }
 
@@ -1033,6 +1050,8 @@ mod tests {
             ("GMBOT_MTPROTO_SIM_URL", "http://10.0.0.1:80/mtproto"),
             ("GMBOT_RAID_DENIALS", "many"),
             ("GMBOT_RAID_WINDOW_SECONDS", "999999999"),
+            ("GMBOT_LEASE_SECONDS", "0"),
+            ("GMBOT_LEASE_SECONDS", "3601"),
             ("WEBHOOK_URL", "http://bot.example.com/hook"),
             ("WEBHOOK_URL", "https://bot.example.com:9999/hook"),
             ("HTTP_LISTEN", "localhost"),

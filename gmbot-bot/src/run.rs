@@ -15,6 +15,7 @@ use gmbot_core::cache::{
     LayeredCache, LayeredCacheConfig, MembershipCache, MemoryCache, MemoryCacheConfig,
 };
 use gmbot_core::clock::{Clock, SystemClock};
+use gmbot_core::coordination::{RedisCoordination, RedisCoordinationConfig, SubscriptionGuard};
 use gmbot_core::dispatch::DispatchConfig;
 use gmbot_core::domain::UserId;
 use gmbot_core::engine::EngineConfig;
@@ -99,6 +100,8 @@ pub struct Bot {
     secret: Option<crate::secret::SecretString>,
     options: RunOptions,
     warm: gmbot_core::warm::WarmConfig,
+    /// Listens to the other instances' group events (several webhook instances on Redis).
+    _group_events: Option<SubscriptionGuard>,
 }
 
 impl std::fmt::Debug for Bot {
@@ -279,6 +282,20 @@ impl Bot {
             .context("cannot set up update de-duplication in Redis (REDIS_URL)")?;
             runtime_config.claims = Some(claims);
         }
+        // The same instances share their periodic jobs' leases, once-only claims and group
+        // cache invalidations.
+        let group_events = match (&config.redis_url, shared_dedup) {
+            (Some(url), true) => Some(
+                share_state(
+                    &app,
+                    url.expose(),
+                    format!("{redis_prefix}c:{}:", token.bot_id()),
+                    config.lease,
+                )
+                .await?,
+            ),
+            _ => None,
+        };
         let runtime = Runtime::start(app.clone(), runtime_config);
         // Updates a previous run kept in the journal (not drained at its stop, or a polling
         // backlog) go first, before the listener takes new ones.
@@ -331,6 +348,7 @@ impl Bot {
             secret,
             options,
             warm: config.warm,
+            _group_events: group_events,
         })
     }
 
@@ -456,6 +474,36 @@ pub fn is_schema_mismatch(error: &anyhow::Error) -> bool {
             Some(StoreError::NotMigrated { .. } | StoreError::SchemaTooNew { .. })
         )
     })
+}
+
+/// Shares leases (periodic jobs on one instance), claims (one warning, notice or join
+/// handling across instances) and group events (cached configurations and admin lists
+/// dropped everywhere) through the Redis at `url`, under `prefix`.
+async fn share_state(
+    app: &App,
+    url: &str,
+    prefix: String,
+    lease: Duration,
+) -> anyhow::Result<SubscriptionGuard> {
+    let mut c = RedisCoordinationConfig::new(url);
+    c.events_channel = format!("{prefix}groups");
+    c.key_prefix = prefix;
+    let shared = Arc::new(
+        RedisCoordination::open(c).context("cannot set up shared leases in Redis (REDIS_URL)")?,
+    );
+    let flows = crate::flows::Shared::new(shared.clone(), shared.clone(), lease, app.registry())
+        .context("cannot register the shared claims' metrics")?;
+    app.flows().share(flows);
+    app.engine().publish_to(shared.clone());
+    let engine = app.engine().clone();
+    let guard = shared.subscribe(Arc::new(move |event| {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.apply(event).await });
+    }));
+    if !guard.wait_subscribed(Duration::from_secs(1)).await {
+        log::warn!("not yet subscribed to the other instances' group events (Redis does not answer); retrying in the background");
+    }
+    Ok(guard)
 }
 
 /// Builds and runs the bot until `shutdown` fires.

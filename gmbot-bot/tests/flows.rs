@@ -897,6 +897,70 @@ async fn spoofed_callback_data_is_answered_and_changes_nothing() {
     h.finish().await;
 }
 
+/// Shared claims with Redis unreachable: every claim is decided in process, as on one
+/// instance — the member is warned (never a missing warning), once per cool-down, and no
+/// verification waits long for Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_claims_fall_back_to_the_in_process_cooldown_when_redis_is_down() {
+    use gmbot_core::coordination::{RedisCoordination, RedisCoordinationConfig};
+    let mut h = harness().await;
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let dead = Arc::new(
+        RedisCoordination::open(RedisCoordinationConfig::new(format!(
+            "redis://127.0.0.1:{port}"
+        )))
+        .expect("valid URL"),
+    );
+    let shared = flows::Shared::new(
+        dead.clone(),
+        dead,
+        Duration::from_secs(15),
+        h.app.registry(),
+    )
+    .expect("metrics register");
+    assert!(h.app.flows().share(shared));
+    h.set(h.group, SettingChange::Action(NonMemberAction::DeleteOnly))
+        .await;
+    h.skip_updates().await;
+    let started = std::time::Instant::now();
+    for i in 0..3 {
+        h.sim
+            .post(h.group, h.bob, &format!("bob {i}"))
+            .expect("post");
+    }
+    h.pump().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "handling did not wait on Redis: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        h.warnings(h.group).len(),
+        1,
+        "warned once, by this instance"
+    );
+    let unavailable = h
+        .app
+        .registry()
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "gmbot_shared_claims_total")
+        .flat_map(|f| f.get_metric().iter())
+        .filter(|m| {
+            m.get_label()
+                .iter()
+                .any(|l| l.name() == "result" && l.value() == "unavailable")
+        })
+        .map(|m| m.get_counter().get_value())
+        .sum::<f64>();
+    assert!(unavailable >= 3.0, "every claim fell back: {unavailable}");
+    h.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_on_join_mutes_and_warns_before_they_write_once() {
     let mut h = harness().await;

@@ -14,6 +14,11 @@
 //! - [`cache`] — the [`MembershipCache`](cache::MembershipCache) port and its memory,
 //!   Redis and layered adapters (TTLs with jitter, single flight, pub/sub invalidation).
 //! - [`clock`] — the [`Clock`](clock::Clock) port (real and manual clocks).
+//! - [`coordination`] — what several instances agree on through Redis (or in process):
+//!   [`LeaseStore`](coordination::LeaseStore) leases with fencing for periodic jobs,
+//!   [`ClaimStore`](coordination::ClaimStore) once-only claims, and
+//!   [`GroupEvents`](coordination::GroupEvents) that drop cached group configurations and
+//!   admin lists on every instance.
 //! - [`dispatch`] — the outbound [`Dispatcher`](dispatch::Dispatcher): Telegram's
 //!   budgets, priority lanes, 429 pauses and retries around any `TelegramApi`.
 //! - [`domain`] — ids, groups, channels, settings, restrictions (no I/O).
@@ -53,6 +58,7 @@
 pub mod audit;
 pub mod cache;
 pub mod clock;
+pub mod coordination;
 pub mod dispatch;
 pub mod domain;
 pub mod engine;

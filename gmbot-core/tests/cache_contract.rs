@@ -1120,6 +1120,74 @@ async fn events_and_refreshes_are_published_to_every_instance() {
     delete_prefix(&mut conn, &prefix).await;
 }
 
+/// An event seen on one instance (a join, or the "I've joined" re-check's answer) while
+/// another instance's load of the same key is in flight: the other instance's load is
+/// superseded by the published event — its older answer reaches only its caller, never that
+/// instance's L1 or Redis — and lookups there see the event without waiting for the load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_on_one_instance_supersedes_a_load_in_flight_on_another() {
+    let mut conn = require_redis(REDIS_URL).await;
+    let prefix = unique_prefix("insert_supersedes_remote");
+    let clock = ManualClock::new(UnixTime(1_700_000_000));
+    let (a, b) = layered_pair(REDIS_URL, &prefix, &clock).await;
+    let b = Arc::new(b);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let k = key(95);
+    let gate = Gate::new();
+    let old = tokio::spawn({
+        let (b, loader) = (Arc::clone(&b), gate.loader(&calls, ChatMemberStatus::Left));
+        async move { b.get_or_load(k, loader).await }
+    });
+    gate.wait_started().await;
+    a.insert(k, ChatMemberStatus::Member).await;
+    // Once B hears it, a lookup there no longer joins the old load.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let now = loop {
+        let attempt = tokio::time::timeout(
+            Duration::from_millis(50),
+            b.get_or_load(k, counting(&calls, Ok(ChatMemberStatus::Kicked))),
+        )
+        .await;
+        if let Ok(got) = attempt {
+            break got.expect("lookup");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B kept waiting for the superseded load"
+        );
+    };
+    assert_eq!(
+        (now.status, now.source),
+        (ChatMemberStatus::Member, CacheSource::Redis)
+    );
+    gate.release();
+    let old = old.await.expect("task").expect("lookup");
+    assert_eq!(
+        (old.status, old.source),
+        (ChatMemberStatus::Left, CacheSource::Loaded),
+        "the old load's caller gets its own answer"
+    );
+    assert_ne!(
+        b.get_local(k),
+        Some(ChatMemberStatus::Left),
+        "the superseded answer is not in B's L1"
+    );
+    for cache in [&a, &*b] {
+        let got = cache
+            .get_or_load(k, counting(&calls, Ok(ChatMemberStatus::Kicked)))
+            .await
+            .expect("lookup");
+        assert_eq!(got.status, ChatMemberStatus::Member, "the event stands");
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "only the old load asked Telegram"
+    );
+    drop((a, b));
+    delete_prefix(&mut conn, &prefix).await;
+}
+
 /// Even when an instance does not hear the event in time (here: it listens on
 /// another channel, so it never does), its older load cannot overwrite the
 /// event in Redis: the write is a compare-and-set on what the load saw. The

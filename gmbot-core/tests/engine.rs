@@ -570,6 +570,56 @@ async fn group_config_is_cached_until_invalidated_or_expired() {
     );
 }
 
+/// Group events: every invalidation is published once to the other instances; an event
+/// applied from another instance drops the cached copy here without being published again.
+#[tokio::test]
+async fn invalidations_are_published_and_applied_events_drop_the_cached_copy() {
+    use gmbot_core::coordination::{GroupEvent, GroupEvents};
+    #[derive(Default)]
+    struct Recorded(std::sync::Mutex<Vec<GroupEvent>>);
+    #[async_trait::async_trait]
+    impl GroupEvents for Recorded {
+        async fn publish(&self, event: GroupEvent) {
+            self.0.lock().expect("lock").push(event);
+        }
+    }
+    let tg = telegram(&[C1]);
+    let h = Harness::new(tg, &[C1], &[]).await;
+    let published = Arc::new(Recorded::default());
+    assert!(h.engine.publish_to(published.clone()));
+    assert!(!h.message(ALICE).await.decision.is_allowed());
+    // Promoted elsewhere: the admins event another instance published refetches the list.
+    let admin_calls = h.tg.count(Method::GetChatAdministrators);
+    h.engine.apply(GroupEvent::Admins(GROUP)).await;
+    assert!(!h.message(ALICE).await.decision.is_allowed());
+    assert_eq!(h.tg.count(Method::GetChatAdministrators), admin_calls + 1);
+
+    // Another instance unprotected the group: the event it published drops the copy here.
+    assert!(h.store.unprotect(GROUP, START).await.expect("unprotect"));
+    assert!(
+        !h.message(ALICE).await.decision.is_allowed(),
+        "still cached"
+    );
+    h.engine.apply(GroupEvent::Config(GROUP)).await;
+    assert_eq!(
+        h.message(ALICE).await.decision,
+        Decision::NotEnforced(NotEnforcedReason::Unprotected)
+    );
+    h.engine.apply(GroupEvent::Resync).await;
+    assert!(
+        published.0.lock().expect("lock").is_empty(),
+        "applied, not published"
+    );
+
+    // Changes made here are published, once each.
+    h.engine.invalidate_group(GROUP).await;
+    h.engine.invalidate_admins(GROUP).await;
+    assert_eq!(
+        *published.0.lock().expect("lock"),
+        vec![GroupEvent::Config(GROUP), GroupEvent::Admins(GROUP)]
+    );
+}
+
 #[tokio::test]
 async fn admin_list_is_cached_for_its_ttl_and_invalidatable() {
     let tg = telegram(&[C1]);

@@ -105,8 +105,7 @@ pub async fn perform(
                 let now_ms = app.clock().now_millis();
                 if app
                     .flows()
-                    .cooldowns()
-                    .try_claim(group, member.id, cooldown, now_ms)
+                    .claim_warning(group, member.id, cooldown, now_ms)
                     .await
                 {
                     outbox.warn(

@@ -33,6 +33,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gmbot_core::coordination::Fence;
 use gmbot_core::dispatch::Lane;
 use gmbot_core::domain::{
     ChatId, EnforcedChannel, FailurePolicy, GroupId, JoinRequest as StoredRequest,
@@ -701,10 +702,20 @@ pub struct SweepReport {
 /// several instances at once: a request is decided once in the store, and Telegram answers a
 /// second answer to the same request with an error that changes nothing.
 pub async fn sweep_once(app: &App) -> SweepReport {
+    sweep_fenced(app, &Fence::unfenced()).await
+}
+
+/// [`sweep_once`] under a lease (with several instances, only the holder of the
+/// `gate-sweeper` lease sweeps): stops before the next page or request once `fence`
+/// falls. Decisions already queued in the outbox are carried out (each is answered once).
+pub async fn sweep_fenced(app: &App, fence: &Fence) -> SweepReport {
     let mut report = SweepReport::default();
     let now = app.clock().unix_now();
     let mut tried: HashSet<(GroupId, UserId)> = HashSet::new();
     for _ in 0..SWEEP_PAGES {
+        if fence.check().is_err() {
+            break;
+        }
         let due = match app.store().due_join_requests(now, SWEEP_PAGE).await {
             Ok(d) => d,
             Err(err) => {
@@ -722,6 +733,9 @@ pub async fn sweep_once(app: &App) -> SweepReport {
         }
         let mut waiting = Vec::with_capacity(fresh.len());
         for row in &fresh {
+            if fence.check().is_err() {
+                break;
+            }
             tried.insert((row.group, row.user));
             report.checked += 1;
             match decide_due(app, row).await {
@@ -818,12 +832,12 @@ pub fn spawn_sweeper(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> SweeperGuard {
     super::periodic::spawn(
-        "join gate sweeper",
+        "gate-sweeper",
         app,
         interval.max(Duration::from_millis(100)),
         shutdown,
-        |app| async move {
-            sweep_once(&app).await;
+        |app, fence| async move {
+            sweep_fenced(&app, &fence).await;
         },
     )
 }

@@ -102,7 +102,7 @@ pub async fn unmute_member(
     };
     if outcome != Unmuted::Failed {
         delete_warnings(app, telegram, group, user).await;
-        app.flows().cooldowns().forget(group, user).await;
+        app.flows().forget_warning(group, user).await;
     }
     Ok(outcome)
 }

@@ -7,7 +7,9 @@
 //! the flows share — warning cool-downs and timers, notice de-duplication,
 //! the seen-member batcher — lives in [`FlowState`], owned by the
 //! [`App`](crate::app::App), whose background tasks stop on
-//! [`App::shutdown`](crate::app::App::shutdown).
+//! [`App::shutdown`](crate::app::App::shutdown). With several webhook instances on one
+//! Redis, cool-downs, join de-duplication and notices are claimed there first and periodic
+//! jobs run under leases ([`shared`], [`periodic`]).
 
 pub mod bot_status;
 pub mod enforce;
@@ -24,10 +26,11 @@ pub mod reconcile;
 pub mod resolve;
 pub mod seen;
 pub mod sender_chat;
+pub mod shared;
 pub mod warm_up;
 pub mod warn;
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use gmbot_core::domain::{GroupId, UserId};
@@ -40,8 +43,11 @@ use tokio::task::JoinHandle;
 
 pub use self::lift::{lift_group, LiftSummary};
 pub use self::raid::{RaidConfig, RaidStatus, RaidWatch};
-pub use self::reconcile::{reconcile_once, spawn_reconciler, ReconcileReport, ReconcilerGuard};
+pub use self::reconcile::{
+    reconcile_fenced, reconcile_once, spawn_reconciler, ReconcileReport, ReconcilerGuard,
+};
 pub use self::seen::SeenRecorder;
+pub use self::shared::Shared;
 pub use self::warm_up::{spawn_warm_up, WarmUpGuard};
 pub use self::warn::WarningTimers;
 
@@ -107,6 +113,8 @@ pub struct FlowState {
     members: MemberLocks,
     raids: RaidWatch,
     resolve_gate: resolve::ResolveGate,
+    /// Claims and leases shared with the other instances, if several run (see [`shared`]).
+    shared: OnceLock<Shared>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -180,6 +188,7 @@ impl FlowState {
             members: MemberLocks::new(),
             raids,
             resolve_gate: resolve::ResolveGate::default(),
+            shared: OnceLock::new(),
             shutdown,
             tasks: Mutex::new(tasks),
         })
@@ -198,10 +207,6 @@ impl FlowState {
     /// The warning deletion timers.
     pub fn timers(&self) -> &WarningTimers {
         &self.timers
-    }
-
-    pub(crate) fn cooldowns(&self) -> &warn::Cooldowns {
-        &self.cooldowns
     }
 
     /// Serialises work on one (group, member): enforce, lift, "I've joined", a channel join.
@@ -234,8 +239,33 @@ impl FlowState {
         &self.rechecks
     }
 
-    /// `true` the first time a notice with this key is asked for in `notice_interval`.
+    /// Shares claims and leases with the other instances from now on (see [`shared`]).
+    /// Set once, before updates flow; a second call is ignored and returns `false`.
+    pub fn share(&self, shared: Shared) -> bool {
+        self.shared.set(shared).is_ok()
+    }
+
+    /// The claims and leases shared with the other instances, if several run.
+    pub fn shared(&self) -> Option<&Shared> {
+        self.shared.get()
+    }
+
+    /// `true` the first time a notice with this key is asked for in `notice_interval`
+    /// (across instances when shared).
     pub(crate) async fn claim_notice(&self, group: GroupId, key: String) -> bool {
+        if let Some(shared) = self.shared.get() {
+            let claim = format!("n:{}:{key}", group.get());
+            match shared
+                .claim("notice", &claim, self.config.notice_interval)
+                .await
+            {
+                shared::Claimed::Unavailable => {}
+                answer => {
+                    self.notices.insert((group, key), ()).await;
+                    return answer == shared::Claimed::Won;
+                }
+            }
+        }
         self.notices
             .entry((group, key))
             .or_insert(())
@@ -243,13 +273,61 @@ impl FlowState {
             .is_fresh()
     }
 
-    /// `true` the first time this join is reported within a minute.
+    /// `true` the first time this join is reported within a minute (across instances when
+    /// shared).
     pub(crate) async fn claim_join(&self, group: GroupId, user: UserId) -> bool {
+        if let Some(shared) = self.shared.get() {
+            let claim = format!("j:{}:{}", group.get(), user.get());
+            match shared.claim("join", &claim, JOIN_DEDUP_WINDOW).await {
+                shared::Claimed::Unavailable => {}
+                answer => {
+                    self.joins.insert((group, user), ()).await;
+                    return answer == shared::Claimed::Won;
+                }
+            }
+        }
         self.joins
             .entry((group, user))
             .or_insert(())
             .await
             .is_fresh()
+    }
+
+    /// Claims the right to warn `user` in `group` now (`now_ms` on the app's clock): `false`
+    /// if a warning went out less than `cooldown` ago — on any instance, when shared; on this
+    /// one, when Redis does not answer.
+    pub(crate) async fn claim_warning(
+        &self,
+        group: GroupId,
+        user: UserId,
+        cooldown: Duration,
+        now_ms: u64,
+    ) -> bool {
+        if let Some(shared) = self.shared.get() {
+            let claim = format!("w:{}:{}", group.get(), user.get());
+            match shared.claim("warning", &claim, cooldown).await {
+                shared::Claimed::Won => {
+                    self.cooldowns.record(group, user, now_ms).await;
+                    return true;
+                }
+                shared::Claimed::Lost => return false,
+                shared::Claimed::Unavailable => {}
+            }
+        }
+        self.cooldowns
+            .try_claim(group, user, cooldown, now_ms)
+            .await
+    }
+
+    /// Forgets `user`'s warning cool-down in `group` (they joined: a later leave warns at
+    /// once), here and on the other instances.
+    pub(crate) async fn forget_warning(&self, group: GroupId, user: UserId) {
+        self.cooldowns.forget(group, user).await;
+        if let Some(shared) = self.shared.get() {
+            shared
+                .forget(&format!("w:{}:{}", group.get(), user.get()))
+                .await;
+        }
     }
 
     /// Notes that the join gate is letting `user` into `group`: their join, when it arrives,

@@ -17,12 +17,17 @@
 //!
 //! Groups that are paused keep their restrictions: the bot lacks the rights
 //! to lift them, and they apply again once the protection resumes.
+//!
+//! With several instances, one pass runs at a time, on the instance holding the
+//! `reconciler` lease (see [`periodic`](super::periodic)); the pass checks the lease's
+//! fence before each page and each row, and stops at once when it falls.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use gmbot_core::cache::MembershipKey;
+use gmbot_core::coordination::Fence;
 use gmbot_core::dispatch::{Lane, LaneApi};
 use gmbot_core::domain::{
     GroupId, GroupState, LiftReason, ProtectedGroup, Restriction, RestrictionId, RestrictionKind,
@@ -61,6 +66,8 @@ pub struct ReconcileReport {
     pub failed: u64,
     /// The pass stopped early because the store failed.
     pub aborted: bool,
+    /// The pass stopped early because this instance no longer holds the lease.
+    pub lease_lost: bool,
 }
 
 impl ReconcileReport {
@@ -79,6 +86,11 @@ enum Outcome {
 
 /// Runs one reconciliation pass over every active restriction and returns what it did.
 pub async fn reconcile_once(app: &App) -> ReconcileReport {
+    reconcile_fenced(app, &Fence::unfenced()).await
+}
+
+/// [`reconcile_once`] under a lease: stops before the next page or row once `fence` falls.
+pub async fn reconcile_fenced(app: &App, fence: &Fence) -> ReconcileReport {
     let started = Instant::now();
     let telegram = app.telegram_in(Lane::Bulk);
     let metrics = app.metrics();
@@ -86,6 +98,10 @@ pub async fn reconcile_once(app: &App) -> ReconcileReport {
     let mut groups: HashMap<GroupId, Option<ProtectedGroup>> = HashMap::new();
     let mut after: Option<RestrictionId> = None;
     loop {
+        if fence.check().is_err() {
+            report.lease_lost = true;
+            break;
+        }
         let page = match app.store().active_restrictions_page(after, PAGE).await {
             Ok(p) => p,
             Err(err) => {
@@ -98,6 +114,10 @@ pub async fn reconcile_once(app: &App) -> ReconcileReport {
         let mut left = page.len();
         metrics.reconciliation_backlog.set(left as i64);
         for row in &page {
+            if fence.check().is_err() {
+                report.lease_lost = true;
+                break;
+            }
             report.checked += 1;
             let outcome = match check(app, &telegram, &mut groups, row).await {
                 Ok(o) => o,
@@ -125,12 +145,12 @@ pub async fn reconcile_once(app: &App) -> ReconcileReport {
             left -= 1;
             metrics.reconciliation_backlog.set(left as i64);
         }
-        if report.aborted || page.len() < PAGE as usize {
+        if report.aborted || report.lease_lost || page.len() < PAGE as usize {
             break;
         }
     }
     metrics.reconciliation_backlog.set(0);
-    if !report.aborted {
+    if !report.aborted && !report.lease_lost {
         let active = report.checked - report.lifted();
         metrics
             .active_restrictions
@@ -145,6 +165,8 @@ pub async fn reconcile_once(app: &App) -> ReconcileReport {
         kept = report.kept,
         failed = report.failed,
         aborted = report.aborted,
+        lease_lost = report.lease_lost,
+        generation = fence.generation().unwrap_or(0),
         latency_ms = started.elapsed().as_millis() as u64;
         "reconciliation pass done"
     );
@@ -278,8 +300,8 @@ pub fn spawn_reconciler(
         app,
         interval.max(Duration::from_secs(1)),
         shutdown,
-        |app| async move {
-            reconcile_once(&app).await;
+        |app, fence| async move {
+            reconcile_fenced(&app, &fence).await;
         },
     )
 }

@@ -81,8 +81,7 @@ pub async fn warn(
     // Keyed by the placeholder sender: the warning is about posting as a channel, whoever did.
     let key = UserId::CHANNEL_BOT;
     if !flows
-        .cooldowns()
-        .try_claim(group, key, cooldown, app.clock().now_millis())
+        .claim_warning(group, key, cooldown, app.clock().now_millis())
         .await
     {
         return;

@@ -10,17 +10,32 @@
 //! With Redis, keys another instance (or `gmbot cache warm`) already put
 //! there cost no Telegram call: the warm-up only copies them into this
 //! instance's in-process layer.
+//!
+//! With several instances sharing Redis, one warms: the one that takes the `warm-up`
+//! lease. The others wait (trying again every eighth of a lease period) and stop as soon
+//! as the holder marks the warm-up done (`claim:warm-up:done`, kept 10 minutes); if the
+//! holder dies mid-way, its lease runs out and another instance warms instead. The warm-up
+//! stops when its lease's fence falls.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use gmbot_core::warm::{WarmConfig, WarmPorts, WarmScope, WarmUp};
+use gmbot_core::coordination::HeldLease;
+use gmbot_core::warm::{WarmConfig, WarmPorts, WarmReport, WarmScope, WarmUp};
 use tokio::task::JoinHandle;
 
 use crate::app::App;
 
 /// How long [`WarmUpGuard::stop`] waits for the task before aborting it.
 const STOP_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a finished warm-up keeps the other instances from warming.
+const DONE_FOR: Duration = Duration::from_secs(600);
+
+/// The lease and the claim that make one instance warm.
+const LEASE: &str = "warm-up";
+const DONE: &str = "warm-up:done";
 
 /// The warm-up task; stop it with [`WarmUpGuard::stop`] (dropping the guard aborts it).
 #[derive(Debug)]
@@ -71,22 +86,94 @@ pub fn spawn_warm_up(
             return WarmUpGuard { task: None };
         }
     };
+    let app = app.clone();
     let task = tokio::spawn(async move {
-        match warm.run(WarmScope::All, shutdown).await {
-            Ok(r) => log::info!(
-                groups = r.groups,
-                members = r.members,
-                keys = r.keys,
-                cached = r.cached,
-                loaded = r.loaded,
-                failed = r.failed,
-                stop = r.stop.map_or("", |s| s.as_str()),
-                elapsed_ms = u64::try_from(r.elapsed.as_millis()).unwrap_or(u64::MAX);
-                "cache warm-up finished: {} members, {} keys ({} already cached, {} loaded, {} failed) in {:.1} s",
-                r.members, r.keys, r.cached, r.loaded, r.failed, r.elapsed.as_secs_f64()
-            ),
-            Err(err) => log::warn!(error:display = err; "cache warm-up failed"),
+        if app.flows().shared().is_none() {
+            report(warm.run(WarmScope::All, shutdown).await);
+            return;
         }
+        warm_once_across_instances(&app, &warm, shutdown).await;
     });
     WarmUpGuard { task: Some(task) }
+}
+
+fn report(result: Result<WarmReport, gmbot_core::warm::WarmError>) {
+    match result {
+        Ok(r) => log::info!(
+            groups = r.groups,
+            members = r.members,
+            keys = r.keys,
+            cached = r.cached,
+            loaded = r.loaded,
+            failed = r.failed,
+            stop = r.stop.map_or("", |s| s.as_str()),
+            elapsed_ms = u64::try_from(r.elapsed.as_millis()).unwrap_or(u64::MAX);
+            "cache warm-up finished: {} members, {} keys ({} already cached, {} loaded, {} failed) in {:.1} s",
+            r.members, r.keys, r.cached, r.loaded, r.failed, r.elapsed.as_secs_f64()
+        ),
+        Err(err) => log::warn!(error:display = err; "cache warm-up failed"),
+    }
+}
+
+/// Warms under the `warm-up` lease unless another instance warmed in the last 10 minutes.
+async fn warm_once_across_instances(
+    app: &App,
+    warm: &WarmUp,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let Some(shared) = app.flows().shared() else {
+        return;
+    };
+    let (leases, claims, ttl) = (
+        shared.leases().clone(),
+        shared.claims().clone(),
+        shared.lease_ttl(),
+    );
+    let stopped = AtomicBool::new(false);
+    tokio::pin!(shutdown);
+    loop {
+        if claims.is_claimed(DONE).await.unwrap_or(false) {
+            log::info!("cache warm-up skipped: another instance warmed the shared cache");
+            return;
+        }
+        let held = match HeldLease::acquire(leases.clone(), LEASE, ttl).await {
+            Ok(Some(held)) => held,
+            Ok(None) | Err(_) => {
+                tokio::select! {
+                    () = tokio::time::sleep(ttl / 8) => continue,
+                    () = &mut shutdown => return,
+                }
+            }
+        };
+        let ready = tokio::select! {
+            ready = held.ready() => ready,
+            () = &mut shutdown => {
+                held.release().await;
+                return;
+            }
+        };
+        if !ready {
+            continue;
+        }
+        let fence = held.fence();
+        let stop = async {
+            tokio::select! {
+                () = &mut shutdown => stopped.store(true, Ordering::Release),
+                () = fence.lost() => {}
+            }
+        };
+        report(warm.run(WarmScope::All, stop).await);
+        if stopped.load(Ordering::Acquire) {
+            held.release().await;
+            return;
+        }
+        if fence.is_held() {
+            if let Err(err) = claims.claim(DONE, DONE_FOR).await {
+                log::info!(error:display = err; "cannot mark the warm-up done; another instance may warm again");
+            }
+            held.release().await;
+            return;
+        }
+        log::warn!("cache warm-up stopped: its lease was lost; another instance finishes it");
+    }
 }

@@ -1,10 +1,10 @@
 //! Warnings: the message a denied member sees, its cool-down, and the timer that deletes it.
 //!
 //! One warning per member per `warning_cooldown_seconds`, kept in an
-//! in-process moka cache keyed (group, user): with several instances behind
-//! one webhook each keeps its own cool-down, so a member may occasionally get
-//! a second warning from another instance (accepted; a shared cache would cost
-//! a Redis round trip per denial).
+//! in-process moka cache keyed (group, user). With several instances sharing
+//! Redis, the cool-down is a claim there first (one `SET NX PX` per warning
+//! about to be queued, see [`shared`](super::shared)), so the member is warned
+//! once across instances; the in-process cache decides when Redis does not answer.
 //!
 //! Every warning is deleted after `warning_ttl_seconds` by [`WarningTimers`],
 //! one task owned by the app and stopped on shutdown. If the process dies
@@ -190,6 +190,12 @@ impl Cooldowns {
             moka::ops::compute::CompResult::Unchanged(_)
                 | moka::ops::compute::CompResult::StillNone(_)
         )
+    }
+
+    /// Notes that a warning went out to `user` in `group` at `now_ms` (another authority,
+    /// the shared claim, decided it).
+    pub(crate) async fn record(&self, group: GroupId, user: UserId, now_ms: u64) {
+        self.last_sent_ms.insert((group, user), now_ms).await;
     }
 
     /// Forgets a member's cool-down (they joined: a later leave warns at once).

@@ -152,4 +152,9 @@ impl AdminCache {
     pub(crate) fn invalidate(&self, group: GroupId) {
         self.entries.invalidate(group);
     }
+
+    /// Forgets every group's admin list.
+    pub(crate) fn invalidate_all(&self) {
+        self.entries.invalidate_all();
+    }
 }

@@ -53,6 +53,11 @@ impl ChannelFaults {
     pub(crate) async fn clear(&self, channel: ChannelId) {
         self.entries.invalidate(&channel).await;
     }
+
+    /// Forgets every remembered fault.
+    pub(crate) fn clear_all(&self) {
+        self.entries.invalidate_all();
+    }
 }
 
 /// Telegram errors that concern the channel, not the user.

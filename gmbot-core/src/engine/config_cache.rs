@@ -163,6 +163,11 @@ impl ConfigCache {
     pub(crate) fn invalidate(&self, group: GroupId) {
         self.entries.invalidate(group);
     }
+
+    /// Forgets every group's configuration.
+    pub(crate) fn invalidate_all(&self) {
+        self.entries.invalidate_all();
+    }
 }
 
 pub(crate) fn millis(d: Duration) -> u64 {

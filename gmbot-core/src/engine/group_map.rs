@@ -149,6 +149,17 @@ impl<V: Clone, L: Clone> GroupMap<V, L> {
             .remove(&group);
     }
 
+    /// Forgets every entry; loads in flight will not store theirs.
+    pub(crate) fn invalidate_all(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        for shard in self.shards.iter() {
+            shard
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+        }
+    }
+
     /// Runs `load` unless a load of `group` is already running, in which case
     /// waits for that one's answer. If the running load's caller is cancelled,
     /// a waiter runs its own `load` instead, so nobody is stranded.

@@ -55,13 +55,14 @@ mod group_map;
 mod metrics;
 mod verify;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus::Registry;
 
 use crate::cache::MembershipCache;
 use crate::clock::Clock;
+use crate::coordination::{GroupEvent, GroupEvents};
 use crate::domain::GroupId;
 use crate::store::Store;
 use crate::telegram::TelegramApi;
@@ -136,6 +137,8 @@ struct Inner {
     admins: AdminCache,
     faults: ChannelFaults,
     metrics: EngineMetrics,
+    /// Where invalidations are published for the other instances (set once, if any).
+    events: OnceLock<Arc<dyn GroupEvents>>,
 }
 
 impl Engine {
@@ -163,6 +166,7 @@ impl Engine {
                 ),
                 faults: ChannelFaults::new(config.channel_fault_ttl, config.max_groups),
                 metrics,
+                events: OnceLock::new(),
             }),
         })
     }
@@ -185,10 +189,44 @@ impl Engine {
             .map_err(|source| EngineError::Store { group, source })
     }
 
+    /// Publishes every invalidation from now on to `events`, so that the other instances
+    /// drop their copies too (they feed what they hear to [`Engine::apply`]). Set once; a
+    /// second call is ignored and returns `false`.
+    pub fn publish_to(&self, events: Arc<dyn GroupEvents>) -> bool {
+        self.inner.events.set(events).is_ok()
+    }
+
     /// Drops the cached configuration of a group, and any remembered fault of
-    /// its channels: call it whenever the group's settings, state or channels
-    /// change, so the next message sees the change.
+    /// its channels, here and (with [`Engine::publish_to`]) on every other instance: call it
+    /// whenever the group's settings, state or channels change, so the next message sees
+    /// the change.
     pub async fn invalidate_group(&self, group: GroupId) {
+        self.drop_group(group).await;
+        self.publish(GroupEvent::Config(group)).await;
+    }
+
+    /// Drops the cached admin list of a group, here and on every other instance: call it
+    /// when an admin is promoted or demoted (a `chat_member` update in the group).
+    pub async fn invalidate_admins(&self, group: GroupId) {
+        self.inner.admins.invalidate(group);
+        self.publish(GroupEvent::Admins(group)).await;
+    }
+
+    /// Applies an event another instance published (or a resubscription: every cached
+    /// group and admin list is dropped), without publishing it again.
+    pub async fn apply(&self, event: GroupEvent) {
+        match event {
+            GroupEvent::Config(group) => self.drop_group(group).await,
+            GroupEvent::Admins(group) => self.inner.admins.invalidate(group),
+            GroupEvent::Resync => {
+                self.inner.configs.invalidate_all();
+                self.inner.admins.invalidate_all();
+                self.inner.faults.clear_all();
+            }
+        }
+    }
+
+    async fn drop_group(&self, group: GroupId) {
         let inner = &*self.inner;
         if let Some(cached) = inner.configs.peek(group) {
             for id in cached
@@ -202,10 +240,10 @@ impl Engine {
         inner.configs.invalidate(group);
     }
 
-    /// Drops the cached admin list of a group: call it when an admin is
-    /// promoted or demoted (a `chat_member` update in the group).
-    pub async fn invalidate_admins(&self, group: GroupId) {
-        self.inner.admins.invalidate(group);
+    async fn publish(&self, event: GroupEvent) {
+        if let Some(events) = self.inner.events.get() {
+            events.publish(event).await;
+        }
     }
 }
 

@@ -1,0 +1,155 @@
+//! Work done once across instances: the claims behind warning cool-downs, join de-duplication and notices, and the leases periodic jobs run under, when several webhook instances share Redis.
+//!
+//! Without it (one instance, polling, no `REDIS_URL`) the flows use their in-process state
+//! only, as a single instance always did. With it, Redis decides first:
+//!
+//! - a **claim** is `SET NX PX` on `claim:{kind}:{group}:{…}`; whoever sets it warns, posts
+//!   the notice or handles the join. The claim is also noted in process, so that during a
+//!   later outage this instance still remembers it.
+//! - When Redis does not answer within its short timeout (150 ms; during an outage calls
+//!   fail at once), the **in-process claim decides**, as on one instance: each instance may
+//!   then post its own warning or notice. An extra warning is better than a missing one, and
+//!   a verification never waits on Redis longer than that timeout.
+//! - `gmbot_shared_claims_total{kind,result}` counts `won`, `lost` and `unavailable` answers;
+//!   `gmbot_lease_held{task}` is 1 on the instance running a periodic job and
+//!   `gmbot_periodic_runs_total{task}` counts its runs there.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gmbot_core::coordination::{ClaimStore, LeaseStore};
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// What a shared claim answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claimed {
+    /// This instance claimed it.
+    Won,
+    /// Another instance claimed it first.
+    Lost,
+    /// Redis did not answer: the in-process claim decides.
+    Unavailable,
+}
+
+/// The leases and claims this bot shares with its other instances.
+#[derive(Clone)]
+pub struct Shared {
+    leases: Arc<dyn LeaseStore>,
+    claims: Arc<dyn ClaimStore>,
+    lease_ttl: Duration,
+    counts: IntCounterVec,
+    held: IntGaugeVec,
+    runs: IntCounterVec,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("lease_ttl", &self.lease_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Leases in `leases` lasting `lease_ttl` (at least one second), claims in `claims`;
+    /// registers `gmbot_shared_claims_total` into `registry`.
+    pub fn new(
+        leases: Arc<dyn LeaseStore>,
+        claims: Arc<dyn ClaimStore>,
+        lease_ttl: Duration,
+        registry: &Registry,
+    ) -> prometheus::Result<Self> {
+        let counts = IntCounterVec::new(
+            Opts::new(
+                "gmbot_shared_claims_total",
+                "Once-only claims asked of Redis (warnings, joins, notices), by kind and answer \
+                 (won, lost to another instance, unavailable: decided in process)",
+            ),
+            &["kind", "result"],
+        )?;
+        let held = IntGaugeVec::new(
+            Opts::new(
+                "gmbot_lease_held",
+                "1 while this instance holds the lease of a periodic job (and runs it)",
+            ),
+            &["task"],
+        )?;
+        let runs = IntCounterVec::new(
+            Opts::new(
+                "gmbot_periodic_runs_total",
+                "Runs of a periodic job on this instance, under its lease",
+            ),
+            &["task"],
+        )?;
+        registry.register(Box::new(counts.clone()))?;
+        registry.register(Box::new(held.clone()))?;
+        registry.register(Box::new(runs.clone()))?;
+        Ok(Self {
+            leases,
+            claims,
+            lease_ttl: lease_ttl.max(Duration::from_secs(1)),
+            counts,
+            held,
+            runs,
+        })
+    }
+
+    /// Where periodic jobs take their leases.
+    pub fn leases(&self) -> &Arc<dyn LeaseStore> {
+        &self.leases
+    }
+
+    /// Once-only claims.
+    pub fn claims(&self) -> &Arc<dyn ClaimStore> {
+        &self.claims
+    }
+
+    /// How long a lease lasts unless renewed (`GMBOT_LEASE_SECONDS`).
+    pub fn lease_ttl(&self) -> Duration {
+        self.lease_ttl
+    }
+
+    /// Whether this instance holds `task`'s lease now (and may run it).
+    pub fn holds(&self, task: &str) -> bool {
+        self.held.with_label_values(&[task]).get() == 1
+    }
+
+    /// Runs of `task` on this instance so far.
+    pub fn runs(&self, task: &str) -> u64 {
+        self.runs.with_label_values(&[task]).get()
+    }
+
+    pub(crate) fn set_held(&self, task: &str, held: bool) {
+        self.held.with_label_values(&[task]).set(i64::from(held));
+    }
+
+    pub(crate) fn count_run(&self, task: &str) {
+        self.runs.with_label_values(&[task]).inc();
+    }
+
+    /// Claims `key` (of `kind`, for the metric) for `ttl`.
+    pub(crate) async fn claim(&self, kind: &str, key: &str, ttl: Duration) -> Claimed {
+        let claimed = match self.claims.claim(key, ttl).await {
+            Ok(true) => Claimed::Won,
+            Ok(false) => Claimed::Lost,
+            Err(err) => {
+                log::debug!(kind = kind, error:display = err; "shared claim unanswered; deciding in process");
+                Claimed::Unavailable
+            }
+        };
+        let result = match claimed {
+            Claimed::Won => "won",
+            Claimed::Lost => "lost",
+            Claimed::Unavailable => "unavailable",
+        };
+        self.counts.with_label_values(&[kind, result]).inc();
+        claimed
+    }
+
+    /// Forgets `key` (best effort, bounded like every call).
+    pub(crate) async fn forget(&self, key: &str) {
+        if let Err(err) = self.claims.forget(key).await {
+            log::debug!(error:display = err; "shared claim not forgotten; it runs out by itself");
+        }
+    }
+}

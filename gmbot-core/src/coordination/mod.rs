@@ -1,0 +1,147 @@
+//! What several instances of one bot agree on besides the store and the membership cache: who runs a periodic job (leases), who does a once-only thing (claims), and which per-group caches every instance must drop (group events).
+//!
+//! Three small ports, each no wider than its consumer needs:
+//!
+//! - [`LeaseStore`] — a named lease with a time to live and a fencing token. [`HeldLease`]
+//!   keeps one renewed in the background and hands the job a [`Fence`] that turns false
+//!   *before* the lease can have passed to another holder (see [`lease`](self::HeldLease)).
+//! - [`ClaimStore`] — "the first to claim this key within this time wins": one warning per
+//!   cool-down, one notice per problem, one handling of a join, across instances.
+//! - [`GroupEvents`] — "group X's configuration (or admin list) changed": every instance
+//!   drops its cached copy at once.
+//!
+//! Adapters, one file each: [`LocalCoordination`] (in-process: one instance, or tests) and
+//! [`RedisCoordination`] (`SET NX PX`, Lua compare-and-extend and compare-and-delete, pub/sub).
+//! Redis is an accelerator, never a dependency of a verification: every Redis call is
+//! bounded by a short timeout, an outage is logged once and skipped fast, and the callers
+//! decide what an unanswered claim means (the bot falls back to its in-process claim).
+
+mod lease;
+mod memory;
+mod redis;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::domain::GroupId;
+
+pub use self::lease::{Fence, HeldLease, Lease, LeaseLost};
+pub use self::memory::LocalCoordination;
+pub use self::redis::{RedisCoordination, RedisCoordinationConfig, SubscriptionGuard};
+
+/// Why a coordination call did not give an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinationError {
+    /// The Redis URL could not be parsed.
+    #[error("invalid Redis URL `{url}`: {source}")]
+    InvalidRedisUrl {
+        /// The URL as given, without its password.
+        url: String,
+        /// What the Redis client objected to.
+        #[source]
+        source: ::redis::RedisError,
+    },
+    /// Redis did not answer in time, refused the call, or is being skipped during an outage.
+    #[error("Redis is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Named leases: at most one holder of a name at a time, for at most its time to live
+/// unless renewed.
+///
+/// Used as `Arc<dyn LeaseStore>`; [`HeldLease::acquire`] is the usual way in.
+#[async_trait]
+pub trait LeaseStore: Send + Sync + 'static {
+    /// Takes `name` for `ttl` if nobody holds it: `Some` with a fresh token and a generation
+    /// greater than every earlier holder's, `None` if another holder has it.
+    async fn try_acquire(
+        &self,
+        name: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, CoordinationError>;
+
+    /// Extends `lease` by its time to live from now if it is still held with its token:
+    /// `Ok(true)`; `Ok(false)` if it expired or another holder took it.
+    async fn renew(&self, lease: &Lease) -> Result<bool, CoordinationError>;
+
+    /// Gives `lease` up if it is still held with its token (a later holder's is left alone).
+    async fn release(&self, lease: &Lease) -> Result<(), CoordinationError>;
+}
+
+/// Once-only claims: the first caller to claim a key within its time wins.
+#[async_trait]
+pub trait ClaimStore: Send + Sync + 'static {
+    /// `Ok(true)` if nobody claimed `key` within the last `ttl` (this caller now holds it for
+    /// `ttl`), `Ok(false)` if someone did.
+    async fn claim(&self, key: &str, ttl: Duration) -> Result<bool, CoordinationError>;
+
+    /// Forgets `key`'s claim: the next claim wins at once.
+    async fn forget(&self, key: &str) -> Result<(), CoordinationError>;
+
+    /// Whether someone holds `key`'s claim now (without claiming it).
+    async fn is_claimed(&self, key: &str) -> Result<bool, CoordinationError>;
+}
+
+/// A change every instance's per-group caches must follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GroupEvent {
+    /// The group's settings, state or channels changed (`/protect`, `/unprotect`, `/settings`,
+    /// the bot's rights, a migration): drop its cached configuration.
+    Config(GroupId),
+    /// An admin was promoted or demoted: drop its cached admin list.
+    Admins(GroupId),
+    /// The subscription was (re)made: events published meanwhile may be lost, so drop every
+    /// cached group (only ever delivered to a listener, never published).
+    Resync,
+}
+
+impl GroupEvent {
+    /// The wire form: `c:{group}` or `a:{group}`.
+    fn encode(self) -> Option<String> {
+        match self {
+            Self::Config(g) => Some(format!("c:{}", g.get())),
+            Self::Admins(g) => Some(format!("a:{}", g.get())),
+            Self::Resync => None,
+        }
+    }
+
+    /// Parses [`Self::encode`]'s form; `None` for anything else.
+    fn decode(text: &str) -> Option<Self> {
+        let (kind, id) = text.split_once(':')?;
+        let group = GroupId::new(id.parse().ok()?).ok()?;
+        match kind {
+            "c" => Some(Self::Config(group)),
+            "a" => Some(Self::Admins(group)),
+            _ => None,
+        }
+    }
+}
+
+/// Publishes [`GroupEvent`]s to every instance (the publisher applies its own at once).
+#[async_trait]
+pub trait GroupEvents: Send + Sync + 'static {
+    /// Tells every other instance. Best effort and bounded in time: an instance that misses
+    /// it still sees the change when its cached copy expires (30 s for a configuration).
+    async fn publish(&self, event: GroupEvent);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_events_round_trip_and_reject_junk() {
+        for e in [
+            GroupEvent::Config(GroupId(-1_001_234)),
+            GroupEvent::Admins(GroupId(-5)),
+        ] {
+            let text = e.encode().expect("publishable");
+            assert_eq!(GroupEvent::decode(&text), Some(e));
+        }
+        assert_eq!(GroupEvent::Resync.encode(), None);
+        for bad in ["", "c:", "c:x", "x:-5", "c:5", "c-5", "a:-5:1"] {
+            assert_eq!(GroupEvent::decode(bad), None, "{bad:?}");
+        }
+    }
+}
