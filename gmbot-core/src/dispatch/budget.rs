@@ -13,9 +13,13 @@
 //! store's "now", at which the caller may make one call each. A slot may be
 //! used from its instant until `grace` after it, never later (a late slot is
 //! dropped unused): a late use would crowd the next slot, which may belong
-//! to another instance. The store spaces slots by `(period + grace) / rate`
-//! so that even with every use up to `grace` late no window of one period
-//! sees more than `rate` calls (the cost: 1 % of a 30/s budget at 10 ms).
+//! to another instance. After the grant a call still takes a moment to reach
+//! Telegram, more for one call than for another (a task wake-up, a
+//! connection); `spread` allows for that difference. The store spaces slots
+//! by `(period + grace + spread) / rate`, so that with every call reaching
+//! Telegram up to `grace + spread` after its slot no window of one period
+//! sees more than `rate` calls there (the cost: 3 % of a 30/s budget with the
+//! defaults, 10 ms and 20 ms).
 //!
 //! **Batches.** One round trip reserves slots for every bucket that calls
 //! are waiting on, up to `horizon` ahead of the store's now, so under load an
@@ -49,7 +53,7 @@ pub enum BudgetBucket {
 /// How fast a bucket refills, as the store applies it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BucketRate {
-    /// Time between two slots: `(period + grace) / rate`.
+    /// Time between two slots: `(period + grace + spread) / rate`.
     pub interval: Duration,
     /// Slots that may fall on one instant after an idle period (1 = evenly spaced).
     pub burst: u32,
@@ -70,8 +74,9 @@ pub struct SlotRequest {
 pub struct ReserveOptions {
     /// Slots further than this ahead of the store's now are not reserved.
     pub horizon: Duration,
-    /// How late a slot may be used; the first slot after a return from the
-    /// local fallback comes at least `grace + resume_gap × interval` after the
+    /// How late after its slot a call may reach Telegram (the dispatcher's
+    /// grace plus spread); the first slot after a return from the local
+    /// fallback comes at least `grace + resume_gap × interval` after the
     /// moment recorded by [`SharedBudget::resume`].
     pub grace: Duration,
     /// See `grace`: the number of instances plus one (the argument is in
@@ -179,6 +184,10 @@ pub struct SharedBudgetOptions {
     pub horizon: Duration,
     /// How late a slot may be used (default 10 ms); see the [module docs](self).
     pub grace: Duration,
+    /// How much more one call may take than another from its grant to
+    /// Telegram (default 20 ms); slots and local shares are spaced to allow
+    /// for it. See the [module docs](self).
+    pub spread: Duration,
     /// Time between heartbeats (default 1 s).
     pub heartbeat_interval: Duration,
     /// An instance counts as live this long after its last heartbeat (default 5 s).
@@ -200,6 +209,7 @@ impl SharedBudgetOptions {
             instances: None,
             horizon: Duration::from_millis(200),
             grace: Duration::from_millis(10),
+            spread: Duration::from_millis(20),
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_lifetime: Duration::from_secs(5),
             probe_interval: Duration::from_millis(500),
@@ -236,6 +246,7 @@ impl fmt::Debug for SharedBudgetOptions {
             .field("instances", &self.instances)
             .field("horizon", &self.horizon)
             .field("grace", &self.grace)
+            .field("spread", &self.spread)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("heartbeat_lifetime", &self.heartbeat_lifetime)
             .field("probe_interval", &self.probe_interval)

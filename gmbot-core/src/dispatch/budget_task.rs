@@ -5,18 +5,20 @@
 //! rides on it. Its phases:
 //!
 //! - **shared**: reserve when a grant pass asks (one round trip for every
-//!   budget with waiters), heartbeat every `heartbeat_interval`. Any failure
-//!   → fallback.
+//!   budget with waiters), heartbeat every `heartbeat_interval`. A failed
+//!   round trip is tried again at once; a second failure in a row → fallback
+//!   (a fallback is costly: each bucket waits out its gap, a group's 20/min
+//!   `(N + 1) × 3 s`, so one slow answer must not cause it).
 //! - **fallback**: the scheduler spends the slots it still holds, then `1/N`
-//!   of each budget, each bucket starting only `horizon + grace + (N + 1) ×
-//!   interval` after the failure (no slot reserved before the failure is
+//!   of each budget, each bucket starting only `horizon + grace + spread +
+//!   (N + 1) × interval` after the failure (no slot reserved before the failure is
 //!   still usable then, and the gap keeps any window from seeing both the
 //!   shared budget's last slots and the local shares' first tokens in full).
 //!   One warning in the log; probes every `probe_interval`.
 //! - **settling**: the store answers again. If this instance spent (or could
 //!   spend, before the settle ends) its local share, it records a resume
 //!   mark `settle` ahead in the store (the store reserves nothing for anyone
-//!   before `mark + (N + 1) × interval + grace`); it keeps its local share for
+//!   before `mark + (N + 1) × interval + grace + spread`); it keeps its local share for
 //!   `settle`, by when every instance has probed and recorded its own, then
 //!   returns to the shared budget with one info line.
 
@@ -48,8 +50,13 @@ fn instances(link: &BudgetLink, live: u32) -> u32 {
     link.options.instances.unwrap_or(1).max(live).max(1)
 }
 
-fn enter_fallback(shared: &Shared, link: &BudgetLink, live: u32, error: &BudgetError) -> Phase {
-    let failed = Instant::now();
+fn enter_fallback(
+    shared: &Shared,
+    link: &BudgetLink,
+    live: u32,
+    error: &BudgetError,
+    failed: Instant,
+) -> Phase {
     let n = instances(link, live);
     shared.lock().enter_fallback(failed, n);
     link.fallback.store(true, Ordering::Release);
@@ -63,7 +70,7 @@ fn enter_fallback(shared: &Shared, link: &BudgetLink, live: u32, error: &BudgetE
     );
     shared.wake.notify_one();
     Phase::Fallback {
-        next_probe: failed + link.options.probe_interval,
+        next_probe: Instant::now() + link.options.probe_interval,
     }
 }
 
@@ -75,12 +82,14 @@ pub(super) async fn run(shared: Arc<Shared>) {
     let options = &link.options;
     let reserve_options = |n: u32| ReserveOptions {
         horizon: options.horizon,
-        grace: options.grace,
+        grace: options.grace + options.spread,
         resume_gap: n.saturating_add(1),
     };
     let mut phase = Phase::Shared;
     let mut next_beat = Instant::now();
     let mut live = 0u32;
+    // The first of consecutive failures (the fallback's gaps count from it).
+    let mut failing: Option<Instant> = None;
     loop {
         match phase {
             Phase::Shared => {
@@ -92,6 +101,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
                         .await
                     {
                         Ok(beat) => {
+                            failing = None;
                             link.metrics.round_trip("ok", None);
                             live = beat.live_instances;
                             link.metrics.instances.set(i64::from(instances(link, live)));
@@ -102,7 +112,16 @@ pub(super) async fn run(shared: Arc<Shared>) {
                         }
                         Err(e) => {
                             link.metrics.round_trip(outcome(&e), None);
-                            phase = enter_fallback(&shared, link, live, &e);
+                            match failing {
+                                Some(first) => {
+                                    phase = enter_fallback(&shared, link, live, &e, first);
+                                    failing = None;
+                                }
+                                None => {
+                                    failing = Some(Instant::now());
+                                    next_beat = Instant::now();
+                                }
+                            }
                             continue;
                         }
                     }
@@ -118,6 +137,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
                     let received = Instant::now();
                     match result {
                         Ok(answer) => {
+                            failing = None;
                             link.metrics
                                 .round_trip("ok", Some((received - sent).as_secs_f64()));
                             let mut sched = shared.lock();
@@ -136,7 +156,18 @@ pub(super) async fn run(shared: Arc<Shared>) {
                         }
                         Err(e) => {
                             link.metrics.round_trip(outcome(&e), None);
-                            phase = enter_fallback(&shared, link, live, &e);
+                            match failing {
+                                Some(first) => {
+                                    phase = enter_fallback(&shared, link, live, &e, first);
+                                    failing = None;
+                                }
+                                None => {
+                                    // Try again at once: the next grant pass asks again.
+                                    failing = Some(received);
+                                    next_beat = Instant::now();
+                                    shared.wake.notify_one();
+                                }
+                            }
                         }
                     }
                     continue;
@@ -191,7 +222,8 @@ pub(super) async fn run(shared: Arc<Shared>) {
                 link.metrics.fallback.set(0);
                 log::info!(
                     budget = options.budget.target();
-                    "the shared Telegram budget answers again; this instance is back on it"
+                    "the shared Telegram budget at {} answers again; this instance is back on it",
+                    options.budget.target()
                 );
                 phase = Phase::Shared;
                 next_beat = Instant::now();

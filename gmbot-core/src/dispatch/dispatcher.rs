@@ -204,7 +204,7 @@ impl Dispatcher {
         budget_metrics
             .instances
             .set(i64::from(budget.instances.unwrap_or(1)));
-        let sched = Scheduler::shared(config.clone(), budget.horizon, budget.grace);
+        let sched = Scheduler::shared(config.clone(), budget.horizon, budget.grace, budget.spread);
         let dispatcher = Self {
             shared: Arc::new(Shared {
                 api,

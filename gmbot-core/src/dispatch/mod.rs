@@ -23,8 +23,8 @@ mod redis_budget;
 mod scheduler;
 
 pub use self::budget::{
-    BucketRate, BudgetBucket, BudgetError, Heartbeat, ReserveAnswer, ReserveOptions,
-    Reservation, SharedBudget, SharedBudgetOptions, SlotRequest,
+    BucketRate, BudgetBucket, BudgetError, Heartbeat, Reservation, ReserveAnswer, ReserveOptions,
+    SharedBudget, SharedBudgetOptions, SlotRequest,
 };
 pub use self::config::DispatchConfig;
 pub use self::dispatcher::{Dispatcher, LaneApi};

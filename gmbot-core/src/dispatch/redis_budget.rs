@@ -26,8 +26,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Value;
 
 use super::budget::{
-    BudgetBucket, BudgetError, Heartbeat, ReserveAnswer, ReserveOptions, Reservation,
-    SharedBudget, SlotRequest,
+    BudgetBucket, BudgetError, Heartbeat, Reservation, ReserveAnswer, ReserveOptions, SharedBudget,
+    SlotRequest,
 };
 use crate::domain::ChatId;
 
@@ -245,9 +245,8 @@ impl RedisBudget {
             ));
         }
         let target = redact(&config.url);
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| {
-            BudgetError::Config(format!("{target} is not a Redis URL: {e}"))
-        })?;
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| BudgetError::Config(format!("{target} is not a Redis URL: {e}")))?;
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.op_timeout))
             .set_response_timeout(Some(config.op_timeout))
@@ -338,7 +337,11 @@ impl RedisBudget {
         }
     }
 
-    fn parse_reserve(&self, reply: &[i64], requests: &[SlotRequest]) -> Result<ReserveAnswer, BudgetError> {
+    fn parse_reserve(
+        &self,
+        reply: &[i64],
+        requests: &[SlotRequest],
+    ) -> Result<ReserveAnswer, BudgetError> {
         let short = || self.protocol("the reservation reply is too short");
         let mut it = reply.iter().copied();
         let paused = it.next().ok_or_else(short)?;
@@ -356,7 +359,9 @@ impl RedisBudget {
             let n = u32::try_from(n)
                 .ok()
                 .filter(|&n| n <= request.count)
-                .ok_or_else(|| self.protocol(format!("{n} slots for a request of {}", request.count)))?;
+                .ok_or_else(|| {
+                    self.protocol(format!("{n} slots for a request of {}", request.count))
+                })?;
             let mut slots = Vec::with_capacity(n as usize);
             for _ in 0..n {
                 let us = it.next().ok_or_else(short)?;
@@ -436,11 +441,18 @@ impl SharedBudget for RedisBudget {
         inv.key(format!("{}inst", self.prefix))
             .key(self.pause_key(None))
             .arg(instance)
-            .arg(u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX).max(1));
+            .arg(
+                u64::try_from(lifetime.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            );
         match self.run(&inv).await?.as_slice() {
             [live, paused] => Ok(Heartbeat {
+                // At least the caller, who has just beaten.
                 live_instances: u32::try_from(*live)
-                    .map_err(|_| self.protocol(format!("{live} live instances")))?,
+                    .ok()
+                    .filter(|&n| n >= 1)
+                    .ok_or_else(|| self.protocol(format!("{live} live instances")))?,
                 paused_for: pause_of(*paused),
             }),
             other => Err(self.protocol(format!("a heartbeat reply of {} values", other.len()))),
@@ -460,7 +472,9 @@ impl SharedBudget for RedisBudget {
 
     async fn pause(&self, chat: Option<ChatId>, duration: Duration) -> Result<(), BudgetError> {
         let mut inv = self.extend.prepare_invoke();
-        inv.key(self.pause_key(chat)).arg(micros(duration)).arg(1_000);
+        inv.key(self.pause_key(chat))
+            .arg(micros(duration))
+            .arg(1_000);
         match self.run(&inv).await?.as_slice() {
             [_] => Ok(()),
             other => Err(self.protocol(format!("a pause reply of {} values", other.len()))),

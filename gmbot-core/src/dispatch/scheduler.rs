@@ -178,20 +178,28 @@ fn chat_rate(config: &DispatchConfig, chat: ChatId) -> (u32, Duration, u32) {
     }
 }
 
-/// The shared budget's spacing of a bucket: `(period + grace) / rate`,
-/// rounded up to the microsecond (see the `budget` module: a slot used up to
-/// `grace` late then still leaves at most `rate` calls in every period).
-pub(crate) fn shared_interval(rate: u32, period: Duration, grace: Duration) -> Duration {
-    let us = u64::try_from((period + grace).as_micros()).unwrap_or(u64::MAX);
+/// The shared budget's spacing of a bucket: `(period + slack) / rate`,
+/// rounded up to the microsecond, with `slack` = grace + spread (see the
+/// `budget` module: a call reaching Telegram up to `slack` after its slot then
+/// still leaves at most `rate` calls in every period).
+pub(crate) fn shared_interval(rate: u32, period: Duration, slack: Duration) -> Duration {
+    let us = u64::try_from((period + slack).as_micros()).unwrap_or(u64::MAX);
     Duration::from_micros(us.div_ceil(u64::from(rate.max(1))))
 }
 
 /// One instance's share of `rate` per `period` when `n` instances share it
-/// without coordination: `⌊rate / n⌋` per period, evenly spaced, so that `n`
-/// instances together never exceed `rate` in any window of one period; one
-/// call per `⌈n / rate⌉` periods when `rate < n` (then only the average holds).
-pub(crate) fn fallback_share(rate: u32, period: Duration, n: u32) -> (u32, Duration) {
+/// without coordination: `⌊rate / n⌋` per `period + slack`, evenly spaced, so
+/// that `n` instances together never exceed `rate` in any window of one
+/// period, even with calls reaching Telegram up to `slack` late; one call per
+/// `⌈n / rate⌉` periods when `rate < n` (then only the average holds).
+pub(crate) fn fallback_share(
+    rate: u32,
+    period: Duration,
+    n: u32,
+    slack: Duration,
+) -> (u32, Duration) {
     let n = n.max(1);
+    let period = period + slack;
     match rate / n {
         0 => (1, period.saturating_mul(n.div_ceil(rate.max(1)))),
         k => (k, period),
@@ -256,7 +264,7 @@ enum LocalShare {
     Fallback {
         n: u32,
         base: Instant,
-        grace: Duration,
+        slack: Duration,
     },
 }
 
@@ -284,9 +292,9 @@ impl LocalBuckets {
         let make = |rate: u32, period: Duration, burst: u32| -> LazyBucket {
             match share {
                 LocalShare::Whole => LazyBucket::ready(rate, period, burst),
-                LocalShare::Fallback { n, base, grace } => {
-                    let (r, p) = fallback_share(rate, period, n);
-                    let gap = shared_interval(rate, period, grace).saturating_mul(n + 1);
+                LocalShare::Fallback { n, base, slack } => {
+                    let (r, p) = fallback_share(rate, period, n, slack);
+                    let gap = shared_interval(rate, period, slack).saturating_mul(n + 1);
                     LazyBucket {
                         rate: r,
                         period: p,
@@ -344,13 +352,13 @@ impl LocalBuckets {
             let (rate, period, burst) = chat_rate(&self.config, chat);
             let bucket = match self.share {
                 LocalShare::Whole => LazyBucket::ready(rate, period, burst),
-                LocalShare::Fallback { n, base, grace } => {
-                    let (r, p) = fallback_share(rate, period, n);
+                LocalShare::Fallback { n, base, slack } => {
+                    let (r, p) = fallback_share(rate, period, n, slack);
                     LazyBucket {
                         rate: r,
                         period: p,
                         burst: 1,
-                        start: base + shared_interval(rate, period, grace).saturating_mul(n + 1),
+                        start: base + shared_interval(rate, period, slack).saturating_mul(n + 1),
                         bucket: None,
                     }
                 }
@@ -481,6 +489,8 @@ const MAX_BATCH: u32 = 64;
 #[derive(Debug)]
 struct SharedBooks {
     grace: Duration,
+    /// Grace plus spread: what bucket intervals allow for.
+    slack: Duration,
     horizon: Duration,
     books: HashMap<Budget, SlotBook>,
     /// `Some` while the shared budget is unreachable: this instance's share.
@@ -552,12 +562,19 @@ impl Scheduler {
     }
 
     /// A scheduler spending slots of a shared budget, reserved up to
-    /// `horizon` ahead and usable up to `grace` late.
-    pub(crate) fn shared(config: DispatchConfig, horizon: Duration, grace: Duration) -> Self {
+    /// `horizon` ahead, usable up to `grace` late, spaced to allow calls to
+    /// reach Telegram up to `grace + spread` late.
+    pub(crate) fn shared(
+        config: DispatchConfig,
+        horizon: Duration,
+        grace: Duration,
+        spread: Duration,
+    ) -> Self {
         Self {
             local: None,
             shared: Some(SharedBooks {
                 grace,
+                slack: grace + spread,
                 horizon,
                 books: HashMap::new(),
                 fallback: None,
@@ -820,9 +837,9 @@ impl Scheduler {
                 }
             }
         }
-        shared
-            .books
-            .retain(|_, b| !b.slots.is_empty() || b.want > 0 || b.retry_at.is_some_and(|at| at > now));
+        shared.books.retain(|_, b| {
+            !b.slots.is_empty() || b.want > 0 || b.retry_at.is_some_and(|at| at > now)
+        });
         next
     }
 
@@ -836,10 +853,7 @@ impl Scheduler {
     /// Slots of the shared budget used and dropped unused since the last call.
     pub(crate) fn take_slot_counts(&mut self) -> (u64, u64) {
         self.shared.as_mut().map_or((0, 0), |s| {
-            (
-                std::mem::take(&mut s.used),
-                std::mem::take(&mut s.expired),
-            )
+            (std::mem::take(&mut s.used), std::mem::take(&mut s.expired))
         })
     }
 
@@ -854,7 +868,7 @@ impl Scheduler {
         if shared.fallback.is_some() {
             return Vec::new();
         }
-        let grace = shared.grace;
+        let slack = shared.slack;
         let mut out = Vec::new();
         for (budget, book) in &mut shared.books {
             if book.want == 0 || book.retry_at.is_some_and(|at| at > now) {
@@ -866,7 +880,7 @@ impl Scheduler {
                     (
                         bucket,
                         BucketRate {
-                            interval: shared_interval(rate, period, grace),
+                            interval: shared_interval(rate, period, slack),
                             burst,
                         },
                     )
@@ -919,10 +933,13 @@ impl Scheduler {
     pub(crate) fn enter_fallback(&mut self, failed: Instant, n: u32) {
         let config = self.config.clone();
         if let Some(shared) = self.shared.as_mut() {
+            // Every slot reserved before the failure lies within the horizon of
+            // the store's now, and its call reaches Telegram no later than
+            // grace + spread after it.
             let share = LocalShare::Fallback {
                 n,
-                base: failed + shared.horizon + shared.grace,
-                grace: shared.grace,
+                base: failed + shared.horizon + shared.slack,
+                slack: shared.slack,
             };
             shared.fallback = Some(LocalBuckets::new(&config, share));
             shared.refill = false;
