@@ -484,6 +484,9 @@ enum SlotTake {
 
 /// Most slots asked for one budget in one round trip.
 const MAX_BATCH: u32 = 64;
+/// Most budgets (buckets or chats) in one round trip: the script runs inside
+/// Redis, which serves nobody else meanwhile. The rest go in the next one.
+const MAX_REQUESTS: usize = 256;
 
 /// The shared budget's side of the scheduler.
 #[derive(Debug)]
@@ -871,6 +874,9 @@ impl Scheduler {
         let slack = shared.slack;
         let mut out = Vec::new();
         for (budget, book) in &mut shared.books {
+            if out.len() >= MAX_REQUESTS {
+                break;
+            }
             if book.want == 0 || book.retry_at.is_some_and(|at| at > now) {
                 continue;
             }
@@ -970,6 +976,189 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn shared_scheduler() -> Scheduler {
+        Scheduler::shared(DispatchConfig::default(), 200 * MS, 10 * MS, 20 * MS)
+    }
+
+    #[test]
+    fn shares_and_intervals_never_add_up_to_more_than_the_budget() {
+        let second = Duration::from_secs(1);
+        // 30/s with 30 ms of slack: 34.334 ms apart, 29.1/s.
+        assert_eq!(
+            shared_interval(30, second, 30 * MS),
+            Duration::from_micros(34_334)
+        );
+        for rate in [1u32, 7, 20, 30, 100] {
+            for n in 1u32..=7 {
+                let (k, period) = fallback_share(rate, second, n, 30 * MS);
+                assert!(period >= second + 30 * MS);
+                if rate >= n {
+                    // n shares of k per period: at most the rate in any window.
+                    assert!(n * k <= rate, "rate {rate}, n {n}: {k}");
+                    assert_eq!(k, rate / n);
+                } else {
+                    // One call per ⌈n/rate⌉ periods: the average stays within the rate.
+                    assert_eq!(k, 1);
+                    assert!(
+                        u128::from(n) * (second + 30 * MS).as_micros()
+                            <= u128::from(rate) * period.as_micros()
+                    );
+                }
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shared_waiters_go_on_reserved_slots_within_their_window() {
+        let mut s = shared_scheduler();
+        let t0 = Instant::now();
+        let (_, mut a) = s.enqueue(Lane::Enforcement, None, Budget::Restrict, t0, None);
+        let (_, mut b) = s.enqueue(Lane::Enforcement, None, Budget::Restrict, t0, None);
+        assert_eq!(s.grant(t0), None, "nothing to wait on but the budget task");
+        assert!(!drain(&mut a) && !drain(&mut b));
+        assert!(s.take_refill_flag());
+        let requests = s.slot_requests(t0);
+        assert_eq!(requests.len(), 1);
+        let (budget, request) = &requests[0];
+        assert_eq!(*budget, Budget::Restrict);
+        assert_eq!(request.count, 2);
+        assert_eq!(
+            request.buckets,
+            vec![(
+                BudgetBucket::Restrict,
+                BucketRate {
+                    interval: Duration::from_micros(34_334),
+                    burst: 1
+                }
+            )]
+        );
+        // Asked at t0, answered 1 ms later: slots now and 34 ms on.
+        tokio::time::advance(MS).await;
+        let received = Instant::now();
+        s.add_slots(
+            Budget::Restrict,
+            t0,
+            received,
+            &[Duration::ZERO, 34 * MS],
+            None,
+        );
+        let next = s.grant(received).expect("the second slot");
+        assert!(drain(&mut a) && !drain(&mut b));
+        assert_eq!(next, received + 34 * MS);
+        // Woken 5 ms late: within the grace (the window closes at t0 + 34 + 10 ms).
+        tokio::time::advance(38 * MS).await;
+        s.grant(Instant::now());
+        assert!(drain(&mut b));
+        assert_eq!(s.take_slot_counts(), (2, 0));
+
+        // A slot not used within its grace is dropped, and the waiter asks again.
+        let t1 = Instant::now();
+        let (_, mut c) = s.enqueue(Lane::Enforcement, None, Budget::Restrict, t1, None);
+        s.add_slots(Budget::Restrict, t1, t1, &[5 * MS], None);
+        tokio::time::advance(20 * MS).await;
+        s.grant(Instant::now());
+        assert!(!drain(&mut c), "the slot's window [5 ms, 15 ms] is over");
+        assert_eq!(s.take_slot_counts(), (0, 1));
+        assert!(s.take_refill_flag());
+        // A round trip longer than the grace leaves no usable window at all.
+        let sent = Instant::now();
+        tokio::time::advance(11 * MS).await;
+        s.add_slots(
+            Budget::Restrict,
+            sent,
+            Instant::now(),
+            &[Duration::ZERO],
+            None,
+        );
+        assert_eq!(s.take_slot_counts(), (0, 1));
+        // Told to come back later: no request before then, and the scheduler wakes for it.
+        let now = Instant::now();
+        s.slot_requests(now);
+        s.add_slots(Budget::Restrict, now, now, &[], Some(500 * MS));
+        assert_eq!(s.grant(now), Some(now + 500 * MS));
+        assert!(!s.take_refill_flag());
+        assert!(s.slot_requests(now).is_empty());
+        tokio::time::advance(500 * MS).await;
+        s.grant(Instant::now());
+        assert!(s.take_refill_flag());
+        assert_eq!(s.slot_requests(Instant::now()).len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_slot_is_one_request_on_the_global_and_the_chat_bucket() {
+        let mut s = shared_scheduler();
+        let now = Instant::now();
+        let group = ChatId(-5);
+        let (_, _rx) = s.enqueue(Lane::Notify, Some(group), Budget::Message(group), now, None);
+        s.grant(now);
+        let requests = s.slot_requests(now);
+        assert_eq!(requests.len(), 1);
+        let buckets: Vec<BudgetBucket> = requests[0].1.buckets.iter().map(|(b, _)| *b).collect();
+        assert_eq!(
+            buckets,
+            vec![BudgetBucket::Write, BudgetBucket::Chat(group)]
+        );
+        // 20 per (60 s + 30 ms).
+        assert_eq!(
+            requests[0].1.buckets[1].1.interval,
+            Duration::from_micros(3_001_500)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fallback_share_starts_after_its_gap_at_one_nth_of_the_rate() {
+        let mut s = shared_scheduler();
+        let failed = Instant::now();
+        // A slot reserved before the failure stays usable in its window.
+        s.add_slots(Budget::Restrict, failed, failed, &[Duration::ZERO], None);
+        s.enter_fallback(failed, 3);
+        let mut rxs: Vec<_> = (0..40)
+            .map(|_| {
+                s.enqueue(Lane::Enforcement, None, Budget::Restrict, failed, None)
+                    .1
+            })
+            .collect();
+        let next = s.grant(failed).expect("the share's start");
+        assert_eq!(
+            rxs.iter_mut().map(drain).filter(|went| *went).count(),
+            1,
+            "the held slot"
+        );
+        // Horizon 200 ms + slack 30 ms + (3 + 1) × 34.334 ms.
+        let start = failed + 230 * MS + Duration::from_micros(4 * 34_334);
+        assert_eq!(next, start);
+        assert!(
+            !s.take_refill_flag(),
+            "nothing is asked of the store in a fallback"
+        );
+        assert!(s.fallback_spends_before(start + MS));
+        assert!(!s.fallback_spends_before(start));
+        // Then 10 per 1.03 s (30 / 3), evenly spaced.
+        let mut went = Vec::new();
+        let end = start + Duration::from_millis(2_060);
+        while Instant::now() < end {
+            tokio::time::advance(MS).await;
+            s.grant(Instant::now());
+            for rx in &mut rxs {
+                if drain(rx) {
+                    went.push(Instant::now());
+                }
+            }
+        }
+        // Granted on the first 1 ms step at or after the start.
+        let first = went.first().copied().expect("the share gives tokens");
+        assert!(first >= start && first < start + MS, "{:?}", first - start);
+        // 2.06 s at one token per 103 ms: 20, less one for the 1 ms steps.
+        assert!((19..=20).contains(&went.len()), "{}", went.len());
+        assert!(went.windows(2).all(|w| w[1] - w[0] >= 102 * MS));
+        // Back on the shared budget: waiters ask the store again.
+        s.leave_fallback();
+        s.grant(Instant::now());
+        assert!(s.take_refill_flag());
+    }
 
     fn drain(rx: &mut oneshot::Receiver<()>) -> bool {
         rx.try_recv().is_ok()
