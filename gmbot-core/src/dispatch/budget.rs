@@ -18,8 +18,8 @@
 //! connection); `spread` allows for that difference. The store spaces slots
 //! by `(period + grace + spread) / rate`, so that with every call reaching
 //! Telegram up to `grace + spread` after its slot no window of one period
-//! sees more than `rate` calls there (the cost: 3 % of a 30/s budget with the
-//! defaults, 10 ms and 20 ms).
+//! sees more than `rate` calls there (the cost: 4 % of a 30/s budget with the
+//! defaults, 20 ms and 20 ms).
 //!
 //! **Batches.** One round trip reserves slots for every bucket that calls
 //! are waiting on, up to `horizon` ahead of the store's now, so under load an
@@ -182,7 +182,8 @@ pub struct SharedBudgetOptions {
     pub instances: Option<u32>,
     /// Slots are reserved up to this far ahead (default 200 ms).
     pub horizon: Duration,
-    /// How late a slot may be used (default 10 ms); see the [module docs](self).
+    /// How late a slot may be used (default 20 ms: the round trip and the
+    /// scheduler's wake-up both eat into it); see the [module docs](self).
     pub grace: Duration,
     /// How much more one call may take than another from its grant to
     /// Telegram (default 20 ms); slots and local shares are spaced to allow
@@ -208,7 +209,7 @@ impl SharedBudgetOptions {
             budget,
             instances: None,
             horizon: Duration::from_millis(200),
-            grace: Duration::from_millis(10),
+            grace: Duration::from_millis(20),
             spread: Duration::from_millis(20),
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_lifetime: Duration::from_secs(5),

@@ -829,10 +829,20 @@ impl Scheduler {
         for book in shared.books.values_mut() {
             book.want = 0;
         }
+        let half = shared.horizon / 2;
         for (budget, waiting) in wanting {
             let book = shared.books.entry(budget).or_default();
             let held = u32::try_from(book.slots.len()).unwrap_or(u32::MAX);
             book.want = waiting.saturating_sub(held).min(MAX_BATCH);
+            // Held slots reaching more than half the horizon ahead: ask only when they
+            // run low, so that a round trip brings half a horizon of slots, not the one
+            // slot that has just come within reach.
+            if let Some((first, _)) = book.slots.back() {
+                let low = first.checked_sub(half).unwrap_or(now);
+                if low > now {
+                    book.retry_at = Some(book.retry_at.map_or(low, |at| at.max(low)));
+                }
+            }
             if book.want > 0 {
                 match book.retry_at {
                     Some(at) if at > now => next = earliest(next, at),
