@@ -122,7 +122,8 @@ fn stopped() -> TelegramError {
 ///   (30/s); invite links on the global write budget; reads (`getChatMember`,
 ///   `getChatAdministrators`, `getChat`) on an optional read budget, never on
 ///   the message budget; reads in the bulk lane on the optional bulk read budget instead
-///   (`bulk_reads_per_second`); callback answers on nothing. Buckets are `ratelimit` token buckets on tokio's clock.
+///   (`bulk_reads_per_second`); callback answers on nothing. Buckets are `ratelimit` token buckets on tokio's clock,
+///   or, built with [`Dispatcher::with_shared_budget`], slots of the bot's budget shared by every instance.
 /// - **Lanes** ([`Lane`]): when calls wait for the same budget, the highest
 ///   lane goes first, in arrival order within a lane. A call that has waited
 ///   [`starvation_limit`](DispatchConfig::starvation_limit) goes before every
