@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use gmbot_core::cache::MembershipCache;
 use gmbot_core::clock::Clock;
-use gmbot_core::dispatch::{DispatchConfig, Dispatcher, Lane, LaneApi};
+use gmbot_core::dispatch::{DispatchConfig, Dispatcher, Lane, LaneApi, SharedBudgetOptions};
 use gmbot_core::domain::UserId;
 use gmbot_core::engine::{Engine, EngineConfig, EnginePorts};
 use gmbot_core::store::Store;
@@ -93,8 +93,25 @@ impl App {
         flows: FlowConfig,
         outbox: OutboxConfig,
     ) -> anyhow::Result<Self> {
-        let dispatcher = Dispatcher::new(deps.telegram, deps.dispatch, &deps.registry)
-            .context("cannot start the Telegram dispatcher")?;
+        Self::with_budget(deps, flows, outbox, None)
+    }
+
+    /// Like [`App::with_options`]; with `budget`, the dispatcher spends the bot's budgets
+    /// shared with every other instance (see `gmbot_core::dispatch::SharedBudget`) instead
+    /// of its own.
+    pub fn with_budget(
+        deps: AppDeps,
+        flows: FlowConfig,
+        outbox: OutboxConfig,
+        budget: Option<SharedBudgetOptions>,
+    ) -> anyhow::Result<Self> {
+        let dispatcher = match budget {
+            Some(budget) => {
+                Dispatcher::with_shared_budget(deps.telegram, deps.dispatch, budget, &deps.registry)
+            }
+            None => Dispatcher::new(deps.telegram, deps.dispatch, &deps.registry),
+        }
+        .context("cannot start the Telegram dispatcher")?;
         let telegram: Arc<dyn TelegramApi> = Arc::new(dispatcher.clone());
         let engine = Engine::new(
             EnginePorts {

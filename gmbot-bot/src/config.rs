@@ -18,7 +18,7 @@ use url::Url;
 use crate::secret::{BotToken, SecretString};
 
 /// Every variable GMBot reads.
-pub const VARIABLES: [&str; 35] = [
+pub const VARIABLES: [&str; 36] = [
     "TELEGRAM_BOT_TOKEN",
     "TELEGRAM_API_URL",
     "TELEGRAM_API_ID",
@@ -39,6 +39,7 @@ pub const VARIABLES: [&str; 35] = [
     "GMBOT_DELETES_PER_SECOND",
     "GMBOT_READS_PER_SECOND",
     "GMBOT_BULK_READS_PER_SECOND",
+    "GMBOT_INSTANCES",
     "GMBOT_MTPROTO_SIM_URL",
     "GMBOT_RAID_DENIALS",
     "GMBOT_RAID_WINDOW_SECONDS",
@@ -180,6 +181,10 @@ pub struct Budgets {
     /// Reads per second in the bulk lane (audits, reconciliation); `None` (default) = budgeted
     /// like other reads (`gmbot audit` then uses its own default, 20/s).
     pub bulk_reads_per_second: Option<u32>,
+    /// `GMBOT_INSTANCES`: how many instances share the budgets through Redis. While Redis is
+    /// unreachable each instance spends `1/N` of each budget, `N` being the larger of this
+    /// and the instances Redis last counted; `None` (default) = only Redis's count.
+    pub instances: Option<u32>,
 }
 
 impl Default for Budgets {
@@ -192,6 +197,7 @@ impl Default for Budgets {
             deletes_per_second: d.deletes_per_second,
             reads_per_second: d.reads_per_second,
             bulk_reads_per_second: d.bulk_reads_per_second,
+            instances: None,
         }
     }
 }
@@ -629,6 +635,10 @@ impl Config {
                     1,
                 )?),
             },
+            instances: match get("GMBOT_INSTANCES") {
+                None => None,
+                Some(_) => Some(parse_count(&get, "GMBOT_INSTANCES", 1_000, 1)?),
+            },
         };
         let mtproto_sim_url = match get("GMBOT_MTPROTO_SIM_URL") {
             None => None,
@@ -952,6 +962,7 @@ mod tests {
         assert_eq!(c.budgets.actions_per_second, 30);
         assert_eq!(c.budgets.deletes_per_second, 30);
         assert_eq!(c.budgets.reads_per_second, None);
+        assert_eq!(c.budgets.instances, None);
         assert_eq!(c.raid, crate::flows::RaidConfig::default());
         assert_eq!(c.lease, std::time::Duration::from_secs(15));
         let c = parse(&[
@@ -960,6 +971,7 @@ mod tests {
             ("GMBOT_ACTIONS_PER_SECOND", " 25 "),
             ("GMBOT_DELETES_PER_SECOND", "40"),
             ("GMBOT_READS_PER_SECOND", "200"),
+            ("GMBOT_INSTANCES", "3"),
             ("GMBOT_RAID_DENIALS", "50"),
             ("GMBOT_LEASE_SECONDS", "4"),
             ("GMBOT_RAID_WINDOW_SECONDS", "30"),
@@ -977,6 +989,7 @@ mod tests {
             ),
             (10, 15, 25, 40, Some(200))
         );
+        assert_eq!(c.budgets.instances, Some(3));
         assert!(d.validate().is_ok());
         assert_eq!(c.raid.denials, 50);
         assert_eq!(c.lease, std::time::Duration::from_secs(4));
@@ -1047,6 +1060,8 @@ mod tests {
             ("GMBOT_DELETES_PER_SECOND", "0"),
             ("GMBOT_READS_PER_SECOND", "1.5"),
             ("GMBOT_BULK_READS_PER_SECOND", "0"),
+            ("GMBOT_INSTANCES", "0"),
+            ("GMBOT_INSTANCES", "1001"),
             ("GMBOT_MTPROTO_SIM_URL", "http://10.0.0.1:80/mtproto"),
             ("GMBOT_RAID_DENIALS", "many"),
             ("GMBOT_RAID_WINDOW_SECONDS", "999999999"),

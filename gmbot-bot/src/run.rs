@@ -16,7 +16,7 @@ use gmbot_core::cache::{
 };
 use gmbot_core::clock::{Clock, SystemClock};
 use gmbot_core::coordination::{RedisCoordination, RedisCoordinationConfig, SubscriptionGuard};
-use gmbot_core::dispatch::DispatchConfig;
+use gmbot_core::dispatch::{DispatchConfig, RedisBudget, RedisBudgetConfig, SharedBudgetOptions};
 use gmbot_core::domain::UserId;
 use gmbot_core::engine::EngineConfig;
 use gmbot_core::store::{self, StoreError};
@@ -247,7 +247,26 @@ impl Bot {
             retry_startup("getMe", options.startup_attempts, shutdown, || api.get_me()).await?;
         let username = me.username.clone().unwrap_or_default();
         log::info!(bot_id = me.id, username = username.as_str(); "signed in to Telegram");
-        let app = App::with_flows(
+        // With Redis the budgets are the bot's, shared by every instance; keys under the
+        // bot's id, so two bots on one Redis never share a bucket.
+        let budget = match &config.redis_url {
+            Some(url) => {
+                let redis = RedisBudget::new(&RedisBudgetConfig {
+                    key_prefix: format!("{redis_prefix}b:{}:", token.bot_id()),
+                    ..RedisBudgetConfig::new(url.expose())
+                })
+                .context("cannot set up the shared Telegram budget (REDIS_URL)")?;
+                let mut options = SharedBudgetOptions::new(Arc::new(redis));
+                options.instances = config.budgets.instances;
+                log::info!(
+                    instances = config.budgets.instances.unwrap_or(0);
+                    "Telegram budgets shared through Redis by every instance of this bot"
+                );
+                Some(options)
+            }
+            None => None,
+        };
+        let app = App::with_budget(
             AppDeps {
                 me: BotIdentity {
                     id: UserId(i64::try_from(me.id).unwrap_or(token.bot_id())),
@@ -266,6 +285,8 @@ impl Bot {
                 cache_mode: config.cache.mode,
                 ..crate::flows::FlowConfig::default()
             },
+            crate::outbox::OutboxConfig::default(),
+            budget,
         )?;
 
         let mut runtime_config = options.runtime.clone();

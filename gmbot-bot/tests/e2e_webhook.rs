@@ -264,6 +264,23 @@ async fn two_instances_sharing_redis_process_an_update_once() {
             "one answer per update, not per delivery"
         );
     }
+    // The answers went out on the bot's budget shared through Redis, not on each instance's.
+    for i in [&a, &b] {
+        assert_eq!(i.app.dispatcher().budget_fallback(), Some(false));
+    }
+    let used: f64 = [&a, &b]
+        .iter()
+        .map(|i| {
+            let text = prometheus::TextEncoder::new()
+                .encode_to_string(&i.app.registry().gather())
+                .expect("encodes");
+            text.lines()
+                .filter(|l| l.starts_with("gmbot_budget_slots_total{outcome=\"used\"}"))
+                .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+                .sum::<f64>()
+        })
+        .sum();
+    assert!(used >= 10.0, "{used} shared slots used for 10 answers");
     a.stop().await;
     b.stop().await;
 }

@@ -20,7 +20,9 @@
 //!   [`GroupEvents`](coordination::GroupEvents) that drop cached group configurations and
 //!   admin lists on every instance.
 //! - [`dispatch`] — the outbound [`Dispatcher`](dispatch::Dispatcher): Telegram's
-//!   budgets, priority lanes, 429 pauses and retries around any `TelegramApi`.
+//!   budgets, priority lanes, 429 pauses and retries around any `TelegramApi`; the
+//!   [`SharedBudget`](dispatch::SharedBudget) port and its Redis adapter, so that several
+//!   instances spend one bot's budget.
 //! - [`domain`] — ids, groups, channels, settings, restrictions (no I/O).
 //! - [`engine`] — the verification [`Engine`](engine::Engine): group config →
 //!   exemptions → linked channels, returning a decision and its actions.

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -12,7 +13,8 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::metrics::DispatchMetrics;
+use super::budget::SharedBudgetOptions;
+use super::metrics::{BudgetMetrics, DispatchMetrics};
 use super::scheduler::{Budget, Scheduler};
 use super::{DispatchConfig, DispatchError, Lane};
 use crate::domain::{ChatId, ChatMemberStatus, GroupId, MessageId, UnixTime, UserId};
@@ -21,17 +23,31 @@ use crate::telegram::{
     TelegramApi, TelegramError, TelegramResult,
 };
 
-struct Shared {
+pub(super) struct Shared {
     api: Arc<dyn TelegramApi>,
     config: DispatchConfig,
     sched: Mutex<Scheduler>,
     /// Wakes the scheduler task: a waiter arrived or a pause changed.
-    wake: Notify,
+    pub(super) wake: Notify,
     metrics: DispatchMetrics,
+    /// The shared budget and its task's state, if the budget is shared.
+    pub(super) budget: Option<BudgetLink>,
+}
+
+/// What the shared budget's task needs besides the scheduler.
+pub(super) struct BudgetLink {
+    pub(super) options: SharedBudgetOptions,
+    pub(super) metrics: BudgetMetrics,
+    /// This dispatcher's id in the heartbeats.
+    pub(super) instance: String,
+    /// Wakes the budget task: a grant pass found slots to reserve.
+    pub(super) wake: Notify,
+    /// On the local fallback share now.
+    pub(super) fallback: AtomicBool,
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Scheduler> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Scheduler> {
         // The scheduler's state stays consistent between statements; a panic
         // elsewhere while holding the lock must not stop every Telegram call.
         self.sched.lock().unwrap_or_else(|e| e.into_inner())
@@ -40,20 +56,33 @@ impl Shared {
     /// Grants what may go now and publishes the queue depths.
     fn grant(&self, now: Instant) -> Option<Instant> {
         let mut sched = self.lock();
+        self.grant_locked(&mut sched, now)
+    }
+
+    /// [`grant`](Self::grant) under a lock already held; tells the budget task
+    /// when there are slots to reserve.
+    fn grant_locked(&self, sched: &mut Scheduler, now: Instant) -> Option<Instant> {
         let next = sched.grant(now);
         self.metrics.set_depths(sched.depths());
+        if let Some(link) = &self.budget {
+            let (used, expired) = sched.take_slot_counts();
+            link.metrics.slots(used, expired);
+            if sched.take_refill_flag() {
+                link.wake.notify_one();
+            }
+        }
         next
     }
 }
 
-/// Owns the scheduler task: it stops when the last dispatcher handle is dropped.
+/// Owns the scheduler task (and the budget task): they stop when the last dispatcher handle is dropped.
 #[derive(Default)]
-struct TaskGuard(Mutex<Option<AbortHandle>>);
+struct TaskGuard(Mutex<Vec<AbortHandle>>);
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
-        let slot = self.0.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Some(handle) = slot.take() {
+        let tasks = self.0.get_mut().unwrap_or_else(|e| e.into_inner());
+        for handle in tasks.drain(..) {
             handle.abort();
         }
     }
@@ -93,7 +122,8 @@ fn stopped() -> TelegramError {
 ///   (30/s); invite links on the global write budget; reads (`getChatMember`,
 ///   `getChatAdministrators`, `getChat`) on an optional read budget, never on
 ///   the message budget; reads in the bulk lane on the optional bulk read budget instead
-///   (`bulk_reads_per_second`); callback answers on nothing. Buckets are `ratelimit` token buckets on tokio's clock.
+///   (`bulk_reads_per_second`); callback answers on nothing. Buckets are `ratelimit` token buckets on tokio's clock,
+///   or, built with [`Dispatcher::with_shared_budget`], slots of the bot's budget shared by every instance.
 /// - **Lanes** ([`Lane`]): when calls wait for the same budget, the highest
 ///   lane goes first, in arrival order within a lane. A call that has waited
 ///   [`starvation_limit`](DispatchConfig::starvation_limit) goes before every
@@ -147,9 +177,66 @@ impl Dispatcher {
                 config,
                 wake: Notify::new(),
                 metrics,
+                budget: None,
             }),
             task: Arc::new(TaskGuard::default()),
         })
+    }
+
+    /// A dispatcher whose budgets are the bot's, shared with every other
+    /// instance through `budget` (see [`SharedBudget`](super::SharedBudget)):
+    /// calls go on slots reserved there; while it is unreachable, on `1/N` of
+    /// each budget, said once in the log (and once when it recovers) and in
+    /// `gmbot_budget_fallback`. Besides the metrics of [`Dispatcher::new`] it
+    /// records `gmbot_budget_fallback`, `gmbot_budget_fallbacks_total`,
+    /// `gmbot_budget_instances`, `gmbot_budget_reservations_total{outcome}` and
+    /// `gmbot_budget_slots_total{outcome}`. Started inside a tokio runtime it
+    /// begins its heartbeats at once, otherwise at its first call.
+    pub fn with_shared_budget(
+        api: Arc<dyn TelegramApi>,
+        config: DispatchConfig,
+        budget: SharedBudgetOptions,
+        registry: &Registry,
+    ) -> Result<Self, DispatchError> {
+        config.validate()?;
+        budget.validate()?;
+        let metrics = DispatchMetrics::register(registry)?;
+        let budget_metrics = BudgetMetrics::register(registry)?;
+        budget_metrics
+            .instances
+            .set(i64::from(budget.instances.unwrap_or(1)));
+        let sched = Scheduler::shared(config.clone(), budget.horizon, budget.grace, budget.spread);
+        let dispatcher = Self {
+            shared: Arc::new(Shared {
+                api,
+                sched: Mutex::new(sched),
+                config,
+                wake: Notify::new(),
+                metrics,
+                budget: Some(BudgetLink {
+                    options: budget,
+                    metrics: budget_metrics,
+                    instance: format!("{:016x}", rand::random::<u64>()),
+                    wake: Notify::new(),
+                    fallback: AtomicBool::new(false),
+                }),
+            }),
+            task: Arc::new(TaskGuard::default()),
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Heartbeats from the start, so other instances count this one.
+            let _ = dispatcher.ensure_scheduler();
+        }
+        Ok(dispatcher)
+    }
+
+    /// Whether this dispatcher spends a shared budget and is on its local
+    /// fallback share now (`None`: no shared budget).
+    pub fn budget_fallback(&self) -> Option<bool> {
+        self.shared
+            .budget
+            .as_ref()
+            .map(|link| link.fallback.load(Ordering::Acquire))
     }
 
     /// The settings in force.
@@ -247,6 +334,17 @@ impl Dispatcher {
                         }
                     }
                     shared.wake.notify_one();
+                    if let Some(link) = &shared.budget {
+                        // Every other instance pauses too (they read it with their next
+                        // reservation or heartbeat); the call does not wait for Redis.
+                        let budget = Arc::clone(&link.options.budget);
+                        let pause = *retry_after;
+                        tokio::spawn(async move {
+                            if let Err(e) = budget.pause(chat, pause).await {
+                                log::debug!(error:display = e; "cannot share a 429 pause");
+                            }
+                        });
+                    }
                     log::warn!(
                         method = method.as_str(),
                         lane = lane.as_str(),
@@ -298,8 +396,7 @@ impl Dispatcher {
             }
             let (id, rx) = sched.enqueue(lane, chat, budget, enqueued, *seq);
             *seq = Some(id);
-            sched.grant(now);
-            shared.metrics.set_depths(sched.depths());
+            shared.grant_locked(&mut sched, now);
             rx
         };
         match rx.try_recv() {
@@ -316,13 +413,21 @@ impl Dispatcher {
     /// Starts the scheduler task on first need (so a dispatcher can be built
     /// outside a runtime).
     fn ensure_scheduler(&self) -> TelegramResult<()> {
-        let mut slot = self.task.0.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() {
+        let mut tasks = self.task.0.lock().unwrap_or_else(|e| e.into_inner());
+        if tasks.is_empty() {
             let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
                 TelegramError::Network("the dispatcher needs a tokio runtime".into())
             })?;
             let shared = Arc::clone(&self.shared);
-            *slot = Some(runtime.spawn(run_scheduler(shared)).abort_handle());
+            tasks.push(runtime.spawn(run_scheduler(shared)).abort_handle());
+            if self.shared.budget.is_some() {
+                let shared = Arc::clone(&self.shared);
+                tasks.push(
+                    runtime
+                        .spawn(super::budget_task::run(shared))
+                        .abort_handle(),
+                );
+            }
         }
         Ok(())
     }

@@ -11,6 +11,9 @@ pub enum DispatchError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The shared budget's settings are out of range.
+    #[error("invalid shared budget")]
+    SharedBudget(#[from] super::BudgetError),
     /// The metrics could not be registered (e.g. a second dispatcher on the same registry).
     #[error("cannot register dispatcher metrics")]
     Metrics(#[from] prometheus::Error),

@@ -4,7 +4,8 @@
 //! [`TelegramError::kind`] and `ok`), so series stay bounded whatever the traffic.
 
 use prometheus::{
-    exponential_buckets, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 use super::Lane;
@@ -110,6 +111,103 @@ impl DispatchMetrics {
             self.queue_depth
                 .with_label_values(&[lane.as_str()])
                 .set(depth);
+        }
+    }
+}
+
+/// The shared budget's metrics (only a dispatcher with a shared budget registers them).
+#[derive(Debug, Clone)]
+pub(crate) struct BudgetMetrics {
+    /// 1 while this instance spends its local fallback share, 0 on the shared budget.
+    pub(crate) fallback: IntGauge,
+    pub(crate) fallbacks: IntCounter,
+    /// The `N` a fallback divides each budget by.
+    pub(crate) instances: IntGauge,
+    reservations: IntCounterVec,
+    round_trip: Histogram,
+    slots: IntCounterVec,
+}
+
+impl BudgetMetrics {
+    pub(crate) fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let fallback = IntGauge::new(
+            "gmbot_budget_fallback",
+            "1 while the shared Telegram budget is unreachable and this instance spends its \
+             local 1/N share, 0 on the shared budget.",
+        )?;
+        let fallbacks = IntCounter::new(
+            "gmbot_budget_fallbacks_total",
+            "Times this instance fell back from the shared Telegram budget to its local share.",
+        )?;
+        let instances = IntGauge::new(
+            "gmbot_budget_instances",
+            "N, the instance count a fallback divides each budget by: the larger of \
+             GMBOT_INSTANCES and the live instances of the last heartbeat.",
+        )?;
+        let reservations = IntCounterVec::new(
+            Opts::new(
+                "gmbot_budget_reservations_total",
+                "Round trips to the shared budget (reservations, heartbeats, returns), by \
+                 outcome (ok, unavailable, garbage).",
+            ),
+            &["outcome"],
+        )?;
+        let round_trip = Histogram::with_opts(
+            HistogramOpts::new(
+                "gmbot_budget_reservation_seconds",
+                "Duration of one reservation round trip to the shared budget.",
+            )
+            .buckets(exponential_buckets(0.000_1, 2.0, 12)?),
+        )?;
+        let slots = IntCounterVec::new(
+            Opts::new(
+                "gmbot_budget_slots_total",
+                "Slots of the shared budget, by outcome: reserved, used by a call, expired \
+                 (not used within the grace).",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(fallback.clone()))?;
+        registry.register(Box::new(fallbacks.clone()))?;
+        registry.register(Box::new(instances.clone()))?;
+        registry.register(Box::new(reservations.clone()))?;
+        registry.register(Box::new(round_trip.clone()))?;
+        registry.register(Box::new(slots.clone()))?;
+        for outcome in ["ok", "unavailable", "garbage"] {
+            reservations.with_label_values(&[outcome]);
+        }
+        for outcome in ["reserved", "used", "expired"] {
+            slots.with_label_values(&[outcome]);
+        }
+        Ok(Self {
+            fallback,
+            fallbacks,
+            instances,
+            reservations,
+            round_trip,
+            slots,
+        })
+    }
+
+    pub(crate) fn round_trip(&self, outcome: &'static str, seconds: Option<f64>) {
+        self.reservations.with_label_values(&[outcome]).inc();
+        if let Some(s) = seconds {
+            self.round_trip.observe(s);
+        }
+    }
+
+    pub(crate) fn reserved(&self, n: usize) {
+        self.slots
+            .with_label_values(&["reserved"])
+            .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+    }
+
+    pub(crate) fn slots(&self, used: u64, expired: u64) {
+        if used > 0 {
+            self.slots.with_label_values(&["used"]).inc_by(used);
+        }
+        if expired > 0 {
+            self.slots.with_label_values(&["expired"]).inc_by(expired);
         }
     }
 }

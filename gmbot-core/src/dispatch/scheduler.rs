@@ -3,8 +3,12 @@
 //! Pure bookkeeping under one lock, with no I/O and no sleeping: the
 //! dispatcher enqueues a waiter, asks [`Scheduler::grant`] which waiters may
 //! go now (each is told through its oneshot channel) and when it is worth
-//! asking again. Buckets are the `ratelimit` crate's token buckets driven by
-//! tokio's clock ([`TokioClock`]), so paused-time tests are deterministic.
+//! asking again. Without a shared budget the buckets are the `ratelimit`
+//! crate's token buckets driven by tokio's clock ([`TokioClock`]), so
+//! paused-time tests are deterministic. With one, waiters go on *slots*
+//! reserved from the shared budget ([`SlotBook`]) that the dispatcher's budget
+//! task fetches when [`Scheduler::grant`] records demand, and on a local share
+//! of each bucket while the shared budget is unreachable.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
@@ -13,6 +17,7 @@ use ratelimit::{Ratelimiter, TryWaitError};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::budget::{BucketRate, BudgetBucket, SlotRequest};
 use super::{DispatchConfig, Lane};
 use crate::domain::ChatId;
 use crate::telegram::Method;
@@ -96,7 +101,7 @@ fn take(bucket: &Bucket) -> Result<(), Duration> {
 ///   restrict budget.
 ///
 /// Every call, free or not, waits out a 429 pause of its chat or of the whole bot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Budget {
     /// Only pauses apply.
     Free,
@@ -114,12 +119,426 @@ pub(crate) enum Budget {
     Message(ChatId),
 }
 
+/// What a waiter found blocked in this grant pass: later waiters on the same
+/// thing do not try it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Block {
+    Global,
+    Restrict,
+    Delete,
+    Read,
+    Bulk,
+    Chat(ChatId),
+    /// No slot of the shared budget is due for this budget.
+    Book(Budget),
+}
+
+/// Rate, period and burst of each bucket a budget draws on, from the config.
+fn rates_of(config: &DispatchConfig, budget: Budget) -> Vec<(BudgetBucket, u32, Duration, u32)> {
+    let second = Duration::from_secs(1);
+    let global = (
+        BudgetBucket::Write,
+        config.global_per_second,
+        second,
+        config.global_burst,
+    );
+    match budget {
+        Budget::Free => Vec::new(),
+        Budget::Write => vec![global],
+        Budget::Restrict => vec![(
+            BudgetBucket::Restrict,
+            config.actions_per_second,
+            second,
+            config.action_burst,
+        )],
+        Budget::Delete => vec![(
+            BudgetBucket::Delete,
+            config.deletes_per_second,
+            second,
+            config.delete_burst,
+        )],
+        Budget::Read => vec![(
+            BudgetBucket::Read,
+            config.reads_per_second.unwrap_or(1),
+            second,
+            config.read_burst,
+        )],
+        Budget::Bulk => vec![(
+            BudgetBucket::BulkRead,
+            config.bulk_reads_per_second.unwrap_or(1),
+            second,
+            config.bulk_burst,
+        )],
+        Budget::Message(chat) => {
+            let (rate, period, burst) = chat_rate(config, chat);
+            vec![global, (BudgetBucket::Chat(chat), rate, period, burst)]
+        }
+    }
+}
+
+/// Private chats (positive ids): about 1 message/s; groups and channels:
+/// 20 messages/min (TELEGRAM.md, "Limits").
+fn chat_rate(config: &DispatchConfig, chat: ChatId) -> (u32, Duration, u32) {
+    if chat.get() > 0 {
+        (
+            config.private_per_second,
+            Duration::from_secs(1),
+            config.private_burst,
+        )
+    } else {
+        (
+            config.group_per_minute,
+            Duration::from_secs(60),
+            config.group_burst,
+        )
+    }
+}
+
+/// The shared budget's spacing of a bucket: `(period + slack) / rate`,
+/// rounded up to the microsecond, with `slack` = grace + spread (see the
+/// `budget` module: a call reaching Telegram up to `slack` after its slot then
+/// still leaves at most `rate` calls in every period).
+pub(crate) fn shared_interval(rate: u32, period: Duration, slack: Duration) -> Duration {
+    let us = u64::try_from((period + slack).as_micros()).unwrap_or(u64::MAX);
+    Duration::from_micros(us.div_ceil(u64::from(rate.max(1))))
+}
+
+/// One instance's share of `rate` per `period` when `n` instances share it
+/// without coordination: `⌊rate / n⌋` per `period + slack`, evenly spaced, so
+/// that `n` instances together never exceed `rate` in any window of one
+/// period, even with calls reaching Telegram up to `slack` late; one call per
+/// `⌈n / rate⌉` periods when `rate < n` (then only the average holds).
+pub(crate) fn fallback_share(
+    rate: u32,
+    period: Duration,
+    n: u32,
+    slack: Duration,
+) -> (u32, Duration) {
+    let n = n.max(1);
+    let period = period + slack;
+    match rate / n {
+        0 => (1, period.saturating_mul(n.div_ceil(rate.max(1)))),
+        k => (k, period),
+    }
+}
+
+/// A bucket created when first needed, not before `start`.
+#[derive(Debug)]
+struct LazyBucket {
+    rate: u32,
+    period: Duration,
+    burst: u32,
+    start: Instant,
+    bucket: Option<Bucket>,
+}
+
+impl LazyBucket {
+    fn ready(rate: u32, period: Duration, burst: u32) -> Self {
+        Self {
+            rate,
+            period,
+            burst,
+            start: Instant::now(),
+            bucket: Some(bucket(rate, period, burst)),
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        if self.bucket.is_none() {
+            if now < self.start {
+                return Err(self.start - now);
+            }
+            self.bucket = Some(bucket(self.rate, self.period, self.burst));
+        }
+        match &self.bucket {
+            Some(b) => take(b),
+            None => Err(Duration::from_millis(100)),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct ChatBucket {
-    bucket: Bucket,
+    bucket: LazyBucket,
     last_used: Instant,
     /// Time an empty bucket needs to fill up again (after that it can be forgotten).
     refill_full: Duration,
+}
+
+/// Per-chat buckets beyond this count are pruned of the ones that have refilled.
+const CHAT_BUCKETS_SOFT_MAX: usize = 4_096;
+
+/// How buckets made in this process relate to the bot's budget.
+#[derive(Debug, Clone, Copy)]
+enum LocalShare {
+    /// The whole budget (no shared budget): full buckets from the start.
+    Whole,
+    /// `1/n` of each bucket while the shared budget is unreachable: no
+    /// bucket starts before `base + (n + 1) × shared interval` (`base` is
+    /// the failure plus the reservation horizon and grace: every slot reserved
+    /// before the failure is used or void by then), burst 1.
+    Fallback {
+        n: u32,
+        base: Instant,
+        slack: Duration,
+    },
+}
+
+/// Token buckets kept in this process.
+#[derive(Debug)]
+struct LocalBuckets {
+    config: DispatchConfig,
+    share: LocalShare,
+    global: LazyBucket,
+    actions: LazyBucket,
+    deletes: LazyBucket,
+    reads: Option<LazyBucket>,
+    bulk: Option<LazyBucket>,
+    chats: HashMap<ChatId, ChatBucket>,
+    /// A global token taken for a message whose chat budget then said no;
+    /// kept for the next call instead of being lost.
+    spare_global: bool,
+    /// Whether any token was taken (what a return from a fallback must announce).
+    used: bool,
+}
+
+impl LocalBuckets {
+    fn new(config: &DispatchConfig, share: LocalShare) -> Self {
+        let second = Duration::from_secs(1);
+        let make = |rate: u32, period: Duration, burst: u32| -> LazyBucket {
+            match share {
+                LocalShare::Whole => LazyBucket::ready(rate, period, burst),
+                LocalShare::Fallback { n, base, slack } => {
+                    let (r, p) = fallback_share(rate, period, n, slack);
+                    let gap = shared_interval(rate, period, slack).saturating_mul(n + 1);
+                    LazyBucket {
+                        rate: r,
+                        period: p,
+                        burst: 1,
+                        start: base + gap,
+                        bucket: None,
+                    }
+                }
+            }
+        };
+        Self {
+            global: make(config.global_per_second, second, config.global_burst),
+            actions: make(config.actions_per_second, second, config.action_burst),
+            deletes: make(config.deletes_per_second, second, config.delete_burst),
+            reads: config
+                .reads_per_second
+                .map(|r| make(r, second, read_capacity(r, config.read_burst))),
+            bulk: config
+                .bulk_reads_per_second
+                .map(|r| make(r, second, read_capacity(r, config.bulk_burst))),
+            config: config.clone(),
+            share,
+            chats: HashMap::new(),
+            spare_global: false,
+            used: false,
+        }
+    }
+
+    /// When the first of these buckets may give a token.
+    fn earliest_start(&self) -> Instant {
+        [&self.global, &self.actions, &self.deletes]
+            .into_iter()
+            .chain(self.reads.as_ref())
+            .chain(self.bulk.as_ref())
+            .map(|b| b.start)
+            .min()
+            .unwrap_or(self.global.start)
+    }
+
+    fn take_global(&mut self, now: Instant) -> Result<(), Duration> {
+        if self.spare_global {
+            self.spare_global = false;
+            return Ok(());
+        }
+        self.global.take(now)
+    }
+
+    fn take_chat(&mut self, chat: ChatId, now: Instant) -> Result<(), Duration> {
+        if !self.chats.contains_key(&chat) {
+            if self.chats.len() >= CHAT_BUCKETS_SOFT_MAX {
+                // A bucket idle long enough to be full again equals a new one.
+                self.chats
+                    .retain(|_, b| now.duration_since(b.last_used) < b.refill_full);
+            }
+            let (rate, period, burst) = chat_rate(&self.config, chat);
+            let bucket = match self.share {
+                LocalShare::Whole => LazyBucket::ready(rate, period, burst),
+                LocalShare::Fallback { n, base, slack } => {
+                    let (r, p) = fallback_share(rate, period, n, slack);
+                    LazyBucket {
+                        rate: r,
+                        period: p,
+                        burst: 1,
+                        start: base + shared_interval(rate, period, slack).saturating_mul(n + 1),
+                        bucket: None,
+                    }
+                }
+            };
+            let refill_full = bucket.period.saturating_mul(bucket.burst) / bucket.rate.max(1);
+            self.chats.insert(
+                chat,
+                ChatBucket {
+                    bucket,
+                    last_used: now,
+                    refill_full,
+                },
+            );
+        }
+        match self.chats.get_mut(&chat) {
+            Some(b) => {
+                b.last_used = now;
+                b.bucket.take(now)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Takes what `budget` needs, unless something it needs is in `blocked`;
+    /// records what blocks it and when to look again.
+    fn try_take(
+        &mut self,
+        budget: Budget,
+        now: Instant,
+        blocked: &mut HashSet<Block>,
+        next: &mut Option<Instant>,
+    ) -> bool {
+        let single = |b: Option<&mut LazyBucket>,
+                      key: Block,
+                      blocked: &mut HashSet<Block>,
+                      next: &mut Option<Instant>| {
+            let Some(b) = b else { return true };
+            if blocked.contains(&key) {
+                return false;
+            }
+            match b.take(now) {
+                Ok(()) => true,
+                Err(wait) => {
+                    blocked.insert(key);
+                    *next = earliest(*next, now + wait);
+                    false
+                }
+            }
+        };
+        let went = match budget {
+            Budget::Free => return true,
+            Budget::Read => single(self.reads.as_mut(), Block::Read, blocked, next),
+            Budget::Bulk => single(self.bulk.as_mut(), Block::Bulk, blocked, next),
+            Budget::Restrict => single(Some(&mut self.actions), Block::Restrict, blocked, next),
+            Budget::Delete => single(Some(&mut self.deletes), Block::Delete, blocked, next),
+            Budget::Write => {
+                if blocked.contains(&Block::Global) {
+                    false
+                } else {
+                    match self.take_global(now) {
+                        Ok(()) => true,
+                        Err(wait) => {
+                            blocked.insert(Block::Global);
+                            *next = earliest(*next, now + wait);
+                            false
+                        }
+                    }
+                }
+            }
+            Budget::Message(c) => {
+                if blocked.contains(&Block::Global) || blocked.contains(&Block::Chat(c)) {
+                    false
+                } else {
+                    match self.take_global(now) {
+                        Err(wait) => {
+                            blocked.insert(Block::Global);
+                            *next = earliest(*next, now + wait);
+                            false
+                        }
+                        Ok(()) => match self.take_chat(c, now) {
+                            Ok(()) => true,
+                            Err(wait) => {
+                                self.spare_global = true;
+                                blocked.insert(Block::Chat(c));
+                                *next = earliest(*next, now + wait);
+                                false
+                            }
+                        },
+                    }
+                }
+            }
+        };
+        self.used |= went;
+        went
+    }
+
+    /// Whether every bucket is blocked in this pass (nothing budgeted can go).
+    fn all_blocked(&self, blocked: &HashSet<Block>) -> bool {
+        blocked.contains(&Block::Global)
+            && blocked.contains(&Block::Restrict)
+            && blocked.contains(&Block::Delete)
+            && (self.reads.is_none() || blocked.contains(&Block::Read))
+            && (self.bulk.is_none() || blocked.contains(&Block::Bulk))
+    }
+}
+
+/// Slots of the shared budget reserved for one [`Budget`], each usable from
+/// its first instant to its second (see the `budget` module).
+#[derive(Debug, Default)]
+struct SlotBook {
+    slots: VecDeque<(Instant, Instant)>,
+    /// Slots wanted beyond those held (waiters seen by the last grant pass).
+    want: u32,
+    /// Not worth asking before this (the next slot is beyond the horizon).
+    retry_at: Option<Instant>,
+}
+
+enum SlotTake {
+    Taken,
+    Later(Instant),
+    None,
+}
+
+/// Most slots asked for one budget in one round trip.
+const MAX_BATCH: u32 = 64;
+/// Most budgets (buckets or chats) in one round trip: the script runs inside
+/// Redis, which serves nobody else meanwhile. The rest go in the next one.
+const MAX_REQUESTS: usize = 256;
+
+/// The shared budget's side of the scheduler.
+#[derive(Debug)]
+struct SharedBooks {
+    grace: Duration,
+    /// Grace plus spread: what bucket intervals allow for.
+    slack: Duration,
+    horizon: Duration,
+    books: HashMap<Budget, SlotBook>,
+    /// `Some` while the shared budget is unreachable: this instance's share.
+    fallback: Option<LocalBuckets>,
+    /// The budget task has something to reserve.
+    refill: bool,
+    used: u64,
+    expired: u64,
+}
+
+impl SharedBooks {
+    fn take_slot(&mut self, budget: Budget, now: Instant) -> SlotTake {
+        let Some(book) = self.books.get_mut(&budget) else {
+            return SlotTake::None;
+        };
+        while book.slots.front().is_some_and(|(_, last)| *last < now) {
+            book.slots.pop_front();
+            self.expired += 1;
+        }
+        match book.slots.front() {
+            Some((first, _)) if *first <= now => {
+                book.slots.pop_front();
+                self.used += 1;
+                SlotTake::Taken
+            }
+            Some((first, _)) => SlotTake::Later(*first),
+            None => SlotTake::None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -132,26 +551,18 @@ struct Waiter {
     tx: Option<oneshot::Sender<()>>,
 }
 
-/// Per-chat buckets beyond this count are pruned of the ones that have refilled.
-const CHAT_BUCKETS_SOFT_MAX: usize = 4_096;
-
 /// The admission state of one dispatcher.
 #[derive(Debug)]
 pub(crate) struct Scheduler {
     config: DispatchConfig,
     queues: [VecDeque<Waiter>; 4],
     free_queued: usize,
-    global: Bucket,
-    actions: Bucket,
-    deletes: Bucket,
-    reads: Option<Bucket>,
-    bulk: Option<Bucket>,
-    chats: HashMap<ChatId, ChatBucket>,
+    /// The whole budget, when there is no shared budget.
+    local: Option<LocalBuckets>,
+    /// The shared budget's slots and fallback.
+    shared: Option<SharedBooks>,
     chat_pauses: HashMap<ChatId, Instant>,
     global_pause: Option<Instant>,
-    /// A global token taken for a message whose chat budget then said no;
-    /// kept for the next call instead of being lost.
-    spare_global: bool,
     next_seq: u64,
 }
 
@@ -160,56 +571,56 @@ fn earliest(a: Option<Instant>, b: Instant) -> Option<Instant> {
 }
 
 impl Scheduler {
+    /// A scheduler spending the whole budget in this process.
     pub(crate) fn new(config: DispatchConfig) -> Self {
-        let global = bucket(
-            config.global_per_second,
-            Duration::from_secs(1),
-            config.global_burst,
-        );
-        let actions = bucket(
-            config.actions_per_second,
-            Duration::from_secs(1),
-            config.action_burst,
-        );
-        let deletes = bucket(
-            config.deletes_per_second,
-            Duration::from_secs(1),
-            config.delete_burst,
-        );
-        let reads = config.reads_per_second.map(|r| {
-            bucket(
-                r,
-                Duration::from_secs(1),
-                read_capacity(r, config.read_burst),
-            )
-        });
-        let bulk = config.bulk_reads_per_second.map(|r| {
-            bucket(
-                r,
-                Duration::from_secs(1),
-                read_capacity(r, config.bulk_burst),
-            )
-        });
+        Self {
+            local: Some(LocalBuckets::new(&config, LocalShare::Whole)),
+            shared: None,
+            ..Self::empty(config)
+        }
+    }
+
+    /// A scheduler spending slots of a shared budget, reserved up to
+    /// `horizon` ahead, usable up to `grace` late, spaced to allow calls to
+    /// reach Telegram up to `grace + spread` late.
+    pub(crate) fn shared(
+        config: DispatchConfig,
+        horizon: Duration,
+        grace: Duration,
+        spread: Duration,
+    ) -> Self {
+        Self {
+            local: None,
+            shared: Some(SharedBooks {
+                grace,
+                slack: grace + spread,
+                horizon,
+                books: HashMap::new(),
+                fallback: None,
+                refill: false,
+                used: 0,
+                expired: 0,
+            }),
+            ..Self::empty(config)
+        }
+    }
+
+    fn empty(config: DispatchConfig) -> Self {
         Self {
             config,
             queues: Default::default(),
             free_queued: 0,
-            global,
-            actions,
-            deletes,
-            reads,
-            bulk,
-            chats: HashMap::new(),
+            local: None,
+            shared: None,
             chat_pauses: HashMap::new(),
             global_pause: None,
-            spare_global: false,
             next_seq: 0,
         }
     }
 
     /// The budget `method` draws on in `lane` (see [`Budget`]).
     pub(crate) fn budget_of(&self, lane: Lane, method: Method, chat: Option<ChatId>) -> Budget {
-        if lane == Lane::Bulk && method.is_read() && self.bulk.is_some() {
+        if lane == Lane::Bulk && method.is_read() && self.config.bulk_reads_per_second.is_some() {
             return Budget::Bulk;
         }
         match method {
@@ -232,7 +643,7 @@ impl Scheduler {
             | Method::GetChatAdministrators
             | Method::GetChat
             | Method::GetParticipants => {
-                if self.reads.is_some() {
+                if self.config.reads_per_second.is_some() {
                     Budget::Read
                 } else {
                     Budget::Free
@@ -322,52 +733,44 @@ impl Scheduler {
             .collect()
     }
 
-    fn take_global(&mut self) -> Result<(), Duration> {
-        if self.spare_global {
-            self.spare_global = false;
-            return Ok(());
+    /// Takes what a waiter on `budget` needs, from the local buckets or the
+    /// shared budget's slots (and, during a fallback, this instance's share).
+    fn try_take(
+        &mut self,
+        budget: Budget,
+        now: Instant,
+        blocked: &mut HashSet<Block>,
+        next: &mut Option<Instant>,
+        wanting: &mut HashMap<Budget, u32>,
+    ) -> bool {
+        if budget == Budget::Free {
+            return true;
         }
-        take(&self.global)
-    }
-
-    fn take_chat(&mut self, chat: ChatId, now: Instant) -> Result<(), Duration> {
-        if !self.chats.contains_key(&chat) {
-            if self.chats.len() >= CHAT_BUCKETS_SOFT_MAX {
-                // A bucket idle long enough to be full again equals a new one.
-                self.chats
-                    .retain(|_, b| now.duration_since(b.last_used) < b.refill_full);
+        let Some(shared) = self.shared.as_mut() else {
+            return self
+                .local
+                .as_mut()
+                .is_some_and(|l| l.try_take(budget, now, blocked, next));
+        };
+        let book = Block::Book(budget);
+        if !blocked.contains(&book) {
+            match shared.take_slot(budget, now) {
+                SlotTake::Taken => return true,
+                SlotTake::Later(at) => {
+                    blocked.insert(book);
+                    *next = earliest(*next, at);
+                }
+                SlotTake::None => {
+                    blocked.insert(book);
+                }
             }
-            // Private chats (positive ids): about 1 message/s; groups and
-            // channels: 20 messages/min (TELEGRAM.md, "Limits").
-            let (rate, period, burst) = if chat.get() > 0 {
-                (
-                    self.config.private_per_second,
-                    Duration::from_secs(1),
-                    self.config.private_burst,
-                )
-            } else {
-                (
-                    self.config.group_per_minute,
-                    Duration::from_secs(60),
-                    self.config.group_burst,
-                )
-            };
-            let refill_full = period.saturating_mul(burst) / rate.max(1);
-            self.chats.insert(
-                chat,
-                ChatBucket {
-                    bucket: bucket(rate, period, burst),
-                    last_used: now,
-                    refill_full,
-                },
-            );
         }
-        match self.chats.get_mut(&chat) {
-            Some(b) => {
-                b.last_used = now;
-                take(&b.bucket)
+        match shared.fallback.as_mut() {
+            Some(local) => local.try_take(budget, now, blocked, next),
+            None => {
+                *wanting.entry(budget).or_insert(0) += 1;
+                false
             }
-            None => Ok(()),
         }
     }
 
@@ -383,19 +786,14 @@ impl Scheduler {
         self.chat_pauses.retain(|_, until| *until > now);
 
         let mut next = None;
-        let mut global_blocked = false;
-        let mut reads_blocked = false;
-        let mut bulk_blocked = false;
-        let mut actions_blocked = false;
-        let mut deletes_blocked = false;
-        let mut blocked_chats: HashSet<ChatId> = HashSet::new();
+        let mut blocked: HashSet<Block> = HashSet::new();
+        let mut wanting: HashMap<Budget, u32> = HashMap::new();
         for (l, i) in self.order(now) {
-            if global_blocked
-                && actions_blocked
-                && deletes_blocked
-                && (self.reads.is_none() || reads_blocked)
-                && (self.bulk.is_none() || bulk_blocked)
-                && self.free_queued == 0
+            if self.free_queued == 0
+                && self
+                    .local
+                    .as_ref()
+                    .is_some_and(|local| local.all_blocked(&blocked))
             {
                 break; // nothing left could go
             }
@@ -411,78 +809,7 @@ impl Scheduler {
                     next = earliest(next, *until);
                     continue;
                 }
-                let go = match budget {
-                    Budget::Free => true,
-                    Budget::Read => match (&self.reads, reads_blocked) {
-                        (None, _) => true,
-                        (Some(_), true) => false,
-                        (Some(reads), false) => match take(reads) {
-                            Ok(()) => true,
-                            Err(wait) => {
-                                reads_blocked = true;
-                                next = earliest(next, now + wait);
-                                false
-                            }
-                        },
-                    },
-                    Budget::Bulk => match (&self.bulk, bulk_blocked) {
-                        (None, _) => true,
-                        (Some(_), true) => false,
-                        (Some(bulk), false) => match take(bulk) {
-                            Ok(()) => true,
-                            Err(wait) => {
-                                bulk_blocked = true;
-                                next = earliest(next, now + wait);
-                                false
-                            }
-                        },
-                    },
-                    Budget::Restrict if actions_blocked => false,
-                    Budget::Restrict => match take(&self.actions) {
-                        Ok(()) => true,
-                        Err(wait) => {
-                            actions_blocked = true;
-                            next = earliest(next, now + wait);
-                            false
-                        }
-                    },
-                    Budget::Delete if deletes_blocked => false,
-                    Budget::Delete => match take(&self.deletes) {
-                        Ok(()) => true,
-                        Err(wait) => {
-                            deletes_blocked = true;
-                            next = earliest(next, now + wait);
-                            false
-                        }
-                    },
-                    Budget::Write if global_blocked => false,
-                    Budget::Write => match self.take_global() {
-                        Ok(()) => true,
-                        Err(wait) => {
-                            global_blocked = true;
-                            next = earliest(next, now + wait);
-                            false
-                        }
-                    },
-                    Budget::Message(c) if global_blocked || blocked_chats.contains(&c) => false,
-                    Budget::Message(c) => match self.take_global() {
-                        Err(wait) => {
-                            global_blocked = true;
-                            next = earliest(next, now + wait);
-                            false
-                        }
-                        Ok(()) => match self.take_chat(c, now) {
-                            Ok(()) => true,
-                            Err(wait) => {
-                                self.spare_global = true;
-                                blocked_chats.insert(c);
-                                next = earliest(next, now + wait);
-                                false
-                            }
-                        },
-                    },
-                };
-                if !go {
+                if !self.try_take(budget, now, &mut blocked, &mut next, &mut wanting) {
                     continue;
                 }
             }
@@ -499,13 +826,365 @@ impl Scheduler {
         for queue in &mut self.queues {
             queue.retain(|w| w.tx.is_some());
         }
+        if let Some(shared) = self.shared.as_mut() {
+            if shared.fallback.is_none() {
+                next = Self::record_demand(shared, wanting, now, next);
+            }
+        }
         next
+    }
+
+    /// Turns the waiters left on shared budgets into slots wanted, and raises
+    /// the refill flag for the budget task when there is something to ask.
+    fn record_demand(
+        shared: &mut SharedBooks,
+        wanting: HashMap<Budget, u32>,
+        now: Instant,
+        mut next: Option<Instant>,
+    ) -> Option<Instant> {
+        for book in shared.books.values_mut() {
+            book.want = 0;
+        }
+        let half = shared.horizon / 2;
+        for (budget, waiting) in wanting {
+            let book = shared.books.entry(budget).or_default();
+            let held = u32::try_from(book.slots.len()).unwrap_or(u32::MAX);
+            book.want = waiting.saturating_sub(held).min(MAX_BATCH);
+            // Held slots reaching more than half the horizon ahead: ask only when they
+            // run low, so that a round trip brings half a horizon of slots, not the one
+            // slot that has just come within reach.
+            if let Some((first, _)) = book.slots.back() {
+                let low = first.checked_sub(half).unwrap_or(now);
+                if low > now {
+                    book.retry_at = Some(book.retry_at.map_or(low, |at| at.max(low)));
+                }
+            }
+            if book.want > 0 {
+                match book.retry_at {
+                    Some(at) if at > now => next = earliest(next, at),
+                    _ => shared.refill = true,
+                }
+            }
+        }
+        shared.books.retain(|_, b| {
+            !b.slots.is_empty() || b.want > 0 || b.retry_at.is_some_and(|at| at > now)
+        });
+        next
+    }
+
+    /// Whether the budget task has slots to reserve (and clears the flag).
+    pub(crate) fn take_refill_flag(&mut self) -> bool {
+        self.shared
+            .as_mut()
+            .is_some_and(|s| std::mem::replace(&mut s.refill, false))
+    }
+
+    /// Slots of the shared budget used and dropped unused since the last call.
+    pub(crate) fn take_slot_counts(&mut self) -> (u64, u64) {
+        self.shared.as_mut().map_or((0, 0), |s| {
+            (std::mem::take(&mut s.used), std::mem::take(&mut s.expired))
+        })
+    }
+
+    /// The slots to ask the shared budget for now: one request per budget
+    /// with waiters beyond its slots (and not told to wait). Clears the
+    /// wants (the next grant pass records them again).
+    pub(crate) fn slot_requests(&mut self, now: Instant) -> Vec<(Budget, SlotRequest)> {
+        let config = &self.config;
+        let Some(shared) = self.shared.as_mut() else {
+            return Vec::new();
+        };
+        if shared.fallback.is_some() {
+            return Vec::new();
+        }
+        let slack = shared.slack;
+        let mut out = Vec::new();
+        for (budget, book) in &mut shared.books {
+            if out.len() >= MAX_REQUESTS {
+                break;
+            }
+            if book.want == 0 || book.retry_at.is_some_and(|at| at > now) {
+                continue;
+            }
+            let buckets = rates_of(config, *budget)
+                .into_iter()
+                .map(|(bucket, rate, period, burst)| {
+                    (
+                        bucket,
+                        BucketRate {
+                            interval: shared_interval(rate, period, slack),
+                            burst,
+                        },
+                    )
+                })
+                .collect();
+            out.push((
+                *budget,
+                SlotRequest {
+                    buckets,
+                    count: std::mem::take(&mut book.want),
+                },
+            ));
+        }
+        out
+    }
+
+    /// Adds the slots the shared budget granted to `budget`: a slot `d` after
+    /// the store's now, for a round trip sent at `sent` and answered at
+    /// `received`, may be used from `received + d` (the store's now was no
+    /// later than `received`) until `sent + d + grace` (it was no earlier than
+    /// `sent`). A round trip longer than `grace` leaves no usable window: such
+    /// slots are dropped.
+    pub(crate) fn add_slots(
+        &mut self,
+        budget: Budget,
+        sent: Instant,
+        received: Instant,
+        slots: &[Duration],
+        retry_in: Option<Duration>,
+    ) {
+        let Some(shared) = self.shared.as_mut() else {
+            return;
+        };
+        let grace = shared.grace;
+        let book = shared.books.entry(budget).or_default();
+        for d in slots {
+            let first = received + *d;
+            let last = sent + *d + grace;
+            if first <= last {
+                book.slots.push_back((first, last));
+            } else {
+                shared.expired += 1;
+            }
+        }
+        book.retry_at = retry_in.map(|r| received + r);
+    }
+
+    /// The shared budget is unreachable since `failed`: from now on waiters
+    /// use the slots already held, then `1/n` of each budget (see [`LocalShare`]).
+    pub(crate) fn enter_fallback(&mut self, failed: Instant, n: u32) {
+        let config = self.config.clone();
+        if let Some(shared) = self.shared.as_mut() {
+            // Every slot reserved before the failure lies within the horizon of
+            // the store's now, and its call reaches Telegram no later than
+            // grace + spread after it.
+            let share = LocalShare::Fallback {
+                n,
+                base: failed + shared.horizon + shared.slack,
+                slack: shared.slack,
+            };
+            shared.fallback = Some(LocalBuckets::new(&config, share));
+            shared.refill = false;
+            for book in shared.books.values_mut() {
+                book.want = 0;
+                book.retry_at = None;
+            }
+        }
+    }
+
+    /// During a fallback: whether this instance has taken tokens of its
+    /// share, or may before `until`.
+    pub(crate) fn fallback_spends_before(&self, until: Instant) -> bool {
+        self.shared
+            .as_ref()
+            .and_then(|s| s.fallback.as_ref())
+            .is_some_and(|f| f.used || f.earliest_start() < until)
+    }
+
+    /// Back to the shared budget after a fallback.
+    pub(crate) fn leave_fallback(&mut self) {
+        if let Some(shared) = self.shared.as_mut() {
+            shared.fallback = None;
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn shared_scheduler() -> Scheduler {
+        Scheduler::shared(DispatchConfig::default(), 200 * MS, 10 * MS, 20 * MS)
+    }
+
+    #[test]
+    fn shares_and_intervals_never_add_up_to_more_than_the_budget() {
+        let second = Duration::from_secs(1);
+        // 30/s with 30 ms of slack: 34.334 ms apart, 29.1/s.
+        assert_eq!(
+            shared_interval(30, second, 30 * MS),
+            Duration::from_micros(34_334)
+        );
+        for rate in [1u32, 7, 20, 30, 100] {
+            for n in 1u32..=7 {
+                let (k, period) = fallback_share(rate, second, n, 30 * MS);
+                assert!(period >= second + 30 * MS);
+                if rate >= n {
+                    // n shares of k per period: at most the rate in any window.
+                    assert!(n * k <= rate, "rate {rate}, n {n}: {k}");
+                    assert_eq!(k, rate / n);
+                } else {
+                    // One call per ⌈n/rate⌉ periods: the average stays within the rate.
+                    assert_eq!(k, 1);
+                    assert!(
+                        u128::from(n) * (second + 30 * MS).as_micros()
+                            <= u128::from(rate) * period.as_micros()
+                    );
+                }
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shared_waiters_go_on_reserved_slots_within_their_window() {
+        let mut s = shared_scheduler();
+        let t0 = Instant::now();
+        let (_, mut a) = s.enqueue(Lane::Enforcement, None, Budget::Restrict, t0, None);
+        let (_, mut b) = s.enqueue(Lane::Enforcement, None, Budget::Restrict, t0, None);
+        assert_eq!(s.grant(t0), None, "nothing to wait on but the budget task");
+        assert!(!drain(&mut a) && !drain(&mut b));
+        assert!(s.take_refill_flag());
+        let requests = s.slot_requests(t0);
+        assert_eq!(requests.len(), 1);
+        let (budget, request) = &requests[0];
+        assert_eq!(*budget, Budget::Restrict);
+        assert_eq!(request.count, 2);
+        assert_eq!(
+            request.buckets,
+            vec![(
+                BudgetBucket::Restrict,
+                BucketRate {
+                    interval: Duration::from_micros(34_334),
+                    burst: 1
+                }
+            )]
+        );
+        // Asked at t0, answered 1 ms later: slots now and 34 ms on.
+        tokio::time::advance(MS).await;
+        let received = Instant::now();
+        s.add_slots(
+            Budget::Restrict,
+            t0,
+            received,
+            &[Duration::ZERO, 34 * MS],
+            None,
+        );
+        let next = s.grant(received).expect("the second slot");
+        assert!(drain(&mut a) && !drain(&mut b));
+        assert_eq!(next, received + 34 * MS);
+        // Woken 5 ms late: within the grace (the window closes at t0 + 34 + 10 ms).
+        tokio::time::advance(38 * MS).await;
+        s.grant(Instant::now());
+        assert!(drain(&mut b));
+        assert_eq!(s.take_slot_counts(), (2, 0));
+
+        // A slot not used within its grace is dropped, and the waiter asks again.
+        let t1 = Instant::now();
+        let (_, mut c) = s.enqueue(Lane::Enforcement, None, Budget::Restrict, t1, None);
+        s.add_slots(Budget::Restrict, t1, t1, &[5 * MS], None);
+        tokio::time::advance(20 * MS).await;
+        s.grant(Instant::now());
+        assert!(!drain(&mut c), "the slot's window [5 ms, 15 ms] is over");
+        assert_eq!(s.take_slot_counts(), (0, 1));
+        assert!(s.take_refill_flag());
+        // A round trip longer than the grace leaves no usable window at all.
+        let sent = Instant::now();
+        tokio::time::advance(11 * MS).await;
+        s.add_slots(
+            Budget::Restrict,
+            sent,
+            Instant::now(),
+            &[Duration::ZERO],
+            None,
+        );
+        assert_eq!(s.take_slot_counts(), (0, 1));
+        // Told to come back later: no request before then, and the scheduler wakes for it.
+        let now = Instant::now();
+        s.slot_requests(now);
+        s.add_slots(Budget::Restrict, now, now, &[], Some(500 * MS));
+        assert_eq!(s.grant(now), Some(now + 500 * MS));
+        assert!(!s.take_refill_flag());
+        assert!(s.slot_requests(now).is_empty());
+        tokio::time::advance(500 * MS).await;
+        s.grant(Instant::now());
+        assert!(s.take_refill_flag());
+        assert_eq!(s.slot_requests(Instant::now()).len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_slot_is_one_request_on_the_global_and_the_chat_bucket() {
+        let mut s = shared_scheduler();
+        let now = Instant::now();
+        let group = ChatId(-5);
+        let (_, _rx) = s.enqueue(Lane::Notify, Some(group), Budget::Message(group), now, None);
+        s.grant(now);
+        let requests = s.slot_requests(now);
+        assert_eq!(requests.len(), 1);
+        let buckets: Vec<BudgetBucket> = requests[0].1.buckets.iter().map(|(b, _)| *b).collect();
+        assert_eq!(
+            buckets,
+            vec![BudgetBucket::Write, BudgetBucket::Chat(group)]
+        );
+        // 20 per (60 s + 30 ms).
+        assert_eq!(
+            requests[0].1.buckets[1].1.interval,
+            Duration::from_micros(3_001_500)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fallback_share_starts_after_its_gap_at_one_nth_of_the_rate() {
+        let mut s = shared_scheduler();
+        let failed = Instant::now();
+        // A slot reserved before the failure stays usable in its window.
+        s.add_slots(Budget::Restrict, failed, failed, &[Duration::ZERO], None);
+        s.enter_fallback(failed, 3);
+        let mut rxs: Vec<_> = (0..40)
+            .map(|_| {
+                s.enqueue(Lane::Enforcement, None, Budget::Restrict, failed, None)
+                    .1
+            })
+            .collect();
+        let next = s.grant(failed).expect("the share's start");
+        assert_eq!(
+            rxs.iter_mut().map(drain).filter(|went| *went).count(),
+            1,
+            "the held slot"
+        );
+        // Horizon 200 ms + slack 30 ms + (3 + 1) × 34.334 ms.
+        let start = failed + 230 * MS + Duration::from_micros(4 * 34_334);
+        assert_eq!(next, start);
+        assert!(
+            !s.take_refill_flag(),
+            "nothing is asked of the store in a fallback"
+        );
+        assert!(s.fallback_spends_before(start + MS));
+        assert!(!s.fallback_spends_before(start));
+        // Then 10 per 1.03 s (30 / 3), evenly spaced.
+        let mut went = Vec::new();
+        let end = start + Duration::from_millis(2_060);
+        while Instant::now() < end {
+            tokio::time::advance(MS).await;
+            s.grant(Instant::now());
+            for rx in &mut rxs {
+                if drain(rx) {
+                    went.push(Instant::now());
+                }
+            }
+        }
+        // Granted on the first 1 ms step at or after the start.
+        let first = went.first().copied().expect("the share gives tokens");
+        assert!(first >= start && first < start + MS, "{:?}", first - start);
+        // 2.06 s at one token per 103 ms: 20, less one for the 1 ms steps.
+        assert!((19..=20).contains(&went.len()), "{}", went.len());
+        assert!(went.windows(2).all(|w| w[1] - w[0] >= 102 * MS));
+        // Back on the shared budget: waiters ask the store again.
+        s.leave_fallback();
+        s.grant(Instant::now());
+        assert!(s.take_refill_flag());
+    }
 
     fn drain(rx: &mut oneshot::Receiver<()>) -> bool {
         rx.try_recv().is_ok()
