@@ -142,6 +142,9 @@ async fn deliver_through(sim: &Simulator, balancer: &Balancer) {
 fn config(sim: &Simulator, database_url: &str, redis_url: &str) -> Config {
     Config::from_vars(vec![
         ("DATABASE_URL", database_url.to_owned()),
+        // One schema for every instance: the first to start migrates it (serialised by an
+        // advisory lock), as a test harness may; production runs `gmbot migrate` first.
+        ("GMBOT_MIGRATE", "auto".to_owned()),
         ("REDIS_URL", redis_url.to_owned()),
         ("TELEGRAM_BOT_TOKEN", sim.token().to_owned()),
         ("TELEGRAM_API_URL", sim.base_url()),
