@@ -30,6 +30,8 @@
 //! - [`commands`] — the admin commands (`/protect`, `/status`, `/settings`, …) and the settings keyboard.
 //! - [`group_stats`] — per-group verification counters shown by `/status`.
 //! - [`sim`] — [`Simulator`](sim::Simulator), the fake Bot API server on 127.0.0.1.
+//! - `fuzzing` (hidden, not an API) — the entry points of the fuzz targets in `fuzz/`, with
+//!   the properties they check (docs/testing.md, "Fuzzing").
 
 pub mod app;
 pub mod audit;
@@ -38,6 +40,8 @@ pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod flows;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod group_stats;
 pub mod handlers;
 pub mod http;

@@ -125,8 +125,33 @@ pub struct UpdateBatch {
     /// Updates that did not parse: their id (if readable) and the parse error. They are
     /// confirmed with the rest so they are not fetched again forever.
     pub malformed: Vec<(Option<i64>, String)>,
-    /// The `offset` for the next call: highest `update_id` seen + 1.
+    /// The `offset` for the next call: highest (non-negative) `update_id` seen + 1.
     pub next_offset: Option<i64>,
+}
+
+impl UpdateBatch {
+    /// Parses a `getUpdates` result, update by update: one that does not parse is kept in
+    /// [`malformed`](Self::malformed) with serde's message (not yet redacted: the client
+    /// redacts it before logging), and counts towards [`next_offset`](Self::next_offset)
+    /// like the others when its `update_id` is readable.
+    pub fn from_values(values: Vec<Value>) -> Self {
+        let mut batch = Self::default();
+        for value in values {
+            let id = value.get("update_id").and_then(Value::as_i64);
+            // Update ids are non-negative (a negative `offset` would ask for the last updates
+            // instead of confirming any), and the highest one has no successor: the offset
+            // stays at it rather than overflowing.
+            if let Some(id) = id.filter(|id| *id >= 0) {
+                let next = id.saturating_add(1);
+                batch.next_offset = Some(batch.next_offset.map_or(next, |o: i64| o.max(next)));
+            }
+            match Update::from_value(value) {
+                Ok(u) => batch.updates.push(u),
+                Err(e) => batch.malformed.push((id, e.to_string())),
+            }
+        }
+        batch
+    }
 }
 
 /// The Bot API client.
@@ -385,20 +410,10 @@ impl BotApi {
             .request("getUpdates", Some(&params))
             .await
             .map_err(|e| self.fail(e))?;
-        let mut batch = UpdateBatch::default();
-        for value in raw.result {
-            let id = value.get("update_id").and_then(serde_json::Value::as_i64);
-            if let Some(id) = id {
-                batch.next_offset = Some(batch.next_offset.map_or(id + 1, |o: i64| o.max(id + 1)));
-            }
-            match Update::from_value(value) {
-                Ok(u) => batch.updates.push(u),
-                Err(e) => {
-                    let detail = self.token.redact(&e.to_string());
-                    self.decode_failed("getUpdates", detail.clone());
-                    batch.malformed.push((id, detail));
-                }
-            }
+        let mut batch = UpdateBatch::from_values(raw.result);
+        for (_, detail) in &mut batch.malformed {
+            *detail = self.token.redact(detail);
+            self.decode_failed("getUpdates", detail.clone());
         }
         Ok(batch)
     }
@@ -864,5 +879,42 @@ impl TelegramApi for BotApi {
         self.call::<_, Value>("deleteEphemeralMessage", &params)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::UpdateBatch;
+
+    /// Found by the fuzz corpus (`fuzz/corpus/update_decode/`): the largest `update_id`
+    /// overflowed the next offset (a panic in debug builds, a negative offset in release).
+    #[test]
+    fn the_largest_update_id_does_not_overflow_the_offset() {
+        let batch = UpdateBatch::from_values(vec![
+            json!({"update_id": i64::MAX, "poll": {}}),
+            json!({"update_id": 3, "poll": {}}),
+        ]);
+        assert_eq!(batch.updates.len(), 2);
+        assert_eq!(batch.next_offset, Some(i64::MAX));
+    }
+
+    #[test]
+    fn negative_ids_never_become_the_offset() {
+        let batch = UpdateBatch::from_values(vec![json!({"update_id": -5, "poll": {}})]);
+        assert_eq!(
+            batch.next_offset, None,
+            "a negative offset asks for the last updates"
+        );
+        assert_eq!(batch.malformed.len(), 1);
+        let batch = UpdateBatch::from_values(vec![
+            json!({"update_id": -5, "poll": {}}),
+            json!({"update_id": 9, "message": {"message_id": 1}}),
+            json!("no object"),
+        ]);
+        assert_eq!(batch.next_offset, Some(10));
+        assert_eq!(batch.malformed.len(), 3, "{:?}", batch.malformed);
+        assert_eq!(batch.malformed[1].0, Some(9));
     }
 }

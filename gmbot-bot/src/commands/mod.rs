@@ -25,6 +25,7 @@ use crate::handlers::HandleError;
 use crate::update::Message;
 
 pub use self::parse::{parse, MAX_ARGS};
+pub(crate) use self::reply::quote;
 
 /// A command addressed to this bot.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -87,19 +87,45 @@ async fn free_without_row(telegram: &dyn TelegramApi, group: GroupId, user: User
     }
 }
 
-/// Handles a press whose data starts with `j:`.
-pub async fn pressed(app: &App, cq: &CallbackQuery, data: &str) -> Result<(), HandleError> {
-    let telegram = app.telegram_in(Lane::Interactive);
+/// What a press of an "I've joined" button names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Press {
+    /// The group of the message the button is under.
+    pub(crate) group: GroupId,
+    /// The member the button is for (the presser, for the consolidated warning's button).
+    pub(crate) bound: UserId,
+    /// The consolidated warning's button ([`ANYONE_JOINED_DATA`]).
+    pub(crate) anyone: bool,
+}
+
+/// Reads a press's data and message; `None` when the data is not an "I've joined" button's
+/// or the message is not in a group.
+pub(crate) fn press(cq: &CallbackQuery, data: &str) -> Option<Press> {
     let anyone = data == ANYONE_JOINED_DATA;
     let bound = if anyone {
         Some(cq.from.id)
     } else {
         parse_joined_data(data)
-    };
+    }?;
     let group = cq
         .message
-        .and_then(|(chat, _)| GroupId::new(chat.get()).ok());
-    let (Some(bound), Some(group)) = (bound, group) else {
+        .and_then(|(chat, _)| GroupId::new(chat.get()).ok())?;
+    Some(Press {
+        group,
+        bound,
+        anyone,
+    })
+}
+
+/// Handles a press whose data starts with `j:`.
+pub async fn pressed(app: &App, cq: &CallbackQuery, data: &str) -> Result<(), HandleError> {
+    let telegram = app.telegram_in(Lane::Interactive);
+    let Some(Press {
+        group,
+        bound,
+        anyone,
+    }) = press(cq, data)
+    else {
         log::warn!(
             user_id = cq.from.id.get(),
             data_len = data.len();

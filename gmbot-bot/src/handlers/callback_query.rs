@@ -14,21 +14,40 @@ use crate::update::CallbackQuery;
 use super::HandleError;
 
 /// Prefix of the settings keyboard's callback data.
-const SETTINGS_PREFIX: &str = "s:";
+const SETTINGS_PREFIX: &str = commands::settings::PREFIX;
+
+/// Which of the bot's buttons a callback's data names (untrusted: anyone can send any data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Button {
+    /// The settings keyboard (`s:`).
+    Settings,
+    /// "I've joined" under a warning (`j:`).
+    Joined,
+    /// The join gate's "let me in" (`g:`).
+    Gate,
+    /// None of ours, or no data at all.
+    Unknown,
+}
+
+/// The button `data` belongs to, by its prefix.
+pub(crate) fn button(data: Option<&str>) -> Button {
+    match data {
+        Some(d) if d.starts_with(SETTINGS_PREFIX) => Button::Settings,
+        Some(d) if d.starts_with(JOINED_PREFIX) => Button::Joined,
+        Some(d) if d.starts_with(GATE_PREFIX) => Button::Gate,
+        _ => Button::Unknown,
+    }
+}
 
 pub(super) async fn handle(
     app: &App,
     update_id: i64,
     cq: CallbackQuery,
 ) -> Result<(), HandleError> {
-    match cq.data.as_deref() {
-        Some(data) if data.starts_with(SETTINGS_PREFIX) => {
-            commands::settings::handle_callback(app, &cq).await
-        }
-        Some(data) if data.starts_with(JOINED_PREFIX) => {
-            joined_button::pressed(app, &cq, data).await
-        }
-        Some(data) if data.starts_with(GATE_PREFIX) => gate::pressed(app, &cq, data).await,
+    match (button(cq.data.as_deref()), cq.data.as_deref()) {
+        (Button::Settings, _) => commands::settings::handle_callback(app, &cq).await,
+        (Button::Joined, Some(data)) => joined_button::pressed(app, &cq, data).await,
+        (Button::Gate, Some(data)) => gate::pressed(app, &cq, data).await,
         _ => {
             // Not a button of ours (or no data at all): answer so the spinner stops.
             log::warn!(

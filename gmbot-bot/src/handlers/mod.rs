@@ -17,6 +17,7 @@ use std::time::Instant;
 use crate::app::App;
 use crate::update::{Update, UpdateKind};
 
+pub(crate) use self::callback_query::{button, Button};
 pub use self::error::HandleError;
 
 /// Handles one update. An error means the update could not be handled (e.g.

@@ -22,19 +22,20 @@ mod ready;
 mod routes;
 mod webhook;
 
-use std::io::Cursor;
+use std::io::{Cursor, Read};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use tiny_http::{Header, Request, Response, Server};
+use tiny_http::{Header, Method, Request, Response, Server};
 
 pub use self::ready::{probe, ProbeFailure, Readiness, RedisPing};
 pub use self::routes::{HttpRoutes, DEFAULT_PROBE_TIMEOUT};
 pub use self::webhook::{HttpReply, WebhookEndpoint, DEFAULT_MAX_BODY, SECRET_HEADER};
 
-use self::routes::{Route, Routed};
+pub(crate) use self::routes::Route;
+use self::routes::Routed;
 
 /// Threads taking requests off one listener. Requests are short (the webhook
 /// only enqueues, `/ready` is handed to tokio), so a few threads suffice; four
@@ -241,40 +242,80 @@ fn serve_requests(server: &Server, routes: &Arc<HttpRoutes>, stopping: &AtomicBo
     }
 }
 
+/// How a routed request is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// Right away: the reply, and the `Allow` header of a 405.
+    Now(HttpReply, Option<&'static str>),
+    /// After probing the dependencies, on tokio (`/ready`, `/metrics`).
+    Probe(Route),
+}
+
+/// The answer to a routed request; `webhook` reads the body and hands it to the endpoint.
+fn answer(routed: Routed, webhook: impl FnOnce() -> HttpReply) -> Answer {
+    match routed {
+        Routed::NotFound => Answer::Now(HttpReply::json(404, r#"{"error":"not found"}"#), None),
+        Routed::MethodNotAllowed(allow) => Answer::Now(
+            HttpReply::json(405, r#"{"error":"method not allowed"}"#),
+            Some(allow),
+        ),
+        Routed::Found(Route::Health) => {
+            Answer::Now(HttpReply::json(200, r#"{"status":"ok"}"#), None)
+        }
+        Routed::Found(Route::Webhook) => Answer::Now(webhook(), None),
+        Routed::Found(route @ (Route::Ready | Route::Metrics)) => Answer::Probe(route),
+    }
+}
+
+/// A request given as parts, answered as the listener answers it (routing, then the
+/// webhook's capped body read and its endpoint), with no socket: the fuzz targets' entry
+/// (`fuzz/`). `declared` is the body length the request declared; `observability` and
+/// `webhook_path` are the listener's routes.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn answer_parts(
+    method: &Method,
+    url: &str,
+    observability: bool,
+    webhook_path: &str,
+    headers: &[Header],
+    declared: Option<usize>,
+    body: &mut dyn Read,
+    endpoint: &dyn WebhookEndpoint,
+    max_body: usize,
+) -> Answer {
+    let routed = routes::route(method, url, observability, Some(webhook_path));
+    answer(routed, || {
+        let secret = webhook::secret_header(headers);
+        webhook::accept_parts(declared, secret, body, endpoint, max_body)
+    })
+}
+
 /// Routes one request and answers it (or hands it to tokio for `/ready` and `/metrics`).
 fn handle(routes: &Arc<HttpRoutes>, mut request: Request) {
-    let reply = match routes.route(request.method(), request.url()) {
-        Routed::NotFound => HttpReply::json(404, r#"{"error":"not found"}"#),
-        Routed::MethodNotAllowed(allow) => {
-            let reply = HttpReply::json(405, r#"{"error":"method not allowed"}"#);
-            return respond(request, reply, Some(allow));
-        }
-        Routed::Found(Route::Health) => HttpReply::json(200, r#"{"status":"ok"}"#),
-        Routed::Found(Route::Webhook) => routes.webhook(&mut request),
-        Routed::Found(route @ (Route::Ready | Route::Metrics)) => {
-            // Both probe the dependencies (a scrape keeps `gmbot_dependency_up`
-            // current even when nothing polls /ready): async work, on tokio.
-            let Some(runtime) = routes.runtime_handle().cloned() else {
-                let reply = match route {
-                    Route::Metrics => routes.metrics(),
-                    _ => ready::no_runtime(),
-                };
-                return respond(request, reply, None);
-            };
-            let routes = Arc::clone(routes);
-            runtime.spawn(async move {
-                let readiness = routes.probe().await;
-                let reply = match route {
-                    Route::Metrics => routes.metrics(),
-                    _ => readiness.reply(),
-                };
-                // Writing the answer is blocking socket I/O: off the async workers.
-                let _ = tokio::task::spawn_blocking(move || respond(request, reply, None)).await;
-            });
-            return;
-        }
+    let routed = routes.route(request.method(), request.url());
+    let route = match answer(routed, || routes.webhook(&mut request)) {
+        Answer::Now(reply, allow) => return respond(request, reply, allow),
+        Answer::Probe(route) => route,
     };
-    respond(request, reply, None);
+    // Both probe the dependencies (a scrape keeps `gmbot_dependency_up`
+    // current even when nothing polls /ready): async work, on tokio.
+    let Some(runtime) = routes.runtime_handle().cloned() else {
+        let reply = match route {
+            Route::Metrics => routes.metrics(),
+            _ => ready::no_runtime(),
+        };
+        return respond(request, reply, None);
+    };
+    let routes = Arc::clone(routes);
+    runtime.spawn(async move {
+        let readiness = routes.probe().await;
+        let reply = match route {
+            Route::Metrics => routes.metrics(),
+            _ => readiness.reply(),
+        };
+        // Writing the answer is blocking socket I/O: off the async workers.
+        let _ = tokio::task::spawn_blocking(move || respond(request, reply, None)).await;
+    });
 }
 
 fn respond(request: Request, reply: HttpReply, allow: Option<&'static str>) {

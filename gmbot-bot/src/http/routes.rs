@@ -15,7 +15,7 @@ pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// An endpoint a request was routed to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Route {
+pub(crate) enum Route {
     Health,
     Ready,
     Metrics,
@@ -205,7 +205,12 @@ impl HttpRoutes {
 
 /// The routing table: `/health` always; `/ready` and `/metrics` when
 /// `observability`; the webhook at its path. The query string never selects an endpoint.
-fn route(method: &Method, url: &str, observability: bool, webhook: Option<&str>) -> Routed {
+pub(super) fn route(
+    method: &Method,
+    url: &str,
+    observability: bool,
+    webhook: Option<&str>,
+) -> Routed {
     let path = url.split(['?', '#']).next().unwrap_or(url);
     let read_only = matches!(method, Method::Get | Method::Head);
     let found = match path {

@@ -4,9 +4,9 @@
 //! first and the body is then read through `take(max + 1)`: a sender that lies
 //! about (or omits) the length still cannot make us buffer more than the cap.
 
-use std::io::Read as _;
+use std::io::Read;
 
-use tiny_http::Request;
+use tiny_http::{Header, Request};
 
 /// The header in which Telegram sends the webhook's `secret_token`.
 pub const SECRET_HEADER: &str = "X-Telegram-Bot-Api-Secret-Token";
@@ -50,27 +50,51 @@ pub(super) fn accept(
     endpoint: &dyn WebhookEndpoint,
     max_body: usize,
 ) -> HttpReply {
-    if request.body_length().is_some_and(|n| n > max_body) {
-        return too_large();
-    }
-    let secret = request
-        .headers()
+    let declared = request.body_length();
+    let secret = secret_header(request.headers()).map(str::to_owned);
+    accept_parts(
+        declared,
+        secret.as_deref(),
+        request.as_reader(),
+        endpoint,
+        max_body,
+    )
+}
+
+/// The value of the [`SECRET_HEADER`] among `headers` (the first, if sent more than once).
+pub(crate) fn secret_header(headers: &[Header]) -> Option<&str> {
+    headers
         .iter()
         .find(|h| h.field.equiv(SECRET_HEADER))
-        .map(|h| h.value.as_str().to_owned());
-    let capacity = request.body_length().unwrap_or(0).min(max_body);
+        .map(|h| h.value.as_str())
+}
+
+/// [`accept`] on a request's parts: the length it declared (`Content-Length`, if any), its
+/// secret header and its body as a reader. No socket needed, so the fuzz targets (`fuzz/`)
+/// drive it with whatever a client could send.
+pub(crate) fn accept_parts(
+    declared: Option<usize>,
+    secret: Option<&str>,
+    reader: &mut dyn Read,
+    endpoint: &dyn WebhookEndpoint,
+    max_body: usize,
+) -> HttpReply {
+    if declared.is_some_and(|n| n > max_body) {
+        return too_large();
+    }
+    let capacity = declared.unwrap_or(0).min(max_body);
     let mut body = Vec::with_capacity(capacity);
     let limit = u64::try_from(max_body)
         .unwrap_or(u64::MAX)
         .saturating_add(1);
-    if let Err(e) = request.as_reader().take(limit).read_to_end(&mut body) {
+    if let Err(e) = reader.take(limit).read_to_end(&mut body) {
         log::debug!(error = e.to_string().as_str(); "webhook body could not be read");
         return HttpReply::json(400, r#"{"error":"cannot read the body"}"#);
     }
     if body.len() > max_body {
         return too_large();
     }
-    endpoint.accept(secret.as_deref(), &body)
+    endpoint.accept(secret, &body)
 }
 
 fn too_large() -> HttpReply {

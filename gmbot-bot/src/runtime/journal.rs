@@ -130,6 +130,20 @@ mod tests {
         );
     }
 
+    /// Found by the fuzz corpus (`fuzz/corpus/update_decode/`, from the recorded newer
+    /// server's updates): a member update with a status newer than this version is
+    /// `Other("chat_member")`, which the journal read back as `Other("other")`.
+    #[test]
+    fn a_member_update_of_a_newer_status_reads_back_unchanged() {
+        for name in ["chat_member", "my_chat_member"] {
+            let kept = Update {
+                id: 12,
+                kind: UpdateKind::Other(name),
+            };
+            assert_eq!(decode(&encode(&kept, UnixTime(5))), Ok(kept));
+        }
+    }
+
     #[test]
     fn unreadable_rows_say_why() {
         let row = |payload: &str| JournaledUpdate {

@@ -22,6 +22,7 @@ use crate::http::{HttpReply, WebhookEndpoint};
 use crate::metrics::BotMetrics;
 use crate::runtime::{Offer, Transport, UpdateSender};
 use crate::secret::{BotToken, SecretString};
+use crate::update::Update;
 
 /// `max_connections` asked of Telegram (its maximum: the listener is not the bottleneck).
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 100;
@@ -36,7 +37,7 @@ pub struct WebhookReply {
 }
 
 impl WebhookReply {
-    const OK: Self = Self {
+    pub(crate) const OK: Self = Self {
         status: 200,
         body: r#"{"ok":true}"#,
     };
@@ -73,11 +74,19 @@ impl WebhookReply {
 /// The webhook's request handler. Cheap to clone.
 #[derive(Clone)]
 pub struct WebhookIngress {
+    gate: WebhookGate,
+    sender: UpdateSender,
+    overload_log: Arc<OverloadLog>,
+}
+
+/// What an ingress decides before an update is offered to the runtime: the secret, the size
+/// cap and the parse. Synchronous and pure but for its metrics and log lines, so the fuzz
+/// targets (`fuzz/`) drive exactly the checks a webhook request goes through.
+#[derive(Clone)]
+pub(crate) struct WebhookGate {
     secret: Arc<[u8]>,
     max_body: usize,
-    sender: UpdateSender,
     metrics: BotMetrics,
-    overload_log: Arc<OverloadLog>,
 }
 
 /// Rate limit for the "queue full" warning: under overload every refused
@@ -132,7 +141,7 @@ impl std::fmt::Debug for WebhookIngress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookIngress")
             .field("secret", &"<redacted>")
-            .field("max_body", &self.max_body)
+            .field("max_body", &self.gate.max_body)
             .finish_non_exhaustive()
     }
 }
@@ -170,17 +179,52 @@ impl WebhookIngress {
     pub fn new(secret: &SecretString, max_body: usize, sender: UpdateSender) -> Self {
         let metrics = sender.app().metrics().clone();
         Self {
-            secret: Arc::from(secret.expose().as_bytes()),
-            max_body,
+            gate: WebhookGate::new(secret, max_body, metrics),
             sender,
-            metrics,
             overload_log: Arc::new(OverloadLog::new()),
         }
     }
 
     /// The largest body accepted; read at most this + 1 bytes.
     pub fn max_body(&self) -> usize {
-        self.max_body
+        self.gate.max_body
+    }
+
+    /// Answers one `POST` to the webhook path. Never blocks, never panics.
+    pub fn accept(&self, secret_header: Option<&str>, body: &[u8]) -> WebhookReply {
+        self.gate
+            .accept_with(secret_header, body, |update| self.offer(update))
+    }
+
+    /// Offers a parsed update to the runtime and answers for it.
+    fn offer(&self, update: Update) -> WebhookReply {
+        let id = update.id;
+        match self.sender.try_offer(update, Transport::Webhook) {
+            Offer::Queued => WebhookReply::OK,
+            Offer::Duplicate => {
+                log::debug!(update_id = id; "webhook update delivered again; already taken");
+                self.gate.reject("duplicate", WebhookReply::DUPLICATE)
+            }
+            Offer::Full => {
+                if let Some(refused) = self.overload_log.note() {
+                    log::warn!(update_id = id, queued = self.sender.queue_len(), refused = refused; "update queue full; asking Telegram to retry (at most one such line per 10 s; `refused` counts the updates since the last one)");
+                }
+                self.gate.reject("overloaded", WebhookReply::OVERLOADED)
+            }
+            Offer::Closed => self.gate.reject("shutting_down", WebhookReply::STOPPING),
+        }
+    }
+}
+
+impl WebhookGate {
+    /// A gate checking `secret` and refusing bodies over `max_body` bytes; rejections are
+    /// counted in `metrics`.
+    pub(crate) fn new(secret: &SecretString, max_body: usize, metrics: BotMetrics) -> Self {
+        Self {
+            secret: Arc::from(secret.expose().as_bytes()),
+            max_body,
+            metrics,
+        }
     }
 
     fn reject(&self, reason: &'static str, reply: WebhookReply) -> WebhookReply {
@@ -191,8 +235,14 @@ impl WebhookIngress {
         reply
     }
 
-    /// Answers one `POST` to the webhook path. Never blocks, never panics.
-    pub fn accept(&self, secret_header: Option<&str>, body: &[u8]) -> WebhookReply {
+    /// Checks the secret and the size, parses the body, and hands a parsed update to
+    /// `offer`, whose answer is the request's; anything refused before is answered here.
+    pub(crate) fn accept_with(
+        &self,
+        secret_header: Option<&str>,
+        body: &[u8],
+        offer: impl FnOnce(Update) -> WebhookReply,
+    ) -> WebhookReply {
         let authorized = secret_header.is_some_and(|h| same_secret(&self.secret, h.as_bytes()));
         if !authorized {
             log::warn!(
@@ -205,24 +255,9 @@ impl WebhookIngress {
             log::warn!(bytes = body.len(), max = self.max_body; "webhook body over the cap");
             return self.reject("too_large", WebhookReply::TOO_LARGE);
         }
-        let update = match convert::from_json(body) {
-            Ok(u) => u,
-            Err(e) => return self.unparsed(body, &e),
-        };
-        let id = update.id;
-        match self.sender.try_offer(update, Transport::Webhook) {
-            Offer::Queued => WebhookReply::OK,
-            Offer::Duplicate => {
-                log::debug!(update_id = id; "webhook update delivered again; already taken");
-                self.reject("duplicate", WebhookReply::DUPLICATE)
-            }
-            Offer::Full => {
-                if let Some(refused) = self.overload_log.note() {
-                    log::warn!(update_id = id, queued = self.sender.queue_len(), refused = refused; "update queue full; asking Telegram to retry (at most one such line per 10 s; `refused` counts the updates since the last one)");
-                }
-                self.reject("overloaded", WebhookReply::OVERLOADED)
-            }
-            Offer::Closed => self.reject("shutting_down", WebhookReply::STOPPING),
+        match convert::from_json(body) {
+            Ok(update) => offer(update),
+            Err(e) => self.unparsed(body, &e),
         }
     }
 
