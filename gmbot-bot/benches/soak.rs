@@ -58,20 +58,25 @@ fn main() {
             let mut cfg = SoakConfig::from_env(bin.clone(), 60, 50, 40);
             cfg.instances = instances;
             cfg.faults = false;
-            cfg.messages_per_second = 100_000;
-            cfg.group_messages_per_minute = 100_000;
-            cfg.actions_per_second = 100_000;
+            // The largest the configuration accepts: Telegram's budgets out of the way.
+            cfg.messages_per_second = 10_000;
+            cfg.group_messages_per_minute = 10_000;
+            cfg.actions_per_second = 10_000;
             let t = rt.block_on(async {
                 let mut soak = Soak::start(cfg).await;
                 soak.flood(events).await
             });
             println!(
-                "throughput, {} instance(s): {} events offered at once, {:.0} updates handled in {:.2} s = {:.0} updates/s",
+                "throughput, {} instance(s): {} events offered at once, {:.0} updates handled in {:.2} s = {:.0} updates/s; CPU meanwhile: instances {:.1} s, this process (simulated Telegram, balancer, load) {:.1} s, machine {:.0} % busy of {} cores (includes PostgreSQL, Redis and anything else running)",
                 t.instances,
                 t.events,
                 t.handled,
                 t.elapsed.as_secs_f64(),
-                t.per_second
+                t.per_second,
+                t.instances_cpu,
+                t.harness_cpu,
+                t.machine_busy * 100.0,
+                t.cores
             );
             results.push(t);
         }

@@ -20,7 +20,7 @@ use std::time::Duration;
 /// What one soak run does. [`SoakConfig::from_env`] reads the `GMBOT_SOAK_…` variables.
 #[derive(Debug, Clone)]
 pub(crate) struct SoakConfig {
-    /// The `gmbot-bot` binary.
+    /// The `gmbot-bot` binary (`GMBOT_SOAK_BIN` overrides the one cargo built).
     pub(crate) bin: PathBuf,
     /// Length of the workload (`GMBOT_SOAK_SECONDS`).
     pub(crate) duration: Duration,
@@ -65,7 +65,8 @@ impl SoakConfig {
             .unwrap_or(default_seconds)
             .max(20);
         Self {
-            bin,
+            // An optimised build of the bot can be measured with the debug harness.
+            bin: std::env::var_os("GMBOT_SOAK_BIN").map_or(bin, PathBuf::from),
             duration: Duration::from_secs(seconds),
             instances: env_u64("GMBOT_SOAK_INSTANCES").map_or(3, |n| n.clamp(1, 8) as usize),
             connections: env_u64("GMBOT_SOAK_CONNECTIONS").map_or(1_002, |n| n.max(1) as usize),

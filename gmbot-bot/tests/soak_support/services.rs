@@ -301,6 +301,13 @@ impl Instance {
         self.child = Some(child);
     }
 
+    /// CPU seconds (user + system) the process has used so far.
+    pub(crate) fn cpu_seconds(&self) -> f64 {
+        self.child.as_ref().map_or(0.0, |c| {
+            process_cpu_seconds(&format!("/proc/{}/stat", c.id()))
+        })
+    }
+
     /// Whether the process is running (not exited).
     pub(crate) fn running(&mut self) -> bool {
         self.child
@@ -383,4 +390,31 @@ pub(crate) fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let status = out.split_whitespace().nth(1)?.parse().ok()?;
     let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
     Some((status, body))
+}
+
+/// CPU seconds (user + system) of the process whose `/proc/…/stat` this is (0 if unreadable).
+pub(crate) fn process_cpu_seconds(stat: &str) -> f64 {
+    let text = std::fs::read_to_string(stat).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = text.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// (busy, total) CPU seconds of the whole machine so far, from `/proc/stat`.
+pub(crate) fn machine_cpu_seconds() -> (f64, f64) {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = text.lines().next() else {
+        return (0.0, 0.0);
+    };
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: f64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
+    ((total - idle) / 100.0, total / 100.0)
 }

@@ -301,7 +301,7 @@ pub(crate) fn evaluate(soak: &Soak) -> Verdict {
 
     // ---- lost ----
     let rel = |t: Duration| t.saturating_sub(rec.workload.0).as_secs_f64();
-    let mut lost_at: Vec<String> = Vec::new();
+    let mut lost_at: Vec<(Duration, &'static str)> = Vec::new();
     let mut lost_deletes = 0;
     let mut lost_mutes = 0;
     let mut lost_unmutes = 0;
@@ -320,25 +320,27 @@ pub(crate) fn evaluate(soak: &Soak) -> Verdict {
         }
         if v.message.is_some() && !removed {
             lost_deletes += 1;
-            lost_at.push(format!("message not deleted, posted at {:.1} s", rel(v.at)));
+            lost_at.push((v.at, "message not deleted"));
         }
         let sub = subscribed.contains_key(&(v.group, v.user.0));
         if sub {
             if muted_now(soak, v.group, v.user) {
                 lost_unmutes += 1;
+                if let Some(at) = subscribed.get(&(v.group, v.user.0)) {
+                    lost_at.push((*at, "still muted after subscribing"));
+                }
             }
         } else if !lifted(soak, v.group, v.at) && soak.sim.can_post(g.id, v.user) {
             left_unmuted += 1;
             if !muted.contains_key(&(g.id.0, v.user.0)) {
                 lost_mutes += 1;
-                lost_at.push(format!(
-                    "never muted, {} at {:.1} s",
+                lost_at.push((
+                    v.at,
                     if v.message.is_some() {
-                        "wrote"
+                        "writer never muted"
                     } else {
-                        "joined"
+                        "joiner never muted"
                     },
-                    rel(v.at)
                 ));
             }
         }
@@ -355,7 +357,7 @@ pub(crate) fn evaluate(soak: &Soak) -> Verdict {
         .presses
         .iter()
         .filter(|p| !answers.contains_key(&p.id))
-        .inspect(|p| lost_at.push(format!("press unanswered, at {:.1} s", rel(p.at))))
+        .inspect(|p| lost_at.push((p.at, "press unanswered")))
         .count();
     let twice_answers: usize = rec
         .presses
@@ -386,6 +388,7 @@ pub(crate) fn evaluate(soak: &Soak) -> Verdict {
         .commands
         .iter()
         .filter(|c| !replies.contains_key(&(soak.groups[c.group].id.0, c.message.0)))
+        .inspect(|c| lost_at.push((c.at, "command unanswered")))
         .count();
     let twice_replies: usize = rec
         .commands
@@ -718,6 +721,11 @@ pub(crate) fn evaluate(soak: &Soak) -> Verdict {
                 t.saturating_sub(f.until).as_secs_f64()
             )),
         );
+        let taken = deliveries
+            .iter()
+            .filter(|d| d.ok() && d.at >= f.from && d.at < f.until)
+            .count();
+        let _ = write!(line, "; {taken} updates taken by the instances during it");
         if f.name == "instance SIGKILL" {
             let victim = cfg.instances - 1;
             let back = deliveries
@@ -819,8 +827,38 @@ pub(crate) fn evaluate(soak: &Soak) -> Verdict {
     ];
     let _ = writeln!(r, "  tightest run of message calls: {tight_calls}");
     if !lost_at.is_empty() {
-        lost_at.sort();
-        let _ = writeln!(r, "  lost, when (run time): {}", lost_at.join("; "));
+        // Each lost effect by the period its event fell in: a fault's window (from 5 s before
+        // it to 30 s after it ended, when the backlog it left is worked off) or none.
+        let mut by: std::collections::BTreeMap<(String, &'static str), usize> =
+            std::collections::BTreeMap::new();
+        let protected_again: Vec<Duration> =
+            rec.cycles.iter().filter_map(|c| c.on_confirmed).collect();
+        for (at, what) in &lost_at {
+            let period = rec
+                .faults
+                .iter()
+                .find(|f| {
+                    *at + Duration::from_secs(5) >= f.from
+                        && *at <= f.until + Duration::from_secs(30)
+                })
+                .map(|f| f.name.to_owned())
+                .or_else(|| {
+                    protected_again
+                        .iter()
+                        .any(|&on| *at >= on && *at < on + Duration::from_secs(60))
+                        .then(|| "within 60 s of a /protect".to_owned())
+                })
+                .unwrap_or_else(|| "no fault".to_owned());
+            *by.entry((period, what)).or_default() += 1;
+        }
+        let _ = writeln!(
+            r,
+            "  lost effects by period: {}",
+            by.iter()
+                .map(|((p, w), n)| format!("{p}: {n} {w}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
     }
     if !twice_at.is_empty() {
         twice_at.sort();

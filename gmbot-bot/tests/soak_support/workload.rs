@@ -964,6 +964,14 @@ pub(crate) struct Throughput {
     pub(crate) elapsed: Duration,
     /// Handled updates per second.
     pub(crate) per_second: f64,
+    /// CPU seconds used meanwhile by the instances together.
+    pub(crate) instances_cpu: f64,
+    /// CPU seconds used meanwhile by this process (simulated Telegram, balancer, load).
+    pub(crate) harness_cpu: f64,
+    /// The machine's busy share meanwhile (1.0 = every core busy).
+    pub(crate) machine_busy: f64,
+    /// The machine's cores.
+    pub(crate) cores: f64,
 }
 
 fn handled(texts: &[String]) -> f64 {
@@ -981,12 +989,17 @@ impl Soak {
     /// handled count has not moved for 3 s.
     pub(crate) async fn flood(&mut self, events: usize) -> Throughput {
         let base = handled(&self.metrics().await);
+        let cpu0: f64 = self.instances.iter().map(Instance::cpu_seconds).sum();
+        let own0 = super::services::process_cpu_seconds("/proc/self/stat");
+        let (busy0, total0) = super::services::machine_cpu_seconds();
         let start = Instant::now();
         for _ in 0..events {
             self.event();
         }
         let mut last = base;
         let mut last_change = Instant::now();
+        // CPU counters when the handled count last moved (the quiet tail is not counted).
+        let mut at_change = (cpu0, own0, (busy0, total0));
         let deadline = Instant::now() + Duration::from_secs(600);
         while Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -994,6 +1007,14 @@ impl Soak {
             if now > last {
                 last = now;
                 last_change = Instant::now();
+                at_change = (
+                    self.instances
+                        .iter()
+                        .map(Instance::cpu_seconds)
+                        .sum::<f64>(),
+                    super::services::process_cpu_seconds("/proc/self/stat"),
+                    super::services::machine_cpu_seconds(),
+                );
             } else if self.sim.pending_updates() == 0
                 && last_change.elapsed() >= Duration::from_secs(3)
             {
@@ -1002,6 +1023,10 @@ impl Soak {
         }
         let elapsed = last_change.duration_since(start);
         let n = last - base;
+        let instances_cpu = at_change.0 - cpu0;
+        let harness_cpu = at_change.1 - own0;
+        let (busy1, total1) = at_change.2;
+        let cores = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
         for inst in &mut self.instances {
             tokio::task::block_in_place(|| inst.terminate(Duration::from_secs(10)));
         }
@@ -1011,6 +1036,10 @@ impl Soak {
             handled: n,
             elapsed,
             per_second: n / elapsed.as_secs_f64().max(1e-9),
+            instances_cpu,
+            harness_cpu,
+            machine_busy: (busy1 - busy0) / (total1 - total0).max(1e-9),
+            cores,
         }
     }
 }
