@@ -766,6 +766,42 @@ pub(crate) fn evaluate(soak: &Soak) -> Verdict {
             );
         }
     }
+    // What the instances counted (since their last start): shed outbox work, handler errors,
+    // refused webhook requests, journal events, Telegram calls given up.
+    let mut counters: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
+    for text in &rec.metrics_end {
+        for line in text.lines() {
+            let interesting = [
+                "gmbot_outbox_shed_total",
+                "gmbot_errors_total",
+                "gmbot_webhook_rejections_total",
+                "gmbot_update_journal_total",
+                "gmbot_enforcement_actions_total",
+            ]
+            .iter()
+            .any(|n| line.starts_with(n));
+            if !interesting || line.contains("outcome=\"ok\"") {
+                continue;
+            }
+            if let Some((name, value)) = line.rsplit_once(' ') {
+                let v: f64 = value.parse().unwrap_or(0.0);
+                if v > 0.0 {
+                    *counters.entry(name.to_owned()).or_default() += v;
+                }
+            }
+        }
+    }
+    if !counters.is_empty() {
+        let _ = writeln!(
+            r,
+            "  instances' counters at the end (since each one's last start): {}",
+            counters
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let _ = writeln!(
         r,
         "  instances exited cleanly on SIGTERM at the end: {:?}; died during the run: {}",

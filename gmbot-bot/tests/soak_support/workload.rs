@@ -184,6 +184,9 @@ pub(crate) struct Record {
     pub(crate) workload: (Duration, Duration),
     /// When the settle period ended.
     pub(crate) settled_at: Duration,
+    /// `/metrics` of every instance at the end, before SIGTERM (counters of the last start of
+    /// each).
+    pub(crate) metrics_end: Vec<String>,
     /// Per instance: exited by itself at the end (SIGTERM).
     pub(crate) clean_exits: Vec<bool>,
     /// Log tails of instances that died unexpectedly.
@@ -836,6 +839,7 @@ impl Soak {
         }
         self.record.settled_at = self.now();
         self.record.balancer = self.sim.balancer_stats();
+        self.record.metrics_end = self.metrics().await;
         for inst in &mut self.instances {
             if !inst.running() {
                 self.record.crashes.push(inst.log_tail(20));
