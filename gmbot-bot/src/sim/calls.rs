@@ -1,5 +1,7 @@
 //! The log of every Bot API call the simulator received, for tests to assert what a bot did.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 /// One call to the simulated Bot API.
@@ -11,6 +13,9 @@ pub struct RecordedCall {
     pub params: Value,
     /// The HTTP status of the answer.
     pub status: u16,
+    /// When the simulator received the call, counted from its start (budgets are checked
+    /// against these: Telegram counts calls as they arrive).
+    pub at: Duration,
 }
 
 impl RecordedCall {

@@ -803,6 +803,11 @@ impl Simulator {
         })
     }
 
+    /// Time since the simulator started: the clock of [`RecordedCall::at`].
+    pub fn elapsed(&self) -> Duration {
+        self.shared.started.elapsed()
+    }
+
     /// Returns and forgets the calls so far.
     pub fn take_calls(&self) -> Vec<RecordedCall> {
         self.with(|w| std::mem::take(&mut w.calls))
@@ -840,6 +845,16 @@ impl Simulator {
     /// Updates created for the bot and not yet confirmed (getUpdates) or delivered (webhook).
     pub fn pending_updates(&self) -> usize {
         self.with(|w| w.updates.pending.len())
+    }
+
+    /// Forgets every update not yet delivered (or confirmed) and returns how many there were:
+    /// the state a test set up before the bot ran stays, the updates it produced do not.
+    pub fn discard_pending_updates(&self) -> usize {
+        self.with(|w| {
+            let n = w.updates.pending.len();
+            w.updates.pending.clear();
+            n
+        })
     }
 
     /// Long polls (`getUpdates` with a timeout) waiting for an update right now.

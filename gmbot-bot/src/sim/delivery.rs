@@ -57,7 +57,7 @@ struct Job {
 fn next_job(shared: &Shared, generation: u64) -> Option<Job> {
     let mut w = shared.lock();
     loop {
-        if w.stopped || w.webhook_generation != generation {
+        if w.stopped || w.webhook_generation != generation || w.balanced {
             return None;
         }
         let hook = w.webhook.clone()?;

@@ -285,6 +285,7 @@ pub(crate) fn handle_http(shared: &Arc<Shared>, mut req: Request, method: &str) 
                     "limit": request.limit,
                 }),
                 status,
+                at: shared.started.elapsed(),
             });
             shared.called.notify_all();
         }

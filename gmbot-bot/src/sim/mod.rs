@@ -15,7 +15,8 @@
 //! - `world` — the state behind one lock; `updates` — the update queue and `getUpdates`;
 //!   `events` — membership changes and the `chat_member`/`my_chat_member` updates they emit.
 //! - `methods/` — one file per group of Bot API methods; `server` — HTTP routing and long
-//!   polls; `delivery` — webhook POSTs.
+//!   polls; `delivery` — webhook POSTs; `balancer` — webhook POSTs spread over several bot
+//!   instances, as a load balancer in front of them would.
 //! - `member`, `chat` — Telegram's data model; `render` — the model as Bot API JSON.
 //! - `directory` — MTProto's `channels.getParticipants` for audits (TL binary over HTTP at
 //!   `/mtproto/…`) and [`SimDirectory`], its client.
@@ -31,6 +32,7 @@
 //! not every nuance of Telegram's parser.
 
 mod api_error;
+mod balancer;
 mod calls;
 mod chat;
 mod control;
@@ -58,6 +60,7 @@ use std::thread::JoinHandle;
 use gmbot_core::domain::UserId;
 
 pub use self::api_error::ApiError;
+pub use self::balancer::{BalancerOptions, BalancerStats, Delivery, TargetStats};
 pub use self::calls::RecordedCall;
 pub use self::chat::{ChatKind, MessageKind, SimButton, SimEphemeral, SimMessage, SimUser};
 pub use self::directory::{generated_name, ParticipantsRequest, SimDirectory, GET_PARTICIPANTS};
@@ -111,6 +114,7 @@ pub struct Simulator {
     server: Arc<tiny_http::Server>,
     addr: SocketAddr,
     workers: Vec<JoinHandle<()>>,
+    balancer: std::sync::Mutex<Option<Arc<balancer::Balancer>>>,
 }
 
 impl fmt::Debug for Simulator {
@@ -166,6 +170,7 @@ impl Simulator {
             server,
             addr,
             workers,
+            balancer: std::sync::Mutex::new(None),
         })
     }
 
@@ -192,6 +197,14 @@ impl Simulator {
     /// Stops serving: workers exit, long polls answer empty, webhook delivery ends.
     pub fn stop(&mut self) {
         self.shared.stop();
+        if let Some(b) = self
+            .balancer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            b.stop();
+        }
         for _ in 0..self.workers.len() {
             self.server.unblock();
         }

@@ -66,6 +66,7 @@ fn record(shared: &Shared, world: &mut World, method: &str, params: &Params, sta
             method: method.to_owned(),
             params: params.to_value(),
             status,
+            at: shared.started.elapsed(),
         });
         shared.called.notify_all();
     }

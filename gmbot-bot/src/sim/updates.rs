@@ -21,6 +21,10 @@ pub(crate) struct QueuedUpdate {
     /// Being POSTed to the webhook right now.
     pub(crate) in_flight: bool,
     pub(crate) attempts: u32,
+    /// Through a load balancer: the target whose delivery failed last (tried elsewhere first).
+    pub(crate) avoid: Option<usize>,
+    /// Through a load balancer: not delivered again before this instant (backoff).
+    pub(crate) not_before: Option<std::time::Instant>,
 }
 
 #[derive(Debug)]
@@ -89,6 +93,8 @@ impl World {
             body,
             in_flight: false,
             attempts: 0,
+            avoid: None,
+            not_before: None,
         });
         true
     }
@@ -107,6 +113,8 @@ impl World {
             body,
             in_flight: false,
             attempts: 0,
+            avoid: None,
+            not_before: None,
         });
         Some(id)
     }

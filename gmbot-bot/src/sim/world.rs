@@ -83,6 +83,8 @@ pub(crate) struct World {
     pub(crate) webhook: Option<Webhook>,
     /// Bumped on every setWebhook/deleteWebhook so old delivery workers retire.
     pub(crate) webhook_generation: u64,
+    /// Webhook updates go through a load balancer ([`super::balancer`]), not to the URL.
+    pub(crate) balanced: bool,
     /// Bumped by every getUpdates so an older long poll ends with 409.
     pub(crate) poll_generation: u64,
     /// Long polls waiting for an update right now.
@@ -121,6 +123,7 @@ impl World {
             allowed_updates: None,
             webhook: None,
             webhook_generation: 0,
+            balanced: false,
             poll_generation: 0,
             waiting_polls: 0,
             faults: Vec::new(),
@@ -257,6 +260,8 @@ pub(crate) const JOIN_QUERY_SECS: i64 = 10;
 /// The state and the condition variable that wakes long polls and webhook workers.
 pub(crate) struct Shared {
     pub(crate) token: String,
+    /// When the simulator started: the origin of [`RecordedCall::at`].
+    pub(crate) started: std::time::Instant,
     world: Mutex<World>,
     pub(crate) changed: Condvar,
     /// Wakes tests waiting for a call to arrive.
@@ -268,6 +273,7 @@ impl Shared {
     pub(crate) fn new(token: String, world: World) -> Self {
         Self {
             token,
+            started: std::time::Instant::now(),
             world: Mutex::new(world),
             changed: Condvar::new(),
             called: Condvar::new(),
