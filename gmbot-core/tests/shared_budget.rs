@@ -7,10 +7,12 @@
 //! kills only that. Real time (the dispatchers talk to a real Redis), bounded: each test
 //! stops its load by itself after a few seconds.
 
+#[path = "support/private_redis.rs"]
+mod private_redis;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -23,6 +25,7 @@ use gmbot_core::domain::{ChatId, ChatMemberStatus, GroupId, MessageId, UserId};
 use gmbot_core::telegram::{
     ChatTarget, MemoryTelegram, Method, OutgoingMessage, TelegramApi, TelegramError,
 };
+use private_redis::PrivateRedis;
 use prometheus::Registry;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -412,92 +415,12 @@ async fn without_a_shared_budget_three_instances_send_three_budgets() {
     assert!(max > 45, "three local budgets gave only {max} in a second");
 }
 
-/// A private `redis-server` on a free port, killed on drop.
-struct PrivateRedis {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl PrivateRedis {
-    fn free_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port")
-    }
-
-    async fn start_on(port: u16) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be on the PATH (Debian package redis-server)");
-        let me = Self {
-            child: Some(child),
-            port,
-            dir,
-        };
-        let client = redis::Client::open(me.url()).expect("url");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut c) = client.get_multiplexed_async_connection().await {
-                if redis::cmd("PING")
-                    .query_async::<String>(&mut c)
-                    .await
-                    .is_ok()
-                {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "private redis-server did not start on port {port}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        me
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = self.dir.path();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_falls_back_to_one_nth_each_and_returns() {
     install_logger();
-    let port = PrivateRedis::free_port();
-    let mut server = PrivateRedis::start_on(port).await;
+    let mut server = PrivateRedis::start().await;
     let url = server.url();
-    let target = format!("127.0.0.1:{port}");
+    let target = url.trim_start_matches("redis://").to_owned();
     let prefix = unique_prefix("outage");
     let a = instance(options(&url, &prefix, 2));
     let b = instance(options(&url, &prefix, 2));
@@ -516,7 +439,7 @@ async fn a_redis_outage_falls_back_to_one_nth_each_and_returns() {
     assert_eq!(metric(&a.registry, "gmbot_budget_fallback", None), 1.0);
     assert_eq!(metric(&a.registry, "gmbot_budget_instances", None), 2.0);
     let restarted = Instant::now();
-    let server = PrivateRedis::start_on(port).await;
+    server.restart().await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while a.dispatcher.budget_fallback() != Some(false)
         || b.dispatcher.budget_fallback() != Some(false)
