@@ -1172,6 +1172,49 @@ async fn lift_group_keeps_rows_whose_unmute_failed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mute_that_outlasts_the_retries_stays_pending_and_a_refused_one_is_closed() {
+    let mut h = harness().await;
+    // Telegram answers 502 to every restriction: the dispatcher's retries run out.
+    h.sim
+        .inject(Fault::on("restrictChatMember", FaultKind::ServerError(502)).always());
+    h.sim.post(h.group, h.bob, "spam").expect("bob posts");
+    h.pump().await;
+    assert!(
+        h.sim.can_post(h.group, h.bob),
+        "not muted: every call failed"
+    );
+    let row = h
+        .active(h.group, h.bob)
+        .await
+        .expect("kept for reconciliation");
+    assert_eq!(row.state, RestrictionState::Pending);
+
+    // A refusal (400) is an answer about the mute itself: the row is closed.
+    h.sim.clear_faults();
+    let carol = h.sim.add_user("Carol");
+    h.sim.join(h.group, carol).expect("join");
+    h.skip_updates().await;
+    h.sim.inject(
+        Fault::on(
+            "restrictChatMember",
+            FaultKind::Error {
+                code: 400,
+                description: "Bad Request: user is an administrator of the chat".into(),
+            },
+        )
+        .always(),
+    );
+    h.sim.post(h.group, carol, "spam").expect("carol posts");
+    h.pump().await;
+    assert!(
+        h.active(h.group, carol).await.is_none(),
+        "closed as not applied"
+    );
+    h.sim.clear_faults();
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconciliation_repairs_crashes_and_lifts_expired_and_unprotected() {
     let mut h = harness().await;
     let now = h.app.clock().unix_now();

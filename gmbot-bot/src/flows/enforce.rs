@@ -16,7 +16,7 @@ use gmbot_core::domain::{
 };
 use gmbot_core::engine::{Action, Verdict};
 use gmbot_core::store::StoreError;
-use gmbot_core::telegram::TelegramApi;
+use gmbot_core::telegram::{TelegramApi, TelegramError};
 
 use crate::app::App;
 use crate::outbox::{ModJob, ModKind, WarnRequest};
@@ -402,13 +402,18 @@ pub(crate) async fn apply_mute(
         Err(err) => {
             count(app, "restrict", false);
             app.metrics().errors.with_label_values(&["restrict"]).inc();
+            // A 429 or a 5xx that outlasted the dispatcher's retries says nothing about the
+            // mute itself: the row stays pending and reconciliation asks afresh and mutes (or
+            // lifts, if the member subscribed meanwhile). Only a refusal closes it.
+            let transient = err.is_transient() || matches!(err, TelegramError::RetryAfter { .. });
             log::warn!(
                 group_id = group.get(),
                 user_id = user.get(),
-                error:display = err;
+                error:display = err,
+                kept_pending = transient && pending;
                 "cannot mute a member"
             );
-            if pending {
+            if pending && !transient {
                 store
                     .lift_restriction(group, row, LiftReason::NotApplied, app.clock().unix_now())
                     .await?;
