@@ -5,9 +5,10 @@
 //! mid-run outage test). Every test uses its own key prefix and pub/sub
 //! channel and deletes its keys at the end.
 
+#[path = "support/private_redis.rs"]
+mod private_redis;
+
 use std::collections::HashSet;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use gmbot_core::cache::{
 use gmbot_core::clock::ManualClock;
 use gmbot_core::domain::{ChannelId, ChatMemberStatus, UnixTime, UserId};
 use gmbot_core::telegram::{TelegramError, TelegramResult};
+use private_redis::PrivateRedis;
 use prometheus::Registry;
 
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -1335,98 +1337,10 @@ async fn unreachable_redis_falls_back_to_the_loader() {
     assert!(!layered.is_subscribed());
 }
 
-/// A private `redis-server` on a free port, killed on drop.
-struct PrivateRedis {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl PrivateRedis {
-    fn free_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port")
-    }
-
-    async fn start_on(port: u16, dir: tempfile::TempDir) -> Self {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be on the PATH (Debian package redis-server)");
-        let me = Self {
-            child: Some(child),
-            port,
-            dir,
-        };
-        let client = redis::Client::open(me.url()).expect("url");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut c) = client.get_multiplexed_async_connection().await {
-                if redis::cmd("PING")
-                    .query_async::<String>(&mut c)
-                    .await
-                    .is_ok()
-                {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "private redis-server did not start on port {port}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        me
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    async fn restart(mut self) -> Self {
-        self.kill();
-        let port = self.port;
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
-        Self::start_on(port, dir).await
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_going_away_mid_run_degrades_and_recovers() {
     install_logger();
-    let server = PrivateRedis::start_on(
-        PrivateRedis::free_port(),
-        tempfile::tempdir().expect("tempdir"),
-    )
-    .await;
+    let server = PrivateRedis::start().await;
     let url = server.url();
     let prefix = unique_prefix("outage");
     let clock = ManualClock::new(UnixTime(1_700_000_000));
@@ -1478,7 +1392,7 @@ async fn redis_going_away_mid_run_degrades_and_recovers() {
     .await;
 
     // Redis comes back (empty): lookups alone bring the caches back onto it.
-    let server = server.restart().await;
+    server.restart().await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !(a.is_redis_up() && b.is_redis_up()) {
         assert!(
