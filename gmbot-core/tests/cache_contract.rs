@@ -5,14 +5,17 @@
 //! mid-run outage test). Every test uses its own key prefix and pub/sub
 //! channel and deletes its keys at the end.
 
+#[path = "support/capture_log.rs"]
+mod capture_log;
 #[path = "support/private_redis.rs"]
 mod private_redis;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use capture_log::{captured, count_logs, install_logger};
 use gmbot_core::cache::{
     CacheMode, CacheSource, LayeredCache, LayeredCacheConfig, MembershipCache, MembershipKey,
     MembershipLoader, MemoryCache, MemoryCacheConfig, RedisCache, RedisCacheConfig, TtlPolicy,
@@ -28,47 +31,6 @@ const START_REDIS: &str = "redis-server --daemonize yes --bind 127.0.0.1 -::1 --
      --save \"\" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log";
 
 // ---------------------------------------------------------------- log capture
-
-/// Records every log line so tests can count the outage warnings.
-struct CaptureLogger;
-
-fn captured() -> &'static Mutex<Vec<(log::Level, String)>> {
-    static LINES: OnceLock<Mutex<Vec<(log::Level, String)>>> = OnceLock::new();
-    LINES.get_or_init(|| Mutex::new(Vec::new()))
-}
-
-impl log::Log for CaptureLogger {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        if record.target().starts_with("gmbot_core") {
-            captured()
-                .lock()
-                .expect("log capture lock")
-                .push((record.level(), record.args().to_string()));
-        }
-    }
-    fn flush(&self) {}
-}
-
-fn install_logger() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        static LOGGER: CaptureLogger = CaptureLogger;
-        log::set_logger(&LOGGER).expect("logger installs once");
-        log::set_max_level(log::LevelFilter::Info);
-    });
-}
-
-fn count_logs(level: log::Level, needle: &str) -> usize {
-    captured()
-        .lock()
-        .expect("log capture lock")
-        .iter()
-        .filter(|(l, m)| *l == level && m.contains(needle))
-        .count()
-}
 
 fn outage_warning(url: &str) -> String {
     format!("Redis at {url} is unavailable")
@@ -1317,7 +1279,7 @@ async fn unreachable_redis_falls_back_to_the_loader() {
     assert_eq!(calls.load(Ordering::SeqCst), 2 * n as usize);
     // One warning per cache for the whole outage, not one per call.
     assert_eq!(
-        count_logs(log::Level::Warn, &outage_warning(url)),
+        count_logs(log::Level::Warn, &[&outage_warning(url)]),
         2,
         "{:?}",
         captured()
@@ -1382,7 +1344,7 @@ async fn redis_going_away_mid_run_degrades_and_recovers() {
     assert!(!a.is_redis_up() && !b.is_redis_up());
     // One warning per cache instance for the whole outage, not one per call.
     assert_eq!(
-        count_logs(log::Level::Warn, &outage_warning(&url)),
+        count_logs(log::Level::Warn, &[&outage_warning(&url)]),
         2,
         "one warning per instance"
     );
@@ -1405,7 +1367,7 @@ async fn redis_going_away_mid_run_degrades_and_recovers() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
-        count_logs(log::Level::Info, &recovery_info(&url)),
+        count_logs(log::Level::Info, &[&recovery_info(&url)]),
         2,
         "each recovery is logged"
     );
@@ -1432,7 +1394,7 @@ async fn redis_going_away_mid_run_degrades_and_recovers() {
     })
     .await;
     assert_eq!(
-        count_logs(log::Level::Warn, &outage_warning(&url)),
+        count_logs(log::Level::Warn, &[&outage_warning(&url)]),
         2,
         "no new warning"
     );

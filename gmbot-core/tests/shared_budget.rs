@@ -7,6 +7,8 @@
 //! kills only that. Real time (the dispatchers talk to a real Redis), bounded: each test
 //! stops its load by itself after a few seconds.
 
+#[path = "support/capture_log.rs"]
+mod capture_log;
 #[path = "support/private_redis.rs"]
 mod private_redis;
 
@@ -14,9 +16,10 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use capture_log::{count_logs, install_logger};
 use gmbot_core::dispatch::{
     BucketRate, BudgetBucket, BudgetError, DispatchConfig, Dispatcher, RedisBudget,
     RedisBudgetConfig, ReserveOptions, SharedBudget, SharedBudgetOptions, SlotRequest,
@@ -35,46 +38,6 @@ const ALICE: UserId = UserId(11);
 const GROUPS: usize = 60;
 
 // ---------------------------------------------------------------- log capture
-
-struct CaptureLogger;
-
-fn captured() -> &'static Mutex<Vec<(log::Level, String)>> {
-    static LINES: OnceLock<Mutex<Vec<(log::Level, String)>>> = OnceLock::new();
-    LINES.get_or_init(|| Mutex::new(Vec::new()))
-}
-
-impl log::Log for CaptureLogger {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        if record.target().starts_with("gmbot_core") {
-            captured()
-                .lock()
-                .expect("log capture lock")
-                .push((record.level(), record.args().to_string()));
-        }
-    }
-    fn flush(&self) {}
-}
-
-fn install_logger() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        static LOGGER: CaptureLogger = CaptureLogger;
-        log::set_logger(&LOGGER).expect("logger installs once");
-        log::set_max_level(log::LevelFilter::Info);
-    });
-}
-
-fn count_logs(level: log::Level, needles: &[&str]) -> usize {
-    captured()
-        .lock()
-        .expect("log capture lock")
-        .iter()
-        .filter(|(l, m)| *l == level && needles.iter().all(|n| m.contains(n)))
-        .count()
-}
 
 // ---------------------------------------------------------------- fixtures
 
