@@ -15,7 +15,9 @@ use gmbot_core::cache::{
     LayeredCache, LayeredCacheConfig, MembershipCache, MemoryCache, MemoryCacheConfig,
 };
 use gmbot_core::clock::{Clock, SystemClock};
-use gmbot_core::coordination::{RedisCoordination, RedisCoordinationConfig, SubscriptionGuard};
+use gmbot_core::coordination::{
+    GroupEvent, RedisCoordination, RedisCoordinationConfig, SubscriptionGuard,
+};
 use gmbot_core::dispatch::{DispatchConfig, RedisBudget, RedisBudgetConfig, SharedBudgetOptions};
 use gmbot_core::domain::UserId;
 use gmbot_core::engine::EngineConfig;
@@ -512,13 +514,25 @@ async fn share_state(
     let shared = Arc::new(
         RedisCoordination::open(c).context("cannot set up shared leases in Redis (REDIS_URL)")?,
     );
-    let flows = crate::flows::Shared::new(shared.clone(), shared.clone(), lease, app.registry())
-        .context("cannot register the shared claims' metrics")?;
+    let flows = crate::flows::Shared::new(
+        shared.clone(),
+        shared.clone(),
+        shared.clone(),
+        lease,
+        app.registry(),
+    )
+    .context("cannot register the shared claims' metrics")?;
     app.flows().share(flows);
     app.engine().publish_to(shared.clone());
     let engine = app.engine().clone();
+    let resync_app = app.clone();
     let guard = shared.subscribe(Arc::new(move |event| {
         let engine = engine.clone();
+        if event == GroupEvent::Resync {
+            // Redis is back (perhaps empty): the groups' shown warnings go back on the board.
+            let app = resync_app.clone();
+            tokio::spawn(async move { app.outbox().restore_board(&app).await });
+        }
         tokio::spawn(async move { engine.apply(event).await });
     }));
     if !guard.wait_subscribed(Duration::from_secs(1)).await {

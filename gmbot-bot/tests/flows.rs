@@ -97,12 +97,12 @@ impl Store for CountingStore {
     async fn migrate_group(&self, from: GroupId, to: GroupId, at: UnixTime) -> StoreResult<()> {
         self.inner.migrate_group(from, to, at).await
     }
-    async fn record_restriction(
+    async fn place_restriction(
         &self,
         new: &NewRestriction,
         at: UnixTime,
-    ) -> StoreResult<Restriction> {
-        self.inner.record_restriction(new, at).await
+    ) -> StoreResult<(Restriction, bool)> {
+        self.inner.place_restriction(new, at).await
     }
     async fn confirm_restriction(&self, group: GroupId, id: RestrictionId) -> StoreResult<bool> {
         self.inner.confirm_restriction(group, id).await
@@ -916,6 +916,7 @@ async fn shared_claims_fall_back_to_the_in_process_cooldown_when_redis_is_down()
         .expect("valid URL"),
     );
     let shared = flows::Shared::new(
+        dead.clone(),
         dead.clone(),
         dead,
         Duration::from_secs(15),
@@ -2001,6 +2002,56 @@ async fn a_join_while_the_mute_is_queued_leaves_the_member_free_and_without_a_ro
     h.pump().await;
     assert!(h.sim.can_post(h.group, h.bob), "Bob can write");
     assert_eq!(h.active(h.group, h.bob).await, None, "no open row");
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mute_whose_row_was_closed_while_it_was_on_its_way_is_undone() {
+    use gmbot_bot::sim::{Fault, FaultKind};
+    use gmbot_core::domain::{LiftReason, UnixTime};
+
+    let mut h = harness().await;
+    // Bob's mute is slow to land; meanwhile he subscribes and another path (another
+    // instance, whose outbox this one cannot see) closes his row.
+    h.sim.inject(
+        Fault::on(
+            "restrictChatMember",
+            FaultKind::Delay(std::time::Duration::from_millis(1500)),
+        )
+        .times(1),
+    );
+    h.sim.post(h.group, h.bob, "hi").expect("post");
+    assert_eq!(h.handle_waiting().await, 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while h.sim.calls_to("deleteMessage").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the outbox started");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    h.sim.join(h.channel, h.bob).expect("bob subscribes");
+    // The join update goes to the other instance: this one never handles it.
+    h.skip_updates().await;
+    let closed = h
+        .store
+        .lift_member(h.group, h.bob, LiftReason::Joined, UnixTime::now())
+        .await
+        .expect("store");
+    assert_eq!(closed.len(), 1, "the other path closed the pending row");
+    h.pump().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !h.sim.can_post(h.group, h.bob) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the late mute is undone: Bob can write"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(h.active(h.group, h.bob).await, None, "no open row");
+    assert_eq!(
+        h.sim.calls_to("restrictChatMember").len(),
+        2,
+        "the mute, then its undoing"
+    );
     h.finish().await;
 }
 

@@ -6,7 +6,8 @@
 //!   holder that dies is replaced within one lease period;
 //! - `/unprotect`, `/protect` and an admin promotion on one instance reach the others' caches
 //!   at once;
-//! - a raid spread over two instances: each raider warned once, one raid notice;
+//! - a raid spread over two instances: each raider warned once, in one warning message (the
+//!   shared warning board), one raid notice;
 //! - Redis killed mid-lease (a private `redis-server`): never two instances running the job
 //!   at once, and verification goes on throughout.
 
@@ -488,6 +489,33 @@ async fn a_raid_over_two_instances_warns_each_raider_once_and_tells_the_owner_on
             warnings.iter().map(|m| &m.text).collect::<Vec<_>>()
         );
     }
+    // One warning message in the group, whichever instance each raider's message reached:
+    // the instance that warned first posted it, the other edited its raiders into it.
+    let posted = sim
+        .calls_to("sendMessage")
+        .iter()
+        .filter(|c| c.int("chat_id") == Some(w.group.0))
+        .filter(|c| {
+            c.params
+                .get("reply_markup")
+                .is_some_and(|m| m.to_string().contains("j:"))
+        })
+        .count();
+    assert_eq!(
+        posted, 1,
+        "one warning posted in the group across both instances"
+    );
+    let board = |result| -> u64 {
+        both.iter()
+            .map(|b| claims(b, "warning_board", result))
+            .sum()
+    };
+    assert_eq!(
+        board("posted"),
+        1,
+        "one instance took the warning board's slot"
+    );
+    assert_eq!(board("unavailable"), 0);
     let won: u64 = both.iter().map(|b| claims(b, "warning", "won")).sum();
     let lost: u64 = both.iter().map(|b| claims(b, "warning", "lost")).sum();
     assert_eq!(

@@ -1,4 +1,4 @@
-//! The coordination contract (leases, claims) run against both adapters (in-process and
+//! The coordination contract (leases, claims, warning boards) run against both adapters (in-process and
 //! Redis), plus what only Redis does: group events between instances, a lease taken over
 //! after its holder vanished, and a Redis killed mid-lease (a private `redis-server`).
 //!
@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gmbot_core::coordination::{
-    ClaimStore, GroupEvent, GroupEvents, HeldLease, LeaseStore, LocalCoordination,
-    RedisCoordination, RedisCoordinationConfig,
+    BoardMember, BoardSlot, ClaimStore, GroupEvent, GroupEvents, HeldLease, LeaseStore,
+    LocalCoordination, RedisCoordination, RedisCoordinationConfig, WarningBoard,
 };
-use gmbot_core::domain::GroupId;
+use gmbot_core::domain::{GroupId, MessageId, UserId};
 use tokio::time::Instant;
 
 #[path = "support/private_redis.rs"]
@@ -152,11 +152,129 @@ async fn claim_contract(store: Arc<dyn ClaimStore>) {
     );
 }
 
+fn member(id: i64, name: &str) -> BoardMember {
+    BoardMember {
+        id: UserId(id),
+        name: name.to_owned(),
+    }
+}
+
+/// One warning per group at a time: the first joiner posts, joiners meanwhile are queued and
+/// handed to the poster, later ones edit; members are counted once and the first `max` named;
+/// a cleared or expired board is posted afresh; another group is independent.
+async fn board_contract(board: Arc<dyn WarningBoard>) {
+    let (g, other) = (GroupId(-1_001), GroupId(-1_002));
+    let ttl = Duration::from_millis(800);
+    let a = [member(1, "Ann \"Quote\" <b>"), member(2, "Bob")];
+    assert_eq!(
+        board.join(g, "t1", &a, 3, ttl).await.expect("answers"),
+        BoardSlot::Post
+    );
+    assert_eq!(
+        board
+            .join(g, "t2", &[member(2, "Bob"), member(3, "Cy")], 3, ttl)
+            .await
+            .expect("answers"),
+        BoardSlot::Queued,
+        "someone is posting"
+    );
+    assert!(
+        board
+            .posted(g, "t2", MessageId(9))
+            .await
+            .expect("answers")
+            .is_none(),
+        "only the slot's holder posts"
+    );
+    let view = board
+        .posted(g, "t1", MessageId(10))
+        .await
+        .expect("answers")
+        .expect("the slot is t1's");
+    assert_eq!(view.count, 3, "Bob counted once");
+    assert_eq!(
+        view.named,
+        vec![a[0].clone(), a[1].clone(), member(3, "Cy")]
+    );
+    match board
+        .join(g, "t3", &[member(4, "Di"), member(1, "Ann")], 3, ttl)
+        .await
+        .expect("answers")
+    {
+        BoardSlot::Shown {
+            message,
+            view,
+            left,
+        } => {
+            assert_eq!(message, MessageId(10));
+            assert_eq!(view.count, 4);
+            assert_eq!(view.named.len(), 3, "at most max named");
+            assert!(left <= ttl && left > Duration::ZERO, "{left:?}");
+        }
+        other => panic!("expected the shown warning, got {other:?}"),
+    }
+    assert_eq!(
+        board
+            .join(other, "t3", &[member(1, "Ann")], 3, ttl)
+            .await
+            .expect("answers"),
+        BoardSlot::Post,
+        "per group"
+    );
+    board
+        .clear(g, "t9", Some(MessageId(11)))
+        .await
+        .expect("answers");
+    assert!(
+        matches!(
+            board.join(g, "t4", &[], 3, ttl).await.expect("answers"),
+            BoardSlot::Shown { .. }
+        ),
+        "a clear for another message leaves the board alone"
+    );
+    board
+        .clear(g, "t9", Some(MessageId(10)))
+        .await
+        .expect("answers");
+    assert_eq!(
+        board
+            .join(g, "t5", &[member(5, "Ed")], 3, ttl)
+            .await
+            .expect("answers"),
+        BoardSlot::Post,
+        "cleared: posted afresh"
+    );
+    board.clear(g, "t5", None).await.expect("answers");
+    assert_eq!(
+        board
+            .join(g, "t6", &[member(5, "Ed")], 3, ttl)
+            .await
+            .expect("answers"),
+        BoardSlot::Post
+    );
+    let view = board
+        .posted(g, "t6", MessageId(12))
+        .await
+        .expect("answers")
+        .expect("t6's");
+    assert_eq!(view.count, 1, "a new board counts afresh");
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    assert_eq!(
+        board
+            .join(g, "t7", &[member(5, "Ed")], 3, ttl)
+            .await
+            .expect("answers"),
+        BoardSlot::Post,
+        "expired"
+    );
+}
+
 #[tokio::test]
 async fn the_in_process_adapter_keeps_the_contract() {
     let c = Arc::new(LocalCoordination::new());
     lease_contract(c.clone()).await;
-    claim_contract(c).await;
+    claim_contract(c.clone()).await;
+    board_contract(c).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,7 +282,56 @@ async fn the_redis_adapter_keeps_the_contract() {
     let p = prefix("contract");
     let c = Arc::new(redis(&p, REDIS_URL));
     lease_contract(c.clone()).await;
-    claim_contract(c).await;
+    claim_contract(c.clone()).await;
+    board_contract(c).await;
+    cleanup(&p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instance_posts_a_groups_warning_and_the_others_join_it() {
+    let p = prefix("board");
+    let instances: Vec<Arc<RedisCoordination>> =
+        (0..3).map(|_| Arc::new(redis(&p, REDIS_URL))).collect();
+    let g = GroupId(-1_003);
+    let mut tasks = Vec::new();
+    for (i, c) in instances.iter().enumerate() {
+        for k in 0..10 {
+            let c = Arc::clone(c);
+            let id = i64::try_from(i * 10 + k).expect("small") + 1;
+            tasks.push(tokio::spawn(async move {
+                let slot = c
+                    .join(
+                        g,
+                        &format!("t{id}"),
+                        &[member(id, "m")],
+                        10,
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .expect("answers");
+                (id, slot)
+            }));
+        }
+    }
+    let mut posters = Vec::new();
+    for t in tasks {
+        let (id, slot) = t.await.expect("task");
+        if slot == BoardSlot::Post {
+            posters.push(id);
+        }
+    }
+    assert_eq!(
+        posters.len(),
+        1,
+        "one poster among 30 concurrent joins: {posters:?}"
+    );
+    let view = instances[0]
+        .posted(g, &format!("t{}", posters[0]), MessageId(77))
+        .await
+        .expect("answers")
+        .expect("the poster's slot");
+    assert_eq!(view.count, 30, "every member gathered");
+    assert_eq!(view.named.len(), 10);
     cleanup(&p).await;
 }
 

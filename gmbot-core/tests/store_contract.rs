@@ -1443,13 +1443,20 @@ async fn one_open_restriction_per_member(s: Arc<dyn Store>) {
     for task in 0..8 {
         let s = s.clone();
         handles.push(tokio::spawn(async move {
-            s.record_restriction(&mute(g, user), t(task)).await
+            s.place_restriction(&mute(g, user), t(task)).await
         }));
     }
     let mut rows = Vec::new();
+    let mut fresh = 0;
     for h in handles {
-        rows.push(h.await.expect("no panic").expect("recorded"));
+        let (row, wrote) = h.await.expect("no panic").expect("recorded");
+        fresh += usize::from(wrote);
+        rows.push(row);
     }
+    assert_eq!(
+        fresh, 1,
+        "exactly one caller wrote the row; the others found it"
+    );
     let first = rows[0].id;
     assert!(rows.iter().all(|r| r.id == first), "{rows:?}");
     assert!(s.confirm_restriction(g, first).await.expect("confirm"));

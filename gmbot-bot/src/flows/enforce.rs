@@ -246,12 +246,27 @@ async fn record_mute(
         // message is deleted, no second call is needed.
         Some(r) if r.state == RestrictionState::Active => return Ok(MuteRecord::AlreadyMuted),
         // Pending: its call is queued or in flight (the outbox knows), or it died with a
-        // previous process; queue it again unless the outbox has it.
+        // previous process; queue it again unless the outbox has it. With several instances
+        // a young pending row may be another instance's, whose call is on its way: queueing
+        // it here would mute twice (reconciliation takes it up if that instance died).
         Some(_) if app.outbox().has_work_for(group, user) => return Ok(MuteRecord::AlreadyMuted),
+        Some(r)
+            if app.flows().shared().is_some()
+                && !super::reconcile::pending_call_lost(app, &r, now) =>
+        {
+            return Ok(MuteRecord::AlreadyMuted)
+        }
         Some(r) => r,
         None => match new_mute_row(app, &**app.telegram(), group, user, until, missing, now).await?
         {
-            Some(r) => r,
+            // Someone recorded it meanwhile (both found no row, then both recorded): muted
+            // already, or — with several instances — its call is on another one's way.
+            Some((r, false))
+                if r.state == RestrictionState::Active || app.flows().shared().is_some() =>
+            {
+                return Ok(MuteRecord::AlreadyMuted)
+            }
+            Some((r, _)) => r,
             None => return Ok(MuteRecord::KeptAdminRestriction),
         },
     };
@@ -307,7 +322,7 @@ pub async fn restrict(
     let row = match existing {
         Some(r) => r,
         None => match new_mute_row(app, telegram, group, user, until, missing, now).await? {
-            Some(r) => r,
+            Some((r, _)) => r,
             None => return Ok(Muted::KeptAdminRestriction),
         },
     };
@@ -347,7 +362,7 @@ async fn new_mute_row(
     until: Option<UnixTime>,
     missing: &[std::sync::Arc<EnforcedChannel>],
     now: UnixTime,
-) -> Result<Option<gmbot_core::domain::Restriction>, StoreError> {
+) -> Result<Option<(gmbot_core::domain::Restriction, bool)>, StoreError> {
     let ahead = app.flows().read_ahead_status().remove(&(group, user)).await;
     let status = match ahead {
         Some(status) => Ok(status),
@@ -361,9 +376,9 @@ async fn new_mute_row(
         );
         return Ok(None);
     }
-    let row = app
+    let placed = app
         .store()
-        .record_restriction(
+        .place_restriction(
             &NewRestriction {
                 group,
                 user,
@@ -374,12 +389,31 @@ async fn new_mute_row(
             now,
         )
         .await?;
-    Ok(Some(row))
+    Ok(Some(placed))
+}
+
+/// Whether `row` is still `user`'s open restriction in `group`.
+async fn still_open(
+    app: &App,
+    group: GroupId,
+    user: UserId,
+    row: gmbot_core::domain::RestrictionId,
+) -> Result<bool, StoreError> {
+    Ok(app
+        .store()
+        .active_restriction(group, user)
+        .await?
+        .is_some_and(|r| r.id == row))
 }
 
 /// `restrictChatMember` for a recorded mute, then its row: confirmed when Telegram agreed
 /// (if still `pending`), closed as [`LiftReason::NotApplied`] when it refused. Returns
 /// whether the member is muted in Telegram now. Shared by the outbox and [`restrict`].
+///
+/// A pending row closed before its call (the member joined the channel and another path,
+/// perhaps on another instance, lifted it) is not applied; one closed while the call was on
+/// its way (it waits for the budget) is undone at once, so a member who subscribed is never
+/// left muted by a mute that lost the race.
 pub(crate) async fn apply_mute(
     app: &App,
     telegram: &dyn TelegramApi,
@@ -390,11 +424,26 @@ pub(crate) async fn apply_mute(
     pending: bool,
 ) -> Result<bool, StoreError> {
     let store = app.store();
+    if pending && !still_open(app, group, user, row).await? {
+        log::info!(group_id = group.get(), user_id = user.get(); "mute not applied: its row was closed meanwhile (the member joined)");
+        return Ok(false);
+    }
     match telegram.restrict_member(group, user, until).await {
         Ok(()) => {
             count(app, "restrict", true);
-            if pending {
-                store.confirm_restriction(group, row).await?;
+            if pending
+                && !store.confirm_restriction(group, row).await?
+                && !still_open(app, group, user, row).await?
+            {
+                let undone = telegram.unrestrict_member(group, user).await;
+                count(app, "unrestrict", undone.is_ok());
+                log::info!(
+                    group_id = group.get(),
+                    user_id = user.get(),
+                    undone = undone.is_ok();
+                    "mute undone: its row was closed while the call was on its way (the member joined)"
+                );
+                return Ok(false);
             }
             log::info!(group_id = group.get(), user_id = user.get(); "member muted");
             Ok(true)

@@ -45,7 +45,30 @@ use super::lift::{lift_one, unmute_member, Unmuted};
 const PAGE: u32 = 200;
 
 /// A pending row younger than this may still be waiting for its Telegram call.
-const PENDING_GRACE_SECS: i64 = 60;
+pub(crate) const PENDING_GRACE_SECS: i64 = 60;
+
+/// Whether nobody will make a pending row's Telegram call unless it is queued again.
+///
+/// Not while this process's outbox has work for the member. Otherwise a row placed before
+/// this process started lost its call with the previous process — on one instance. With
+/// several instances sharing Redis, another live instance may have placed it and hold its
+/// call, so only a row older than [`PENDING_GRACE_SECS`] counts as lost there; on one
+/// instance that age also covers a call whose retries ran out.
+pub(crate) fn pending_call_lost(
+    app: &App,
+    row: &Restriction,
+    now: gmbot_core::domain::UnixTime,
+) -> bool {
+    if app.outbox().has_work_for(row.group, row.user) {
+        return false;
+    }
+    let old = now.secs() - row.placed_at.secs() >= PENDING_GRACE_SECS;
+    if app.flows().shared().is_some() {
+        old
+    } else {
+        old || row.placed_at < app.started_at()
+    }
+}
 
 /// What one pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -214,13 +237,8 @@ async fn check(
             .await?;
         return Ok(Outcome::Lifted(LiftReason::Expired));
     }
-    // A pending row of this process may still have its call queued in the outbox (or in
-    // flight); one placed before this process started lost its call with the old process.
-    if row.state == RestrictionState::Pending
-        && (app.outbox().has_work_for(row.group, row.user)
-            || (row.placed_at >= app.started_at()
-                && now.secs() - row.placed_at.secs() < PENDING_GRACE_SECS))
-    {
+    // A pending row may still have its call queued in an outbox (or in flight).
+    if row.state == RestrictionState::Pending && !pending_call_lost(app, row, now) {
         return Ok(Outcome::Kept);
     }
     match subscribed(app, telegram, &group, row).await {

@@ -1,4 +1,4 @@
-//! Work done once across instances: the claims behind warning cool-downs, join de-duplication and notices, and the leases periodic jobs run under, when several webhook instances share Redis.
+//! Work done once across instances: the claims behind warning cool-downs, join de-duplication and notices, the group's one shown warning, and the leases periodic jobs run under, when several webhook instances share Redis.
 //!
 //! Without it (one instance, polling, no `REDIS_URL`) the flows use their in-process state
 //! only, as a single instance always did. With it, Redis decides first:
@@ -6,6 +6,9 @@
 //! - a **claim** is `SET NX PX` on `claim:{kind}:{group}:{…}`; whoever sets it warns, posts
 //!   the notice or handles the join. The claim is also noted in process, so that during a
 //!   later outage this instance still remembers it.
+//! - a group's **warning board** says which message is the group's shown warning and whom it
+//!   names: the first instance to warn posts it, the others edit their members into it
+//!   (see `outbox::warnings`).
 //! - When Redis does not answer within its short timeout (150 ms; during an outage calls
 //!   fail at once), the **in-process claim decides**, as on one instance: each instance may
 //!   then post its own warning or notice. An extra warning is better than a missing one, and
@@ -17,7 +20,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gmbot_core::coordination::{ClaimStore, LeaseStore};
+use gmbot_core::coordination::{ClaimStore, LeaseStore, WarningBoard};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// What a shared claim answered.
@@ -36,6 +39,7 @@ pub(crate) enum Claimed {
 pub struct Shared {
     leases: Arc<dyn LeaseStore>,
     claims: Arc<dyn ClaimStore>,
+    board: Arc<dyn WarningBoard>,
     lease_ttl: Duration,
     counts: IntCounterVec,
     held: IntGaugeVec,
@@ -51,11 +55,13 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    /// Leases in `leases` lasting `lease_ttl` (at least one second), claims in `claims`;
-    /// registers `gmbot_shared_claims_total` into `registry`.
+    /// Leases in `leases` lasting `lease_ttl` (at least one second), claims in `claims`,
+    /// groups' shown warnings on `board`; registers `gmbot_shared_claims_total` into
+    /// `registry`.
     pub fn new(
         leases: Arc<dyn LeaseStore>,
         claims: Arc<dyn ClaimStore>,
+        board: Arc<dyn WarningBoard>,
         lease_ttl: Duration,
         registry: &Registry,
     ) -> prometheus::Result<Self> {
@@ -87,6 +93,7 @@ impl Shared {
         Ok(Self {
             leases,
             claims,
+            board,
             lease_ttl: lease_ttl.max(Duration::from_secs(1)),
             counts,
             held,
@@ -102,6 +109,18 @@ impl Shared {
     /// Once-only claims.
     pub fn claims(&self) -> &Arc<dyn ClaimStore> {
         &self.claims
+    }
+
+    /// Where groups' shown warnings are kept.
+    pub fn board(&self) -> &Arc<dyn WarningBoard> {
+        &self.board
+    }
+
+    /// Counts one warning-board answer in `gmbot_shared_claims_total{kind="warning_board"}`.
+    pub(crate) fn count_board(&self, result: &str) {
+        self.counts
+            .with_label_values(&["warning_board", result])
+            .inc();
     }
 
     /// How long a lease lasts unless renewed (`GMBOT_LEASE_SECONDS`).

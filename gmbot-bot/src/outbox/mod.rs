@@ -461,6 +461,12 @@ impl Outbox {
         true
     }
 
+    /// Puts this instance's shown warnings back on the shared warning board (several
+    /// instances, after Redis came back; see `warnings`).
+    pub async fn restore_board(&self, app: &App) {
+        warnings::restore_board(self, app).await;
+    }
+
     /// Adds a denied member to the group's pending warning (one message per group, see the
     /// module docs).
     pub fn warn(&self, group: GroupId, request: WarnRequest) {

@@ -20,10 +20,19 @@
 //! does not know the parameters posts it publicly, the member gets the ordinary public warning.
 //! The reference names no separate limit for ephemeral messages, so they are budgeted as
 //! messages into the group (20/min), like the public warning.
+//!
+//! With **several instances** sharing Redis, the shown warning lives on the group's warning
+//! board ([`WarningBoard`]) instead of in one instance's memory: the first instance to warn
+//! takes the board's slot and posts; instances that warn meanwhile add their members to the
+//! board, and the poster edits them in as soon as its message is up; once it is up, any
+//! instance adds its members and edits the message into everyone gathered. So a group shows
+//! one warning per cool-down whichever instance its updates reach. When Redis does not
+//! answer, each instance keeps its own shown warning, as one instance does.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use gmbot_core::coordination::{BoardMember, BoardSlot, BoardView, WarningBoard};
 use gmbot_core::dispatch::Lane;
 use gmbot_core::domain::{EnforcedChannel, GroupId, MessageId, UserId};
 use gmbot_core::telegram::{InlineButton, OutgoingMessage, Posted, TelegramApi};
@@ -232,8 +241,425 @@ async fn send_private(
     }
 }
 
+/// A board member as the [`User`] the message names.
+fn board_user(m: &BoardMember) -> User {
+    User {
+        id: m.id,
+        is_bot: false,
+        first_name: m.name.clone(),
+        last_name: None,
+        username: None,
+    }
+}
+
+/// A token no other caller of the board holds: std's randomly keyed hasher (a fresh key
+/// per call) over a per-process counter.
+fn board_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(n);
+    h.write_u32(std::process::id());
+    format!("{:016x}{n:x}", h.finish())
+}
+
+/// What [`send_shared`] did.
+enum SharedSend {
+    /// The warning is posted, edited or handed to the instance posting it.
+    Done,
+    /// Redis did not answer: the caller decides in process.
+    Unavailable,
+}
+
+/// Notes the group's shown warning in this instance too, for an outage of the board later.
+fn note_shown(
+    outbox: &Outbox,
+    group: GroupId,
+    message: MessageId,
+    posted: Instant,
+    batch: &WarnBatch,
+    view: &BoardView,
+    missing: Vec<Arc<EnforcedChannel>>,
+) {
+    let mut s = outbox.lock();
+    if let Some(q) = s.groups.get_mut(&group) {
+        q.shown = Some(ShownWarning {
+            message,
+            posted,
+            cooldown: batch.cooldown,
+            named: view.named.iter().map(board_user).collect(),
+            count: usize::try_from(view.count).unwrap_or(usize::MAX),
+            missing,
+        });
+    }
+}
+
+/// Edits `message` into everyone on the board; `false` if it cannot be edited (gone).
+async fn edit_shown(
+    app: &App,
+    telegram: &dyn TelegramApi,
+    group: GroupId,
+    message: MessageId,
+    view: &BoardView,
+    missing: &[Arc<EnforcedChannel>],
+    delete_after: Duration,
+) -> bool {
+    let named: Vec<User> = view.named.iter().map(board_user).collect();
+    let count_all = usize::try_from(view.count).unwrap_or(usize::MAX);
+    let msg = consolidated_message(&named, count_all, missing);
+    match telegram.edit_message(group.into(), message, &msg).await {
+        Ok(()) => {
+            count(app, "warn_edit", true);
+            app.flows()
+                .timers()
+                .reschedule(group, None, message, delete_after);
+            log::info!(group_id = group.get(), members = count_all; "warning updated");
+            true
+        }
+        Err(err) => {
+            count(app, "warn_edit", false);
+            log::debug!(group_id = group.get(), error:display = err; "cannot edit the shown warning; posting a new one");
+            false
+        }
+    }
+}
+
+/// The group's warning through the shared board (several instances): post it, edit it, or
+/// leave the members to the instance posting it.
+async fn send_shared(
+    outbox: &Outbox,
+    app: &App,
+    group: GroupId,
+    batch: &WarnBatch,
+    board: &dyn WarningBoard,
+) -> SharedSend {
+    let shared = app.flows().shared();
+    let counted = |result: &str| {
+        if let Some(s) = shared {
+            s.count_board(result);
+        }
+    };
+    let token = board_token();
+    let members: Vec<BoardMember> = batch
+        .named
+        .iter()
+        .map(|u| BoardMember {
+            id: u.id,
+            name: u.display_name(),
+        })
+        .collect();
+    let telegram = app.telegram_in(Lane::Notify);
+    // Two rounds at most: a shown warning that cannot be edited any more is cleared, and the
+    // second round posts afresh.
+    for _ in 0..2 {
+        let slot = match board
+            .join(group, &token, &members, MAX_NAMED, batch.cooldown)
+            .await
+        {
+            Ok(slot) => slot,
+            Err(err) => {
+                counted("unavailable");
+                log::debug!(group_id = group.get(), error:display = err; "warning board unanswered; this instance decides alone");
+                return SharedSend::Unavailable;
+            }
+        };
+        match slot {
+            BoardSlot::Queued => {
+                counted("queued");
+                log::debug!(group_id = group.get(), members = batch.count; "another instance is posting the warning; members handed to it");
+                return SharedSend::Done;
+            }
+            BoardSlot::Shown {
+                message,
+                view,
+                left,
+            } => {
+                counted("edited");
+                if edit_shown(
+                    app,
+                    &telegram,
+                    group,
+                    message,
+                    &view,
+                    &batch.missing,
+                    batch.delete_after,
+                )
+                .await
+                {
+                    let posted = Instant::now()
+                        .checked_sub(batch.cooldown.saturating_sub(left))
+                        .unwrap_or_else(Instant::now);
+                    note_shown(
+                        outbox,
+                        group,
+                        message,
+                        posted,
+                        batch,
+                        &view,
+                        batch.missing.clone(),
+                    );
+                    return SharedSend::Done;
+                }
+                let _ = board.clear(group, &token, Some(message)).await;
+            }
+            BoardSlot::Post => {
+                let now = Instant::now();
+                let local = {
+                    let s = outbox.lock();
+                    s.groups
+                        .get(&group)
+                        .and_then(|q| q.shown.clone())
+                        .filter(|w| w.is_fresh(now))
+                };
+                if let Some(shown) = local {
+                    // This instance's warning from before the board was lost (Redis was
+                    // down, or restarted empty): it goes back on the board, and the
+                    // members are edited into it instead of a second message.
+                    counted("restored");
+                    if restore_shown(outbox, app, &telegram, group, batch, board, &token, &shown)
+                        .await
+                    {
+                        return SharedSend::Done;
+                    }
+                    let _ = board.clear(group, &token, Some(shown.message)).await;
+                    continue;
+                }
+                counted("posted");
+                post_shared(outbox, app, &telegram, group, batch, board, &token).await;
+                return SharedSend::Done;
+            }
+        }
+    }
+    SharedSend::Done
+}
+
+/// Holding the board's slot with a warning of this instance still shown: puts it on the
+/// board and edits the members in. `false` if it cannot be edited (gone).
+#[allow(clippy::too_many_arguments)]
+async fn restore_shown(
+    outbox: &Outbox,
+    app: &App,
+    telegram: &dyn TelegramApi,
+    group: GroupId,
+    batch: &WarnBatch,
+    board: &dyn WarningBoard,
+    token: &str,
+    shown: &ShownWarning,
+) -> bool {
+    let earlier: Vec<BoardMember> = shown
+        .named
+        .iter()
+        .map(|u| BoardMember {
+            id: u.id,
+            name: u.display_name(),
+        })
+        .collect();
+    let left = (shown.posted + shown.cooldown).saturating_duration_since(Instant::now());
+    // Added under this caller's slot (the board answers `Queued` to its own token now).
+    let _ = board.join(group, token, &earlier, MAX_NAMED, left).await;
+    let mut view = match board.posted(group, token, shown.message).await {
+        Ok(Some(view)) => view,
+        _ => return false,
+    };
+    view.count = view.count.max((shown.count + batch.count) as u64);
+    let mut missing = shown.missing.clone();
+    merge_channels(&mut missing, &batch.missing);
+    if !edit_shown(
+        app,
+        telegram,
+        group,
+        shown.message,
+        &view,
+        &missing,
+        batch.delete_after,
+    )
+    .await
+    {
+        return false;
+    }
+    note_shown(
+        outbox,
+        group,
+        shown.message,
+        shown.posted,
+        batch,
+        &view,
+        missing,
+    );
+    true
+}
+
+/// Holding the board's slot: posts the warning (personal for one member, private if the
+/// group asks for it), then edits in whoever other instances gathered meanwhile.
+async fn post_shared(
+    outbox: &Outbox,
+    app: &App,
+    telegram: &dyn TelegramApi,
+    group: GroupId,
+    batch: &WarnBatch,
+    board: &dyn WarningBoard,
+    token: &str,
+) {
+    let (msg, personal) = match first_message(app, telegram, group, batch).await {
+        Some(m) => m,
+        None => {
+            // Sent privately: nothing on screen for the others to join.
+            let _ = board.clear(group, token, None).await;
+            return;
+        }
+    };
+    let message = match telegram.send_message(group.into(), &msg).await {
+        Ok(message) => message,
+        Err(err) => {
+            count(app, "warn", false);
+            log::warn!(group_id = group.get(), members = batch.count, error:display = err; "cannot post a warning");
+            let _ = board.clear(group, token, None).await;
+            return;
+        }
+    };
+    count(app, "warn", true);
+    let posted = Instant::now();
+    let timers = app.flows().timers();
+    timers.reschedule(group, personal, message, batch.delete_after);
+    let view = match board.posted(group, token, message).await {
+        Ok(Some(view)) => view,
+        // The slot ran out while posting, or Redis went away: the message stands as this
+        // instance's shown warning.
+        _ => BoardView {
+            count: batch.count as u64,
+            named: batch
+                .named
+                .iter()
+                .map(|u| BoardMember {
+                    id: u.id,
+                    name: u.display_name(),
+                })
+                .collect(),
+        },
+    };
+    if view.count > batch.count as u64
+        && edit_shown(
+            app,
+            telegram,
+            group,
+            message,
+            &view,
+            &batch.missing,
+            batch.delete_after,
+        )
+        .await
+    {
+        note_shown(
+            outbox,
+            group,
+            message,
+            posted,
+            batch,
+            &view,
+            batch.missing.clone(),
+        );
+        return;
+    }
+    let mut s = outbox.lock();
+    if let Some(q) = s.groups.get_mut(&group) {
+        q.shown = Some(ShownWarning {
+            message,
+            posted,
+            cooldown: batch.cooldown,
+            named: batch.named.clone(),
+            count: batch.count,
+            missing: batch.missing.clone(),
+        });
+    }
+}
+
+/// The message that starts a group's warning: the personal warning for one member (sent
+/// privately when the group asks for it — then `None`), the consolidated one for several.
+async fn first_message(
+    app: &App,
+    telegram: &dyn TelegramApi,
+    group: GroupId,
+    batch: &WarnBatch,
+) -> Option<(OutgoingMessage, Option<UserId>)> {
+    if batch.count == 1 && batch.named.len() == 1 {
+        let member = &batch.named[0];
+        let (mut msg, unlinked) = warning_message(member, &batch.missing);
+        if !batch.joined_button {
+            msg.buttons.retain(|row| {
+                !row.iter()
+                    .any(|b| matches!(b, InlineButton::Callback { .. }))
+            });
+            msg.html = msg.html.replace(", then press “I've joined”.", ".");
+        }
+        for channel in unlinked {
+            let (app, channel) = (app.clone(), channel.clone());
+            tokio::spawn(async move { notice::missing_invite_link(&app, group, &channel).await });
+        }
+        if batch.private && send_private(app, telegram, group, member.id, &msg, batch).await {
+            return None;
+        }
+        Some((msg, Some(member.id)))
+    } else {
+        Some((
+            consolidated_message(&batch.named, batch.count, &batch.missing),
+            None,
+        ))
+    }
+}
+
+/// Puts this instance's shown warnings back on the shared board, after Redis came back
+/// (perhaps restarted empty): a group whose board lost its warning learns it again, so the
+/// next member is edited into the message on screen instead of getting a second one. A
+/// board that has a warning already is left alone.
+pub(super) async fn restore_board(outbox: &Outbox, app: &App) {
+    let Some(shared) = app.flows().shared() else {
+        return;
+    };
+    let board = Arc::clone(shared.board());
+    let now = Instant::now();
+    let shown: Vec<(GroupId, ShownWarning)> = {
+        let s = outbox.lock();
+        s.groups
+            .iter()
+            .filter_map(|(g, q)| q.shown.clone().filter(|w| w.is_fresh(now)).map(|w| (*g, w)))
+            .collect()
+    };
+    let mut restored = 0;
+    for (group, w) in shown {
+        let token = board_token();
+        let members: Vec<BoardMember> = w
+            .named
+            .iter()
+            .map(|u| BoardMember {
+                id: u.id,
+                name: u.display_name(),
+            })
+            .collect();
+        let left = (w.posted + w.cooldown).saturating_duration_since(now);
+        match board.join(group, &token, &members, MAX_NAMED, left).await {
+            Ok(BoardSlot::Post) => {
+                if let Ok(Some(_)) = board.posted(group, &token, w.message).await {
+                    restored += 1;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
+    if restored > 0 {
+        log::info!(groups = restored; "shown warnings put back on the shared warning board");
+    }
+}
+
 /// Posts or edits the group's warning for `batch`.
 pub(super) async fn send(outbox: &Outbox, app: &App, group: GroupId, batch: WarnBatch) {
+    if let Some(shared) = app.flows().shared() {
+        let board = Arc::clone(shared.board());
+        if let SharedSend::Done = send_shared(outbox, app, group, &batch, &*board).await {
+            return;
+        }
+    }
     let now = Instant::now();
     let shown = {
         let mut s = outbox.lock();
@@ -284,29 +710,8 @@ pub(super) async fn send(outbox: &Outbox, app: &App, group: GroupId, batch: Warn
             }
         }
     }
-    let (msg, personal) = if batch.count == 1 && batch.named.len() == 1 {
-        let member = &batch.named[0];
-        let (mut msg, unlinked) = warning_message(member, &batch.missing);
-        if !batch.joined_button {
-            msg.buttons.retain(|row| {
-                !row.iter()
-                    .any(|b| matches!(b, InlineButton::Callback { .. }))
-            });
-            msg.html = msg.html.replace(", then press “I've joined”.", ".");
-        }
-        for channel in unlinked {
-            let (app, channel) = (app.clone(), channel.clone());
-            tokio::spawn(async move { notice::missing_invite_link(&app, group, &channel).await });
-        }
-        if batch.private && send_private(app, &telegram, group, member.id, &msg, &batch).await {
-            return;
-        }
-        (msg, Some(member.id))
-    } else {
-        (
-            consolidated_message(&batch.named, batch.count, &batch.missing),
-            None,
-        )
+    let Some((msg, personal)) = first_message(app, &telegram, group, &batch).await else {
+        return;
     };
     match telegram.send_message(group.into(), &msg).await {
         Ok(message) => {

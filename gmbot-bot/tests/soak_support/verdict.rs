@@ -302,6 +302,8 @@ pub(crate) fn evaluate(soak: &Soak) -> Verdict {
     // ---- lost ----
     let rel = |t: Duration| t.saturating_sub(rec.workload.0).as_secs_f64();
     let mut lost_at: Vec<(Duration, &'static str)> = Vec::new();
+    // The same, with who and where, for the report.
+    let mut lost_who: Vec<(Duration, String)> = Vec::new();
     let mut lost_deletes = 0;
     let mut lost_mutes = 0;
     let mut lost_unmutes = 0;
@@ -321,6 +323,15 @@ pub(crate) fn evaluate(soak: &Soak) -> Verdict {
         if v.message.is_some() && !removed {
             lost_deletes += 1;
             lost_at.push((v.at, "message not deleted"));
+            lost_who.push((
+                v.at,
+                format!(
+                    "message {} of {} in {} not deleted",
+                    v.message.map_or(0, |m| m.0),
+                    v.user.0,
+                    g.id.0
+                ),
+            ));
         }
         let sub = subscribed.contains_key(&(v.group, v.user.0));
         if sub {
@@ -328,12 +339,17 @@ pub(crate) fn evaluate(soak: &Soak) -> Verdict {
                 lost_unmutes += 1;
                 if let Some(at) = subscribed.get(&(v.group, v.user.0)) {
                     lost_at.push((*at, "still muted after subscribing"));
+                    lost_who.push((
+                        *at,
+                        format!("{} in {} still muted after subscribing", v.user.0, g.id.0),
+                    ));
                 }
             }
         } else if !lifted(soak, v.group, v.at) && soak.sim.can_post(g.id, v.user) {
             left_unmuted += 1;
             if !muted.contains_key(&(g.id.0, v.user.0)) {
                 lost_mutes += 1;
+                lost_who.push((v.at, format!("{} in {} never muted", v.user.0, g.id.0)));
                 lost_at.push((
                     v.at,
                     if v.message.is_some() {
@@ -357,7 +373,10 @@ pub(crate) fn evaluate(soak: &Soak) -> Verdict {
         .presses
         .iter()
         .filter(|p| !answers.contains_key(&p.id))
-        .inspect(|p| lost_at.push((p.at, "press unanswered")))
+        .inspect(|p| {
+            lost_at.push((p.at, "press unanswered"));
+            lost_who.push((p.at, format!("press {} unanswered", p.id)));
+        })
         .count();
     let twice_answers: usize = rec
         .presses
@@ -388,7 +407,10 @@ pub(crate) fn evaluate(soak: &Soak) -> Verdict {
         .commands
         .iter()
         .filter(|c| !replies.contains_key(&(soak.groups[c.group].id.0, c.message.0)))
-        .inspect(|c| lost_at.push((c.at, "command unanswered")))
+        .inspect(|c| {
+            lost_at.push((c.at, "command unanswered"));
+            lost_who.push((c.at, "a command unanswered".to_owned()));
+        })
         .count();
     let twice_replies: usize = rec
         .commands
@@ -456,6 +478,7 @@ pub(crate) fn evaluate(soak: &Soak) -> Verdict {
     // order to the warning messages (ids and calls are made under the same lock).
     let cooldown = Duration::from_secs(300);
     let mut twice_warnings = 0;
+    let mut twice_warnings_at: Vec<(f64, i64)> = Vec::new();
     for g in &soak.groups {
         let mut posts: Vec<Duration> = calls
             .iter()
@@ -485,6 +508,9 @@ pub(crate) fn evaluate(soak: &Soak) -> Verdict {
                 .iter()
                 .any(|&(earlier, gone)| at < earlier + cooldown && gone.is_none_or(|d| d > at));
             twice_warnings += usize::from(overlaps);
+            if overlaps {
+                twice_warnings_at.push((rel(at), g.id.0));
+            }
         }
     }
     let twice = twice_deletes + twice_mutes + twice_answers + twice_replies + twice_warnings;
@@ -894,6 +920,32 @@ pub(crate) fn evaluate(soak: &Soak) -> Verdict {
                 .map(|((p, w), n)| format!("{p}: {n} {w}"))
                 .collect::<Vec<_>>()
                 .join(", "),
+        );
+    }
+    if !lost_who.is_empty() {
+        lost_who.sort();
+        lost_who.truncate(30);
+        let _ = writeln!(
+            r,
+            "  lost effects (first 30, time of the event): {}",
+            lost_who
+                .iter()
+                .map(|(at, what)| format!("{:.1} s {what}", rel(*at)))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    if !twice_warnings_at.is_empty() {
+        twice_warnings_at.sort_by(|a, b| a.0.total_cmp(&b.0));
+        twice_warnings_at.truncate(30);
+        let _ = writeln!(
+            r,
+            "  warnings posted while another was shown (first 30): {}",
+            twice_warnings_at
+                .iter()
+                .map(|(at, g)| format!("{at:.1} s in {g}"))
+                .collect::<Vec<_>>()
+                .join("; ")
         );
     }
     if !twice_at.is_empty() {

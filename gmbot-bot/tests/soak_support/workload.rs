@@ -326,10 +326,17 @@ impl Soak {
         }
         drop(store);
 
+        // GMBOT_SOAK_KEEP_LOGS=1 keeps the instances' logs (the path is printed);
+        // GMBOT_SOAK_LOG sets their RUST_LOG (default `warn`).
+        let keep_logs = std::env::var_os("GMBOT_SOAK_KEEP_LOGS").is_some();
         let logs = tempfile::Builder::new()
             .prefix("gmbot-soak-logs")
+            .disable_cleanup(keep_logs)
             .tempdir()
             .expect("logs directory");
+        if keep_logs {
+            println!("soak: instance logs kept in {}", logs.path().display());
+        }
         let hook_port = super::services::free_port();
         let mut env: Vec<(String, String)> = vec![
             ("TELEGRAM_BOT_TOKEN".into(), sim.token().to_owned()),
@@ -343,7 +350,10 @@ impl Soak {
                 format!("http://127.0.0.1:{hook_port}/tg/hook"),
             ),
             ("WEBHOOK_SECRET".into(), SECRET.into()),
-            ("RUST_LOG".into(), "warn".into()),
+            (
+                "RUST_LOG".into(),
+                std::env::var("GMBOT_SOAK_LOG").unwrap_or_else(|_| "warn".into()),
+            ),
             // Raid mode (consolidated handling past N denials a minute) is not what this
             // run is about: the hot groups would trip it.
             ("GMBOT_RAID_DENIALS".into(), "1000000".into()),

@@ -1,6 +1,6 @@
-//! The in-process coordination adapter: leases, claims and group events within one process — the single-instance case, and a test double that behaves like the Redis one.
+//! The in-process coordination adapter: leases, claims, warning boards and group events within one process — the single-instance case, and a test double that behaves like the Redis one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -8,7 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{ClaimStore, CoordinationError, GroupEvent, GroupEvents, Lease, LeaseStore};
+use super::{
+    BoardMember, BoardSlot, BoardView, ClaimStore, CoordinationError, GroupEvent, GroupEvents,
+    Lease, LeaseStore, WarningBoard,
+};
+use crate::domain::{GroupId, MessageId, UserId};
 
 /// Claims kept at most; past it, expired ones are dropped first, then the oldest.
 const MAX_CLAIMS: usize = 100_000;
@@ -19,7 +23,27 @@ const MAX_CLAIMS: usize = 100_000;
 pub struct LocalCoordination {
     leases: Mutex<HashMap<String, (String, Instant)>>,
     claims: Mutex<HashMap<String, Instant>>,
+    boards: Mutex<HashMap<GroupId, Board>>,
     generation: AtomicU64,
+}
+
+/// One group's warning slot.
+#[derive(Debug)]
+struct Board {
+    token: String,
+    message: Option<MessageId>,
+    until: Instant,
+    members: HashSet<UserId>,
+    named: Vec<BoardMember>,
+}
+
+impl Board {
+    fn view(&self) -> BoardView {
+        BoardView {
+            count: self.members.len() as u64,
+            named: self.named.clone(),
+        }
+    }
 }
 
 impl LocalCoordination {
@@ -115,6 +139,77 @@ impl ClaimStore for LocalCoordination {
         Ok(Self::lock(&self.claims)
             .get(key)
             .is_some_and(|until| *until > now))
+    }
+}
+
+#[async_trait]
+impl WarningBoard for LocalCoordination {
+    async fn join(
+        &self,
+        group: GroupId,
+        token: &str,
+        members: &[BoardMember],
+        max_named: usize,
+        ttl: Duration,
+    ) -> Result<BoardSlot, CoordinationError> {
+        let now = Instant::now();
+        let mut boards = Self::lock(&self.boards);
+        boards.retain(|_, b| b.until > now);
+        let fresh = !boards.contains_key(&group);
+        let board = boards.entry(group).or_insert_with(|| Board {
+            token: token.to_owned(),
+            message: None,
+            until: now + ttl,
+            members: HashSet::new(),
+            named: Vec::new(),
+        });
+        for m in members {
+            if board.members.insert(m.id) && board.named.len() < max_named {
+                board.named.push(m.clone());
+            }
+        }
+        Ok(match board.message {
+            _ if fresh => BoardSlot::Post,
+            None => BoardSlot::Queued,
+            Some(message) => BoardSlot::Shown {
+                message,
+                view: board.view(),
+                left: board.until - now,
+            },
+        })
+    }
+
+    async fn posted(
+        &self,
+        group: GroupId,
+        token: &str,
+        message: MessageId,
+    ) -> Result<Option<BoardView>, CoordinationError> {
+        let now = Instant::now();
+        let mut boards = Self::lock(&self.boards);
+        Ok(match boards.get_mut(&group) {
+            Some(b) if b.token == token && b.until > now => {
+                b.message = Some(message);
+                Some(b.view())
+            }
+            _ => None,
+        })
+    }
+
+    async fn clear(
+        &self,
+        group: GroupId,
+        token: &str,
+        message: Option<MessageId>,
+    ) -> Result<(), CoordinationError> {
+        let mut boards = Self::lock(&self.boards);
+        if boards
+            .get(&group)
+            .is_some_and(|b| b.token == token || (message.is_some() && b.message == message))
+        {
+            boards.remove(&group);
+        }
+        Ok(())
     }
 }
 

@@ -9,6 +9,8 @@
 //!   cool-down, one notice per problem, one handling of a join, across instances.
 //! - [`GroupEvents`] — "group X's configuration (or admin list) changed": every instance
 //!   drops its cached copy at once.
+//! - [`WarningBoard`] — "group X's warning is on screen as message M, naming these members":
+//!   one consolidated warning per group at a time, whichever instance posted it.
 //!
 //! Adapters, one file each: [`LocalCoordination`] (in-process: one instance, or tests) and
 //! [`RedisCoordination`] (`SET NX PX`, Lua compare-and-extend and compare-and-delete, pub/sub).
@@ -24,7 +26,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::domain::GroupId;
+use crate::domain::{GroupId, MessageId, UserId};
 
 pub use self::lease::{Fence, HeldLease, Lease, LeaseLost};
 pub use self::memory::LocalCoordination;
@@ -124,6 +126,84 @@ pub trait GroupEvents: Send + Sync + 'static {
     /// Tells every other instance. Best effort and bounded in time: an instance that misses
     /// it still sees the change when its cached copy expires (30 s for a configuration).
     async fn publish(&self, event: GroupEvent);
+}
+
+/// A member named on a group's shared warning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoardMember {
+    /// The member.
+    pub id: UserId,
+    /// Their display name, unescaped.
+    pub name: String,
+}
+
+/// Who a group's shared warning gathers: every member added while it is up is counted, the
+/// first ones are named.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BoardView {
+    /// Members gathered, each counted once.
+    pub count: u64,
+    /// The first of them, at most the `max_named` of [`WarningBoard::join`].
+    pub named: Vec<BoardMember>,
+}
+
+/// What [`WarningBoard::join`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BoardSlot {
+    /// No warning is up: the caller posts it and then calls [`WarningBoard::posted`] (or
+    /// [`WarningBoard::clear`] if the post failed). The slot is the caller's for the board's
+    /// time to live.
+    Post,
+    /// Another caller is posting the warning right now: the members were added, and that
+    /// caller edits them in once its message is up.
+    Queued,
+    /// A warning is up as `message`: the members were added; the caller edits the message
+    /// into `view`. `left` is how long the warning still gathers members.
+    Shown {
+        /// The warning message.
+        message: MessageId,
+        /// Everyone gathered, the caller's members included.
+        view: BoardView,
+        /// Time left before the next member gets a new warning.
+        left: Duration,
+    },
+}
+
+/// One consolidated warning per group at a time, across instances: the first caller posts
+/// it, the others add their members to it and edit it, until its time to live (the group's
+/// warning cool-down) has passed since it was posted.
+#[async_trait]
+pub trait WarningBoard: Send + Sync + 'static {
+    /// Adds `members` to `group`'s warning, taking the slot (as `token`, for `ttl`) if no
+    /// warning is up. `max_named` bounds [`BoardView::named`].
+    async fn join(
+        &self,
+        group: GroupId,
+        token: &str,
+        members: &[BoardMember],
+        max_named: usize,
+        ttl: Duration,
+    ) -> Result<BoardSlot, CoordinationError>;
+
+    /// The holder of the [`BoardSlot::Post`] slot (`token`) posted `message`: everyone
+    /// gathered meanwhile, its own members included, or `None` if the slot is no longer its
+    /// own (it ran out while posting).
+    async fn posted(
+        &self,
+        group: GroupId,
+        token: &str,
+        message: MessageId,
+    ) -> Result<Option<BoardView>, CoordinationError>;
+
+    /// The warning is gone (the post by `token` failed, or `message` can no longer be
+    /// edited): the next member posts a new one. A slot taken since by someone else is left
+    /// alone.
+    async fn clear(
+        &self,
+        group: GroupId,
+        token: &str,
+        message: Option<MessageId>,
+    ) -> Result<(), CoordinationError>;
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //!
 //! Keys, under the configured prefix (default `gmbot:`): `lease:{name}` holds the holder's
 //! token `{generation}:{random}` and `lease:{name}:gen` the last generation handed out (never
-//! expires: generations only grow); `claim:{key}` is a claim. Group events travel on one
+//! expires: generations only grow); `claim:{key}` is a claim; `warn:{group}` (a hash: state,
+//! token, message, the named members as JSON) and `warn:{group}:m` (the set of members
+//! gathered) are a group's warning board, both expiring with the warning. Group events travel on one
 //! channel as `c:{group}/{origin}` or `a:{group}/{origin}`; a listener skips the echo of its
 //! own `origin` (the publisher applied the change at once).
 //!
@@ -21,7 +23,11 @@ use redis::RedisResult;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{ClaimStore, CoordinationError, GroupEvent, GroupEvents, Lease, LeaseStore};
+use super::{
+    BoardMember, BoardSlot, BoardView, ClaimStore, CoordinationError, GroupEvent, GroupEvents,
+    Lease, LeaseStore, WarningBoard,
+};
+use crate::domain::{GroupId, MessageId, UserId};
 
 /// How long calls fail fast after a failure before one probes Redis again.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
@@ -61,6 +67,75 @@ const RELEASE_SCRIPT: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 ";
+
+/// Adds members to a group's warning board: `KEYS[1]` the board, `KEYS[2]` its member set;
+/// `ARGV[1]` the caller's token, `ARGV[2]` the `PX` of a new board, `ARGV[3]` how many members
+/// are named at most, then id and name pairs. Takes the slot if there is no board. Returns
+/// `{state, message, count, named, pttl}` where state is `post` (the caller took the slot),
+/// `posting` (someone else is posting) or `shown`.
+const BOARD_JOIN_SCRIPT: &str = r"
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'state', 'posting', 'token', ARGV[1], 'named', '[]')
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+local raw = redis.call('HGET', KEYS[1], 'named')
+local named = cjson.decode(raw)
+local max = tonumber(ARGV[3])
+local changed = false
+for i = 4, #ARGV, 2 do
+  if redis.call('SADD', KEYS[2], ARGV[i]) == 1 and #named < max then
+    table.insert(named, {ARGV[i], ARGV[i + 1]})
+    changed = true
+  end
+end
+if changed then
+  raw = cjson.encode(named)
+  redis.call('HSET', KEYS[1], 'named', raw)
+end
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl > 0 then redis.call('PEXPIRE', KEYS[2], pttl) end
+return {state or 'post', redis.call('HGET', KEYS[1], 'msg') or '', redis.call('SCARD', KEYS[2]), raw, pttl}
+";
+/// The slot's holder posted its message: `ARGV[1]` its token, `ARGV[2]` the message id.
+/// Returns `{count, named}`, or nil if the slot is someone else's (or gone).
+const BOARD_POSTED_SCRIPT: &str = r"
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return false end
+redis.call('HSET', KEYS[1], 'state', 'shown', 'msg', ARGV[2])
+return {redis.call('SCARD', KEYS[2]), redis.call('HGET', KEYS[1], 'named')}
+";
+/// Clears the board if it is still the one of token `ARGV[1]` or of message `ARGV[2]`.
+const BOARD_CLEAR_SCRIPT: &str = r"
+if redis.call('HGET', KEYS[1], 'token') == ARGV[1]
+  or (ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'msg') == ARGV[2]) then
+  return redis.call('DEL', KEYS[1], KEYS[2])
+end
+return 0
+";
+
+/// Reads the board's named members (`[[id, name], …]`; an empty Lua table encodes as `{}`).
+fn decode_named(raw: &str) -> Vec<BoardMember> {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(raw) else {
+        return Vec::new();
+    };
+    value
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| {
+                    let id = item.get(0)?.as_str()?.parse().ok()?;
+                    let name = item.get(1)?.as_str()?.to_owned();
+                    Some(BoardMember {
+                        id: UserId(id),
+                        name,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 /// Settings of a [`RedisCoordination`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +182,9 @@ struct Inner {
     acquire: redis::Script,
     renew: redis::Script,
     release: redis::Script,
+    board_join: redis::Script,
+    board_posted: redis::Script,
+    board_clear: redis::Script,
 }
 
 impl std::fmt::Debug for RedisCoordination {
@@ -164,6 +242,9 @@ impl RedisCoordination {
                 acquire: redis::Script::new(ACQUIRE_SCRIPT),
                 renew: redis::Script::new(RENEW_SCRIPT),
                 release: redis::Script::new(RELEASE_SCRIPT),
+                board_join: redis::Script::new(BOARD_JOIN_SCRIPT),
+                board_posted: redis::Script::new(BOARD_POSTED_SCRIPT),
+                board_clear: redis::Script::new(BOARD_CLEAR_SCRIPT),
             }),
         })
     }
@@ -407,6 +488,95 @@ impl ClaimStore for RedisCoordination {
             .guarded(async move { cmd.query_async(&mut conn).await })
             .await?;
         Ok(n == 1)
+    }
+}
+
+impl RedisCoordination {
+    fn board_keys(&self, group: GroupId) -> (String, String) {
+        let board = self.key("warn", &group.get().to_string());
+        let members = format!("{board}:m");
+        (board, members)
+    }
+}
+
+#[async_trait]
+impl WarningBoard for RedisCoordination {
+    async fn join(
+        &self,
+        group: GroupId,
+        token: &str,
+        members: &[BoardMember],
+        max_named: usize,
+        ttl: Duration,
+    ) -> Result<BoardSlot, CoordinationError> {
+        let (board, set) = self.board_keys(group);
+        let mut invocation = self.inner.board_join.key(board);
+        invocation.key(set).arg(token).arg(px(ttl)).arg(max_named);
+        for m in members {
+            invocation.arg(m.id.get()).arg(&m.name);
+        }
+        let mut conn = self.inner.conn.clone();
+        let (state, message, count, named, pttl): (String, String, u64, String, i64) = self
+            .guarded(async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        Ok(match state.as_str() {
+            "post" => BoardSlot::Post,
+            "shown" => match message.parse() {
+                Ok(id) => BoardSlot::Shown {
+                    message: MessageId(id),
+                    view: BoardView {
+                        count,
+                        named: decode_named(&named),
+                    },
+                    left: Duration::from_millis(u64::try_from(pttl).unwrap_or(0)),
+                },
+                Err(_) => {
+                    return Err(CoordinationError::Unavailable(format!(
+                        "the warning board of group {} holds no message id",
+                        group.get()
+                    )))
+                }
+            },
+            _ => BoardSlot::Queued,
+        })
+    }
+
+    async fn posted(
+        &self,
+        group: GroupId,
+        token: &str,
+        message: MessageId,
+    ) -> Result<Option<BoardView>, CoordinationError> {
+        let (board, set) = self.board_keys(group);
+        let mut invocation = self.inner.board_posted.key(board);
+        invocation.key(set).arg(token).arg(message.0);
+        let mut conn = self.inner.conn.clone();
+        let got: Option<(u64, String)> = self
+            .guarded(async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        Ok(got.map(|(count, named)| BoardView {
+            count,
+            named: decode_named(&named),
+        }))
+    }
+
+    async fn clear(
+        &self,
+        group: GroupId,
+        token: &str,
+        message: Option<MessageId>,
+    ) -> Result<(), CoordinationError> {
+        let (board, set) = self.board_keys(group);
+        let mut invocation = self.inner.board_clear.key(board);
+        invocation
+            .key(set)
+            .arg(token)
+            .arg(message.map(|m| m.0.to_string()).unwrap_or_default());
+        let mut conn = self.inner.conn.clone();
+        let _: i64 = self
+            .guarded(async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        Ok(())
     }
 }
 

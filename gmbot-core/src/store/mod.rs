@@ -113,12 +113,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records a restriction as `pending`, before the Telegram call. A member has at most one
     /// open (pending or active) restriction per group, enforced by the schema: if one is
-    /// open already, nothing is written and that row is returned (compare its id to tell).
+    /// open already, nothing is written and that row is returned
+    /// ([`Self::place_restriction`] tells which happened).
     async fn record_restriction(
         &self,
         new: &NewRestriction,
         at: UnixTime,
-    ) -> StoreResult<Restriction>;
+    ) -> StoreResult<Restriction> {
+        Ok(self.place_restriction(new, at).await?.0)
+    }
+
+    /// [`Self::record_restriction`], also telling whether this call wrote the row (`true`)
+    /// or found the member's open one (`false`) — written by a concurrent caller, perhaps on
+    /// another instance, whose Telegram call is on its way.
+    async fn place_restriction(
+        &self,
+        new: &NewRestriction,
+        at: UnixTime,
+    ) -> StoreResult<(Restriction, bool)>;
 
     /// Marks a pending restriction `active` once Telegram confirmed it.
     async fn confirm_restriction(&self, group: GroupId, id: RestrictionId) -> StoreResult<bool>;

@@ -1026,11 +1026,11 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn record_restriction(
+    async fn place_restriction(
         &self,
         new: &NewRestriction,
         at: UnixTime,
-    ) -> StoreResult<Restriction> {
+    ) -> StoreResult<(Restriction, bool)> {
         let new = new.clone();
         self.run(move |c| {
             let row = c
@@ -1062,6 +1062,7 @@ impl Store for PostgresStore {
                         db(e)
                     }
                 })?;
+            let fresh = row.is_some();
             let row = match row {
                 Some(row) => row,
                 // Nothing inserted: the member already has an open row, or the group is unknown.
@@ -1077,7 +1078,7 @@ impl Store for PostgresStore {
                     .map_err(db)?
                     .ok_or(StoreError::UnknownGroup(new.group))?,
             };
-            rows::restriction(&row)
+            Ok((rows::restriction(&row)?, fresh))
         })
         .await
     }

@@ -862,11 +862,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_restriction(
+    async fn place_restriction(
         &self,
         new: &NewRestriction,
         at: UnixTime,
-    ) -> StoreResult<Restriction> {
+    ) -> StoreResult<(Restriction, bool)> {
         let new = new.clone();
         self.write(move |tx| {
             require_group(tx, new.group)?;
@@ -892,14 +892,16 @@ impl Store for SqliteStore {
                 )
                 .optional()?;
             match inserted {
-                Some(r) => Ok(r),
-                None => Ok(tx
-                    .prepare_cached(concat!(
+                Some(r) => Ok((r, true)),
+                None => Ok((
+                    tx.prepare_cached(concat!(
                         "SELECT ",
                         restriction_cols!(),
                         " FROM restrictions WHERE group_id = ?1 AND user_id = ?2 AND state <> 'lifted'"
                     ))?
-                    .query_row(params![new.group.0, new.user.0], |r| rows::restriction(r))?),
+                    .query_row(params![new.group.0, new.user.0], |r| rows::restriction(r))?,
+                    false,
+                )),
             }
         })
         .await
