@@ -235,11 +235,12 @@ impl App {
 
     /// Stops the background tasks the app owns: lets the outbox finish what is queued
     /// (within [`OUTBOX_DRAIN`]; mutes still waiting keep their pending rows for the next
-    /// start's reconciliation), writes the waiting seen members and stops the warning timers
+    /// start's reconciliation, and are released to the other instances when there are
+    /// several), writes the waiting seen members and stops the warning timers
     /// (warnings not yet due stay in their groups). Call it once the transports stopped
     /// handing updates in. Idempotent.
     pub async fn shutdown(&self) {
-        self.inner.outbox.shutdown(OUTBOX_DRAIN).await;
+        self.inner.outbox.shutdown(self, OUTBOX_DRAIN).await;
         self.inner.flows.shutdown().await;
     }
 }

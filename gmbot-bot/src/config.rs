@@ -18,7 +18,7 @@ use url::Url;
 use crate::secret::{BotToken, SecretString};
 
 /// Every variable GMBot reads.
-pub const VARIABLES: [&str; 36] = [
+pub const VARIABLES: [&str; 37] = [
     "TELEGRAM_BOT_TOKEN",
     "TELEGRAM_API_URL",
     "TELEGRAM_API_ID",
@@ -51,6 +51,7 @@ pub const VARIABLES: [&str; 36] = [
     "GMBOT_WARM_CALLS_PER_SECOND",
     "GMBOT_MIGRATE",
     "GMBOT_LEASE_SECONDS",
+    "GMBOT_WEBHOOK_JOURNAL",
     "CHANNEL_ID",
     "CHANNEL_URL",
     "GROUP_ID",
@@ -102,6 +103,10 @@ pub struct WebhookConfig {
     pub url: Url,
     /// `WEBHOOK_SECRET`; when absent the transport derives one from the token.
     pub secret: Option<SecretString>,
+    /// `GMBOT_WEBHOOK_JOURNAL` (`on` by default, or `off`): keep each update in the update
+    /// journal before answering Telegram, so an instance killed with updates in memory loses
+    /// none (another instance takes them over); `off` answers without that database write.
+    pub journal: bool,
 }
 
 /// MTProto credentials (`TELEGRAM_API_ID` and `TELEGRAM_API_HASH`, both or neither).
@@ -496,10 +501,19 @@ impl Config {
             }
             None => None,
         };
+        let journal = match get("GMBOT_WEBHOOK_JOURNAL").map(|v| v.to_ascii_lowercase()).as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(v) => return Err(bad(
+                "GMBOT_WEBHOOK_JOURNAL",
+                format!("expected `on` (keep each webhook update in the database before answering) or `off`, got {v:?}"),
+            )),
+        };
         let webhook = match get("WEBHOOK_URL") {
             Some(u) => Some(WebhookConfig {
                 url: parse_webhook_url(&u)?,
                 secret,
+                journal,
             }),
             None => {
                 if secret.is_some() {

@@ -319,6 +319,10 @@ impl Bot {
             ),
             _ => None,
         };
+        // Webhook updates are kept in the update journal before Telegram gets its answer
+        // (GMBOT_WEBHOOK_JOURNAL): an instance killed with updates in memory loses none.
+        let write_ahead = shared_dedup && config.webhook.as_ref().is_some_and(|w| w.journal);
+        runtime_config.write_ahead |= write_ahead;
         let runtime = Runtime::start(app.clone(), runtime_config);
         // Updates a previous run kept in the journal (not drained at its stop, or a polling
         // backlog) go first, before the listener takes new ones.
@@ -354,7 +358,13 @@ impl Bot {
             config.http_listen,
             config.metrics_listen,
             routes,
-            options.http_threads,
+            // Each webhook request waits for its journal write (group commit, about one
+            // database round trip): more threads keep the listener's throughput.
+            if write_ahead {
+                options.http_threads.max(http::WRITE_AHEAD_THREADS)
+            } else {
+                options.http_threads
+            },
         )
         .context("cannot start the HTTP listener (HTTP_LISTEN / METRICS_LISTEN)")?;
         let webhook_url = match &mode {

@@ -57,6 +57,15 @@ async fn assert_every_raider_handled(
             "raider {r}'s message deleted"
         );
     }
+    for &r in raiders {
+        let mutes = w
+            .sim
+            .calls_to("restrictChatMember")
+            .iter()
+            .filter(|c| c.status == 200 && c.int("user_id") == Some(r.get()))
+            .count();
+        assert_eq!(mutes, 1, "raider {r} muted once, not {mutes} times");
+    }
     assert_eq!(
         bot.app
             .store()

@@ -196,6 +196,16 @@ impl Store for CountingStore {
     ) -> StoreResult<Vec<JournaledUpdate>> {
         self.inner.take_journaled_updates(limit, now, until).await
     }
+    async fn journal_held_updates(
+        &self,
+        updates: &[JournaledUpdate],
+        until: UnixTime,
+    ) -> StoreResult<Vec<i64>> {
+        self.inner.journal_held_updates(updates, until).await
+    }
+    async fn hold_journaled_updates(&self, update_ids: &[i64], until: UnixTime) -> StoreResult<()> {
+        self.inner.hold_journaled_updates(update_ids, until).await
+    }
     async fn forget_journaled_updates(&self, update_ids: &[i64]) -> StoreResult<()> {
         self.inner.forget_journaled_updates(update_ids).await
     }

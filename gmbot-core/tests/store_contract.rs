@@ -160,6 +160,7 @@ macro_rules! contract_suite {
                 join_requests_are_per_group_and_move_with_it,
                 update_journal_keeps_takes_and_forgets,
                 update_journal_take_is_exclusive,
+                update_journal_held_rows_wait_for_their_holder,
             );
 
             $(
@@ -2063,6 +2064,64 @@ async fn update_journal_keeps_takes_and_forgets(s: Arc<dyn Store>) {
     let ids: Vec<i64> = (1000..2200).collect();
     s.forget_journaled_updates(&ids).await.expect("forgotten");
     assert_eq!(s.count_journaled_updates().await.expect("count"), 2);
+}
+
+async fn update_journal_held_rows_wait_for_their_holder(s: Arc<dyn Store>) {
+    assert!(s
+        .journal_held_updates(&[], t(100))
+        .await
+        .expect("nothing")
+        .is_empty());
+    // A write-ahead: held by the writer until t(100).
+    let mut written = s
+        .journal_held_updates(&[journaled(2), journaled(1)], t(100))
+        .await
+        .expect("kept");
+    written.sort_unstable();
+    assert_eq!(written, vec![1, 2]);
+    // A second write of a kept id changes nothing (payload, hold) and says so.
+    let mut again = journaled(1);
+    again.payload = "other".into();
+    assert_eq!(
+        s.journal_held_updates(&[again, journaled(3)], t(10))
+            .await
+            .expect("kept"),
+        vec![3]
+    );
+    s.forget_journaled_updates(&[3]).await.expect("forgotten");
+    assert_eq!(s.count_journaled_updates().await.expect("count"), 2);
+    assert!(
+        s.take_journaled_updates(10, t(50), t(500))
+            .await
+            .expect("taken")
+            .is_empty(),
+        "held: nobody takes them while the writer renews"
+    );
+    // The writer renews 2 and handled 1 (forgotten); then it dies.
+    s.hold_journaled_updates(&[2, 999], t(200))
+        .await
+        .expect("held");
+    s.forget_journaled_updates(&[1]).await.expect("forgotten");
+    s.hold_journaled_updates(&[1], t(300)).await.expect("held");
+    assert_eq!(
+        s.count_journaled_updates().await.expect("count"),
+        1,
+        "a renewal never writes a forgotten row back"
+    );
+    assert!(s
+        .take_journaled_updates(10, t(150), t(500))
+        .await
+        .expect("taken")
+        .is_empty());
+    let taken = s
+        .take_journaled_updates(10, t(200), t(500))
+        .await
+        .expect("taken");
+    assert_eq!(
+        taken,
+        vec![journaled(2)],
+        "after the hold, another instance takes it"
+    );
 }
 
 async fn update_journal_take_is_exclusive(s: Arc<dyn Store>) {

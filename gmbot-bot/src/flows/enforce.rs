@@ -200,6 +200,32 @@ fn raid_started(app: &App, group: GroupId) {
     });
 }
 
+/// Releases to the other instances the pending mute rows of `members` whose calls this
+/// instance's outbox does not hold: their updates were abandoned mid-way by a stop (several
+/// instances only; see `Shared::release_pending`).
+pub(crate) async fn release_unqueued(app: &App, members: &[(GroupId, UserId)]) {
+    let Some(shared) = app.flows().shared() else {
+        return;
+    };
+    let mut rows = Vec::new();
+    for &(group, user) in members {
+        if app.outbox().has_work_for(group, user) {
+            continue;
+        }
+        match app.store().active_restriction(group, user).await {
+            Ok(Some(r)) if r.state == RestrictionState::Pending => rows.push(r.id),
+            Ok(_) => {}
+            Err(err) => {
+                log::warn!(group_id = group.get(), user_id = user.get(), error:display = err; "cannot read an abandoned update's restriction; another instance takes it up after the pending grace");
+            }
+        }
+    }
+    if !rows.is_empty() {
+        log::info!(rows = rows.len(); "pending mutes of abandoned updates released to the other instances");
+        shared.release_pending(&rows).await;
+    }
+}
+
 /// What [`record_mute`] found.
 enum MuteRecord {
     /// The row is recorded; this job applies it.
@@ -248,11 +274,12 @@ async fn record_mute(
         // Pending: its call is queued or in flight (the outbox knows), or it died with a
         // previous process; queue it again unless the outbox has it. With several instances
         // a young pending row may be another instance's, whose call is on its way: queueing
-        // it here would mute twice (reconciliation takes it up if that instance died).
+        // it here would mute twice — unless that instance released it (it stopped or shed
+        // the call); reconciliation takes it up once its grace ends if that instance died.
         Some(_) if app.outbox().has_work_for(group, user) => return Ok(MuteRecord::AlreadyMuted),
         Some(r)
             if app.flows().shared().is_some()
-                && !super::reconcile::pending_call_lost(app, &r, now) =>
+                && !super::reconcile::pending_call_lost(app, &r, now).await =>
         {
             return Ok(MuteRecord::AlreadyMuted)
         }

@@ -118,6 +118,9 @@ pub(crate) async fn delete_warnings(
         if let Err(err) = message.delete(telegram, group).await {
             log::debug!(group_id = group.get(), error:display = err; "cannot delete a warning");
         }
+        if let super::warn::WarningMessage::Public(id) = message {
+            app.outbox().warning_deleted(app, group, id).await;
+        }
     }
 }
 

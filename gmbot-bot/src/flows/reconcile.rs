@@ -52,9 +52,11 @@ pub(crate) const PENDING_GRACE_SECS: i64 = 60;
 /// Not while this process's outbox has work for the member. Otherwise a row placed before
 /// this process started lost its call with the previous process — on one instance. With
 /// several instances sharing Redis, another live instance may have placed it and hold its
-/// call, so only a row older than [`PENDING_GRACE_SECS`] counts as lost there; on one
-/// instance that age also covers a call whose retries ran out.
-pub(crate) fn pending_call_lost(
+/// call, so a row counts as lost there only once it is older than [`PENDING_GRACE_SECS`]
+/// or when the instance that placed it released it (it stopped, or shed the call) and this
+/// caller is the one instance to take it over; on one instance the age also covers a call
+/// whose retries ran out.
+pub(crate) async fn pending_call_lost(
     app: &App,
     row: &Restriction,
     now: gmbot_core::domain::UnixTime,
@@ -63,10 +65,9 @@ pub(crate) fn pending_call_lost(
         return false;
     }
     let old = now.secs() - row.placed_at.secs() >= PENDING_GRACE_SECS;
-    if app.flows().shared().is_some() {
-        old
-    } else {
-        old || row.placed_at < app.started_at()
+    match app.flows().shared() {
+        Some(shared) => old || shared.take_released(row.id).await,
+        None => old || row.placed_at < app.started_at(),
     }
 }
 
@@ -238,7 +239,7 @@ async fn check(
         return Ok(Outcome::Lifted(LiftReason::Expired));
     }
     // A pending row may still have its call queued in an outbox (or in flight).
-    if row.state == RestrictionState::Pending && !pending_call_lost(app, row, now) {
+    if row.state == RestrictionState::Pending && !pending_call_lost(app, row, now).await {
         return Ok(Outcome::Kept);
     }
     match subscribed(app, telegram, &group, row).await {

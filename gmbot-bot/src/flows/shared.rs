@@ -13,6 +13,10 @@
 //!   fail at once), the **in-process claim decides**, as on one instance: each instance may
 //!   then post its own warning or notice. An extra warning is better than a missing one, and
 //!   a verification never waits on Redis longer than that timeout.
+//! - A **pending restriction row** another instance placed is left to it for the pending
+//!   grace (its call may be on its way), unless that instance **released** it
+//!   (`claim:r:{row}`: it stopped or shed the call); then the first instance to claim
+//!   `claim:t:{row}` makes the call at once.
 //! - `gmbot_shared_claims_total{kind,result}` counts `won`, `lost` and `unavailable` answers;
 //!   `gmbot_lease_held{task}` is 1 on the instance running a periodic job and
 //!   `gmbot_periodic_runs_total{task}` counts its runs there.
@@ -21,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gmbot_core::coordination::{ClaimStore, LeaseStore, WarningBoard};
+use gmbot_core::domain::RestrictionId;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// What a shared claim answered.
@@ -163,6 +168,41 @@ impl Shared {
         };
         self.counts.with_label_values(&[kind, result]).inc();
         claimed
+    }
+
+    /// Tells the other instances that this one will not make the Telegram calls of these
+    /// pending restriction rows (it is stopping, or its outbox shed them): whoever meets
+    /// one next — a replayed update, another message of the member, reconciliation — takes
+    /// it over at once instead of waiting out the pending grace. Best effort: if Redis does
+    /// not answer, the rows are taken over when their grace ends, as after a crash.
+    pub(crate) async fn release_pending(&self, rows: &[RestrictionId]) {
+        for row in rows {
+            let key = format!("r:{}", row.0);
+            // The marker outlives the grace, past which the row counts as lost anyway.
+            let ttl = Duration::from_secs(super::reconcile::PENDING_GRACE_SECS as u64);
+            if self.claim("pending_release", &key, ttl).await == Claimed::Unavailable {
+                return;
+            }
+        }
+    }
+
+    /// Whether this instance may make `row`'s call now because the instance that placed it
+    /// released it ([`Self::release_pending`]); of several instances asking, one is told
+    /// yes.
+    pub(crate) async fn take_released(&self, row: RestrictionId) -> bool {
+        let released = format!("r:{}", row.0);
+        match self.claims.is_claimed(&released).await {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(err) => {
+                log::debug!(error:display = err; "released pending rows unreadable; waiting out the grace");
+                return false;
+            }
+        }
+        let ttl = Duration::from_secs(super::reconcile::PENDING_GRACE_SECS as u64);
+        self.claim("pending_takeover", &format!("t:{}", row.0), ttl)
+            .await
+            == Claimed::Won
     }
 
     /// Forgets `key` (best effort, bounded like every call).

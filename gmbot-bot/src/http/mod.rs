@@ -42,6 +42,11 @@ use self::routes::Routed;
 /// answer about 40,000 small requests/s on loopback on two cores.
 pub const DEFAULT_THREADS: usize = 4;
 
+/// Threads of a webhook listener whose requests each wait for their update's write to the
+/// update journal (`GMBOT_WEBHOOK_JOURNAL`): a thread is blocked for about one database round
+/// trip per request, so more of them keep the throughput.
+pub const WRITE_AHEAD_THREADS: usize = 32;
+
 /// Why the listener could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {

@@ -396,6 +396,17 @@ impl Outbox {
     /// Queues a mute or kick whose row is recorded. `false` if it was shed (the pending row
     /// stays for reconciliation).
     pub(crate) fn moderate(&self, app: &App, group: GroupId, job: ModJob) -> bool {
+        if self.lock().stopping {
+            // The workers are gone: the call is not made here. Another instance (or the
+            // next start's reconciliation) makes it.
+            log::info!(
+                group_id = group.get(),
+                user_id = job.user.get();
+                "outbox stopped: a mute is left to another instance or the next start"
+            );
+            release_pending(app, vec![job.row]);
+            return false;
+        }
         let shed = !self.push(app, group, "restrict", |q| q.mods.push_back(job));
         if shed {
             log::warn!(
@@ -403,6 +414,7 @@ impl Outbox {
                 user_id = job.user.get();
                 "outbox full: a mute waits for reconciliation"
             );
+            release_pending(app, vec![job.row]);
         }
         !shed
     }
@@ -461,6 +473,12 @@ impl Outbox {
         true
     }
 
+    /// `message`, a warning of `group`, was deleted: it is no longer the group's shown
+    /// warning (here, and on the shared board with several instances).
+    pub(crate) async fn warning_deleted(&self, app: &App, group: GroupId, message: MessageId) {
+        warnings::warning_deleted(self, app, group, message).await;
+    }
+
     /// Puts this instance's shown warnings back on the shared warning board (several
     /// instances, after Redis came back; see `warnings`).
     pub async fn restore_board(&self, app: &App) {
@@ -509,7 +527,7 @@ impl Outbox {
 
     /// Lets the workers finish what is queued, up to `deadline`, then stops them. Returns
     /// how many deletions and mutes were left (their rows stay pending for reconciliation).
-    pub async fn shutdown(&self, deadline: Duration) -> usize {
+    pub async fn shutdown(&self, app: &App, deadline: Duration) -> usize {
         let drained = tokio::time::timeout(deadline, self.idle()).await.is_ok();
         {
             let mut s = self.lock();
@@ -532,9 +550,23 @@ impl Outbox {
                 log::warn!("an outbox worker did not stop in time");
             }
         }
-        let left = self.lock().jobs;
+        let (left, rows) = {
+            let s = self.lock();
+            let rows: Vec<RestrictionId> = s
+                .groups
+                .values()
+                .flat_map(|q| q.mods.iter().map(|j| j.row))
+                .collect();
+            (s.jobs, rows)
+        };
         if !drained || left > 0 {
-            log::warn!(left = left; "outbox stopped with actions waiting; pending mutes are applied by the next reconciliation");
+            log::warn!(left = left; "outbox stopped with actions waiting; pending mutes are applied by another instance or the next reconciliation");
+        }
+        if let Some(shared) = app.flows().shared() {
+            let released = tokio::time::timeout(RELEASE_BOUND, shared.release_pending(&rows));
+            if !rows.is_empty() && released.await.is_err() {
+                log::warn!(rows = rows.len(); "pending mutes not released in time; other instances take them up after the pending grace");
+            }
         }
         left
     }
@@ -566,6 +598,19 @@ impl Outbox {
         }
         self.inner.wake.notify_one();
         self.inner.progress.notify_waiters();
+    }
+}
+
+/// How long a stop waits to tell the other instances about the pending mutes it leaves.
+const RELEASE_BOUND: Duration = Duration::from_secs(5);
+
+/// Releases `rows` to the other instances (several instances only), in the background.
+fn release_pending(app: &App, rows: Vec<RestrictionId>) {
+    if let Some(shared) = app.flows().shared() {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(RELEASE_BOUND, shared.release_pending(&rows)).await;
+        });
     }
 }
 

@@ -401,6 +401,9 @@ async fn send_shared(
                     );
                     return SharedSend::Done;
                 }
+                // Gone (deleted by its timer or with its member's lift): cleared here and on
+                // the board, so that the next round posts a new one.
+                forget_shown(outbox, group, message);
                 let _ = board.clear(group, &token, Some(message)).await;
             }
             BoardSlot::Post => {
@@ -422,6 +425,7 @@ async fn send_shared(
                     {
                         return SharedSend::Done;
                     }
+                    forget_shown(outbox, group, shown.message);
                     let _ = board.clear(group, &token, Some(shown.message)).await;
                     continue;
                 }
@@ -432,6 +436,34 @@ async fn send_shared(
         }
     }
     SharedSend::Done
+}
+
+/// Forgets this instance's shown warning of `group` if it is `message`.
+fn forget_shown(outbox: &Outbox, group: GroupId, message: MessageId) {
+    let mut s = outbox.lock();
+    if let Some(q) = s.groups.get_mut(&group) {
+        if q.shown.as_ref().is_some_and(|w| w.message == message) {
+            q.shown = None;
+        }
+    }
+}
+
+/// A warning of `group` was deleted (its member was unmuted): it is no longer the group's
+/// shown warning, here or — with several instances — on the shared board, so the next
+/// member gets a new one instead of an edit of a message that is gone.
+pub(super) async fn warning_deleted(
+    outbox: &Outbox,
+    app: &App,
+    group: GroupId,
+    message: MessageId,
+) {
+    forget_shown(outbox, group, message);
+    if let Some(shared) = app.flows().shared() {
+        let board = Arc::clone(shared.board());
+        if let Err(err) = board.clear(group, "", Some(message)).await {
+            log::debug!(group_id = group.get(), error:display = err; "warning board not cleared; the next warning finds the message gone");
+        }
+    }
 }
 
 /// Holding the board's slot with a warning of this instance still shown: puts it on the

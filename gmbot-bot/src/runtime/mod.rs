@@ -2,8 +2,11 @@
 //! handlers, the update counters, and the graceful drain at shutdown.
 //!
 //! Transports hand converted updates to an [`UpdateSender`]: the webhook with
-//! [`UpdateSender::try_offer`] (never blocks; a full runtime is a 503, so Telegram retries
-//! later), long polling with [`UpdateSender::offer`] (waits for room, so a slow database slows
+//! [`UpdateSender::try_offer`] (a full runtime is a 503, so Telegram retries later; with the
+//! write-ahead on, it returns once the update is also kept in the store's update journal,
+//! held by this instance — see [`WRITE_AHEAD_HOLD`] — so an instance killed before handling
+//! it loses nothing: its holds stop being renewed and another instance's sweep takes the
+//! rows over), long polling with [`UpdateSender::offer`] (waits for room, so a slow database slows
 //! the polling instead of growing a backlog in memory). Every accepted update holds one of
 //! `queue_capacity` slots until it is handled, which bounds the memory a raid can take.
 //!
@@ -37,7 +40,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use gmbot_core::domain::{JournaledUpdate, UnixTime};
+use gmbot_core::domain::{GroupId, JournaledUpdate, UnixTime, UserId};
 
 use crate::app::App;
 use crate::handlers::{self, HandleError};
@@ -95,6 +98,11 @@ pub struct RuntimeConfig {
     /// A second recorder for the updates a predicate selects (load runs: e.g. the messages
     /// of subscribed members of groups that are not raided).
     pub latency_subset: Option<LatencySubset>,
+    /// Write-ahead for webhook updates (`GMBOT_WEBHOOK_JOURNAL`, on in webhook mode): each
+    /// one is kept in the update journal, held by this instance, before Telegram is told it
+    /// arrived, so an instance killed with updates in memory loses none (see
+    /// [`WRITE_AHEAD_HOLD`]).
+    pub write_ahead: bool,
 }
 
 /// A recorder and the updates it records (see [`RuntimeConfig::latency_subset`]).
@@ -125,6 +133,7 @@ impl Default for RuntimeConfig {
             claims: None,
             latency: None,
             latency_subset: None,
+            write_ahead: false,
         }
     }
 }
@@ -190,6 +199,9 @@ struct Shared {
     workers: Arc<Semaphore>,
     worker_count: usize,
     stats: Stats,
+    /// Set when a stop's drain deadline passed: key tasks stop at their next await and
+    /// handle nothing more (what they did not finish is kept in the update journal).
+    abandon: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -296,6 +308,8 @@ pub struct UpdateSender {
     recent: Arc<RecentIds>,
     accepting: Arc<AtomicBool>,
     app: App,
+    /// The write-ahead's group-commit writer ([`RuntimeConfig::write_ahead`]).
+    writer: Option<Arc<JournalWriter>>,
 }
 
 impl std::fmt::Debug for UpdateSender {
@@ -323,6 +337,7 @@ impl UpdateSender {
     /// none is running.
     fn enqueue(&self, update: Update, transport: Transport, slot: OwnedSemaphorePermit) {
         let kept = transport == Transport::Journal;
+        let writing = transport == Transport::Webhook && self.writer.is_some();
         let r = Received {
             update,
             transport,
@@ -337,6 +352,8 @@ impl UpdateSender {
             *s.unfinished.entry(id).or_insert(0) += 1;
             if kept {
                 s.kept.insert(id, Kept::Written);
+            } else if writing {
+                s.kept.entry(id).or_insert(Kept::Writing);
             }
             match s.waiting.get_mut(&key) {
                 Some(q) => {
@@ -422,7 +439,16 @@ impl UpdateSender {
         }
         match Arc::clone(&self.shared.slots).try_acquire_owned() {
             Ok(slot) => {
+                let row = match (&self.writer, transport) {
+                    (Some(_), Transport::Webhook) => {
+                        Some(journal::encode(&update, UnixTime::now()))
+                    }
+                    _ => None,
+                };
                 self.enqueue(update, transport, slot);
+                if let (Some(writer), Some(row)) = (&self.writer, row) {
+                    writer.write_and_wait(row);
+                }
                 Offer::Queued
             }
             Err(tokio::sync::TryAcquireError::NoPermits) => {
@@ -621,6 +647,7 @@ impl UpdateSender {
 /// Works through one key's updates in order, one at a time, each under a worker permit;
 /// ends when the key has nothing waiting.
 async fn run_key(shared: Arc<Shared>, worker: Arc<Worker>, key: i64, first: Received) {
+    let mut abandon = shared.abandon.subscribe();
     let mut next = Some(first);
     while let Some(r) = next {
         // The semaphore is never closed, so acquiring only waits.
@@ -628,7 +655,14 @@ async fn run_key(shared: Arc<Shared>, worker: Arc<Worker>, key: i64, first: Rece
             break;
         };
         let id = r.update.id;
-        worker.process(r).await;
+        // A stop past its deadline abandons the update where it stands: it stays unfinished
+        // (kept in the update journal for whoever handles it next), and no effect of it
+        // starts after the stop handed it back.
+        tokio::select! {
+            biased;
+            _ = abandon.wait_for(|abandoned| *abandoned) => return,
+            () = worker.process(r) => {}
+        }
         drop(permit);
         shared.finished(id);
         let mut s = shared.lock();
@@ -748,6 +782,7 @@ impl Runtime {
             workers: Arc::new(Semaphore::new(worker_count)),
             worker_count,
             stats: Stats::default(),
+            abandon: tokio::sync::watch::Sender::new(false),
         });
         let stop = Shutdown::new();
         shared.handle.spawn(forget_handled_every(
@@ -766,13 +801,29 @@ impl Runtime {
             retry_base: config.retry_base,
             last_claim_warning: AtomicU64::new(0),
         });
+        let writer = config.write_ahead.then(|| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            shared.handle.spawn(write_ahead_batches(
+                Arc::downgrade(&shared),
+                app.clone(),
+                rx,
+            ));
+            Arc::new(JournalWriter { tx })
+        });
         let sender = UpdateSender {
             shared,
             worker,
             recent: Arc::new(RecentIds::new(config.recent_ids)),
             accepting: Arc::new(AtomicBool::new(true)),
             app,
+            writer,
         };
+        if config.write_ahead {
+            sender
+                .shared
+                .handle
+                .spawn(hold_and_sweep(sender.clone(), stop.clone()));
+        }
         Self {
             sender,
             stop,
@@ -822,6 +873,7 @@ impl Runtime {
         };
         let app = &self.sender.app;
         let kept = if abandoned > 0 {
+            abandon_running(shared, app).await;
             keep_unfinished(shared, app).await
         } else {
             0
@@ -862,6 +914,51 @@ const FORGET_EVERY: Duration = Duration::from_millis(250);
 
 /// Keeps every update accepted and not handled (waiting, or with its handler still running) in
 /// the update journal, making rows this run took back available again. Returns how many.
+/// Stops the key tasks still handling updates (at their next await) and waits, briefly,
+/// for them to be gone. With several instances, the pending mute rows those updates may have
+/// placed without queueing their calls are released to the other instances, which replay the
+/// updates from the journal: otherwise they would find a young pending row and leave it to
+/// this instance, which is stopping.
+async fn abandon_running(shared: &Shared, app: &App) {
+    shared.abandon.send_replace(true);
+    let all = u32::try_from(shared.worker_count).unwrap_or(u32::MAX);
+    let stopped = tokio::time::timeout(
+        ABANDON_WAIT,
+        Arc::clone(&shared.workers).acquire_many_owned(all),
+    )
+    .await;
+    if !matches!(stopped, Ok(Ok(_))) {
+        log::warn!("update handlers did not stop in time after the drain deadline");
+    }
+    if app.flows().shared().is_none() {
+        // One instance: the next start's reconciliation takes up rows placed before it.
+        return;
+    }
+    let members: Vec<(GroupId, UserId)> = {
+        let s = shared.lock();
+        s.running.values().filter_map(member_of).collect()
+    };
+    let _ = tokio::time::timeout(
+        JOURNAL_CALL_TIMEOUT,
+        crate::flows::enforce::release_unqueued(app, &members),
+    )
+    .await;
+}
+
+/// How long a stop waits for abandoned update handlers to stop.
+const ABANDON_WAIT: Duration = Duration::from_secs(2);
+
+/// The group member an update may restrict: a message's sender, a joiner.
+fn member_of(update: &Update) -> Option<(GroupId, UserId)> {
+    use crate::update::UpdateKind;
+    let (chat, user) = match &update.kind {
+        UpdateKind::Message(m) | UpdateKind::EditedMessage(m) => (m.chat.id, m.from.as_ref()?.id),
+        UpdateKind::ChatMember(c) => (c.chat.id, c.user.id),
+        _ => return None,
+    };
+    Some((GroupId::new(chat.get()).ok()?, user))
+}
+
 async fn keep_unfinished(shared: &Shared, app: &App) -> usize {
     let now = UnixTime::now();
     let rows: Vec<JournaledUpdate> = {
@@ -891,6 +988,128 @@ async fn keep_unfinished(shared: &Shared, app: &App) -> usize {
                 "cannot keep the unhandled updates in the update journal; they are lost unless Telegram delivers them again"
             );
             0
+        }
+    }
+}
+
+/// How long a webhook update's write-ahead row is held by the instance that wrote it; renewed
+/// every [`WRITE_AHEAD_RENEW`] while the update is unfinished. An instance that dies stops
+/// renewing: at most this long after, another instance's sweep takes the row and handles it.
+pub const WRITE_AHEAD_HOLD: Duration = Duration::from_secs(15);
+
+/// How often the write-ahead holds are renewed, and the journal swept for rows whose holder
+/// died.
+pub const WRITE_AHEAD_RENEW: Duration = Duration::from_secs(4);
+
+/// The longest an HTTP thread waits for its update's write-ahead row before answering
+/// anyway (the update is queued already; only a crash before it is handled would lose it).
+const WRITE_AHEAD_WAIT: Duration = Duration::from_secs(3);
+
+/// Rows written in one store call at most.
+const WRITE_AHEAD_BATCH: usize = 512;
+
+/// One write-ahead row and the HTTP thread waiting for it.
+type AheadRow = (JournaledUpdate, std::sync::mpsc::SyncSender<bool>);
+
+/// Group commit for the write-ahead: HTTP threads hand their rows to one task, which writes
+/// whatever has gathered in one store call and tells each thread when its row is in.
+struct JournalWriter {
+    tx: tokio::sync::mpsc::UnboundedSender<AheadRow>,
+}
+
+impl JournalWriter {
+    /// Hands `row` to the writer and blocks the calling (HTTP) thread until it is written,
+    /// failed, or [`WRITE_AHEAD_WAIT`] passed. Never call it on a tokio worker thread.
+    fn write_and_wait(&self, row: JournaledUpdate) -> bool {
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        if self.tx.send((row, done)).is_err() {
+            return false;
+        }
+        wait.recv_timeout(WRITE_AHEAD_WAIT).unwrap_or(false)
+    }
+}
+
+/// The group-commit task behind [`JournalWriter`].
+async fn write_ahead_batches(
+    shared: std::sync::Weak<Shared>,
+    app: App,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<AheadRow>,
+) {
+    let mut batch: Vec<AheadRow> = Vec::new();
+    while rx.recv_many(&mut batch, WRITE_AHEAD_BATCH).await > 0 {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let rows: Vec<JournaledUpdate> = batch.iter().map(|(r, _)| r.clone()).collect();
+        let ids: Vec<i64> = rows.iter().map(|r| r.update_id).collect();
+        let until = UnixTime(UnixTime::now().0 + WRITE_AHEAD_HOLD.as_secs() as i64);
+        let written = match tokio::time::timeout(
+            JOURNAL_CALL_TIMEOUT,
+            app.store().journal_held_updates(&rows, until),
+        )
+        .await
+        {
+            Ok(Ok(written)) => Some(written),
+            _ => None,
+        };
+        let ok = written.is_some();
+        let written = written.unwrap_or_default();
+        // An id kept already (another instance wrote it: a delivery repeated after its answer
+        // was lost) is that instance's row: this one neither renews nor deletes it.
+        let mine: std::collections::HashSet<i64> = written.iter().copied().collect();
+        let others: Vec<i64> = ids
+            .iter()
+            .copied()
+            .filter(|id| !mine.contains(id))
+            .collect();
+        shared.written(&written, true);
+        shared.written(&others, false);
+        app.metrics()
+            .update_journal
+            .with_label_values(&[if ok { "written_ahead" } else { "unkept" }])
+            .inc_by(ids.len() as u64);
+        if !ok {
+            log::warn!(
+                updates = ids.len();
+                "cannot keep webhook updates in the update journal before answering; they are handled, but an instance killed before that would lose them"
+            );
+        }
+        for (_, done) in batch.drain(..) {
+            let _ = done.try_send(ok);
+        }
+    }
+}
+
+/// Every [`WRITE_AHEAD_RENEW`]: renews this instance's holds on its unfinished journaled
+/// updates, and takes the rows whose holder stopped renewing (an instance that died), until
+/// the runtime stops.
+async fn hold_and_sweep(sender: UpdateSender, stop: Shutdown) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(WRITE_AHEAD_RENEW) => {}
+            () = stop.wait() => return,
+        }
+        if !sender.accepting.load(Ordering::Acquire) {
+            return;
+        }
+        let ids: Vec<i64> = {
+            let s = sender.shared.lock();
+            s.kept
+                .iter()
+                .filter(|(_, k)| **k == Kept::Written)
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        let until = UnixTime(UnixTime::now().0 + WRITE_AHEAD_HOLD.as_secs() as i64);
+        if let Err(err) = sender.app.store().hold_journaled_updates(&ids, until).await {
+            log::warn!(updates = ids.len(), error:display = err; "cannot renew the hold on unfinished journaled updates; another instance may take them over");
+        }
+        let room = sender.shared.slots.available_permits() / 2;
+        let (_, queued) = sender
+            .replay_batch(room.min(journal::TAKE_BATCH), false)
+            .await;
+        if queued > 0 {
+            log::info!(updates = queued; "updates another instance accepted and did not finish taken over from the update journal");
         }
     }
 }

@@ -190,7 +190,9 @@ impl WebhookIngress {
         self.gate.max_body
     }
 
-    /// Answers one `POST` to the webhook path. Never blocks, never panics.
+    /// Answers one `POST` to the webhook path. Never panics; blocks only for the update's
+    /// write-ahead row in the update journal when that is on (`GMBOT_WEBHOOK_JOURNAL`), at
+    /// most a few seconds. Called on the HTTP listener's own threads, never on tokio's.
     pub fn accept(&self, secret_header: Option<&str>, body: &[u8]) -> WebhookReply {
         self.gate
             .accept_with(secret_header, body, |update| self.offer(update))

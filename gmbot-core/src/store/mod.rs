@@ -238,6 +238,22 @@ pub trait Store: Send + Sync + 'static {
         until: UnixTime,
     ) -> StoreResult<Vec<JournaledUpdate>>;
 
+    /// Keeps updates accepted and about to be handled by the caller, held by it until
+    /// `until` (a write-ahead: nobody takes them while the caller is alive and renews the
+    /// hold with [`hold_journaled_updates`](Store::hold_journaled_updates); if it dies, the
+    /// next [`take_journaled_updates`](Store::take_journaled_updates) after `until` gets
+    /// them). An `update_id` already kept is left as it is (another instance's, say). Returns
+    /// the ids written.
+    async fn journal_held_updates(
+        &self,
+        updates: &[JournaledUpdate],
+        until: UnixTime,
+    ) -> StoreResult<Vec<i64>>;
+
+    /// Extends the hold of kept updates to `until`; ids not kept are ignored (never
+    /// written back).
+    async fn hold_journaled_updates(&self, update_ids: &[i64], until: UnixTime) -> StoreResult<()>;
+
     /// Forgets kept updates once handled; ids not kept are ignored.
     async fn forget_journaled_updates(&self, update_ids: &[i64]) -> StoreResult<()>;
 

@@ -1388,6 +1388,54 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn journal_held_updates(
+        &self,
+        updates: &[JournaledUpdate],
+        until: UnixTime,
+    ) -> StoreResult<Vec<i64>> {
+        if updates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let updates = updates.to_vec();
+        self.run(move |c| {
+            let mut tx = c.transaction().map_err(db)?;
+            let mut written = Vec::with_capacity(updates.len());
+            for chunk in updates.chunks(super::JOURNAL_CHUNK) {
+                let ids: Vec<i64> = chunk.iter().map(|u| u.update_id).collect();
+                let payloads: Vec<&str> = chunk.iter().map(|u| u.payload.as_str()).collect();
+                let times: Vec<i64> = chunk.iter().map(|u| u.received_at.0).collect();
+                let rows = tx.query(
+                    "INSERT INTO update_journal (update_id, payload, received_at, taken_until) \
+                     SELECT u.id, u.payload, u.received, $4::bigint \
+                     FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS u (id, payload, received) \
+                     ON CONFLICT (update_id) DO NOTHING RETURNING update_id",
+                    &[&ids, &payloads, &times, &until.0],
+                )
+                .map_err(db)?;
+                written.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
+            }
+            tx.commit().map_err(db)?;
+            Ok(written)
+        })
+        .await
+    }
+
+    async fn hold_journaled_updates(&self, update_ids: &[i64], until: UnixTime) -> StoreResult<()> {
+        if update_ids.is_empty() {
+            return Ok(());
+        }
+        let ids = update_ids.to_vec();
+        self.run(move |c| {
+            c.execute(
+                "UPDATE update_journal SET taken_until = $2 WHERE update_id = ANY($1)",
+                &[&ids, &until.0],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn take_journaled_updates(
         &self,
         limit: usize,

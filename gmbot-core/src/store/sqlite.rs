@@ -1208,6 +1208,63 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn journal_held_updates(
+        &self,
+        updates: &[JournaledUpdate],
+        until: UnixTime,
+    ) -> StoreResult<Vec<i64>> {
+        if updates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let updates = updates.to_vec();
+        self.write(move |tx| {
+            let mut written = Vec::with_capacity(updates.len());
+            for chunk in updates.chunks(super::JOURNAL_CHUNK) {
+                let values = vec!["(?, ?, ?, ?)"; chunk.len()].join(", ");
+                let sql = format!(
+                    "INSERT INTO update_journal (update_id, payload, received_at, taken_until) \
+                     VALUES {values} ON CONFLICT (update_id) DO NOTHING RETURNING update_id"
+                );
+                let mut params: Vec<rusqlite::types::Value> = Vec::with_capacity(chunk.len() * 4);
+                for u in chunk {
+                    params.push(u.update_id.into());
+                    params.push(u.payload.clone().into());
+                    params.push(u.received_at.0.into());
+                    params.push(until.0.into());
+                }
+                let ids = tx
+                    .prepare_cached(&sql)?
+                    .query_map(rusqlite::params_from_iter(params), |r| r.get::<_, i64>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                written.extend(ids);
+            }
+            Ok(written)
+        })
+        .await
+    }
+
+    async fn hold_journaled_updates(&self, update_ids: &[i64], until: UnixTime) -> StoreResult<()> {
+        if update_ids.is_empty() {
+            return Ok(());
+        }
+        let ids = update_ids.to_vec();
+        self.write(move |tx| {
+            for chunk in ids.chunks(super::SEEN_CHUNK) {
+                let marks = vec!["?"; chunk.len()].join(", ");
+                let sql = format!(
+                    "UPDATE update_journal SET taken_until = ? WHERE update_id IN ({marks})"
+                );
+                let mut params: Vec<rusqlite::types::Value> = Vec::with_capacity(chunk.len() + 1);
+                params.push(until.0.into());
+                params.extend(chunk.iter().map(|&i| rusqlite::types::Value::from(i)));
+                tx.prepare_cached(&sql)?
+                    .execute(rusqlite::params_from_iter(params))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn forget_journaled_updates(&self, update_ids: &[i64]) -> StoreResult<()> {
         if update_ids.is_empty() {
             return Ok(());
