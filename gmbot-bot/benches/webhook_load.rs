@@ -17,7 +17,9 @@
 //! up), then *saturation*, every connection sending as fast as it is answered (the webhook
 //! answers before handling, so the queue fills and the 503 backpressure shows).
 //! Needs PostgreSQL and Redis (see README.md); `GMBOT_LOAD_BACKEND=sqlite` runs on SQLite and
-//! the in-process cache instead.
+//! the in-process cache instead. `GMBOT_LOAD_JOURNAL=off` runs the bot with
+//! `GMBOT_WEBHOOK_JOURNAL=off` (no write-ahead of each update before the answer; default `on`,
+//! as the bot's own default).
 //!
 //! `GMBOT_LOAD_OBSERVABILITY=compare` measures what logging and metrics cost: after the one
 //! warm-up, the paced and saturation phases run twice against the same bot, (a) *off* — the
@@ -489,6 +491,10 @@ async fn run(
         ("HTTP_LISTEN", "127.0.0.1:0".to_owned()),
         ("WEBHOOK_URL", "http://127.0.0.1:0/hook".to_owned()),
         ("WEBHOOK_SECRET", SECRET.to_owned()),
+        (
+            "GMBOT_WEBHOOK_JOURNAL",
+            std::env::var("GMBOT_LOAD_JOURNAL").unwrap_or_else(|_| "on".to_owned()),
+        ),
     ];
     match &pg {
         Some(pg) => {

@@ -381,6 +381,9 @@ pub async fn run_audit(
     let concurrency = opts.concurrency.max(1);
     let mut pages_here = 0u64;
     let mut checked_here = 0u64;
+    // Counted once here, then kept page by page: a count query per page would scan every row
+    // recorded so far (quadratic over a 150,000-member run).
+    let mut counts = app.store().audit_counts(opts.group, run.id).await?;
     let mut current = list(
         app,
         directory.as_ref(),
@@ -418,18 +421,14 @@ pub async fn run_audit(
             .iter()
             .filter(|o| o.outcome != AuditOutcome::Exempt)
             .count() as u64;
+        let page_record = AuditPage {
+            next: page.next.clone(),
+            outcomes,
+            directory_total: page.total,
+        };
         let recorded = app
             .store()
-            .record_audit_page(
-                opts.group,
-                run.id,
-                &AuditPage {
-                    next: page.next.clone(),
-                    outcomes,
-                    directory_total: page.total,
-                },
-                app.clock().unix_now(),
-            )
+            .record_audit_page(opts.group, run.id, &page_record, app.clock().unix_now())
             .await?;
         if !recorded {
             return Err(AuditError::Mismatch(format!(
@@ -443,7 +442,11 @@ pub async fn run_audit(
         if page.total.is_some() {
             run.directory_total = page.total;
         }
-        let counts = app.store().audit_counts(opts.group, run.id).await?;
+        // The page's members were not recorded before (`audited_members` filtered them out),
+        // so each outcome adds once.
+        for m in &page_record.outcomes {
+            counts.add(m);
+        }
         sink.page(&AuditProgress {
             run: run.clone(),
             counts,

@@ -2354,3 +2354,46 @@ async fn events_mode_keeps_the_cache_true_with_fewer_calls() {
     // strict-leave check and the rejoin's recheck.
     assert_eq!((events, ttl), (1, 3));
 }
+
+/// An edit of the shown warning that fails with a 5xx after every retry is no reason for a
+/// second warning (the message is most likely still up): the member is kept with the shown
+/// warning and named at its next edit. A warning that is gone gets a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_edit_of_the_shown_warning_posts_no_second_one() {
+    let mut h = harness().await;
+    h.set(h.group, SettingChange::CheckOnJoin(false)).await;
+    let (carol, dave) = (h.sim.add_user("Carol"), h.sim.add_user("Dave"));
+    h.sim.join(h.group, carol).expect("carol joins");
+    h.sim.join(h.group, dave).expect("dave joins");
+    h.skip_updates().await;
+    h.sim.post(h.group, h.bob, "hi").expect("post");
+    h.pump().await;
+    assert_eq!(h.warnings(h.group).len(), 1);
+
+    h.sim
+        .inject(Fault::on("editMessageText", FaultKind::ServerError(502)).always());
+    h.sim.post(h.group, carol, "hi").expect("post");
+    h.pump().await;
+    assert!(!h.sim.can_post(h.group, carol), "carol is muted");
+    let warnings = h.warnings(h.group);
+    assert_eq!(
+        warnings.len(),
+        1,
+        "no second warning: {:?}",
+        warnings.iter().map(|m| &m.text).collect::<Vec<_>>()
+    );
+
+    h.sim.clear_faults();
+    h.sim.post(h.group, dave, "hi").expect("post");
+    h.pump().await;
+    let warnings = h.warnings(h.group);
+    assert_eq!(warnings.len(), 1);
+    for name in ["Carol", "Dave"] {
+        assert!(
+            warnings[0].text.contains(name),
+            "{name} named: {}",
+            warnings[0].text
+        );
+    }
+    h.finish().await;
+}

@@ -643,3 +643,92 @@ async fn redis_killed_mid_lease_never_runs_a_job_twice_and_verification_goes_on(
     a.stop().await;
     b.stop().await;
 }
+
+/// Redis down: each instance posts its own warning (the board cannot be asked, and a missing
+/// warning is worse than an extra one). When Redis comes back, empty, the instances put their
+/// warnings back on the board: the first one's stays, the other edits its members into it
+/// and deletes its own copy, so one warning is left. (Which members it names is not asserted:
+/// edits of one warning by two instances can arrive out of order, the later one naming fewer.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warnings_posted_by_each_instance_while_redis_was_down_are_merged_when_it_returns() {
+    let w = world();
+    let sim = &w.sim;
+    let mut redis = private_redis::PrivateRedis::start().await;
+    let backend = Backend::postgres_redis();
+    let Backend::PostgresRedis(pg, _) = &backend else {
+        unreachable!()
+    };
+    let config = config(sim, pg.url(), &redis.url());
+    let a = start(sim, &config, options(&backend)).await;
+    let b = start(sim, &config, options(&backend)).await;
+    let balancer = Balancer::start();
+    deliver_through(sim, &balancer).await;
+    let both = [&a, &b];
+    balancer.route(&[&a, &b]);
+    let raiders: Vec<(UserId, String)> = (0..4)
+        .map(|i| {
+            let name = format!("Outsider{i}");
+            let u = sim.add_user(&name);
+            sim.join(w.group, u).expect("joins");
+            (u, name)
+        })
+        .collect();
+    settle(sim, &both).await;
+    sim.post(w.group, w.owner, "/protect @e2e_news")
+        .expect("owner posts");
+    settle(sim, &both).await;
+
+    let bot = sim.bot().id;
+    let shown = || -> Vec<String> {
+        sim.visible_messages(w.group)
+            .into_iter()
+            .filter(|m| m.from == Some(bot))
+            .filter(|m| {
+                m.buttons.iter().flatten().any(|b| {
+                    b.callback_data
+                        .as_deref()
+                        .is_some_and(|d| d.starts_with("j:"))
+                })
+            })
+            .map(|m| m.text)
+            .collect()
+    };
+    redis.kill();
+    balancer.route(&[&a]);
+    for (u, _) in &raiders[..2] {
+        sim.post(w.group, *u, "spam").expect("posts");
+    }
+    settle(sim, &both).await;
+    balancer.route(&[&b]);
+    for (u, _) in &raiders[2..] {
+        sim.post(w.group, *u, "spam").expect("posts");
+    }
+    settle(sim, &both).await;
+    // The outboxes work on (their budgets fall back to a share of their own first).
+    wait_until(
+        "each instance posted its own warning while Redis was down",
+        || shown().len() == 2,
+    )
+    .await;
+
+    redis.restart().await;
+    // Group messages resume (N + 1) × 3 s after Redis returns (the shared budget's return),
+    // after the instances resubscribed: bounded at 40 s.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let up = shown();
+        if up.len() == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not one warning within 40 s: {up:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (u, name) in &raiders {
+        assert!(!sim.can_post(w.group, *u), "{name} is still muted");
+    }
+    a.stop().await;
+    b.stop().await;
+}

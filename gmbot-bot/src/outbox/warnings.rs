@@ -141,6 +141,8 @@ pub(super) struct ShownWarning {
     message: MessageId,
     posted: Instant,
     cooldown: Duration,
+    /// When the message is deleted by its timer, counted from its last edit.
+    delete_after: Duration,
     named: Vec<User>,
     count: usize,
     missing: Vec<Arc<EnforcedChannel>>,
@@ -288,6 +290,7 @@ fn note_shown(
             message,
             posted,
             cooldown: batch.cooldown,
+            delete_after: batch.delete_after,
             named: view.named.iter().map(board_user).collect(),
             count: usize::try_from(view.count).unwrap_or(usize::MAX),
             missing,
@@ -295,7 +298,19 @@ fn note_shown(
     }
 }
 
-/// Edits `message` into everyone on the board; `false` if it cannot be edited (gone).
+/// What [`edit_shown`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Edit {
+    /// The message names the board's members now.
+    Edited,
+    /// The message is gone (deleted, too old to edit): a new one is needed.
+    Gone,
+    /// Telegram did not answer in time, or failed (5xx, 429 after every retry): the message
+    /// is probably still up. The members are on the board; the next edit names them.
+    Unsure,
+}
+
+/// Edits `message` into everyone on the board.
 async fn edit_shown(
     app: &App,
     telegram: &dyn TelegramApi,
@@ -304,7 +319,7 @@ async fn edit_shown(
     view: &BoardView,
     missing: &[Arc<EnforcedChannel>],
     delete_after: Duration,
-) -> bool {
+) -> Edit {
     let named: Vec<User> = view.named.iter().map(board_user).collect();
     let count_all = usize::try_from(view.count).unwrap_or(usize::MAX);
     let msg = consolidated_message(&named, count_all, missing);
@@ -315,12 +330,17 @@ async fn edit_shown(
                 .timers()
                 .reschedule(group, None, message, delete_after);
             log::info!(group_id = group.get(), members = count_all; "warning updated");
-            true
+            Edit::Edited
+        }
+        Err(err) if err.is_transient() => {
+            count(app, "warn_edit", false);
+            log::info!(group_id = group.get(), error:display = err; "cannot edit the shown warning now; its members are named at its next edit");
+            Edit::Unsure
         }
         Err(err) => {
             count(app, "warn_edit", false);
             log::debug!(group_id = group.get(), error:display = err; "cannot edit the shown warning; posting a new one");
-            false
+            Edit::Gone
         }
     }
 }
@@ -376,7 +396,7 @@ async fn send_shared(
                 left,
             } => {
                 counted("edited");
-                if edit_shown(
+                let edit = edit_shown(
                     app,
                     &telegram,
                     group,
@@ -385,8 +405,12 @@ async fn send_shared(
                     &batch.missing,
                     batch.delete_after,
                 )
-                .await
-                {
+                .await;
+                if edit == Edit::Unsure {
+                    // Not a reason for a second message: the members are on the board.
+                    return SharedSend::Done;
+                }
+                if edit == Edit::Edited {
                     let posted = Instant::now()
                         .checked_sub(batch.cooldown.saturating_sub(left))
                         .unwrap_or_else(Instant::now);
@@ -497,7 +521,8 @@ async fn restore_shown(
     view.count = view.count.max((shown.count + batch.count) as u64);
     let mut missing = shown.missing.clone();
     merge_channels(&mut missing, &batch.missing);
-    if !edit_shown(
+    // Unsure: the message is probably up, and it is the board's now.
+    if edit_shown(
         app,
         telegram,
         group,
@@ -507,6 +532,7 @@ async fn restore_shown(
         batch.delete_after,
     )
     .await
+        == Edit::Gone
     {
         return false;
     }
@@ -551,6 +577,7 @@ async fn post_shared(
         }
     };
     count(app, "warn", true);
+    log::info!(group_id = group.get(), message_id = message.0, members = batch.count; "warning posted (the group's shared warning)");
     let posted = Instant::now();
     let timers = app.flows().timers();
     timers.reschedule(group, personal, message, batch.delete_after);
@@ -581,6 +608,7 @@ async fn post_shared(
             batch.delete_after,
         )
         .await
+            == Edit::Edited
     {
         note_shown(
             outbox,
@@ -599,6 +627,7 @@ async fn post_shared(
             message,
             posted,
             cooldown: batch.cooldown,
+            delete_after: batch.delete_after,
             named: batch.named.clone(),
             count: batch.count,
             missing: batch.missing.clone(),
@@ -657,7 +686,8 @@ pub(super) async fn restore_board(outbox: &Outbox, app: &App) {
             .filter_map(|(g, q)| q.shown.clone().filter(|w| w.is_fresh(now)).map(|w| (*g, w)))
             .collect()
     };
-    let mut restored = 0;
+    let (mut restored, mut merged) = (0, 0);
+    let mut errors_left = RESTORE_ERRORS;
     for (group, w) in shown {
         let token = board_token();
         let members: Vec<BoardMember> = w
@@ -669,20 +699,102 @@ pub(super) async fn restore_board(outbox: &Outbox, app: &App) {
             })
             .collect();
         let left = (w.posted + w.cooldown).saturating_duration_since(now);
-        match board.join(group, &token, &members, MAX_NAMED, left).await {
-            Ok(BoardSlot::Post) => {
-                if let Ok(Some(_)) = board.posted(group, &token, w.message).await {
-                    restored += 1;
+        let telegram = app.telegram_in(Lane::Notify);
+        // A few rounds: another instance restoring at the same moment may hold the slot
+        // between its `join` and its `posted` (Queued); then its warning is up a moment later.
+        for _ in 0..RESTORE_ROUNDS {
+            match board.join(group, &token, &members, MAX_NAMED, left).await {
+                Ok(BoardSlot::Post) => {
+                    if let Ok(Some(view)) = board.posted(group, &token, w.message).await {
+                        restored += 1;
+                        // Members another instance queued meanwhile are edited in.
+                        if view.count > w.count as u64 {
+                            edit_shown(
+                                app,
+                                &telegram,
+                                group,
+                                w.message,
+                                &view,
+                                &w.missing,
+                                w.delete_after,
+                            )
+                            .await;
+                        }
+                    }
+                    break;
+                }
+                // Another instance's warning went up meanwhile (each posted its own during
+                // the outage): ours are named in it now, so this instance's copy goes.
+                Ok(BoardSlot::Shown {
+                    message,
+                    view,
+                    left,
+                }) if message != w.message => {
+                    if edit_shown(
+                        app,
+                        &telegram,
+                        group,
+                        message,
+                        &view,
+                        &w.missing,
+                        w.delete_after,
+                    )
+                    .await
+                        == Edit::Edited
+                    {
+                        // Deleted now (its timer, when due, finds it gone).
+                        if let Err(err) = telegram.delete_message(group.into(), w.message).await {
+                            log::debug!(group_id = group.get(), error:display = err; "cannot delete a duplicate warning; its timer deletes it");
+                        }
+                        let posted = now
+                            .checked_sub(w.cooldown.saturating_sub(left))
+                            .unwrap_or(now);
+                        let mut s = outbox.lock();
+                        if let Some(q) = s.groups.get_mut(&group) {
+                            q.shown = Some(ShownWarning {
+                                message,
+                                posted,
+                                cooldown: w.cooldown,
+                                delete_after: w.delete_after,
+                                named: view.named.iter().map(board_user).collect(),
+                                count: usize::try_from(view.count).unwrap_or(usize::MAX),
+                                missing: w.missing.clone(),
+                            });
+                        }
+                        merged += 1;
+                    }
+                    break;
+                }
+                Ok(BoardSlot::Queued) => {
+                    tokio::time::sleep(RESTORE_PAUSE).await;
+                }
+                Ok(BoardSlot::Shown { .. }) => break,
+                // Redis answered the subscription first; the board's connection is back
+                // within a probe or two.
+                Err(_) if errors_left > 0 => {
+                    errors_left -= 1;
+                    tokio::time::sleep(RESTORE_PAUSE).await;
+                }
+                Err(err) => {
+                    log::warn!(error:display = err; "shown warnings not put back on the shared warning board (Redis does not answer); each instance keeps its own until it expires");
+                    return;
                 }
             }
-            Ok(_) => {}
-            Err(_) => return,
         }
     }
-    if restored > 0 {
-        log::info!(groups = restored; "shown warnings put back on the shared warning board");
+    if restored > 0 || merged > 0 {
+        log::info!(groups = restored, merged = merged; "shown warnings put back on the shared warning board; duplicates posted during the outage merged into the board's and deleted");
     }
 }
+
+/// Rounds of [`restore_board`] for one group while another instance holds its slot.
+const RESTORE_ROUNDS: usize = 15;
+
+/// The pause between those rounds.
+const RESTORE_PAUSE: Duration = Duration::from_millis(300);
+
+/// Unanswered board calls [`restore_board`] waits out in all before it gives up.
+const RESTORE_ERRORS: usize = 10;
 
 /// Posts or edits the group's warning for `batch`.
 pub(super) async fn send(outbox: &Outbox, app: &App, group: GroupId, batch: WarnBatch) {
@@ -735,6 +847,22 @@ pub(super) async fn send(outbox: &Outbox, app: &App, group: GroupId, batch: Warn
                 log::info!(group_id = group.get(), members = count_all; "warning updated");
                 return;
             }
+            Err(err) if err.is_transient() => {
+                // Probably still up: no second message. The members are kept with it, so its
+                // next edit names them.
+                count(app, "warn_edit", false);
+                log::info!(group_id = group.get(), error:display = err; "cannot edit the shown warning now; its members are named at its next edit");
+                let mut s = outbox.lock();
+                if let Some(q) = s.groups.get_mut(&group) {
+                    q.shown = Some(ShownWarning {
+                        named,
+                        count: count_all,
+                        missing,
+                        ..shown
+                    });
+                }
+                return;
+            }
             Err(err) => {
                 count(app, "warn_edit", false);
                 // Deleted meanwhile (its timer, an admin, the member joined): post a new one.
@@ -748,6 +876,7 @@ pub(super) async fn send(outbox: &Outbox, app: &App, group: GroupId, batch: Warn
     match telegram.send_message(group.into(), &msg).await {
         Ok(message) => {
             count(app, "warn", true);
+            log::info!(group_id = group.get(), message_id = message.0, members = batch.count; "warning posted");
             timers.reschedule(group, personal, message, batch.delete_after);
             let mut s = outbox.lock();
             if let Some(q) = s.groups.get_mut(&group) {
@@ -755,6 +884,7 @@ pub(super) async fn send(outbox: &Outbox, app: &App, group: GroupId, batch: Warn
                     message,
                     posted: Instant::now(),
                     cooldown: batch.cooldown,
+                    delete_after: batch.delete_after,
                     named: batch.named,
                     count: batch.count,
                     missing: batch.missing,

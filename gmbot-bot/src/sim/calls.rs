@@ -16,6 +16,9 @@ pub struct RecordedCall {
     /// When the simulator received the call, counted from its start (budgets are checked
     /// against these: Telegram counts calls as they arrive).
     pub at: Duration,
+    /// When the simulator answered it, counted from its start: later than `at` for a call a
+    /// fault delayed. What the call did (a message posted) happened then.
+    pub answered: Duration,
 }
 
 impl RecordedCall {

@@ -787,7 +787,8 @@ impl Simulator {
         self.with(|w| w.emit_raw(body))
     }
 
-    /// Every call received so far, in order.
+    /// Every call received so far, in the order they were answered (a delayed call comes
+    /// after the calls answered meanwhile; its `at` is still when it arrived).
     pub fn calls(&self) -> Vec<RecordedCall> {
         self.with(|w| w.calls.clone())
     }

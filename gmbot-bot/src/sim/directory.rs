@@ -286,6 +286,7 @@ pub(crate) fn handle_http(shared: &Arc<Shared>, mut req: Request, method: &str) 
                 }),
                 status,
                 at: shared.started.elapsed(),
+                answered: shared.started.elapsed(),
             });
             shared.called.notify_all();
         }

@@ -61,12 +61,27 @@ fn answer(result: &Result<Value, ApiError>) -> (u16, Vec<u8>) {
 }
 
 fn record(shared: &Shared, world: &mut World, method: &str, params: &Params, status: u16) {
+    let at = shared.started.elapsed();
+    record_at(shared, world, method, params, status, at);
+}
+
+/// [`record`] with the time the call arrived (a delayed call counts when it came in, as
+/// Telegram's budgets count calls).
+fn record_at(
+    shared: &Shared,
+    world: &mut World,
+    method: &str,
+    params: &Params,
+    status: u16,
+    at: Duration,
+) {
     if world.record_calls {
         world.calls.push(RecordedCall {
             method: method.to_owned(),
             params: params.to_value(),
             status,
-            at: shared.started.elapsed(),
+            at,
+            answered: shared.started.elapsed(),
         });
         shared.called.notify_all();
     }
@@ -125,6 +140,7 @@ fn read_params(req: &mut Request, query: &str) -> Result<Params, ApiError> {
 }
 
 fn handle(shared: &Arc<Shared>, mut req: Request) {
+    let arrived = shared.started.elapsed();
     let url = req.url().to_owned();
     let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
     if let Some(method) = path.strip_prefix("/mtproto/") {
@@ -156,7 +172,17 @@ fn handle(shared: &Arc<Shared>, mut req: Request) {
     let outcome = faults::take(&mut shared.lock().faults, method);
     match outcome {
         FaultOutcome::Proceed => {}
-        FaultOutcome::Delay(d) => std::thread::sleep(d),
+        FaultOutcome::Delay(d) => {
+            // The delay runs on its own thread, so that held calls (a timeout storm) do not
+            // take every worker and hold up the calls behind them (which would then be
+            // answered, and counted, in a burst when the workers free up).
+            let shared = Arc::clone(shared);
+            std::thread::spawn(move || {
+                std::thread::sleep(d);
+                proceed(&shared, req, method, params, arrived);
+            });
+            return;
+        }
         FaultOutcome::Fail(e) => {
             record(shared, &mut shared.lock(), method, &params, e.code);
             let (status, body) = answer(&Err(e));
@@ -172,6 +198,17 @@ fn handle(shared: &Arc<Shared>, mut req: Request) {
             return respond(req, status, body);
         }
     }
+    proceed(shared, req, method, params, arrived);
+}
+
+/// Answers a call whose faults were applied: `getUpdates`, or the method itself.
+fn proceed(
+    shared: &Arc<Shared>,
+    req: Request,
+    method: &'static str,
+    params: Params,
+    arrived: Duration,
+) {
     if method == "getUpdates" {
         return get_updates(shared, req, params);
     }
@@ -185,7 +222,7 @@ fn handle(shared: &Arc<Shared>, mut req: Request) {
             }
         }
         let status = result.as_ref().map_or_else(|e| e.code, |_| 200);
-        record(shared, &mut w, method, &params, status);
+        record_at(shared, &mut w, method, &params, status, arrived);
         result
     };
     shared.changed.notify_all();

@@ -480,7 +480,7 @@ pub(crate) fn evaluate(soak: &Soak) -> Verdict {
     let mut twice_warnings = 0;
     let mut twice_warnings_at: Vec<(f64, i64)> = Vec::new();
     for g in &soak.groups {
-        let mut posts: Vec<Duration> = calls
+        let posts: Vec<Duration> = calls
             .iter()
             .filter(|c| c.ok() && c.method == "sendMessage" && c.int("chat_id") == Some(g.id.0))
             .filter(|c| {
@@ -488,9 +488,10 @@ pub(crate) fn evaluate(soak: &Soak) -> Verdict {
                     .get("reply_markup")
                     .is_some_and(|m| m.to_string().contains("j:"))
             })
-            .map(|c| c.at)
+            // When each went up: a delayed post appears when it is answered. The calls are
+            // in the order they were answered, which is the order of their message ids.
+            .map(|c| c.answered)
             .collect();
-        posts.sort();
         let mut ids = warnings.get(&g.id.0).cloned().unwrap_or_default();
         ids.sort_unstable();
         let shown: Vec<(Duration, Option<Duration>)> = posts
