@@ -732,3 +732,60 @@ async fn warnings_posted_by_each_instance_while_redis_was_down_are_merged_when_i
     a.stop().await;
     b.stop().await;
 }
+
+/// A personal warning posted by one instance goes when its member subscribes, whichever
+/// instance handles the subscription (the deletion timer lives in the instance that posted
+/// it): the next member then gets the group's one warning, not a second one beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_personal_warning_goes_when_another_instance_lifts_its_member() {
+    let w = world();
+    let sim = &w.sim;
+    let backend = Backend::postgres_redis();
+    let Backend::PostgresRedis(pg, _) = &backend else {
+        unreachable!()
+    };
+    let config = config(sim, pg.url(), e2e_support::REDIS_URL);
+    let a = start(sim, &config, options(&backend)).await;
+    let b = start(sim, &config, options(&backend)).await;
+    let balancer = Balancer::start();
+    deliver_through(sim, &balancer).await;
+    let both = [&a, &b];
+    balancer.route(&[&a]);
+    let (xavier, yvonne) = (sim.add_user("Xavier"), sim.add_user("Yvonne"));
+    sim.join(w.group, xavier).expect("joins");
+    sim.join(w.group, yvonne).expect("joins");
+    settle(sim, &both).await;
+    sim.post(w.group, w.owner, "/protect @e2e_news")
+        .expect("owner posts");
+    settle(sim, &both).await;
+
+    let bot = sim.bot().id;
+    let shown = || -> Vec<String> {
+        sim.visible_messages(w.group)
+            .into_iter()
+            .filter(|m| m.from == Some(bot))
+            .filter(|m| {
+                m.buttons.iter().flatten().any(|b| {
+                    b.callback_data
+                        .as_deref()
+                        .is_some_and(|d| d.starts_with("j:"))
+                })
+            })
+            .map(|m| m.text)
+            .collect()
+    };
+    sim.post(w.group, xavier, "spam").expect("posts");
+    wait_until("Xavier's warning is up", || shown().len() == 1).await;
+    // Xavier subscribes; the update goes to the other instance.
+    balancer.route(&[&b]);
+    sim.join(w.channel, xavier).expect("subscribes");
+    wait_until("Xavier can write again", || sim.can_post(w.group, xavier)).await;
+    wait_until("Xavier's warning is gone", || shown().is_empty()).await;
+    sim.post(w.group, yvonne, "spam").expect("posts");
+    wait_until("Yvonne's warning is up", || shown().len() == 1).await;
+    settle(sim, &both).await;
+    assert_eq!(shown().len(), 1, "one warning: {:?}", shown());
+    assert!(shown()[0].contains("Yvonne"));
+    a.stop().await;
+    b.stop().await;
+}

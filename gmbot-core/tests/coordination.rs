@@ -186,6 +186,11 @@ async fn board_contract(board: Arc<dyn WarningBoard>) {
             .is_none(),
         "only the slot's holder posts"
     );
+    assert_eq!(
+        board.shown(g).await.expect("answers"),
+        None,
+        "nothing shown while it is being posted"
+    );
     let view = board
         .posted(g, "t1", MessageId(10))
         .await
@@ -213,6 +218,15 @@ async fn board_contract(board: Arc<dyn WarningBoard>) {
         }
         other => panic!("expected the shown warning, got {other:?}"),
     }
+    let (message, seen) = board
+        .shown(g)
+        .await
+        .expect("answers")
+        .expect("a warning is shown");
+    assert_eq!(message, MessageId(10));
+    assert_eq!(seen.count, 4, "shown adds nobody");
+    assert_eq!(seen.named.len(), 3);
+    assert_eq!(board.shown(other).await.expect("answers"), None);
     assert_eq!(
         board
             .join(other, "t3", &[member(1, "Ann")], 3, ttl)

@@ -122,6 +122,8 @@ pub(crate) async fn delete_warnings(
             app.outbox().warning_deleted(app, group, id).await;
         }
     }
+    // Another instance's personal warning for them (its timer is there).
+    app.outbox().member_lifted(app, group, user).await;
 }
 
 /// Lifts one restriction through `telegram` (a lane of the dispatcher, or its

@@ -479,6 +479,12 @@ impl Outbox {
         warnings::warning_deleted(self, app, group, message).await;
     }
 
+    /// `user` was unmuted in `group`: the group's shared warning goes if it names them alone
+    /// (several instances; see `warnings`).
+    pub(crate) async fn member_lifted(&self, app: &App, group: GroupId, user: UserId) {
+        warnings::member_lifted(self, app, group, user).await;
+    }
+
     /// Puts this instance's shown warnings back on the shared warning board (several
     /// instances, after Redis came back; see `warnings`).
     pub async fn restore_board(&self, app: &App) {

@@ -490,6 +490,32 @@ pub(super) async fn warning_deleted(
     }
 }
 
+/// `user` in `group` was unmuted: if the group's shared warning names them alone (a
+/// personal warning, possibly another instance's, whose deletion timer lives there), it is
+/// deleted here and cleared from the board, so that the next member gets a new warning.
+pub(super) async fn member_lifted(outbox: &Outbox, app: &App, group: GroupId, user: UserId) {
+    let Some(shared) = app.flows().shared() else {
+        return;
+    };
+    let board = Arc::clone(shared.board());
+    let Ok(Some((message, view))) = board.shown(group).await else {
+        return;
+    };
+    if view.count != 1 || view.named.first().map(|m| m.id) != Some(user) {
+        return;
+    }
+    let telegram = app.telegram_in(Lane::Notify);
+    if let Err(err) = telegram.delete_message(group.into(), message).await {
+        if err.is_transient() {
+            // Perhaps still up; its own timer deletes it.
+            return;
+        }
+        log::debug!(group_id = group.get(), error:display = err; "a lifted member's warning was already gone");
+    }
+    forget_shown(outbox, group, message);
+    let _ = board.clear(group, "", Some(message)).await;
+}
+
 /// Holding the board's slot with a warning of this instance still shown: puts it on the
 /// board and edits the members in. `false` if it cannot be edited (gone).
 #[allow(clippy::too_many_arguments)]

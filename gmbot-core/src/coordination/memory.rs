@@ -196,6 +196,18 @@ impl WarningBoard for LocalCoordination {
         })
     }
 
+    async fn shown(
+        &self,
+        group: GroupId,
+    ) -> Result<Option<(MessageId, BoardView)>, CoordinationError> {
+        let now = Instant::now();
+        let boards = Self::lock(&self.boards);
+        Ok(boards
+            .get(&group)
+            .filter(|b| b.until > now)
+            .and_then(|b| b.message.map(|m| (m, b.view()))))
+    }
+
     async fn clear(
         &self,
         group: GroupId,

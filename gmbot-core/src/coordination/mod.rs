@@ -204,6 +204,16 @@ pub trait WarningBoard: Send + Sync + 'static {
         token: &str,
         message: Option<MessageId>,
     ) -> Result<(), CoordinationError>;
+
+    /// The group's shown warning and whom it gathers, without adding anyone; `None` while
+    /// no warning is up (or one is being posted). The default knows nothing (`None`):
+    /// implementations override it.
+    async fn shown(
+        &self,
+        _group: GroupId,
+    ) -> Result<Option<(MessageId, BoardView)>, CoordinationError> {
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

@@ -560,6 +560,38 @@ impl WarningBoard for RedisCoordination {
         }))
     }
 
+    async fn shown(
+        &self,
+        group: GroupId,
+    ) -> Result<Option<(MessageId, BoardView)>, CoordinationError> {
+        let (board, set) = self.board_keys(group);
+        let mut pipe = redis::pipe();
+        pipe.cmd("HMGET")
+            .arg(&board)
+            .arg("state")
+            .arg("msg")
+            .arg("named")
+            .cmd("SCARD")
+            .arg(&set);
+        let mut conn = self.inner.conn.clone();
+        let ((state, msg, named), count): ((Option<String>, Option<String>, Option<String>), u64) =
+            self.guarded(async move { pipe.query_async(&mut conn).await })
+                .await?;
+        if state.as_deref() != Some("shown") {
+            return Ok(None);
+        }
+        let Some(message) = msg.and_then(|m| m.parse().ok()) else {
+            return Ok(None);
+        };
+        Ok(Some((
+            MessageId(message),
+            BoardView {
+                count,
+                named: decode_named(named.as_deref().unwrap_or("[]")),
+            },
+        )))
+    }
+
     async fn clear(
         &self,
         group: GroupId,
