@@ -644,6 +644,24 @@ async fn redis_killed_mid_lease_never_runs_a_job_twice_and_verification_goes_on(
     b.stop().await;
 }
 
+/// The texts of the warnings on screen in `group` (the bot's messages with an "I've joined"
+/// button).
+fn shown_warnings(sim: &Simulator, group: gmbot_core::domain::GroupId) -> Vec<String> {
+    let bot = sim.bot().id;
+    sim.visible_messages(group)
+        .into_iter()
+        .filter(|m| m.from == Some(bot))
+        .filter(|m| {
+            m.buttons.iter().flatten().any(|b| {
+                b.callback_data
+                    .as_deref()
+                    .is_some_and(|d| d.starts_with("j:"))
+            })
+        })
+        .map(|m| m.text)
+        .collect()
+}
+
 /// Redis down: each instance posts its own warning (the board cannot be asked, and a missing
 /// warning is worse than an extra one). When Redis comes back, empty, the instances put their
 /// warnings back on the board: the first one's stays, the other edits its members into it
@@ -678,21 +696,7 @@ async fn warnings_posted_by_each_instance_while_redis_was_down_are_merged_when_i
         .expect("owner posts");
     settle(sim, &both).await;
 
-    let bot = sim.bot().id;
-    let shown = || -> Vec<String> {
-        sim.visible_messages(w.group)
-            .into_iter()
-            .filter(|m| m.from == Some(bot))
-            .filter(|m| {
-                m.buttons.iter().flatten().any(|b| {
-                    b.callback_data
-                        .as_deref()
-                        .is_some_and(|d| d.starts_with("j:"))
-                })
-            })
-            .map(|m| m.text)
-            .collect()
-    };
+    let shown = || shown_warnings(sim, w.group);
     redis.kill();
     balancer.route(&[&a]);
     for (u, _) in &raiders[..2] {
@@ -759,21 +763,7 @@ async fn a_personal_warning_goes_when_another_instance_lifts_its_member() {
         .expect("owner posts");
     settle(sim, &both).await;
 
-    let bot = sim.bot().id;
-    let shown = || -> Vec<String> {
-        sim.visible_messages(w.group)
-            .into_iter()
-            .filter(|m| m.from == Some(bot))
-            .filter(|m| {
-                m.buttons.iter().flatten().any(|b| {
-                    b.callback_data
-                        .as_deref()
-                        .is_some_and(|d| d.starts_with("j:"))
-                })
-            })
-            .map(|m| m.text)
-            .collect()
-    };
+    let shown = || shown_warnings(sim, w.group);
     sim.post(w.group, xavier, "spam").expect("posts");
     wait_until("Xavier's warning is up", || shown().len() == 1).await;
     // Xavier subscribes; the update goes to the other instance.

@@ -284,16 +284,26 @@ fn note_shown(
     view: &BoardView,
     missing: Vec<Arc<EnforcedChannel>>,
 ) {
+    let shown = ShownWarning {
+        message,
+        posted,
+        cooldown: batch.cooldown,
+        delete_after: batch.delete_after,
+        named: Vec::new(),
+        count: 0,
+        missing,
+    };
+    keep_shown(outbox, group, shown, view);
+}
+
+/// Keeps `shown`, naming `view`'s members, as this instance's shown warning of `group`.
+fn keep_shown(outbox: &Outbox, group: GroupId, shown: ShownWarning, view: &BoardView) {
     let mut s = outbox.lock();
     if let Some(q) = s.groups.get_mut(&group) {
         q.shown = Some(ShownWarning {
-            message,
-            posted,
-            cooldown: batch.cooldown,
-            delete_after: batch.delete_after,
             named: view.named.iter().map(board_user).collect(),
             count: usize::try_from(view.count).unwrap_or(usize::MAX),
-            missing,
+            ..shown
         });
     }
 }
@@ -775,18 +785,12 @@ pub(super) async fn restore_board(outbox: &Outbox, app: &App) {
                         let posted = now
                             .checked_sub(w.cooldown.saturating_sub(left))
                             .unwrap_or(now);
-                        let mut s = outbox.lock();
-                        if let Some(q) = s.groups.get_mut(&group) {
-                            q.shown = Some(ShownWarning {
-                                message,
-                                posted,
-                                cooldown: w.cooldown,
-                                delete_after: w.delete_after,
-                                named: view.named.iter().map(board_user).collect(),
-                                count: usize::try_from(view.count).unwrap_or(usize::MAX),
-                                missing: w.missing.clone(),
-                            });
-                        }
+                        let board_warning = ShownWarning {
+                            message,
+                            posted,
+                            ..w.clone()
+                        };
+                        keep_shown(outbox, group, board_warning, &view);
                         merged += 1;
                     }
                     break;
