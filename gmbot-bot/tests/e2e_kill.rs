@@ -119,6 +119,14 @@ async fn updates_answered_by_an_instance_killed_before_handling_them_are_handled
     )
     .await;
     journal_holds(&*s, 1, "the update is in the journal before the kill").await;
+    // The write-ahead comes before the handling: wait until the instance's membership check
+    // is the one being held, or the instance taking over would meet the delay instead.
+    wait_for(
+        "the killed instance's check reached Telegram",
+        Duration::from_secs(10),
+        || sim.pending_faults() == 0,
+    )
+    .await;
     a.kill().expect("SIGKILL");
     let _ = a.wait();
     let killed = Instant::now();

@@ -768,6 +768,12 @@ impl Simulator {
         self.with(|w| w.faults.push(fault));
     }
 
+    /// Injected faults that will still hit a call (a fault is gone once its last hit is
+    /// taken): a test waits for 0 to know its faults reached the calls they were meant for.
+    pub fn pending_faults(&self) -> usize {
+        self.with(|w| w.faults.len())
+    }
+
     /// Removes every injected fault.
     pub fn clear_faults(&self) {
         self.with(|w| w.faults.clear());
