@@ -28,6 +28,10 @@ use gmbot_core::coordination::{ClaimStore, LeaseStore, WarningBoard};
 use gmbot_core::domain::RestrictionId;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
+/// How long a pending row's release and takeover marks last: the pending grace, past which
+/// the row counts as lost anyway.
+const PENDING_MARK_TTL: Duration = Duration::from_secs(super::reconcile::PENDING_GRACE_SECS as u64);
+
 /// What a shared claim answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Claimed {
@@ -178,9 +182,7 @@ impl Shared {
     pub(crate) async fn release_pending(&self, rows: &[RestrictionId]) {
         for row in rows {
             let key = format!("r:{}", row.0);
-            // The marker outlives the grace, past which the row counts as lost anyway.
-            let ttl = Duration::from_secs(super::reconcile::PENDING_GRACE_SECS as u64);
-            if self.claim("pending_release", &key, ttl).await == Claimed::Unavailable {
+            if self.claim("pending_release", &key, PENDING_MARK_TTL).await == Claimed::Unavailable {
                 return;
             }
         }
@@ -199,9 +201,12 @@ impl Shared {
                 return false;
             }
         }
-        let ttl = Duration::from_secs(super::reconcile::PENDING_GRACE_SECS as u64);
-        self.claim("pending_takeover", &format!("t:{}", row.0), ttl)
-            .await
+        self.claim(
+            "pending_takeover",
+            &format!("t:{}", row.0),
+            PENDING_MARK_TTL,
+        )
+        .await
             == Claimed::Won
     }
 

@@ -284,27 +284,26 @@ fn note_shown(
     view: &BoardView,
     missing: Vec<Arc<EnforcedChannel>>,
 ) {
-    let shown = ShownWarning {
-        message,
-        posted,
-        cooldown: batch.cooldown,
-        delete_after: batch.delete_after,
-        named: Vec::new(),
-        count: 0,
-        missing,
-    };
-    keep_shown(outbox, group, shown, view);
-}
-
-/// Keeps `shown`, naming `view`'s members, as this instance's shown warning of `group`.
-fn keep_shown(outbox: &Outbox, group: GroupId, shown: ShownWarning, view: &BoardView) {
-    let mut s = outbox.lock();
-    if let Some(q) = s.groups.get_mut(&group) {
-        q.shown = Some(ShownWarning {
+    set_shown(
+        outbox,
+        group,
+        ShownWarning {
+            message,
+            posted,
+            cooldown: batch.cooldown,
+            delete_after: batch.delete_after,
             named: view.named.iter().map(board_user).collect(),
             count: usize::try_from(view.count).unwrap_or(usize::MAX),
-            ..shown
-        });
+            missing,
+        },
+    );
+}
+
+/// Makes `shown` this instance's shown warning of `group` (while the group has a queue).
+fn set_shown(outbox: &Outbox, group: GroupId, shown: ShownWarning) {
+    let mut s = outbox.lock();
+    if let Some(q) = s.groups.get_mut(&group) {
+        q.shown = Some(shown);
     }
 }
 
@@ -657,9 +656,10 @@ async fn post_shared(
         );
         return;
     }
-    let mut s = outbox.lock();
-    if let Some(q) = s.groups.get_mut(&group) {
-        q.shown = Some(ShownWarning {
+    set_shown(
+        outbox,
+        group,
+        ShownWarning {
             message,
             posted,
             cooldown: batch.cooldown,
@@ -667,8 +667,8 @@ async fn post_shared(
             named: batch.named.clone(),
             count: batch.count,
             missing: batch.missing.clone(),
-        });
-    }
+        },
+    );
 }
 
 /// The message that starts a group's warning: the personal warning for one member (sent
@@ -785,12 +785,17 @@ pub(super) async fn restore_board(outbox: &Outbox, app: &App) {
                         let posted = now
                             .checked_sub(w.cooldown.saturating_sub(left))
                             .unwrap_or(now);
-                        let board_warning = ShownWarning {
-                            message,
-                            posted,
-                            ..w.clone()
-                        };
-                        keep_shown(outbox, group, board_warning, &view);
+                        set_shown(
+                            outbox,
+                            group,
+                            ShownWarning {
+                                message,
+                                posted,
+                                named: view.named.iter().map(board_user).collect(),
+                                count: usize::try_from(view.count).unwrap_or(usize::MAX),
+                                ..w.clone()
+                            },
+                        );
                         merged += 1;
                     }
                     break;
@@ -857,23 +862,21 @@ pub(super) async fn send(outbox: &Outbox, app: &App, group: GroupId, batch: Warn
         let mut missing = shown.missing.clone();
         merge_channels(&mut missing, &batch.missing);
         let msg = consolidated_message(&named, count_all, &missing);
-        match telegram
-            .edit_message(group.into(), shown.message, &msg)
-            .await
-        {
+        let (message, edited) = (
+            shown.message,
+            ShownWarning {
+                named,
+                count: count_all,
+                missing,
+                ..shown
+            },
+        );
+        match telegram.edit_message(group.into(), message, &msg).await {
             Ok(()) => {
                 count(app, "warn_edit", true);
                 // Group-wide now: one member's join no longer deletes it.
-                timers.reschedule(group, None, shown.message, batch.delete_after);
-                let mut s = outbox.lock();
-                if let Some(q) = s.groups.get_mut(&group) {
-                    q.shown = Some(ShownWarning {
-                        named,
-                        count: count_all,
-                        missing,
-                        ..shown
-                    });
-                }
+                timers.reschedule(group, None, message, batch.delete_after);
+                set_shown(outbox, group, edited);
                 log::info!(group_id = group.get(), members = count_all; "warning updated");
                 return;
             }
@@ -882,15 +885,7 @@ pub(super) async fn send(outbox: &Outbox, app: &App, group: GroupId, batch: Warn
                 // next edit names them.
                 count(app, "warn_edit", false);
                 log::info!(group_id = group.get(), error:display = err; "cannot edit the shown warning now; its members are named at its next edit");
-                let mut s = outbox.lock();
-                if let Some(q) = s.groups.get_mut(&group) {
-                    q.shown = Some(ShownWarning {
-                        named,
-                        count: count_all,
-                        missing,
-                        ..shown
-                    });
-                }
+                set_shown(outbox, group, edited);
                 return;
             }
             Err(err) => {
@@ -908,9 +903,10 @@ pub(super) async fn send(outbox: &Outbox, app: &App, group: GroupId, batch: Warn
             count(app, "warn", true);
             log::info!(group_id = group.get(), message_id = message.0, members = batch.count; "warning posted");
             timers.reschedule(group, personal, message, batch.delete_after);
-            let mut s = outbox.lock();
-            if let Some(q) = s.groups.get_mut(&group) {
-                q.shown = Some(ShownWarning {
+            set_shown(
+                outbox,
+                group,
+                ShownWarning {
                     message,
                     posted: Instant::now(),
                     cooldown: batch.cooldown,
@@ -918,8 +914,8 @@ pub(super) async fn send(outbox: &Outbox, app: &App, group: GroupId, batch: Warn
                     named: batch.named,
                     count: batch.count,
                     missing: batch.missing,
-                });
-            }
+                },
+            );
         }
         Err(err) => {
             count(app, "warn", false);

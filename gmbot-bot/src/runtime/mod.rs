@@ -912,8 +912,6 @@ const JOURNAL_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often handled updates' journal rows are deleted.
 const FORGET_EVERY: Duration = Duration::from_millis(250);
 
-/// Keeps every update accepted and not handled (waiting, or with its handler still running) in
-/// the update journal, making rows this run took back available again. Returns how many.
 /// Stops the key tasks still handling updates (at their next await) and waits, briefly,
 /// for them to be gone. With several instances, the pending mute rows those updates may have
 /// placed without queueing their calls are released to the other instances, which replay the
@@ -959,6 +957,8 @@ fn member_of(update: &Update) -> Option<(GroupId, UserId)> {
     Some((GroupId::new(chat.get()).ok()?, user))
 }
 
+/// Keeps every update accepted and not handled (waiting, or with its handler still running) in
+/// the update journal, making rows this run took back available again. Returns how many.
 async fn keep_unfinished(shared: &Shared, app: &App) -> usize {
     let now = UnixTime::now();
     let rows: Vec<JournaledUpdate> = {
@@ -1042,7 +1042,7 @@ async fn write_ahead_batches(
         };
         let rows: Vec<JournaledUpdate> = batch.iter().map(|(r, _)| r.clone()).collect();
         let ids: Vec<i64> = rows.iter().map(|r| r.update_id).collect();
-        let until = UnixTime(UnixTime::now().0 + WRITE_AHEAD_HOLD.as_secs() as i64);
+        let until = UnixTime::now().plus(WRITE_AHEAD_HOLD);
         let written = match tokio::time::timeout(
             JOURNAL_CALL_TIMEOUT,
             app.store().journal_held_updates(&rows, until),
@@ -1100,7 +1100,7 @@ async fn hold_and_sweep(sender: UpdateSender, stop: Shutdown) {
                 .map(|(id, _)| *id)
                 .collect()
         };
-        let until = UnixTime(UnixTime::now().0 + WRITE_AHEAD_HOLD.as_secs() as i64);
+        let until = UnixTime::now().plus(WRITE_AHEAD_HOLD);
         if let Err(err) = sender.app.store().hold_journaled_updates(&ids, until).await {
             log::warn!(updates = ids.len(), error:display = err; "cannot renew the hold on unfinished journaled updates; another instance may take them over");
         }

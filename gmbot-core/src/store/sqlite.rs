@@ -456,6 +456,23 @@ fn group_exists(conn: &Connection, group: GroupId) -> StoreResult<bool> {
         .query_row([group.0], |r| r.get(0))?)
 }
 
+/// The `VALUES` placeholders and parameters of update journal rows, each held until
+/// `taken_until` (0: free for anyone to take).
+fn journal_rows(
+    updates: &[JournaledUpdate],
+    taken_until: i64,
+) -> (String, Vec<rusqlite::types::Value>) {
+    let values = vec!["(?, ?, ?, ?)"; updates.len()].join(", ");
+    let mut params: Vec<rusqlite::types::Value> = Vec::with_capacity(updates.len() * 4);
+    for u in updates {
+        params.push(u.update_id.into());
+        params.push(u.payload.clone().into());
+        params.push(u.received_at.0.into());
+        params.push(taken_until.into());
+    }
+    (values, params)
+}
+
 fn require_group(conn: &Connection, group: GroupId) -> StoreResult<()> {
     if group_exists(conn, group)? {
         Ok(())
@@ -1160,17 +1177,11 @@ impl Store for SqliteStore {
         let updates = updates.to_vec();
         self.write(move |tx| {
             for chunk in updates.chunks(super::JOURNAL_CHUNK) {
-                let values = vec!["(?, ?, ?)"; chunk.len()].join(", ");
+                let (values, params) = journal_rows(chunk, 0);
                 let sql = format!(
-                    "INSERT INTO update_journal (update_id, payload, received_at) \
+                    "INSERT INTO update_journal (update_id, payload, received_at, taken_until) \
                      VALUES {values} ON CONFLICT (update_id) DO UPDATE SET taken_until = 0"
                 );
-                let mut params: Vec<rusqlite::types::Value> = Vec::with_capacity(chunk.len() * 3);
-                for u in chunk {
-                    params.push(u.update_id.into());
-                    params.push(u.payload.clone().into());
-                    params.push(u.received_at.0.into());
-                }
                 tx.prepare_cached(&sql)?
                     .execute(rusqlite::params_from_iter(params))?;
             }
@@ -1220,18 +1231,11 @@ impl Store for SqliteStore {
         self.write(move |tx| {
             let mut written = Vec::with_capacity(updates.len());
             for chunk in updates.chunks(super::JOURNAL_CHUNK) {
-                let values = vec!["(?, ?, ?, ?)"; chunk.len()].join(", ");
+                let (values, params) = journal_rows(chunk, until.0);
                 let sql = format!(
                     "INSERT INTO update_journal (update_id, payload, received_at, taken_until) \
                      VALUES {values} ON CONFLICT (update_id) DO NOTHING RETURNING update_id"
                 );
-                let mut params: Vec<rusqlite::types::Value> = Vec::with_capacity(chunk.len() * 4);
-                for u in chunk {
-                    params.push(u.update_id.into());
-                    params.push(u.payload.clone().into());
-                    params.push(u.received_at.0.into());
-                    params.push(until.0.into());
-                }
                 let ids = tx
                     .prepare_cached(&sql)?
                     .query_map(rusqlite::params_from_iter(params), |r| r.get::<_, i64>(0))?
