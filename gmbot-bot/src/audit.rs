@@ -1,32 +1,45 @@
 //! Batch audits: every member of a protected group checked against its channels, in the
-//! dispatcher's bulk lane, with a checkpoint after every page so a killed run resumes.
+//! dispatcher's bulk lane, with checkpoints as it goes so a killed run resumes.
 //!
 //! [`run_audit`] walks the run's [`AuditCursor`]: the member directory's sweep (recent
 //! members, then search prefixes past Telegram's 10,000-per-filter cap), then the members
-//! the bot saw writing (`seen_members`), then done. For each page it drops the members the
-//! run recorded already, checks the rest concurrently with
-//! [`Engine::audit_member`](gmbot_core::engine::Engine::audit_member) (fresh `getChatMember`
-//! calls for every linked channel, bulk lane), mutes the non-subscribers with `--apply`
-//! exactly as reconciliation does ([`enforce::restrict`]: a `pending` row, the call, the row
-//! `active`), and records the outcomes and the next cursor in one transaction. The next
-//! directory page is fetched while the current one is checked.
+//! the bot saw writing (`seen_members`), then done. It runs as a pipeline with no barrier
+//! between pages, because the bulk bucket's burst is small and every pause in the calls is
+//! budget lost for good:
+//!
+//! - the lister fetches pages ahead (up to 16 unrecorded ones), drops the members the run
+//!   stored already or handed out from an earlier page, and queues the rest;
+//! - the checks take queued members as slots free up, [`DEFAULT_CONCURRENCY`] at a time
+//!   across page boundaries, with
+//!   [`Engine::audit_member`](gmbot_core::engine::Engine::audit_member) (fresh
+//!   `getChatMember` calls for every linked channel, bulk lane), and mute the
+//!   non-subscribers with `--apply` exactly as reconciliation does ([`enforce::restrict`]:
+//!   a `pending` row, the call, the row `active`);
+//! - the recorder stores each page once all its checks are in, in listing order, with the
+//!   next cursor in the same transaction; outcomes of pages still being checked are stored
+//!   every 50 outcomes or 250 ms ([`Store::record_audit_outcomes`]), so a kill repeats at
+//!   most those and the checks in flight, not a page.
+//!
+//! [`Store::record_audit_outcomes`]: gmbot_core::store::Store::record_audit_outcomes
 //!
 //! Without a directory (no MTProto credentials) a run audits the seen members only.
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
 use gmbot_core::audit::{
-    AuditCounts, AuditCursor, AuditOutcome, AuditPage, AuditRun, AuditSource, AuditState,
-    MemberDirectory, MemberOutcome, NewAuditRun, PAGE_LIMIT,
+    AuditCounts, AuditCursor, AuditOutcome, AuditPage, AuditRun, AuditRunId, AuditSource,
+    AuditState, MemberDirectory, MemberOutcome, NewAuditRun, PAGE_LIMIT,
 };
 use gmbot_core::dispatch::Lane;
 use gmbot_core::domain::{GroupId, NonMemberAction, UnixTime, UserId};
 use gmbot_core::engine::{Decision, Engine, EngineConfig, EngineError, EnginePorts, Verdict};
 use gmbot_core::store::StoreError;
 use gmbot_core::telegram::{Method, TelegramApi, TelegramError};
+use tokio::sync::Notify;
 
 use crate::app::App;
 use crate::flows::enforce::{self, Muted};
@@ -316,6 +329,278 @@ async fn open_run(
     }
 }
 
+/// Members listed and waiting for a check at most (the lister stops there).
+const CHECKS_QUEUED: usize = PAGE_LIMIT as usize;
+/// Listed pages not recorded yet at most (pages whose members were all recorded cost a
+/// listing and no check, so the lister could otherwise run far ahead of the checks).
+const PAGES_AHEAD: usize = 16;
+/// Outcomes of an unfinished page are stored once this many are waiting...
+const FLUSH_BATCH: usize = 50;
+/// ...or once the oldest has waited this long: a kill repeats at most these checks (and
+/// the ones in flight), not a whole page.
+const FLUSH_AFTER: Duration = Duration::from_millis(250);
+
+/// A listed page on its way through the run.
+struct PendingPage {
+    next: AuditCursor,
+    total: Option<u64>,
+    phase: String,
+    /// Checks handed out and not finished.
+    waiting: usize,
+    /// Finished checks not stored yet.
+    done: Vec<MemberOutcome>,
+}
+
+#[derive(Default)]
+struct Flow {
+    /// Listed pages not recorded yet, in listing order.
+    pages: VecDeque<PendingPage>,
+    /// The sequence number of `pages.front()`.
+    front: u64,
+    /// Members handed to the checks and not stored yet: a later page that lists them
+    /// again skips them (the store's `audited_members` knows only the stored ones).
+    pending: HashSet<UserId>,
+    /// Outcomes in `done` of every page.
+    unstored: usize,
+    /// Since when the oldest of them waits.
+    unstored_since: Option<Instant>,
+    /// The lister queued its last page.
+    listed: bool,
+}
+
+/// What the recorder does next.
+enum Work {
+    /// Record these finished pages, in order.
+    Pages(Vec<PendingPage>),
+    /// Store these outcomes of unfinished pages.
+    Outcomes(Vec<MemberOutcome>),
+    /// Nothing yet; look again when woken (or at this instant).
+    Wait(Option<Instant>),
+    /// Every page is recorded.
+    Finished,
+}
+
+/// The state the lister, the checks and the recorder share (one task: `try_join!`).
+#[derive(Default)]
+struct Pipeline {
+    flow: std::sync::Mutex<Flow>,
+    /// Wakes the recorder: a check finished, a page was listed.
+    to_recorder: Notify,
+    /// Wakes the lister: a page was recorded.
+    to_lister: Notify,
+}
+
+impl Pipeline {
+    fn flow(&self) -> std::sync::MutexGuard<'_, Flow> {
+        self.flow.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A check of page `seq` finished.
+    fn checked(&self, seq: u64, outcome: MemberOutcome) {
+        let mut flow = self.flow();
+        let at = usize::try_from(seq - flow.front).unwrap_or(usize::MAX);
+        if let Some(page) = flow.pages.get_mut(at) {
+            page.waiting = page.waiting.saturating_sub(1);
+            page.done.push(outcome);
+            flow.unstored += 1;
+            flow.unstored_since.get_or_insert_with(Instant::now);
+        }
+        drop(flow);
+        self.to_recorder.notify_one();
+    }
+
+    fn next_work(&self) -> Work {
+        let mut flow = self.flow();
+        let finished = flow.pages.iter().take_while(|p| p.waiting == 0).count();
+        if finished > 0 {
+            let pages: Vec<PendingPage> = flow.pages.drain(..finished).collect();
+            flow.front += finished as u64;
+            flow.unstored -= pages.iter().map(|p| p.done.len()).sum::<usize>();
+            if flow.unstored == 0 {
+                flow.unstored_since = None;
+            }
+            return Work::Pages(pages);
+        }
+        if flow.pages.is_empty() && flow.listed {
+            return Work::Finished;
+        }
+        let Some(since) = flow.unstored_since else {
+            return Work::Wait(None);
+        };
+        let due = since + FLUSH_AFTER;
+        if flow.unstored >= FLUSH_BATCH || Instant::now() >= due {
+            let outcomes: Vec<MemberOutcome> = flow
+                .pages
+                .iter_mut()
+                .flat_map(|p| std::mem::take(&mut p.done))
+                .collect();
+            flow.unstored = 0;
+            flow.unstored_since = None;
+            return Work::Outcomes(outcomes);
+        }
+        Work::Wait(Some(due))
+    }
+
+    /// Stored: a later page listing these members finds them in the store.
+    fn stored(&self, outcomes: &[MemberOutcome]) {
+        let mut flow = self.flow();
+        for m in outcomes {
+            flow.pending.remove(&m.user);
+        }
+    }
+}
+
+/// Lists the run's pages from `cursor` on, drops the members stored or already handed out,
+/// queues each page for the recorder and its members for the checks.
+#[allow(clippy::too_many_arguments)]
+async fn list_pages(
+    app: &App,
+    directory: Option<&Arc<dyn MemberDirectory>>,
+    group: GroupId,
+    run: AuditRunId,
+    mut cursor: AuditCursor,
+    pipeline: &Pipeline,
+    to_check: tokio::sync::mpsc::Sender<(u64, UserId, bool)>,
+    flood_waits: &AtomicU64,
+) -> Result<(), AuditError> {
+    while let Some(page) = list(app, directory, group, &cursor, flood_waits).await? {
+        let mut fresh = page.members;
+        fresh.sort_unstable();
+        fresh.dedup_by_key(|m| m.0);
+        // Handed out first, stored second: a member is dropped from `pending` only once
+        // stored, so one missing here and handed out before is found by the query below.
+        fresh.retain(|m| !pipeline.flow().pending.contains(&m.0));
+        let users: Vec<UserId> = fresh.iter().map(|m| m.0).collect();
+        let stored = app.store().audited_members(group, run, &users).await?;
+        fresh.retain(|m| !stored.contains(&m.0));
+        loop {
+            let wait = pipeline.to_lister.notified();
+            if pipeline.flow().pages.len() < PAGES_AHEAD {
+                break;
+            }
+            wait.await;
+        }
+        let seq = {
+            let mut flow = pipeline.flow();
+            flow.pending.extend(fresh.iter().map(|m| m.0));
+            flow.pages.push_back(PendingPage {
+                next: page.next.clone(),
+                total: page.total,
+                phase: page.phase,
+                waiting: fresh.len(),
+                done: Vec::with_capacity(fresh.len()),
+            });
+            flow.front + flow.pages.len() as u64 - 1
+        };
+        pipeline.to_recorder.notify_one();
+        for (user, is_bot) in fresh {
+            if to_check.send((seq, user, is_bot)).await.is_err() {
+                // The checks stopped on an error; `try_join!` reports it.
+                return Ok(());
+            }
+        }
+        cursor = page.next;
+    }
+    pipeline.flow().listed = true;
+    pipeline.to_recorder.notify_one();
+    Ok(())
+}
+
+/// Stores outcomes as checks finish and records each page, in listing order, once all its
+/// checks are in (the cursor moves only then).
+struct Recorder<'a> {
+    app: &'a App,
+    group: GroupId,
+    pipeline: &'a Pipeline,
+    sink: &'a dyn ProgressSink,
+    flood_waits: &'a AtomicU64,
+    started: Instant,
+    run: AuditRun,
+    counts: AuditCounts,
+    pages_here: u64,
+    checked_here: u64,
+}
+
+impl Recorder<'_> {
+    async fn run(&mut self) -> Result<(), AuditError> {
+        loop {
+            let woken = self.pipeline.to_recorder.notified();
+            match self.pipeline.next_work() {
+                Work::Finished => return Ok(()),
+                Work::Wait(None) => woken.await,
+                Work::Wait(Some(due)) => {
+                    let _ = tokio::time::timeout_at(due.into(), woken).await;
+                }
+                Work::Outcomes(outcomes) => {
+                    let now = self.app.clock().unix_now();
+                    let stored = self
+                        .app
+                        .store()
+                        .record_audit_outcomes(self.group, self.run.id, &outcomes, now)
+                        .await?;
+                    self.stored(stored, &outcomes)?;
+                }
+                Work::Pages(pages) => {
+                    for page in pages {
+                        self.record(page).await?;
+                    }
+                    self.pipeline.to_lister.notify_one();
+                }
+            }
+        }
+    }
+
+    fn stored(&mut self, stored: bool, outcomes: &[MemberOutcome]) -> Result<(), AuditError> {
+        if !stored {
+            return Err(AuditError::Mismatch(format!(
+                "audit run {} of group {} was ended by another process",
+                self.run.id, self.group
+            )));
+        }
+        // These members were neither stored before (`audited_members`) nor handed out twice
+        // (`pending`), so each outcome adds once.
+        for m in outcomes {
+            self.counts.add(m);
+            if m.outcome != AuditOutcome::Exempt {
+                self.checked_here += 1;
+            }
+        }
+        self.pipeline.stored(outcomes);
+        Ok(())
+    }
+
+    async fn record(&mut self, page: PendingPage) -> Result<(), AuditError> {
+        let record = AuditPage {
+            next: page.next,
+            outcomes: page.done,
+            directory_total: page.total,
+        };
+        let now = self.app.clock().unix_now();
+        let stored = self
+            .app
+            .store()
+            .record_audit_page(self.group, self.run.id, &record, now)
+            .await?;
+        self.stored(stored, &record.outcomes)?;
+        self.pages_here += 1;
+        self.run.cursor = record.next;
+        self.run.pages += 1;
+        if record.directory_total.is_some() {
+            self.run.directory_total = record.directory_total;
+        }
+        self.sink.page(&AuditProgress {
+            run: self.run.clone(),
+            counts: self.counts,
+            pages_here: self.pages_here,
+            checked_here: self.checked_here,
+            elapsed: self.started.elapsed(),
+            flood_waits: self.flood_waits.load(Ordering::Relaxed),
+            phase: page.phase,
+        });
+        Ok(())
+    }
+}
+
 /// Runs (or resumes) an audit to its end. `directory` is `None` without MTProto: the run
 /// then audits the members seen writing only.
 pub async fn run_audit(
@@ -360,7 +645,7 @@ pub async fn run_audit(
     } else {
         AuditSource::SeenOnly
     };
-    let (mut run, resumed) = open_run(app, &opts, source).await?;
+    let (run, resumed) = open_run(app, &opts, source).await?;
     sink.started(&run, resumed);
 
     let bulk = app.telegram_in(Lane::Bulk);
@@ -379,85 +664,57 @@ pub async fn run_audit(
 
     let flood_waits = AtomicU64::new(0);
     let concurrency = opts.concurrency.max(1);
-    let mut pages_here = 0u64;
-    let mut checked_here = 0u64;
-    // Counted once here, then kept page by page: a count query per page would scan every row
-    // recorded so far (quadratic over a 150,000-member run).
-    let mut counts = app.store().audit_counts(opts.group, run.id).await?;
-    let mut current = list(
+    // Counted once here, then kept as outcomes are stored: a count query per page would scan
+    // every row recorded so far (quadratic over a 150,000-member run).
+    let counts = app.store().audit_counts(opts.group, run.id).await?;
+    let pipeline = Pipeline::default();
+    let (to_check, checks_in) = tokio::sync::mpsc::channel(CHECKS_QUEUED);
+    let lister = list_pages(
         app,
         directory.as_ref(),
         opts.group,
-        &run.cursor,
+        run.id,
+        run.cursor.clone(),
+        &pipeline,
+        to_check,
         &flood_waits,
-    )
-    .await?;
-    while let Some(page) = current.take() {
-        let mut fresh: Vec<(UserId, bool)> = page.members.clone();
-        fresh.sort_unstable();
-        fresh.dedup_by_key(|m| m.0);
-        let users: Vec<UserId> = fresh.iter().map(|m| m.0).collect();
-        let done = app
-            .store()
-            .audited_members(opts.group, run.id, &users)
-            .await?;
-        fresh.retain(|m| !done.contains(&m.0));
-        let checks = stream::iter(fresh.into_iter().map(|(user, is_bot)| {
-            let (engine, bulk) = (&engine, &bulk);
-            async move { check(app, engine, bulk, opts.group, user, is_bot, mute).await }
-        }))
-        .buffer_unordered(concurrency)
-        .collect::<Vec<_>>();
-        let prefetch = list(
-            app,
-            directory.as_ref(),
-            opts.group,
-            &page.next,
-            &flood_waits,
-        );
-        let (results, next) = tokio::join!(checks, prefetch);
-        let outcomes = results.into_iter().collect::<Result<Vec<_>, _>>()?;
-        checked_here += outcomes
-            .iter()
-            .filter(|o| o.outcome != AuditOutcome::Exempt)
-            .count() as u64;
-        let page_record = AuditPage {
-            next: page.next.clone(),
-            outcomes,
-            directory_total: page.total,
-        };
-        let recorded = app
-            .store()
-            .record_audit_page(opts.group, run.id, &page_record, app.clock().unix_now())
-            .await?;
-        if !recorded {
-            return Err(AuditError::Mismatch(format!(
-                "audit run {} of group {} was ended by another process",
-                run.id, opts.group
-            )));
+    );
+    let checker = async {
+        let mut checks_in = checks_in;
+        let checks = stream::poll_fn(|cx| checks_in.poll_recv(cx))
+            .map(|(seq, user, is_bot)| {
+                let (engine, bulk) = (&engine, &bulk);
+                async move {
+                    let outcome = check(app, engine, bulk, opts.group, user, is_bot, mute).await;
+                    (seq, outcome)
+                }
+            })
+            .buffer_unordered(concurrency);
+        futures_util::pin_mut!(checks);
+        while let Some((seq, outcome)) = checks.next().await {
+            pipeline.checked(seq, outcome?);
         }
-        pages_here += 1;
-        run.cursor = page.next.clone();
-        run.pages += 1;
-        if page.total.is_some() {
-            run.directory_total = page.total;
-        }
-        // The page's members were not recorded before (`audited_members` filtered them out),
-        // so each outcome adds once.
-        for m in &page_record.outcomes {
-            counts.add(m);
-        }
-        sink.page(&AuditProgress {
-            run: run.clone(),
-            counts,
-            pages_here,
-            checked_here,
-            elapsed: started.elapsed(),
-            flood_waits: flood_waits.load(Ordering::Relaxed),
-            phase: page.phase,
-        });
-        current = next?;
-    }
+        Ok::<_, AuditError>(())
+    };
+    let mut recorder = Recorder {
+        app,
+        group: opts.group,
+        pipeline: &pipeline,
+        sink,
+        flood_waits: &flood_waits,
+        started,
+        run,
+        counts,
+        pages_here: 0,
+        checked_here: 0,
+    };
+    tokio::try_join!(lister, checker, recorder.run())?;
+    let Recorder {
+        run,
+        pages_here,
+        checked_here,
+        ..
+    } = recorder;
     let now = app.clock().unix_now();
     app.store()
         .end_audit(opts.group, run.id, AuditState::Finished, now)

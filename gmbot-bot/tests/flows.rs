@@ -290,6 +290,17 @@ impl Store for CountingStore {
     ) -> StoreResult<bool> {
         self.inner.record_audit_page(group, run, page, at).await
     }
+    async fn record_audit_outcomes(
+        &self,
+        group: GroupId,
+        run: gmbot_core::audit::AuditRunId,
+        outcomes: &[gmbot_core::audit::MemberOutcome],
+        at: UnixTime,
+    ) -> StoreResult<bool> {
+        self.inner
+            .record_audit_outcomes(group, run, outcomes, at)
+            .await
+    }
     async fn end_audit(
         &self,
         group: GroupId,

@@ -269,7 +269,8 @@ async fn kill_and_resume(postgres: bool) {
     assert_eq!(n(&report, "run"), stopped.id.0 as u64);
     assert_eq!(n(&report, "members"), 1_501, "{report}");
     assert_eq!(n(&report, "subscribed"), s.subscribed.len() as u64);
-    // Every member checked; a page repeated at most once: at most 200 checked twice.
+    // Every member checked; repeated at most: the outcomes a flush was writing (50), the
+    // ones gathered meanwhile (under 50) and the checks in flight (32), never a page (200).
     let per = s.checks_per_user();
     assert_eq!(per.len(), 1_500);
     let twice = per.values().filter(|&&c| c == 2).count();
@@ -277,7 +278,8 @@ async fn kill_and_resume(postgres: bool) {
         per.values().all(|&c| c <= 2),
         "a member was checked three times"
     );
-    assert!(twice <= 200, "{twice} members checked twice");
+    eprintln!("kill and resume: {twice} members checked twice");
+    assert!(twice <= 132, "{twice} members checked twice");
 }
 
 async fn apply_mutes_non_subscribers_as_the_bot_does(postgres: bool) {

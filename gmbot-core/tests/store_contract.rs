@@ -2226,6 +2226,26 @@ async fn audit_runs_checkpoint_and_count_each_member_once(s: Arc<dyn Store>) {
         .record_audit_page(a, run.id, &page, t(3))
         .await
         .expect("page"));
+    // Outcomes of a page still being checked: stored (a member recorded already keeps its
+    // first outcome), the cursor and the page count unmoved.
+    assert!(s
+        .record_audit_outcomes(
+            a,
+            run.id,
+            &[
+                outcome(12, AuditOutcome::Subscribed, false),
+                outcome(20, AuditOutcome::Subscribed, false),
+            ],
+            t(3),
+        )
+        .await
+        .expect("outcomes"));
+    let mid = s
+        .unfinished_audit(a)
+        .await
+        .expect("read")
+        .expect("still running");
+    assert_eq!((&mid.cursor, mid.pages), (&next, 1));
     let again = AuditPage {
         next: AuditCursor::Seen { after: None },
         outcomes: (11..=609)
@@ -2250,9 +2270,9 @@ async fn audit_runs_checkpoint_and_count_each_member_once(s: Arc<dyn Store>) {
     assert_eq!(counts.members, 600);
     assert_eq!(
         (counts.subscribed, counts.not_subscribed, counts.exempt),
-        (1, 1, 1)
+        (2, 1, 1)
     );
-    assert_eq!((counts.unverifiable, counts.restricted), (597, 1));
+    assert_eq!((counts.unverifiable, counts.restricted), (596, 1));
     assert_eq!(counts.checked(), 599);
     let mut found = s
         .audited_members(a, run.id, &[uid(9), uid(10), uid(609), uid(610)])
@@ -2276,6 +2296,10 @@ async fn audit_runs_checkpoint_and_count_each_member_once(s: Arc<dyn Store>) {
     assert_eq!(s.audit_run(b, run.id).await.expect("read"), None);
     assert!(!s
         .record_audit_page(b, run.id, &page, t(5))
+        .await
+        .expect("refused"));
+    assert!(!s
+        .record_audit_outcomes(b, run.id, &page.outcomes, t(5))
         .await
         .expect("refused"));
     assert!(s
@@ -2302,6 +2326,10 @@ async fn audit_runs_checkpoint_and_count_each_member_once(s: Arc<dyn Store>) {
         .record_audit_page(a, run.id, &page, t(7))
         .await
         .expect("page"));
+    assert!(!s
+        .record_audit_outcomes(a, run.id, &page.outcomes, t(7))
+        .await
+        .expect("outcomes"));
     let ended = s.audit_run(a, run.id).await.expect("read").expect("kept");
     assert_eq!(
         (ended.state, ended.ended_at),

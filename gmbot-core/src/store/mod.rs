@@ -20,7 +20,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::audit::{AuditCounts, AuditPage, AuditRun, AuditRunId, AuditState, NewAuditRun};
+use crate::audit::{
+    AuditCounts, AuditPage, AuditRun, AuditRunId, AuditState, MemberOutcome, NewAuditRun,
+};
 use crate::domain::{
     ChannelId, ChannelRef, EnforcedChannel, GroupId, GroupSettings, JoinRequest, JoinRequestState,
     JournaledUpdate, LiftReason, MessageId, NewJoinRequest, NewRestriction, Owner, ProtectRequest,
@@ -338,6 +340,18 @@ pub trait Store: Send + Sync + 'static {
         group: GroupId,
         run: AuditRunId,
         page: &AuditPage,
+        at: UnixTime,
+    ) -> StoreResult<bool>;
+
+    /// Records outcomes of a page still being checked, without moving the run's cursor (a
+    /// resumed run lists that page again and skips these members), so a run killed mid-page
+    /// repeats only the checks it had not stored yet. Members the run recorded already keep
+    /// their first outcome. Returns `false` if the run is not the group's unfinished run.
+    async fn record_audit_outcomes(
+        &self,
+        group: GroupId,
+        run: AuditRunId,
+        outcomes: &[MemberOutcome],
         at: UnixTime,
     ) -> StoreResult<bool>;
 

@@ -3,7 +3,9 @@
 
 use postgres::GenericClient;
 
-use crate::audit::{AuditCounts, AuditPage, AuditRun, AuditRunId, AuditState, NewAuditRun};
+use crate::audit::{
+    AuditCounts, AuditPage, AuditRun, AuditRunId, AuditState, MemberOutcome, NewAuditRun,
+};
 use crate::domain::{GroupId, UnixTime, UserId};
 use crate::store::audit_rows::{self as ar, AUDIT_RUN_COLS, PEER_COLS, SESSION_COLS};
 use crate::store::error::{StoreError, StoreResult};
@@ -111,19 +113,51 @@ pub(super) fn record_page(
     if n == 0 {
         return Ok(false);
     }
-    if !page.outcomes.is_empty() {
-        let users: Vec<i64> = page.outcomes.iter().map(|m| m.user.0).collect();
-        let outcomes: Vec<&str> = page.outcomes.iter().map(|m| m.outcome.as_str()).collect();
-        let restricted: Vec<bool> = page.outcomes.iter().map(|m| m.restricted).collect();
-        tx.execute(
-            "INSERT INTO audit_members (run_id, user_id, outcome, restricted) \
-             SELECT $1, v.u, v.o, v.r FROM unnest($2::bigint[], $3::text[], $4::boolean[]) AS v (u, o, r) \
-             ON CONFLICT (run_id, user_id) DO NOTHING",
-            &[&run.0, &users, &outcomes, &restricted],
+    insert_outcomes(tx, run, &page.outcomes)?;
+    Ok(true)
+}
+
+pub(super) fn record_outcomes(
+    tx: &mut postgres::Transaction<'_>,
+    group: GroupId,
+    run: AuditRunId,
+    outcomes: &[MemberOutcome],
+    at: UnixTime,
+) -> StoreResult<bool> {
+    let n = tx
+        .execute(
+            "UPDATE audit_runs SET updated_at = $3 \
+             WHERE id = $1 AND group_id = $2 AND state = 'running'",
+            &[&run.0, &group.0, &at.0],
         )
         .map_err(db)?;
+    if n == 0 {
+        return Ok(false);
     }
+    insert_outcomes(tx, run, outcomes)?;
     Ok(true)
+}
+
+/// Inserts outcomes; a member the run recorded already keeps its first one.
+fn insert_outcomes(
+    tx: &mut postgres::Transaction<'_>,
+    run: AuditRunId,
+    outcomes: &[MemberOutcome],
+) -> StoreResult<()> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    let users: Vec<i64> = outcomes.iter().map(|m| m.user.0).collect();
+    let kinds: Vec<&str> = outcomes.iter().map(|m| m.outcome.as_str()).collect();
+    let restricted: Vec<bool> = outcomes.iter().map(|m| m.restricted).collect();
+    tx.execute(
+        "INSERT INTO audit_members (run_id, user_id, outcome, restricted) \
+         SELECT $1, v.u, v.o, v.r FROM unnest($2::bigint[], $3::text[], $4::boolean[]) AS v (u, o, r) \
+         ON CONFLICT (run_id, user_id) DO NOTHING",
+        &[&run.0, &users, &kinds, &restricted],
+    )
+    .map_err(db)?;
+    Ok(())
 }
 
 pub(super) fn end(

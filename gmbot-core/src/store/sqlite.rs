@@ -33,7 +33,9 @@ use super::migrations::{self, MigrationReport, SchemaFit, SchemaStatus};
 use super::mtproto::{MtprotoPeer, MtprotoSession, SessionLease};
 use super::rows;
 use super::{DatabaseUrl, MigrationMode, Store};
-use crate::audit::{AuditCounts, AuditPage, AuditRun, AuditRunId, AuditState, NewAuditRun};
+use crate::audit::{
+    AuditCounts, AuditPage, AuditRun, AuditRunId, AuditState, MemberOutcome, NewAuditRun,
+};
 use crate::domain::{
     ChannelId, ChannelRef, ChannelUsername, EnforcedChannel, GroupId, GroupSettings, JoinRequest,
     JoinRequestState, JournaledUpdate, LiftReason, MessageId, NewJoinRequest, NewRestriction,
@@ -1486,6 +1488,18 @@ impl Store for SqliteStore {
     ) -> StoreResult<bool> {
         let page = page.clone();
         self.write(move |tx| audit::record_page(tx, group, run, &page, at))
+            .await
+    }
+
+    async fn record_audit_outcomes(
+        &self,
+        group: GroupId,
+        run: AuditRunId,
+        outcomes: &[MemberOutcome],
+        at: UnixTime,
+    ) -> StoreResult<bool> {
+        let outcomes = outcomes.to_vec();
+        self.write(move |tx| audit::record_outcomes(tx, group, run, &outcomes, at))
             .await
     }
 

@@ -3,7 +3,9 @@
 
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
-use crate::audit::{AuditCounts, AuditPage, AuditRun, AuditRunId, AuditState, NewAuditRun};
+use crate::audit::{
+    AuditCounts, AuditPage, AuditRun, AuditRunId, AuditState, MemberOutcome, NewAuditRun,
+};
 use crate::domain::{GroupId, UnixTime, UserId};
 use crate::store::audit_rows::{self as ar, AUDIT_RUN_COLS, PEER_COLS, SESSION_COLS};
 use crate::store::error::{StoreError, StoreResult};
@@ -105,7 +107,37 @@ pub(super) fn record_page(
     if n == 0 {
         return Ok(false);
     }
-    for chunk in page.outcomes.chunks(CHUNK) {
+    insert_outcomes(tx, run, &page.outcomes)?;
+    Ok(true)
+}
+
+pub(super) fn record_outcomes(
+    tx: &Connection,
+    group: GroupId,
+    run: AuditRunId,
+    outcomes: &[MemberOutcome],
+    at: UnixTime,
+) -> StoreResult<bool> {
+    let n = tx
+        .prepare_cached(
+            "UPDATE audit_runs SET updated_at = ?3 \
+             WHERE id = ?1 AND group_id = ?2 AND state = 'running'",
+        )?
+        .execute(params![run.0, group.0, at.0])?;
+    if n == 0 {
+        return Ok(false);
+    }
+    insert_outcomes(tx, run, outcomes)?;
+    Ok(true)
+}
+
+/// Inserts outcomes; a member the run recorded already keeps its first one.
+fn insert_outcomes(
+    tx: &Connection,
+    run: AuditRunId,
+    outcomes: &[MemberOutcome],
+) -> StoreResult<()> {
+    for chunk in outcomes.chunks(CHUNK) {
         let values = vec!["(?, ?, ?, ?)"; chunk.len()].join(", ");
         let sql = format!(
             "INSERT INTO audit_members (run_id, user_id, outcome, restricted) VALUES {values} \
@@ -120,7 +152,7 @@ pub(super) fn record_page(
         }
         tx.prepare_cached(&sql)?.execute(params_from_iter(params))?;
     }
-    Ok(true)
+    Ok(())
 }
 
 pub(super) fn end(
