@@ -7,10 +7,12 @@
 //! between pages, because the bulk bucket's burst is small and every pause in the calls is
 //! budget lost for good:
 //!
-//! - the lister fetches pages ahead (up to 16 unrecorded ones), drops the members the run
-//!   stored already or handed out from an earlier page, and queues the rest;
-//! - the checks take queued members as slots free up, [`DEFAULT_CONCURRENCY`] at a time
-//!   across page boundaries, with
+//! - the lister asks for up to 8 directory pages at once (the page after one is predicted
+//!   from the count Telegram gave for its query, and asked for again should a short page
+//!   prove the prediction wrong), keeps up to 64 listed pages unrecorded, drops the members
+//!   the run stored already or handed out from an earlier page, and queues the rest;
+//! - the checks take queued members as slots free up, across page boundaries,
+//!   [`concurrency_for`] the bulk budget at a time, with
 //!   [`Engine::audit_member`](gmbot_core::engine::Engine::audit_member) (fresh
 //!   `getChatMember` calls for every linked channel, bulk lane), and mute the
 //!   non-subscribers with `--apply` exactly as reconciliation does ([`enforce::restrict`]:
@@ -44,8 +46,19 @@ use tokio::sync::Notify;
 use crate::app::App;
 use crate::flows::enforce::{self, Muted};
 
-/// Members checked at once within a page (enough to keep the bulk budget busy).
+/// Members checked at once, at least (see [`concurrency_for`]).
 pub const DEFAULT_CONCURRENCY: usize = 32;
+
+/// Members checked at once at a bulk budget of `reads_per_second`: enough calls in flight to
+/// spend the budget with round trips of up to 100 ms (a check waits its turn for the budget,
+/// then for Telegram's answer; at 1,000 reads/s and 32 checks at once, every millisecond a
+/// round trip takes above 32 ms is budget lost), at least [`DEFAULT_CONCURRENCY`], at most
+/// 256.
+pub fn concurrency_for(reads_per_second: u32) -> usize {
+    usize::try_from(reads_per_second / 10)
+        .unwrap_or(usize::MAX)
+        .clamp(DEFAULT_CONCURRENCY, 256)
+}
 
 /// How a run starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +181,8 @@ struct Listed {
     members: Vec<(UserId, bool)>,
     next: AuditCursor,
     total: Option<u64>,
+    /// A directory page: its query and how many members match it (predicts the pages after).
+    query_total: Option<(gmbot_core::audit::DirectoryQuery, u32)>,
     phase: String,
 }
 
@@ -213,6 +228,7 @@ async fn list(
                 // A search's count is its matches; only the recent listing counts the group.
                 total: (at.query == gmbot_core::audit::DirectoryQuery::Recent)
                     .then_some(u64::from(page.total)),
+                query_total: Some((at.query.clone(), page.total)),
                 phase: format!("{} from {}", at.query.label(), at.offset),
             }))
         }
@@ -228,6 +244,7 @@ async fn list(
                 members: rows.iter().map(|r| (r.user, false)).collect(),
                 next,
                 total: None,
+                query_total: None,
                 phase: "members seen writing".to_owned(),
             }))
         }
@@ -329,11 +346,12 @@ async fn open_run(
     }
 }
 
-/// Members listed and waiting for a check at most (the lister stops there).
-const CHECKS_QUEUED: usize = PAGE_LIMIT as usize;
+/// Members listed and waiting for a check at most (the lister stops there): two pages, so
+/// a listing slower than usual does not leave the checks idle.
+const CHECKS_QUEUED: usize = 2 * PAGE_LIMIT as usize;
 /// Listed pages not recorded yet at most (pages whose members were all recorded cost a
 /// listing and no check, so the lister could otherwise run far ahead of the checks).
-const PAGES_AHEAD: usize = 16;
+const PAGES_AHEAD: usize = 64;
 /// Outcomes of an unfinished page are stored once this many are waiting...
 const FLUSH_BATCH: usize = 50;
 /// ...or once the oldest has waited this long: a kill repeats at most these checks (and
@@ -450,6 +468,55 @@ impl Pipeline {
     }
 }
 
+/// Directory pages asked for at once: the page being queued and the ones predicted after it.
+/// One listing at a time cannot keep up where most members of a page were listed before
+/// (late in the search sweep a page brings 40 new members, 40 ms of checks at 1,000/s,
+/// while one listing waits its turn in the bulk lane behind the checks).
+const LISTINGS_AHEAD: usize = 8;
+
+/// The directory page after the one at `at`, if Telegram returns a full page there — known
+/// once a page of `at`'s query told how many members match it.
+fn predicted_after(
+    at: &AuditCursor,
+    known: Option<&(gmbot_core::audit::DirectoryQuery, u32)>,
+) -> Option<AuditCursor> {
+    let AuditCursor::Directory { at } = at else {
+        // The seen members come from the store, fast enough one page at a time.
+        return None;
+    };
+    let (query, total) = known?;
+    if *query != at.query {
+        return None;
+    }
+    Some(match at.next(PAGE_LIMIT, *total) {
+        Some(c) => AuditCursor::Directory { at: c },
+        None => AuditCursor::Seen { after: None },
+    })
+}
+
+/// One listing under way.
+type Listing = tokio::task::JoinHandle<Result<Option<Listed>, AuditError>>;
+
+/// Listings under way, in order, each with its cursor; dropped (a misprediction, an error)
+/// they are cancelled.
+struct Prefetch {
+    listings: VecDeque<(AuditCursor, Listing)>,
+}
+
+impl Prefetch {
+    fn clear(&mut self) {
+        for (_, task) in self.listings.drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
 /// Lists the run's pages from `cursor` on, drops the members stored or already handed out,
 /// queues each page for the recorder and its members for the checks.
 #[allow(clippy::too_many_arguments)]
@@ -461,9 +528,53 @@ async fn list_pages(
     mut cursor: AuditCursor,
     pipeline: &Pipeline,
     to_check: tokio::sync::mpsc::Sender<(u64, UserId, bool)>,
-    flood_waits: &AtomicU64,
+    flood_waits: &Arc<AtomicU64>,
 ) -> Result<(), AuditError> {
-    while let Some(page) = list(app, directory, group, &cursor, flood_waits).await? {
+    let mut prefetch = Prefetch {
+        listings: VecDeque::new(),
+    };
+    // How many members match the query being listed, from its last page.
+    let mut known: Option<(gmbot_core::audit::DirectoryQuery, u32)> = None;
+    loop {
+        // Keep LISTINGS_AHEAD pages asked for: `cursor`'s, then the predicted ones.
+        while prefetch.listings.len() < LISTINGS_AHEAD {
+            let next = match prefetch.listings.back() {
+                None => Some(cursor.clone()),
+                Some((last, _)) => predicted_after(last, known.as_ref()),
+            };
+            let Some(at) = next.filter(|c| *c != AuditCursor::Done) else {
+                break;
+            };
+            let (app, directory, flood_waits) =
+                (app.clone(), directory.cloned(), Arc::clone(flood_waits));
+            let c = at.clone();
+            let task = tokio::spawn(async move {
+                list(&app, directory.as_ref(), group, &c, &flood_waits).await
+            });
+            prefetch.listings.push_back((at, task));
+        }
+        let Some((at, task)) = prefetch.listings.pop_front() else {
+            break; // `cursor` is Done.
+        };
+        let listed = task.await.map_err(|e| {
+            AuditError::Mismatch(format!("a member listing of group {group} stopped: {e}"))
+        })?;
+        debug_assert_eq!(at, cursor);
+        let Some(page) = listed? else {
+            break;
+        };
+        if let Some(q) = &page.query_total {
+            known = Some(q.clone());
+        }
+        // A page shorter than predicted moves the sweep elsewhere: the listings asked for
+        // after it are not the run's next pages.
+        if prefetch
+            .listings
+            .front()
+            .is_some_and(|(next, _)| *next != page.next)
+        {
+            prefetch.clear();
+        }
         let mut fresh = page.members;
         fresh.sort_unstable();
         fresh.dedup_by_key(|m| m.0);
@@ -501,6 +612,7 @@ async fn list_pages(
         }
         cursor = page.next;
     }
+    drop(prefetch);
     pipeline.flow().listed = true;
     pipeline.to_recorder.notify_one();
     Ok(())
@@ -662,7 +774,7 @@ pub async fn run_audit(
     )
     .map_err(|e| AuditError::Store(StoreError::Backend(Box::new(e))))?;
 
-    let flood_waits = AtomicU64::new(0);
+    let flood_waits = Arc::new(AtomicU64::new(0));
     let concurrency = opts.concurrency.max(1);
     // Counted once here, then kept as outcomes are stored: a count query per page would scan
     // every row recorded so far (quadratic over a 150,000-member run).

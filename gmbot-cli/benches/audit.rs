@@ -7,7 +7,8 @@
 //! 2. The same group again (`--restart`), killed (SIGKILL) at a random page and resumed:
 //!    members checked twice (at most one page, 200) and never checked (none).
 //!
-//! Run: `cargo test -p gmbot-cli --bench audit` (debug build, SQLite temp file).
+//! Run: `cargo test -p gmbot-cli --bench audit` (debug build, SQLite temp file);
+//! `AUDIT_BENCH_PROGRESS=1` passes `gmbot`'s progress lines (every 5 s) through.
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -88,8 +89,11 @@ fn main() {
             .env("TELEGRAM_API_HASH", "0123456789abcdef0123456789abcdef")
             .env("GMBOT_MTPROTO_SIM_URL", sim.mtproto_url())
             .env("GMBOT_BULK_READS_PER_SECOND", rate.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stdout(Stdio::piped());
+        // AUDIT_BENCH_PROGRESS=1 shows gmbot's progress lines (every 5 s: rate, phase).
+        if std::env::var_os("AUDIT_BENCH_PROGRESS").is_none() {
+            cmd.stderr(Stdio::null());
+        }
         cmd
     };
     assert!(gmbot(&["migrate"]).status().expect("migrate").success());

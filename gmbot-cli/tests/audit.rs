@@ -231,6 +231,20 @@ async fn lists_every_member_past_the_cap(postgres: bool) {
     assert!(run.stderr.contains("no unfinished audit"), "{}", run.stderr);
 }
 
+async fn short_pages_still_list_every_member_once(postgres: bool) {
+    let s = setup(1_500, postgres).await;
+    // Every third listing answer is short (37 of up to 200): the sweep goes on from where
+    // the page really ended, not from where a full page would have.
+    s.sim.set_directory_short_pages(3, 37);
+    let report = s.audit_json(&[], &[]);
+    assert_eq!(n(&report, "members"), 1_501, "{report}");
+    assert_eq!(n(&report, "checked"), 1_500, "{report}");
+    assert_eq!(n(&report, "subscribed"), s.subscribed.len() as u64);
+    let per = s.checks_per_user();
+    assert_eq!(per.len(), 1_500, "every member checked");
+    assert!(per.values().all(|&c| c == 1), "a member was checked twice");
+}
+
 async fn kill_and_resume(postgres: bool) {
     let s = setup(1_500, postgres).await;
     let group = s.group.get().to_string();
@@ -332,6 +346,7 @@ macro_rules! both {
 
 both!(
     lists_every_member_past_the_cap,
+    short_pages_still_list_every_member_once,
     kill_and_resume,
     apply_mutes_non_subscribers_as_the_bot_does
 );

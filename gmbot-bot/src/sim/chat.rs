@@ -115,6 +115,9 @@ pub(crate) struct SimChat {
     pub(crate) username: Option<String>,
     pub(crate) default_permissions: Permissions,
     pub(crate) members: HashMap<i64, MemberState>,
+    /// Bumped whenever `members` changes once the chat exists (member listings are cached
+    /// per version).
+    pub(crate) members_version: u64,
     pub(crate) messages: BTreeMap<i64, SimMessage>,
     pub(crate) next_message_id: i64,
     pub(crate) migrated_to: Option<i64>,
@@ -147,6 +150,7 @@ impl SimChat {
             username: username.map(|u| u.trim_start_matches('@').to_owned()),
             default_permissions: Permissions::group_default(),
             members: HashMap::new(),
+            members_version: 0,
             messages: BTreeMap::new(),
             next_message_id: 1,
             migrated_to: None,

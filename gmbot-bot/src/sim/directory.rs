@@ -60,15 +60,22 @@ pub struct ParticipantsRequest {
     pub limit: u32,
 }
 
-/// Cached listings: (chat, query) → member ids in listing order, for one member count.
-/// A cached listing: the member count it was made for, and the ids in order.
-type Listing = (usize, Arc<Vec<i64>>);
+/// A cached listing of (chat, query): the chat's `members_version` it was made for, and the
+/// ids in listing order. Whether a member is listed does not change with time (a
+/// restriction that runs out keeps a member present, a left one absent), so the version is
+/// all a listing depends on besides the names.
+type Listing = (u64, Arc<Vec<i64>>);
 
 #[derive(Default)]
 pub(crate) struct Listings {
     cache: HashMap<(i64, Option<String>), Listing>,
     /// Members per filter at most; `None` = Telegram's [`FILTER_CAP`].
     cap: Option<usize>,
+    /// Every `.0`-th answer holds at most `.1` participants though more match (Telegram
+    /// returns such short pages before the end of a listing at times).
+    short: Option<(u64, usize)>,
+    /// `getParticipants` answers given, for `short`.
+    answered: u64,
 }
 
 fn rpc(code: i32, message: &str) -> (u16, Vec<u8>) {
@@ -91,28 +98,85 @@ fn words_start_with(user: &SimUser, q: &str) -> bool {
     })
 }
 
+/// The first letters (lowercased) of the words of a user's names.
+fn first_letters(user: &SimUser) -> Vec<char> {
+    let fields = [
+        Some(user.first_name.as_str()),
+        user.last_name.as_deref(),
+        user.username.as_deref(),
+    ];
+    let mut letters: Vec<char> = fields
+        .into_iter()
+        .flatten()
+        .flat_map(|f| f.split(|c: char| !c.is_alphanumeric()))
+        .filter_map(|w| w.to_lowercase().chars().next())
+        .collect();
+    letters.sort_unstable();
+    letters.dedup();
+    letters
+}
+
 fn listing(world: &mut World, chat: i64, search: Option<&str>) -> Arc<Vec<i64>> {
     let at = now();
-    let present: Vec<i64> = match world.chats.get(&chat) {
-        Some(c) => c
+    let version = world.chats.get(&chat).map_or(0, |c| c.members_version);
+    let key = (chat, search.map(str::to_lowercase));
+    if let Some((v, ids)) = world.listings.cache.get(&key) {
+        if *v == version {
+            return Arc::clone(ids);
+        }
+    }
+    // A word starting with "abc" starts with "ab": a refined query (the sweep goes from a
+    // prefix to its extensions) filters its parent's cached listing, not the whole group.
+    let parent = key.1.as_deref().and_then(|q| {
+        let cut = q.char_indices().last()?.0;
+        (cut > 0)
+            .then(|| world.listings.cache.get(&(chat, Some(q[..cut].to_owned()))))
+            .flatten()
+            .filter(|(v, _)| *v == version)
+            .map(|(_, ids)| Arc::clone(ids))
+    });
+    let present: Vec<i64> = match (&parent, world.chats.get(&chat)) {
+        (Some(ids), _) => ids.to_vec(),
+        (None, Some(c)) => c
             .members
             .iter()
             .filter(|(_, s)| s.settle(at).is_present())
             .map(|(u, _)| *u)
             .collect(),
-        None => Vec::new(),
+        (None, None) => Vec::new(),
     };
-    let key = (chat, search.map(str::to_lowercase));
-    if let Some((n, ids)) = world.listings.cache.get(&key) {
-        if *n == present.len() {
-            return Arc::clone(ids);
+    if let Some(q) = key.1.as_deref().filter(|q| q.chars().count() == 1) {
+        // The sweep asks for every first letter in turn: all of them in one pass over the
+        // group, not one pass each.
+        let mut by_letter: HashMap<char, Vec<i64>> = HashMap::new();
+        for u in present {
+            if let Some(user) = world.user(u) {
+                for c in first_letters(user) {
+                    by_letter.entry(c).or_default().push(u);
+                }
+            }
         }
+        for (c, mut ids) in by_letter {
+            ids.sort_unstable_by(|a, b| b.cmp(a));
+            world
+                .listings
+                .cache
+                .insert((chat, Some(c.to_string())), (version, Arc::new(ids)));
+        }
+        let q = q.to_owned();
+        return Arc::clone(
+            &world
+                .listings
+                .cache
+                .entry((chat, Some(q)))
+                .or_insert_with(|| (version, Arc::new(Vec::new())))
+                .1,
+        );
     }
     let mut ids: Vec<i64> = match &key.1 {
-        None => present.clone(),
+        None => present,
         Some(q) => present
-            .iter()
-            .copied()
+            .into_iter()
             .filter(|u| world.user(*u).is_some_and(|user| words_start_with(user, q)))
             .collect(),
     };
@@ -121,7 +185,7 @@ fn listing(world: &mut World, chat: i64, search: Option<&str>) -> Arc<Vec<i64>> 
     world
         .listings
         .cache
-        .insert(key, (present.len(), Arc::clone(&ids)));
+        .insert(key, (version, Arc::clone(&ids)));
     ids
 }
 
@@ -192,7 +256,13 @@ fn get_participants(world: &mut World, token: &str, r: &ParticipantsRequest) -> 
         return rpc(400, "CHAT_ADMIN_REQUIRED");
     }
     let ids = listing(world, r.chat_id, r.search.as_deref());
-    let limit = r.limit.min(PAGE_LIMIT) as usize;
+    let mut limit = r.limit.min(PAGE_LIMIT) as usize;
+    world.listings.answered += 1;
+    if let Some((every, size)) = world.listings.short {
+        if world.listings.answered.is_multiple_of(every.max(1)) {
+            limit = limit.min(size);
+        }
+    }
     let cap = world
         .listings
         .cap
@@ -356,6 +426,7 @@ impl Simulator {
             for u in &ids {
                 c.members.insert(u.0, MemberState::Member);
             }
+            c.members_version += 1;
         }
         ids
     }
@@ -368,6 +439,7 @@ impl Simulator {
             for u in users {
                 c.members.insert(u.0, MemberState::Member);
             }
+            c.members_version += 1;
         }
     }
 
@@ -375,6 +447,12 @@ impl Simulator {
     /// a few thousand members needs the search sweep a 100,000-member group needs.
     pub fn set_directory_cap(&self, cap: usize) {
         self.shared.lock().listings.cap = Some(cap);
+    }
+
+    /// Makes every `every`-th member listing answer hold at most `size` participants, though
+    /// more match: the short pages Telegram returns before the end of a listing at times.
+    pub fn set_directory_short_pages(&self, every: u64, size: usize) {
+        self.shared.lock().listings.short = Some((every.max(1), size));
     }
 
     /// The `POST /mtproto/...` base for [`SimDirectory`]: `http://127.0.0.1:<port>/mtproto`.

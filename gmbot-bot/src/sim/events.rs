@@ -27,6 +27,7 @@ impl World {
         let old = c.member(user, at);
         let bot_was_admin = c.member(bot, at).is_admin();
         c.members.insert(user, new);
+        c.members_version += 1;
         if old == new {
             return false;
         }

@@ -188,7 +188,7 @@ pub(super) async fn run(db: &Database, args: Args) -> Result<String, CliError> {
             group: args.group,
             apply: args.apply,
             start,
-            concurrency: audit::DEFAULT_CONCURRENCY,
+            concurrency: audit::concurrency_for(rate),
         },
         &sink,
     )
