@@ -38,6 +38,10 @@ pub struct BotMetrics {
     pub build_info: GaugeVec,
     /// `gmbot_outbox_shed_total{kind}`: deletions and mutes dropped because the outbox was full.
     pub outbox_shed: IntCounterVec,
+    /// `gmbot_outbox_retries_total{kind}`: calls queued again after a transient failure.
+    pub outbox_retries: IntCounterVec,
+    /// `gmbot_outbox_given_up_total{kind}`: calls given up after their last retry.
+    pub outbox_given_up: IntCounterVec,
     /// `gmbot_outbox_queued`: deletions, mutes and lifts waiting in the outbox.
     pub outbox_queued: IntGauge,
     /// `gmbot_raids_total`: raids detected (a group crossing the raid threshold).
@@ -129,6 +133,20 @@ impl BotMetrics {
                 ),
                 &["kind"],
             )?,
+            outbox_retries: IntCounterVec::new(
+                Opts::new(
+                    "gmbot_outbox_retries_total",
+                    "Deletions, mutes and kicks whose Telegram call still failed with a 429, a 5xx or a network error after the dispatcher's retries, queued again for later (kind delete, restrict, kick).",
+                ),
+                &["kind"],
+            )?,
+            outbox_given_up: IntCounterVec::new(
+                Opts::new(
+                    "gmbot_outbox_given_up_total",
+                    "Deletions, mutes and kicks given up after their last retry (a given-up mute stays pending for reconciliation; a given-up deletion leaves the message).",
+                ),
+                &["kind"],
+            )?,
             outbox_queued: IntGauge::new(
                 "gmbot_outbox_queued",
                 "Deletions, mutes and lifts waiting in the outbox for their Telegram budget.",
@@ -152,6 +170,8 @@ impl BotMetrics {
         registry.register(Box::new(m.update_journal.clone()))?;
         registry.register(Box::new(m.outbox_shed.clone()))?;
         registry.register(Box::new(m.outbox_queued.clone()))?;
+        registry.register(Box::new(m.outbox_retries.clone()))?;
+        registry.register(Box::new(m.outbox_given_up.clone()))?;
         registry.register(Box::new(m.raids.clone()))?;
         registry.register(Box::new(m.groups_under_raid.clone()))?;
         registry.register(Box::new(m.updates.clone()))?;

@@ -11,6 +11,7 @@ use gmbot_bot::app::{App, AppDeps, BotIdentity};
 use gmbot_bot::botapi::{convert, ALLOWED_UPDATES};
 use gmbot_bot::flows::{self, lift_group, reconcile_once};
 use gmbot_bot::handlers;
+use gmbot_bot::outbox::OutboxConfig;
 use gmbot_bot::sim::{
     AdminRights, Fault, FaultKind, MemberState, Permissions, SimMessage, Simulator,
 };
@@ -428,6 +429,15 @@ async fn harness_with_dispatch(
     flow_config: flows::FlowConfig,
     tweak: impl FnOnce(&mut DispatchConfig),
 ) -> H {
+    harness_with_outbox(flow_config, tweak, OutboxConfig::default()).await
+}
+
+/// The fixture with the outbox's tunables too.
+async fn harness_with_outbox(
+    flow_config: flows::FlowConfig,
+    tweak: impl FnOnce(&mut DispatchConfig),
+    outbox: OutboxConfig,
+) -> H {
     let sim = Simulator::start().expect("simulator starts");
     let bot = sim.bot().id;
     let owner = sim.add_user("Owner");
@@ -475,7 +485,7 @@ async fn harness_with_dispatch(
     };
     let mut dispatch = dispatch;
     tweak(&mut dispatch);
-    let app = App::with_flows(
+    let app = App::with_options(
         AppDeps {
             me: BotIdentity {
                 id: bot,
@@ -490,6 +500,7 @@ async fn harness_with_dispatch(
             registry,
         },
         flow_config,
+        outbox,
     )
     .expect("app builds");
 
@@ -1232,6 +1243,160 @@ async fn a_mute_that_outlasts_the_retries_stays_pending_and_a_refused_one_is_clo
         h.active(h.group, carol).await.is_none(),
         "closed as not applied"
     );
+    h.sim.clear_faults();
+    h.finish().await;
+}
+
+/// Polls `done` every 20 ms for up to `within`.
+async fn eventually(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done()
+}
+
+/// The retries after a storm, at test speed: 100 ms, then twice as long each time.
+fn quick_retries(attempts: u32) -> OutboxConfig {
+    OutboxConfig {
+        retry_first: Duration::from_millis(100),
+        retry_attempts: attempts,
+        ..OutboxConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_that_outlasts_the_retries_is_waited_out_and_then_enforced() {
+    let mut h = harness_with_outbox(flows::FlowConfig::default(), |_| {}, quick_retries(10)).await;
+    // Telegram answers 502 to every deletion and restriction, longer than the dispatcher's
+    // own retries last; a raid's bulk deletion included.
+    for method in ["deleteMessage", "deleteMessages", "restrictChatMember"] {
+        h.sim
+            .inject(Fault::on(method, FaultKind::ServerError(502)).always());
+    }
+    let spam = h.sim.post(h.group, h.bob, "spam").expect("bob posts");
+    h.pump().await;
+    let retried = |h: &H, kind: &str| {
+        h.app
+            .metrics()
+            .outbox_retries
+            .with_label_values(&[kind])
+            .get()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || retried(&h, "delete") >= 2
+            && retried(&h, "restrict") >= 2)
+        .await,
+        "the deletion and the mute are tried again while the storm lasts"
+    );
+    assert!(!h.sim.message(h.group, spam).expect("message").deleted);
+    assert!(h.sim.can_post(h.group, h.bob), "not muted yet");
+    let row = h.active(h.group, h.bob).await.expect("the mute waits");
+    assert_eq!(row.state, RestrictionState::Pending);
+    // Reconciliation leaves a mute the outbox still retries to it.
+    let report = reconcile_once(&h.app).await;
+    assert_eq!(report.reapplied, 0, "{report:?}");
+
+    // The storm ends: the next retry deletes the message and mutes the member.
+    h.sim.clear_faults();
+    assert!(
+        eventually(Duration::from_secs(10), || h
+            .sim
+            .message(h.group, spam)
+            .is_some_and(|m| m.deleted)
+            && !h.sim.can_post(h.group, h.bob))
+        .await,
+        "deleted and muted once Telegram answers again"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || h.app.outbox().retries_waiting()
+            == 0)
+        .await
+    );
+    let row = h.active(h.group, h.bob).await.expect("muted");
+    assert_eq!(row.state, RestrictionState::Active, "confirmed");
+    for kind in ["delete", "restrict"] {
+        assert_eq!(
+            h.app
+                .metrics()
+                .outbox_given_up
+                .with_label_values(&[kind])
+                .get(),
+            0
+        );
+    }
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_who_subscribes_during_the_storm_is_not_muted_by_the_retry() {
+    let mut h = harness_with_outbox(flows::FlowConfig::default(), |_| {}, quick_retries(10)).await;
+    // Every restriction fails, the unmute of the lift included (it is a restriction too).
+    h.sim
+        .inject(Fault::on("restrictChatMember", FaultKind::ServerError(502)).always());
+    h.sim.post(h.group, h.bob, "spam").expect("bob posts");
+    h.pump().await;
+    assert!(h.active(h.group, h.bob).await.is_some(), "the mute waits");
+    h.sim.join(h.channel, h.bob).expect("bob subscribes");
+    // The lift fails too (the storm); the mute's next retry asks Telegram afresh, finds bob
+    // subscribed and drops itself instead of waiting out the storm to mute him.
+    h.pump().await;
+    assert!(
+        eventually(Duration::from_secs(10), || h.app.outbox().retries_waiting() == 0).await,
+        "the retry dropped itself"
+    );
+    h.app.outbox().idle().await;
+    h.sim.clear_faults();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    h.app.outbox().idle().await;
+    assert!(h.sim.can_post(h.group, h.bob), "never muted");
+    assert_eq!(h.app.outbox().retries_waiting(), 0);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_stop_after_their_last_attempt_and_the_mute_stays_for_reconciliation() {
+    let mut h = harness_with_outbox(flows::FlowConfig::default(), |_| {}, quick_retries(2)).await;
+    for method in ["deleteMessage", "deleteMessages", "restrictChatMember"] {
+        h.sim
+            .inject(Fault::on(method, FaultKind::RetryAfter(0)).always());
+    }
+    let spam = h.sim.post(h.group, h.bob, "spam").expect("bob posts");
+    h.pump().await;
+    let given_up = |h: &H, kind: &str| {
+        h.app
+            .metrics()
+            .outbox_given_up
+            .with_label_values(&[kind])
+            .get()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || given_up(&h, "delete") == 1
+            && given_up(&h, "restrict") == 1)
+        .await,
+        "given up after two retries each"
+    );
+    for kind in ["delete", "restrict"] {
+        assert_eq!(
+            h.app
+                .metrics()
+                .outbox_retries
+                .with_label_values(&[kind])
+                .get(),
+            2,
+            "{kind}"
+        );
+    }
+    assert_eq!(h.app.outbox().retries_waiting(), 0);
+    assert!(!h.sim.message(h.group, spam).expect("message").deleted);
+    let row = h
+        .active(h.group, h.bob)
+        .await
+        .expect("kept for reconciliation");
+    assert_eq!(row.state, RestrictionState::Pending);
     h.sim.clear_faults();
     h.finish().await;
 }

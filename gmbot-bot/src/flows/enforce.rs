@@ -93,6 +93,7 @@ pub async fn perform(
                         user: member.id,
                         row: row.id,
                         kind: ModKind::Kick,
+                        attempt: 0,
                     },
                 );
             }
@@ -304,6 +305,7 @@ async fn record_mute(
             until: row.until,
             pending: row.state == RestrictionState::Pending,
         },
+        attempt: 0,
     }))
 }
 
@@ -355,10 +357,9 @@ pub async fn restrict(
     };
     let pending = row.state == RestrictionState::Pending;
     Ok(
-        if apply_mute(app, telegram, group, user, row.id, row.until, pending).await? {
-            Muted::Yes
-        } else {
-            Muted::Failed
+        match apply_mute(app, telegram, group, user, row.id, row.until, pending).await? {
+            MuteCall::Applied => Muted::Yes,
+            MuteCall::NotApplied | MuteCall::Transient => Muted::Failed,
         },
     )
 }
@@ -420,7 +421,7 @@ async fn new_mute_row(
 }
 
 /// Whether `row` is still `user`'s open restriction in `group`.
-async fn still_open(
+pub(crate) async fn still_open(
     app: &App,
     group: GroupId,
     user: UserId,
@@ -433,9 +434,29 @@ async fn still_open(
         .is_some_and(|r| r.id == row))
 }
 
+/// What [`apply_mute`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MuteCall {
+    /// The member is muted in Telegram now.
+    Applied,
+    /// Not applied, for good: Telegram refused it, or the row was closed (the member joined).
+    NotApplied,
+    /// A 429, 5xx or network failure outlasted the dispatcher's retries: the row stays
+    /// pending, and the call is worth making again later.
+    Transient,
+}
+
+/// Whether a call that failed with `err` after the dispatcher's retries may succeed later
+/// (a 429 storm or a 5xx window that outlasted them), as opposed to an answer about the
+/// call itself.
+pub(crate) fn worth_retrying(err: &TelegramError) -> bool {
+    err.is_transient() || matches!(err, TelegramError::RetryAfter { .. })
+}
+
 /// `restrictChatMember` for a recorded mute, then its row: confirmed when Telegram agreed
-/// (if still `pending`), closed as [`LiftReason::NotApplied`] when it refused. Returns
-/// whether the member is muted in Telegram now. Shared by the outbox and [`restrict`].
+/// (if still `pending`), closed as [`LiftReason::NotApplied`] when it refused, left pending
+/// when the failure was transient ([`MuteCall::Transient`]). Shared by the outbox and
+/// [`restrict`].
 ///
 /// A pending row closed before its call (the member joined the channel and another path,
 /// perhaps on another instance, lifted it) is not applied; one closed while the call was on
@@ -449,11 +470,11 @@ pub(crate) async fn apply_mute(
     row: gmbot_core::domain::RestrictionId,
     until: Option<UnixTime>,
     pending: bool,
-) -> Result<bool, StoreError> {
+) -> Result<MuteCall, StoreError> {
     let store = app.store();
     if pending && !still_open(app, group, user, row).await? {
         log::info!(group_id = group.get(), user_id = user.get(); "mute not applied: its row was closed meanwhile (the member joined)");
-        return Ok(false);
+        return Ok(MuteCall::NotApplied);
     }
     match telegram.restrict_member(group, user, until).await {
         Ok(()) => {
@@ -470,18 +491,19 @@ pub(crate) async fn apply_mute(
                     undone = undone.is_ok();
                     "mute undone: its row was closed while the call was on its way (the member joined)"
                 );
-                return Ok(false);
+                return Ok(MuteCall::NotApplied);
             }
             log::info!(group_id = group.get(), user_id = user.get(); "member muted");
-            Ok(true)
+            Ok(MuteCall::Applied)
         }
         Err(err) => {
+            // A 429 or a 5xx that outlasted the dispatcher's retries says nothing about the
+            // mute itself: the row stays pending; the outbox tries again later, and
+            // reconciliation asks afresh and mutes (or lifts, if the member subscribed
+            // meanwhile) once it gave up. Only a refusal closes it.
+            let transient = worth_retrying(&err);
             count(app, "restrict", false);
             app.metrics().errors.with_label_values(&["restrict"]).inc();
-            // A 429 or a 5xx that outlasted the dispatcher's retries says nothing about the
-            // mute itself: the row stays pending and reconciliation asks afresh and mutes (or
-            // lifts, if the member subscribed meanwhile). Only a refusal closes it.
-            let transient = err.is_transient() || matches!(err, TelegramError::RetryAfter { .. });
             log::warn!(
                 group_id = group.get(),
                 user_id = user.get(),
@@ -489,12 +511,15 @@ pub(crate) async fn apply_mute(
                 kept_pending = transient && pending;
                 "cannot mute a member"
             );
-            if pending && !transient {
+            if transient {
+                return Ok(MuteCall::Transient);
+            }
+            if pending {
                 store
                     .lift_restriction(group, row, LiftReason::NotApplied, app.clock().unix_now())
                     .await?;
             }
-            Ok(false)
+            Ok(MuteCall::NotApplied)
         }
     }
 }

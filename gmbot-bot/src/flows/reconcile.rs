@@ -242,7 +242,7 @@ async fn check(
     if row.state == RestrictionState::Pending && !pending_call_lost(app, row, now).await {
         return Ok(Outcome::Kept);
     }
-    match subscribed(app, telegram, &group, row).await {
+    match subscribed(app, telegram, &group, row.user).await {
         Some(true) => Ok(
             match unmute_member(app, telegram, row.group, row.user, LiftReason::Joined).await? {
                 Unmuted::Failed => Outcome::Failed,
@@ -263,24 +263,24 @@ async fn check(
     }
 }
 
-/// Whether the member satisfies every channel of the group now, asking
-/// Telegram (in the bulk lane) and refreshing the cache; `None` if some
-/// channel cannot be checked.
-async fn subscribed(
+/// Whether `user` satisfies every channel of the group now, asking Telegram (in
+/// `telegram`'s lane) and refreshing the cache; `None` if some channel cannot be checked.
+/// Reconciliation asks it of each restriction, the outbox before it retries a mute.
+pub(crate) async fn subscribed(
     app: &App,
     telegram: &LaneApi,
     group: &ProtectedGroup,
-    row: &Restriction,
+    user: gmbot_core::domain::UserId,
 ) -> Option<bool> {
-    if group.settings.allowlist.contains(&row.user) {
+    if group.settings.allowlist.contains(&user) {
         return Some(true);
     }
     for channel in &group.channels {
         let id = channel.id?;
-        let key = MembershipKey::new(id, row.user);
+        let key = MembershipKey::new(id, user);
         match app
             .cache()
-            .refresh(key, telegram.get_chat_member(id.into(), row.user))
+            .refresh(key, telegram.get_chat_member(id.into(), user))
             .await
         {
             Ok(status) => {
@@ -290,11 +290,11 @@ async fn subscribed(
             }
             Err(err) => {
                 log::info!(
-                    group_id = row.group.get(),
-                    user_id = row.user.get(),
+                    group_id = group.id.get(),
+                    user_id = user.get(),
                     channel_id = id.get(),
                     error:display = err;
-                    "reconciliation cannot check a membership"
+                    "cannot check a membership afresh"
                 );
                 return None;
             }

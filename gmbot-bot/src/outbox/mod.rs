@@ -22,7 +22,15 @@
 //!   is being sent or is still shown, further non-subscribers join a pending batch that is
 //!   edited into the shown warning ("N members may not write here yet…") — one message per group, never
 //!   a queue of hundreds.
-//! - **Bounded.** At most [`OutboxConfig::max_jobs`] deletions and mutes wait; beyond that
+//! - **Storms.** A deletion, mute or kick whose call still fails with a 429, a 5xx or a
+//!   network error once the dispatcher's own retries ran out (a storm that outlasts them)
+//!   is queued again later, after [`OutboxConfig::retry_first`] and then twice as long each
+//!   time (at most a minute), up to [`OutboxConfig::retry_attempts`] times; a deletion batch
+//!   whose `deleteMessages` failed so is retried whole, not message by message. Meanwhile the
+//!   mute's row stays pending and reconciliation leaves it to the outbox; once it gives up
+//!   (counted in `gmbot_outbox_given_up_total{kind}`), reconciliation applies the mute.
+//! - **Bounded.** At most [`OutboxConfig::max_jobs`] deletions and mutes wait (retries
+//!   waiting for their time included); beyond that
 //!   new ones are shed (counted in `gmbot_outbox_shed_total{kind}`): a shed mute keeps its
 //!   pending row, which reconciliation applies later; a shed deletion leaves the message.
 //!   Warnings take constant room per group (they are consolidated), lifts and the gate's
@@ -42,14 +50,15 @@ use std::time::Duration;
 
 use gmbot_core::dispatch::Lane;
 use gmbot_core::domain::{GroupId, LiftReason, MessageId, RestrictionId, UnixTime, UserId};
-use gmbot_core::telegram::{TelegramApi, TelegramError, MAX_BULK_DELETE};
+use gmbot_core::telegram::{TelegramApi, MAX_BULK_DELETE};
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use crate::app::App;
-use crate::flows::enforce::{apply_mute, count};
+use crate::flows::enforce::{apply_mute, count, still_open, worth_retrying, MuteCall};
 use crate::flows::gate::{self, GateJob};
 use crate::flows::lift::{unmute_member, Unmuted};
+use crate::flows::reconcile;
 
 pub use self::warnings::{consolidated_message, WarnRequest, ANYONE_JOINED_DATA};
 
@@ -64,6 +73,11 @@ pub struct OutboxConfig {
     pub per_group_in_flight: usize,
     /// Deletions and mutes waiting, across groups, before new ones are shed.
     pub max_jobs: usize,
+    /// The wait before a deletion, mute or kick that failed transiently is tried again (it
+    /// doubles each time, to a minute at most).
+    pub retry_first: Duration,
+    /// Retries of such a call before it is given up (0: none).
+    pub retry_attempts: u32,
 }
 
 impl Default for OutboxConfig {
@@ -72,6 +86,63 @@ impl Default for OutboxConfig {
             workers: 32,
             per_group_in_flight: 4,
             max_jobs: 100_000,
+            // 2, 4, 8, 16, 32, then 60 s: about six minutes over ten retries, longer than
+            // any 429 storm or 5xx window Telegram has been seen to hold.
+            retry_first: Duration::from_secs(2),
+            retry_attempts: 10,
+        }
+    }
+}
+
+/// The longest wait between two retries of one call.
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+impl OutboxConfig {
+    /// The wait before retry number `attempt` (1 = the first).
+    fn retry_delay(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << attempt.saturating_sub(1).min(16);
+        self.retry_first.saturating_mul(factor).min(RETRY_MAX)
+    }
+}
+
+/// A message to delete, and how often its deletion was tried already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Deletion {
+    message: MessageId,
+    /// Retries so far (0: the first call).
+    attempt: u32,
+}
+
+/// A call queued again after a transient failure.
+enum Retry {
+    Delete(Vec<Deletion>),
+    Mod(ModJob),
+}
+
+impl Retry {
+    fn kind(&self) -> &'static str {
+        match self {
+            Retry::Delete(_) => "delete",
+            Retry::Mod(ModJob {
+                kind: ModKind::Kick,
+                ..
+            }) => "kick",
+            Retry::Mod(_) => "restrict",
+        }
+    }
+
+    fn jobs(&self) -> usize {
+        match self {
+            Retry::Delete(d) => d.len(),
+            Retry::Mod(_) => 1,
+        }
+    }
+
+    /// The retry number this one is.
+    fn attempt(&self) -> u32 {
+        match self {
+            Retry::Delete(d) => d.iter().map(|d| d.attempt).max().unwrap_or(0),
+            Retry::Mod(j) => j.attempt,
         }
     }
 }
@@ -82,6 +153,8 @@ pub(crate) struct ModJob {
     pub(crate) user: UserId,
     pub(crate) row: RestrictionId,
     pub(crate) kind: ModKind,
+    /// Retries so far after transient failures (0: the first call).
+    pub(crate) attempt: u32,
 }
 
 /// What a [`ModJob`] does.
@@ -106,7 +179,7 @@ struct LiftJob {
 enum Task {
     Lift(LiftJob),
     Gate(GateJob),
-    Delete(Vec<MessageId>),
+    Delete(Vec<Deletion>),
     Mod(ModJob),
     Warn(WarnBatch),
 }
@@ -126,7 +199,7 @@ impl Task {
 struct GroupQueue {
     lifts: VecDeque<LiftJob>,
     gates: VecDeque<GateJob>,
-    deletes: VecDeque<MessageId>,
+    deletes: VecDeque<Deletion>,
     mods: VecDeque<ModJob>,
     warn: Option<WarnBatch>,
     warn_in_flight: bool,
@@ -179,7 +252,7 @@ impl GroupQueue {
         }
         if !self.deletes.is_empty() {
             let n = self.deletes.len().min(MAX_BULK_DELETE);
-            let batch: Vec<MessageId> = self.deletes.drain(..n).collect();
+            let batch: Vec<Deletion> = self.deletes.drain(..n).collect();
             return Some((Task::Delete(batch), n));
         }
         // The warning goes before the mutes: it draws on the group's message budget, not the
@@ -210,6 +283,10 @@ struct State {
     ring: VecDeque<GroupId>,
     /// Queued deletions, mutes and lifts.
     jobs: usize,
+    /// Deletions, mutes and kicks waiting for their retry's time.
+    deferred: usize,
+    /// The members whose mute or kick waits for its retry, and its row.
+    deferred_mods: HashMap<(GroupId, UserId), RestrictionId>,
     in_flight: usize,
     stopping: bool,
 }
@@ -295,6 +372,7 @@ impl Outbox {
             workers: config.workers.max(1),
             per_group_in_flight: config.per_group_in_flight.max(1),
             max_jobs: config.max_jobs.max(1),
+            ..config
         };
         Self {
             inner: Arc::new(Inner {
@@ -351,14 +429,14 @@ impl Outbox {
             q.busy.contains(&user)
                 || q.mods.iter().any(|j| j.user == user)
                 || q.lifts.iter().any(|j| j.user == user)
-        })
+        }) || s.deferred_mods.contains_key(&(group, user))
     }
 
     /// Queues one job unless the outbox is full.
     fn admit(&self, group: GroupId, add: impl FnOnce(&mut GroupQueue)) -> bool {
         {
             let mut s = self.lock();
-            if s.jobs >= self.inner.config.max_jobs {
+            if s.jobs + s.deferred >= self.inner.config.max_jobs {
                 return false;
             }
             s.jobs += 1;
@@ -386,7 +464,12 @@ impl Outbox {
 
     /// Queues the deletion of `message` in `group`. `false` if it was shed.
     pub fn delete(&self, app: &App, group: GroupId, message: MessageId) -> bool {
-        let shed = !self.push(app, group, "delete", |q| q.deletes.push_back(message));
+        let shed = !self.push(app, group, "delete", |q| {
+            q.deletes.push_back(Deletion {
+                message,
+                attempt: 0,
+            });
+        });
         if shed {
             log::warn!(group_id = group.get(), message_id = message.0; "outbox full: a message is left undeleted");
         }
@@ -520,7 +603,9 @@ impl Outbox {
         }
     }
 
-    /// Waits until nothing is queued or in flight (tests, the demo, load runs).
+    /// Waits until nothing is queued or in flight (tests, the demo, load runs). Calls waiting
+    /// for a retry's time after a transient failure do not count: they are not runnable
+    /// until then (see [`Outbox::retries_waiting`]).
     pub async fn idle(&self) {
         loop {
             let notified = self.inner.progress.notified();
@@ -562,8 +647,9 @@ impl Outbox {
                 .groups
                 .values()
                 .flat_map(|q| q.mods.iter().map(|j| j.row))
+                .chain(s.deferred_mods.values().copied())
                 .collect();
-            (s.jobs, rows)
+            (s.jobs + s.deferred, rows)
         };
         if !drained || left > 0 {
             log::warn!(left = left; "outbox stopped with actions waiting; pending mutes are applied by another instance or the next reconciliation");
@@ -575,6 +661,102 @@ impl Outbox {
             }
         }
         left
+    }
+
+    /// Deletions, mutes and kicks waiting for their retry's time after a transient failure.
+    pub fn retries_waiting(&self) -> usize {
+        self.lock().deferred
+    }
+
+    /// Queues `retry` again after its wait, or gives it up after the last attempt (a mute's
+    /// row then stays pending for reconciliation).
+    fn defer(&self, app: &App, group: GroupId, retry: Retry) {
+        let attempt = retry.attempt();
+        let kind = retry.kind();
+        let give_up = attempt > self.inner.config.retry_attempts;
+        let stopping = !give_up && {
+            let mut s = self.lock();
+            if !s.stopping {
+                s.deferred += retry.jobs();
+                if let Retry::Mod(job) = &retry {
+                    s.deferred_mods.insert((group, job.user), job.row);
+                }
+            }
+            s.stopping
+        };
+        if stopping {
+            log::info!(group_id = group.get(), kind = kind; "outbox stopped: a failed call is not retried here");
+            if let Retry::Mod(job) = retry {
+                release_pending(app, vec![job.row]);
+            }
+            return;
+        }
+        if give_up {
+            app.metrics()
+                .outbox_given_up
+                .with_label_values(&[kind])
+                .inc_by(retry.jobs() as u64);
+            match retry {
+                Retry::Delete(d) => {
+                    for _ in &d {
+                        count(app, "delete", false);
+                    }
+                    log::warn!(group_id = group.get(), messages = d.len(), attempts = attempt; "messages left undeleted: Telegram kept failing");
+                }
+                Retry::Mod(job) => {
+                    log::warn!(group_id = group.get(), user_id = job.user.get(), attempts = attempt; "a mute waits for reconciliation: Telegram kept failing");
+                    release_pending(app, vec![job.row]);
+                }
+            }
+            return;
+        }
+        app.metrics()
+            .outbox_retries
+            .with_label_values(&[kind])
+            .inc_by(retry.jobs() as u64);
+        let wait = self.inner.config.retry_delay(attempt);
+        log::info!(group_id = group.get(), kind = kind, jobs = retry.jobs(), attempt = attempt, wait_ms = wait.as_millis() as u64; "Telegram call failed after its retries; queued again later");
+        let outbox = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            outbox.readmit(group, retry);
+        });
+    }
+
+    /// A retry's time came: back into its group's queue (ahead of newer work of its kind).
+    fn readmit(&self, group: GroupId, retry: Retry) {
+        let stopped = {
+            let mut s = self.lock();
+            s.deferred -= retry.jobs();
+            if s.stopping {
+                // A deferred mute stays listed: the stop releases its row with the others.
+                true
+            } else {
+                if let Retry::Mod(job) = &retry {
+                    if s.deferred_mods.get(&(group, job.user)) == Some(&job.row) {
+                        s.deferred_mods.remove(&(group, job.user));
+                    }
+                }
+                s.jobs += retry.jobs();
+                let q = s.groups.entry(group).or_default();
+                match &retry {
+                    Retry::Delete(d) => {
+                        for &d in d.iter().rev() {
+                            q.deletes.push_front(d);
+                        }
+                    }
+                    Retry::Mod(job) => q.mods.push_front(*job),
+                }
+                let cap = self.cap();
+                s.ring_push(group, cap);
+                false
+            }
+        };
+        if stopped {
+            log::info!(group_id = group.get(), kind = retry.kind(); "outbox stopped: a retry is left to reconciliation");
+            return;
+        }
+        self.inner.wake.notify_one();
     }
 
     fn done(&self, group: GroupId, user: Option<UserId>, warned: bool) {
@@ -668,44 +850,82 @@ async fn run(outbox: &Outbox, app: &App, group: GroupId, task: Task) {
                 let _ = done.send(outcome);
             }
         }
-        Task::Delete(ids) => delete(app, group, &ids).await,
-        Task::Mod(job) => {
-            if let Err(err) = moderate(app, group, job).await {
-                log::warn!(group_id = group.get(), user_id = job.user.get(), error:display = err; "cannot record a mute: the store failed; reconciliation will finish it");
+        Task::Delete(batch) => {
+            let again = delete(app, group, &batch).await;
+            if !again.is_empty() {
+                outbox.defer(app, group, Retry::Delete(again));
             }
         }
+        Task::Mod(job) => match moderate(app, group, job).await {
+            Ok(Settled::Done) => {}
+            Ok(Settled::Transient) => outbox.defer(
+                app,
+                group,
+                Retry::Mod(ModJob {
+                    attempt: job.attempt + 1,
+                    ..job
+                }),
+            ),
+            Err(err) => {
+                log::warn!(group_id = group.get(), user_id = job.user.get(), error:display = err; "cannot record a mute: the store failed; reconciliation will finish it");
+            }
+        },
         Task::Warn(batch) => warnings::send(outbox, app, group, batch).await,
     }
 }
 
-/// One `deleteMessages` call; where it fails (an older server without the method, a
-/// refused batch), one `deleteMessage` each.
-async fn delete(app: &App, group: GroupId, ids: &[MessageId]) {
+/// One `deleteMessages` call; where it is refused (an older server without the method, a
+/// message that cannot be deleted), one `deleteMessage` each. Returns the deletions to try
+/// again later, their attempt counted: the whole batch when the bulk call failed
+/// transiently (a storm that outlasted the dispatcher's retries would fail each single
+/// call too), else the single calls that did.
+async fn delete(app: &App, group: GroupId, batch: &[Deletion]) -> Vec<Deletion> {
     let telegram = app.telegram_in(Lane::Enforcement);
-    let bulk = if ids.len() > 1 {
-        telegram.delete_messages(group.into(), ids).await
-    } else {
-        Err(TelegramError::BadRequest("single message".into()))
+    let again = |d: &Deletion| Deletion {
+        message: d.message,
+        attempt: d.attempt + 1,
     };
-    match bulk {
-        Ok(()) => {
-            for _ in ids {
-                count(app, "delete", true);
+    let ids: Vec<MessageId> = batch.iter().map(|d| d.message).collect();
+    if ids.len() > 1 {
+        match telegram.delete_messages(group.into(), &ids).await {
+            Ok(()) => {
+                for _ in &ids {
+                    count(app, "delete", true);
+                }
+                return Vec::new();
             }
-            return;
-        }
-        Err(err) if ids.len() > 1 => {
-            log::info!(group_id = group.get(), messages = ids.len(), error:display = err; "deleteMessages failed; deleting one by one");
-        }
-        Err(_) => {}
-    }
-    for &message in ids {
-        let result = telegram.delete_message(group.into(), message).await;
-        count(app, "delete", result.is_ok());
-        if let Err(err) = result {
-            log::info!(group_id = group.get(), message_id = message.0, error:display = err; "cannot delete a message");
+            Err(err) if worth_retrying(&err) => {
+                log::info!(group_id = group.get(), messages = ids.len(), error:display = err; "deleteMessages failed after its retries");
+                return batch.iter().map(again).collect();
+            }
+            Err(err) => {
+                log::info!(group_id = group.get(), messages = ids.len(), error:display = err; "deleteMessages failed; deleting one by one");
+            }
         }
     }
+    let mut retry = Vec::new();
+    for d in batch {
+        match telegram.delete_message(group.into(), d.message).await {
+            Ok(()) => count(app, "delete", true),
+            Err(err) if worth_retrying(&err) => {
+                log::info!(group_id = group.get(), message_id = d.message.0, error:display = err; "deleteMessage failed after its retries");
+                retry.push(again(d));
+            }
+            Err(err) => {
+                count(app, "delete", false);
+                log::info!(group_id = group.get(), message_id = d.message.0, error:display = err; "cannot delete a message");
+            }
+        }
+    }
+    retry
+}
+
+/// How a mute or kick ended.
+enum Settled {
+    /// Applied, refused, or no longer wanted: nothing more to do.
+    Done,
+    /// A transient failure after the dispatcher's retries: worth another call later.
+    Transient,
 }
 
 /// Applies a recorded mute or kick and settles its row.
@@ -713,12 +933,49 @@ async fn moderate(
     app: &App,
     group: GroupId,
     job: ModJob,
-) -> Result<(), gmbot_core::store::StoreError> {
+) -> Result<Settled, gmbot_core::store::StoreError> {
     let telegram = app.telegram_in(Lane::Enforcement);
     let store = app.store();
+    if job.attempt > 0 {
+        // A retry waited outside the queue, where a lift does not cancel it, and during a
+        // storm that may have failed the member's lift too: the row may be closed, or the
+        // member subscribed, since. Asked afresh, as reconciliation would.
+        if !still_open(app, group, job.user, job.row).await? {
+            log::info!(group_id = group.get(), user_id = job.user.get(); "retry dropped: its row was closed meanwhile");
+            return Ok(Settled::Done);
+        }
+        // A group no longer enforced restricts nobody (reconciliation lifts its rows).
+        let Some(config) = store.group(group).await?.filter(|g| g.is_enforced()) else {
+            return Ok(Settled::Done);
+        };
+        match reconcile::subscribed(app, &telegram, &config, job.user).await {
+            Some(true) => {
+                log::info!(group_id = group.get(), user_id = job.user.get(); "retry dropped: the member subscribed meanwhile");
+                if matches!(job.kind, ModKind::Kick) {
+                    store
+                        .lift_restriction(
+                            group,
+                            job.row,
+                            LiftReason::Joined,
+                            app.clock().unix_now(),
+                        )
+                        .await?;
+                } else {
+                    unmute_member(app, &telegram, group, job.user, LiftReason::Joined).await?;
+                }
+                return Ok(Settled::Done);
+            }
+            // Telegram still failing: wait more.
+            None => return Ok(Settled::Transient),
+            Some(false) => {}
+        }
+    }
     match job.kind {
         ModKind::Mute { until, pending } => {
-            apply_mute(app, &telegram, group, job.user, job.row, until, pending).await?;
+            let call = apply_mute(app, &telegram, group, job.user, job.row, until, pending).await?;
+            if call == MuteCall::Transient {
+                return Ok(Settled::Transient);
+            }
         }
         ModKind::Kick => {
             let result = telegram.kick_member(group, job.user).await;
@@ -736,6 +993,11 @@ async fn moderate(
                         .await?;
                     log::info!(group_id = group.get(), user_id = job.user.get(); "member removed");
                 }
+                Err(err) if worth_retrying(&err) => {
+                    app.metrics().errors.with_label_values(&["kick"]).inc();
+                    log::warn!(group_id = group.get(), user_id = job.user.get(), error:display = err; "cannot remove a member yet");
+                    return Ok(Settled::Transient);
+                }
                 Err(err) => {
                     app.metrics().errors.with_label_values(&["kick"]).inc();
                     log::warn!(group_id = group.get(), user_id = job.user.get(), error:display = err; "cannot remove a member");
@@ -751,7 +1013,7 @@ async fn moderate(
             }
         }
     }
-    Ok(())
+    Ok(Settled::Done)
 }
 
 #[cfg(test)]

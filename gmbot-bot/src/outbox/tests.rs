@@ -13,6 +13,14 @@ fn mute(user: i64, row: i64) -> ModJob {
             until: None,
             pending: true,
         },
+        attempt: 0,
+    }
+}
+
+fn deletion(message: i64) -> Deletion {
+    Deletion {
+        message: MessageId(message),
+        attempt: 0,
     }
 }
 
@@ -125,7 +133,7 @@ fn lifts_go_first_then_the_gate_then_deletions_in_batches_of_100_then_mutes_then
     {
         let q = s.groups.entry(a).or_default();
         for i in 0..250 {
-            q.deletes.push_back(MessageId(i));
+            q.deletes.push_back(deletion(i));
         }
         q.mods.push_back(mute(1, 1));
         q.gates
@@ -162,10 +170,11 @@ fn the_bound_sheds_deletions_and_mutes_but_never_lifts() {
         workers: 1,
         per_group_in_flight: 1,
         max_jobs: 3,
+        ..OutboxConfig::default()
     });
     let g = GroupId(-1);
     let accepted = (0..5)
-        .filter(|&i| outbox.admit(g, |q| q.deletes.push_back(MessageId(i))))
+        .filter(|&i| outbox.admit(g, |q| q.deletes.push_back(deletion(i))))
         .count();
     assert_eq!(accepted, 3);
     assert!(
@@ -176,4 +185,15 @@ fn the_bound_sheds_deletions_and_mutes_but_never_lifts() {
     assert_eq!(outbox.depth().queued, 4, "the lift is taken over the bound");
     let _rx = outbox.lift(g, UserId(1), LiftReason::Joined, Lane::Interactive);
     assert_eq!(outbox.depth().queued, 5);
+}
+
+#[test]
+fn retries_wait_twice_as_long_each_time_up_to_a_minute() {
+    let config = OutboxConfig {
+        retry_first: Duration::from_secs(2),
+        ..OutboxConfig::default()
+    };
+    let waits: Vec<u64> = (1..=8).map(|a| config.retry_delay(a).as_secs()).collect();
+    assert_eq!(waits, vec![2, 4, 8, 16, 32, 60, 60, 60]);
+    assert_eq!(config.retry_delay(u32::MAX), RETRY_MAX, "no overflow");
 }
