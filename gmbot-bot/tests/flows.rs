@@ -1345,7 +1345,9 @@ async fn a_member_who_subscribes_during_the_storm_is_not_muted_by_the_retry() {
     // subscribed and drops itself instead of waiting out the storm to mute him.
     h.pump().await;
     assert!(
-        eventually(Duration::from_secs(10), || h.app.outbox().retries_waiting() == 0).await,
+        eventually(Duration::from_secs(10), || h.app.outbox().retries_waiting()
+            == 0)
+        .await,
         "the retry dropped itself"
     );
     h.app.outbox().idle().await;
