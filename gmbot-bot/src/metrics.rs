@@ -38,6 +38,8 @@ pub struct BotMetrics {
     pub build_info: GaugeVec,
     /// `gmbot_outbox_shed_total{kind}`: deletions and mutes dropped because the outbox was full.
     pub outbox_shed: IntCounterVec,
+    /// `gmbot_second_looks_total{outcome}`: messages let through unverified, looked at again.
+    pub second_looks: IntCounterVec,
     /// `gmbot_outbox_retries_total{kind}`: calls queued again after a transient failure.
     pub outbox_retries: IntCounterVec,
     /// `gmbot_outbox_given_up_total{kind}`: calls given up after their last retry.
@@ -133,6 +135,13 @@ impl BotMetrics {
                 ),
                 &["kind"],
             )?,
+            second_looks: IntCounterVec::new(
+                Opts::new(
+                    "gmbot_second_looks_total",
+                    "Messages let through because Telegram could not answer for a channel, verified again later (outcome scheduled, denied, allowed, given_up).",
+                ),
+                &["outcome"],
+            )?,
             outbox_retries: IntCounterVec::new(
                 Opts::new(
                     "gmbot_outbox_retries_total",
@@ -171,6 +180,7 @@ impl BotMetrics {
         registry.register(Box::new(m.outbox_shed.clone()))?;
         registry.register(Box::new(m.outbox_queued.clone()))?;
         registry.register(Box::new(m.outbox_retries.clone()))?;
+        registry.register(Box::new(m.second_looks.clone()))?;
         registry.register(Box::new(m.outbox_given_up.clone()))?;
         registry.register(Box::new(m.raids.clone()))?;
         registry.register(Box::new(m.groups_under_raid.clone()))?;

@@ -1360,6 +1360,52 @@ async fn a_member_who_subscribes_during_the_storm_is_not_muted_by_the_retry() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_let_through_while_telegram_could_not_answer_is_looked_at_again() {
+    let mut h = harness().await;
+    // Membership reads fail past the dispatcher's retries: the open policy lets both write.
+    h.sim
+        .inject(Fault::on("getChatMember", FaultKind::ServerError(502)).always());
+    let spam = h.sim.post(h.group, h.bob, "spam").expect("bob posts");
+    let hello = h.sim.post(h.group, h.alice, "hello").expect("alice posts");
+    h.pump().await;
+    assert!(!h.sim.message(h.group, spam).expect("message").deleted);
+    assert!(h.sim.can_post(h.group, h.bob), "let through for now");
+    let looks = |h: &H, outcome: &str| {
+        h.app
+            .metrics()
+            .second_looks
+            .with_label_values(&[outcome])
+            .get()
+    };
+    assert_eq!(looks(&h, "scheduled"), 2);
+    // Telegram answers again: the second look deletes bob's message and mutes him, and
+    // leaves alice's (she is subscribed).
+    h.sim.clear_faults();
+    assert!(
+        eventually(Duration::from_secs(10), || h
+            .sim
+            .message(h.group, spam)
+            .is_some_and(|m| m.deleted)
+            && !h.sim.can_post(h.group, h.bob))
+        .await,
+        "denied on the second look"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || looks(&h, "denied") == 1
+            && looks(&h, "allowed") == 1)
+        .await
+    );
+    h.app.outbox().idle().await;
+    assert!(!h.sim.message(h.group, hello).expect("message").deleted);
+    assert!(h.sim.can_post(h.group, h.alice));
+    assert!(
+        h.active(h.group, h.bob).await.is_some(),
+        "muted in the store"
+    );
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_stop_after_their_last_attempt_and_the_mute_stays_for_reconciliation() {
     let mut h = harness_with_outbox(flows::FlowConfig::default(), |_| {}, quick_retries(2)).await;
     for method in ["deleteMessage", "deleteMessages", "restrictChatMember"] {

@@ -24,6 +24,7 @@ pub mod raid;
 pub mod recheck;
 pub mod reconcile;
 pub mod resolve;
+pub mod second_look;
 pub mod seen;
 pub mod sender_chat;
 pub mod shared;

@@ -12,7 +12,7 @@ use gmbot_core::engine::{Decision, MessageContext};
 
 use crate::app::App;
 use crate::commands;
-use crate::flows::{enforce, join, migration};
+use crate::flows::{enforce, join, migration, second_look};
 use crate::update::{Message, User};
 
 use super::HandleError;
@@ -122,6 +122,10 @@ async fn enforce_message(
     let denied = !verdict.decision.is_allowed();
     enforce::perform(app, group, from, &verdict).await?;
     drop(guard);
+    if second_look::wanted(&verdict) {
+        // Let through because Telegram did not answer: looked at again once it does.
+        second_look::schedule(app, group, from.clone(), ctx);
+    }
     if denied {
         log::info!(
             update_id = update_id,
