@@ -1259,6 +1259,22 @@ async fn eventually(within: Duration, mut done: impl FnMut() -> bool) -> bool {
     done()
 }
 
+/// Telegram answers `kind` to every deletion and restriction until the faults are cleared.
+fn storm(h: &H, kind: FaultKind) {
+    for method in ["deleteMessage", "deleteMessages", "restrictChatMember"] {
+        h.sim.inject(Fault::on(method, kind.clone()).always());
+    }
+}
+
+/// A counter of the bot's by its label.
+fn counted(
+    h: &H,
+    counter: fn(&gmbot_bot::metrics::BotMetrics) -> &prometheus::IntCounterVec,
+    label: &str,
+) -> u64 {
+    counter(h.app.metrics()).with_label_values(&[label]).get()
+}
+
 /// The retries after a storm, at test speed: 100 ms, then twice as long each time.
 fn quick_retries(attempts: u32) -> OutboxConfig {
     OutboxConfig {
@@ -1273,19 +1289,10 @@ async fn a_storm_that_outlasts_the_retries_is_waited_out_and_then_enforced() {
     let mut h = harness_with_outbox(flows::FlowConfig::default(), |_| {}, quick_retries(10)).await;
     // Telegram answers 502 to every deletion and restriction, longer than the dispatcher's
     // own retries last; a raid's bulk deletion included.
-    for method in ["deleteMessage", "deleteMessages", "restrictChatMember"] {
-        h.sim
-            .inject(Fault::on(method, FaultKind::ServerError(502)).always());
-    }
+    storm(&h, FaultKind::ServerError(502));
     let spam = h.sim.post(h.group, h.bob, "spam").expect("bob posts");
     h.pump().await;
-    let retried = |h: &H, kind: &str| {
-        h.app
-            .metrics()
-            .outbox_retries
-            .with_label_values(&[kind])
-            .get()
-    };
+    let retried = |h: &H, kind: &str| counted(h, |m| &m.outbox_retries, kind);
     assert!(
         eventually(Duration::from_secs(5), || retried(&h, "delete") >= 2
             && retried(&h, "restrict") >= 2)
@@ -1319,14 +1326,7 @@ async fn a_storm_that_outlasts_the_retries_is_waited_out_and_then_enforced() {
     let row = h.active(h.group, h.bob).await.expect("muted");
     assert_eq!(row.state, RestrictionState::Active, "confirmed");
     for kind in ["delete", "restrict"] {
-        assert_eq!(
-            h.app
-                .metrics()
-                .outbox_given_up
-                .with_label_values(&[kind])
-                .get(),
-            0
-        );
+        assert_eq!(counted(&h, |m| &m.outbox_given_up, kind), 0);
     }
     h.finish().await;
 }
@@ -1370,13 +1370,7 @@ async fn a_message_let_through_while_telegram_could_not_answer_is_looked_at_agai
     h.pump().await;
     assert!(!h.sim.message(h.group, spam).expect("message").deleted);
     assert!(h.sim.can_post(h.group, h.bob), "let through for now");
-    let looks = |h: &H, outcome: &str| {
-        h.app
-            .metrics()
-            .second_looks
-            .with_label_values(&[outcome])
-            .get()
-    };
+    let looks = |h: &H, outcome: &str| counted(h, |m| &m.second_looks, outcome);
     assert_eq!(looks(&h, "scheduled"), 2);
     // Telegram answers again: the second look deletes bob's message and mutes him, and
     // leaves alice's (she is subscribed).
@@ -1406,21 +1400,31 @@ async fn a_message_let_through_while_telegram_could_not_answer_is_looked_at_agai
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_let_in_while_telegram_could_not_answer_is_looked_at_again() {
+    let mut h = harness().await;
+    h.sim
+        .inject(Fault::on("getChatMember", FaultKind::ServerError(502)).always());
+    let carol = h.sim.add_user("Carol");
+    h.sim.join(h.group, carol).expect("carol joins");
+    h.pump().await;
+    assert!(h.sim.can_post(h.group, carol), "let in for now");
+    h.sim.clear_faults();
+    assert!(
+        eventually(Duration::from_secs(10), || !h.sim.can_post(h.group, carol)).await,
+        "muted on the second look"
+    );
+    h.app.outbox().idle().await;
+    assert!(h.active(h.group, carol).await.is_some());
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_stop_after_their_last_attempt_and_the_mute_stays_for_reconciliation() {
     let mut h = harness_with_outbox(flows::FlowConfig::default(), |_| {}, quick_retries(2)).await;
-    for method in ["deleteMessage", "deleteMessages", "restrictChatMember"] {
-        h.sim
-            .inject(Fault::on(method, FaultKind::RetryAfter(0)).always());
-    }
+    storm(&h, FaultKind::RetryAfter(0));
     let spam = h.sim.post(h.group, h.bob, "spam").expect("bob posts");
     h.pump().await;
-    let given_up = |h: &H, kind: &str| {
-        h.app
-            .metrics()
-            .outbox_given_up
-            .with_label_values(&[kind])
-            .get()
-    };
+    let given_up = |h: &H, kind: &str| counted(h, |m| &m.outbox_given_up, kind);
     assert!(
         eventually(Duration::from_secs(10), || given_up(&h, "delete") == 1
             && given_up(&h, "restrict") == 1)
@@ -1428,15 +1432,7 @@ async fn retries_stop_after_their_last_attempt_and_the_mute_stays_for_reconcilia
         "given up after two retries each"
     );
     for kind in ["delete", "restrict"] {
-        assert_eq!(
-            h.app
-                .metrics()
-                .outbox_retries
-                .with_label_values(&[kind])
-                .get(),
-            2,
-            "{kind}"
-        );
+        assert_eq!(counted(&h, |m| &m.outbox_retries, kind), 2, "{kind}");
     }
     assert_eq!(h.app.outbox().retries_waiting(), 0);
     assert!(!h.sim.message(h.group, spam).expect("message").deleted);

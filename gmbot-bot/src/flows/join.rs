@@ -64,6 +64,10 @@ pub async fn member_joined_group(
         "member joined the group"
     );
     enforce::perform(app, group, member, &verdict).await?;
+    if super::second_look::wanted(&verdict) {
+        // Let in because Telegram did not answer: looked at again once it does.
+        super::second_look::schedule(app, group, member.clone(), ctx);
+    }
     Ok(())
 }
 

@@ -1,12 +1,12 @@
-//! A second look at a message let through because Telegram could not answer: verified again
-//! once it answers, and enforced then.
+//! A second look at a message (or a join) let through because Telegram could not answer:
+//! verified again once it answers, and enforced then.
 //!
-//! A group's failure policy `open` (the default) lets a member write when their membership
-//! cannot be read. When the reason is Telegram itself (a 429 storm or a 5xx window that
+//! A group's failure policy `open` (the default) lets a member write, or a joiner in, when
+//! their membership cannot be read. When the reason is Telegram itself (a 429 storm or a 5xx window that
 //! outlasted the dispatcher's retries, timeouts) and not the bot's rights, the message is
 //! verified again after 2 s, then 4, 8, 16, 32 and 60 s (10 looks, about six minutes): a
-//! non-subscriber's message is deleted and the member muted and warned as if the first look
-//! had answered; a subscriber's stays. The looks wait in memory on the instance that handled
+//! non-subscriber's message is deleted and the member muted and warned (a joiner muted and
+//! warned) as if the first look had answered; a subscriber's stays. The looks wait in memory on the instance that handled
 //! the message: an instance that stops or dies meanwhile drops them (the member's next
 //! message is verified as usual).
 

@@ -936,6 +936,7 @@ async fn moderate(
 ) -> Result<Settled, gmbot_core::store::StoreError> {
     let telegram = app.telegram_in(Lane::Enforcement);
     let store = app.store();
+    let close = |reason| store.lift_restriction(group, job.row, reason, app.clock().unix_now());
     if job.attempt > 0 {
         // A retry waited outside the queue, where a lift does not cancel it, and during a
         // storm that may have failed the member's lift too: the row may be closed, or the
@@ -952,14 +953,7 @@ async fn moderate(
             Some(true) => {
                 log::info!(group_id = group.get(), user_id = job.user.get(); "retry dropped: the member subscribed meanwhile");
                 if matches!(job.kind, ModKind::Kick) {
-                    store
-                        .lift_restriction(
-                            group,
-                            job.row,
-                            LiftReason::Joined,
-                            app.clock().unix_now(),
-                        )
-                        .await?;
+                    close(LiftReason::Joined).await?;
                 } else {
                     unmute_member(app, &telegram, group, job.user, LiftReason::Joined).await?;
                 }
@@ -983,14 +977,7 @@ async fn moderate(
             match result {
                 Ok(()) => {
                     store.confirm_restriction(group, job.row).await?;
-                    store
-                        .lift_restriction(
-                            group,
-                            job.row,
-                            LiftReason::Expired,
-                            app.clock().unix_now(),
-                        )
-                        .await?;
+                    close(LiftReason::Expired).await?;
                     log::info!(group_id = group.get(), user_id = job.user.get(); "member removed");
                 }
                 Err(err) if worth_retrying(&err) => {
@@ -1001,14 +988,7 @@ async fn moderate(
                 Err(err) => {
                     app.metrics().errors.with_label_values(&["kick"]).inc();
                     log::warn!(group_id = group.get(), user_id = job.user.get(), error:display = err; "cannot remove a member");
-                    store
-                        .lift_restriction(
-                            group,
-                            job.row,
-                            LiftReason::NotApplied,
-                            app.clock().unix_now(),
-                        )
-                        .await?;
+                    close(LiftReason::NotApplied).await?;
                 }
             }
         }
