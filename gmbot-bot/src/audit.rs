@@ -180,10 +180,20 @@ pub enum AuditError {
 struct Listed {
     members: Vec<(UserId, bool)>,
     next: AuditCursor,
-    total: Option<u64>,
     /// A directory page: its query and how many members match it (predicts the pages after).
     query_total: Option<(gmbot_core::audit::DirectoryQuery, u32)>,
     phase: String,
+}
+
+impl Listed {
+    /// The group's member count, from a page of the recent listing (a search's count is its
+    /// matches only).
+    fn group_total(&self) -> Option<u64> {
+        match &self.query_total {
+            Some((gmbot_core::audit::DirectoryQuery::Recent, total)) => Some(u64::from(*total)),
+            _ => None,
+        }
+    }
 }
 
 /// Lists the page at `cursor` (`None` when the run is done).
@@ -225,9 +235,6 @@ async fn list(
             Ok(Some(Listed {
                 members: page.members.iter().map(|m| (m.user, m.is_bot)).collect(),
                 next,
-                // A search's count is its matches; only the recent listing counts the group.
-                total: (at.query == gmbot_core::audit::DirectoryQuery::Recent)
-                    .then_some(u64::from(page.total)),
                 query_total: Some((at.query.clone(), page.total)),
                 phase: format!("{} from {}", at.query.label(), at.offset),
             }))
@@ -243,7 +250,6 @@ async fn list(
             Ok(Some(Listed {
                 members: rows.iter().map(|r| (r.user, false)).collect(),
                 next,
-                total: None,
                 query_total: None,
                 phase: "members seen writing".to_owned(),
             }))
@@ -575,12 +581,16 @@ async fn list_pages(
         {
             prefetch.clear();
         }
+        let total = page.group_total();
         let mut fresh = page.members;
         fresh.sort_unstable();
         fresh.dedup_by_key(|m| m.0);
         // Handed out first, stored second: a member is dropped from `pending` only once
         // stored, so one missing here and handed out before is found by the query below.
-        fresh.retain(|m| !pipeline.flow().pending.contains(&m.0));
+        {
+            let flow = pipeline.flow();
+            fresh.retain(|m| !flow.pending.contains(&m.0));
+        }
         let users: Vec<UserId> = fresh.iter().map(|m| m.0).collect();
         let stored = app.store().audited_members(group, run, &users).await?;
         fresh.retain(|m| !stored.contains(&m.0));
@@ -596,7 +606,7 @@ async fn list_pages(
             flow.pending.extend(fresh.iter().map(|m| m.0));
             flow.pages.push_back(PendingPage {
                 next: page.next.clone(),
-                total: page.total,
+                total,
                 phase: page.phase,
                 waiting: fresh.len(),
                 done: Vec::with_capacity(fresh.len()),

@@ -138,10 +138,7 @@ where
     loop {
         match call().await {
             Ok(v) => return Ok(v),
-            Err(e)
-                if (e.is_transient() || matches!(e, TelegramError::RetryAfter { .. }))
-                    && attempt < attempts =>
-            {
+            Err(e) if e.is_temporary() && attempt < attempts => {
                 let wait = match e {
                     TelegramError::RetryAfter { retry_after } => retry_after,
                     _ => pause,

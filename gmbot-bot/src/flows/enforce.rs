@@ -16,7 +16,7 @@ use gmbot_core::domain::{
 };
 use gmbot_core::engine::{Action, Verdict};
 use gmbot_core::store::StoreError;
-use gmbot_core::telegram::{TelegramApi, TelegramError};
+use gmbot_core::telegram::TelegramApi;
 
 use crate::app::App;
 use crate::outbox::{ModJob, ModKind, WarnRequest};
@@ -446,13 +446,6 @@ pub(crate) enum MuteCall {
     Transient,
 }
 
-/// Whether a call that failed with `err` after the dispatcher's retries may succeed later
-/// (a 429 storm or a 5xx window that outlasted them), as opposed to an answer about the
-/// call itself.
-pub(crate) fn worth_retrying(err: &TelegramError) -> bool {
-    err.is_transient() || matches!(err, TelegramError::RetryAfter { .. })
-}
-
 /// `restrictChatMember` for a recorded mute, then its row: confirmed when Telegram agreed
 /// (if still `pending`), closed as [`LiftReason::NotApplied`] when it refused, left pending
 /// when the failure was transient ([`MuteCall::Transient`]). Shared by the outbox and
@@ -501,7 +494,7 @@ pub(crate) async fn apply_mute(
             // mute itself: the row stays pending; the outbox tries again later, and
             // reconciliation asks afresh and mutes (or lifts, if the member subscribed
             // meanwhile) once it gave up. Only a refusal closes it.
-            let transient = worth_retrying(&err);
+            let transient = err.is_temporary();
             count(app, "restrict", false);
             app.metrics().errors.with_label_values(&["restrict"]).inc();
             log::warn!(

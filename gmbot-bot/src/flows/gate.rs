@@ -549,10 +549,6 @@ async fn settle(app: &App, group: GroupId, user: UserId, state: JoinRequestState
     edit_notice(app, &row, html).await;
 }
 
-fn is_transient(err: &TelegramError) -> bool {
-    err.is_transient() || matches!(err, TelegramError::RetryAfter { .. })
-}
-
 /// Carries out one job (the outbox calls it in its turn).
 pub(crate) async fn carry_out(app: &App, group: GroupId, job: GateJob) -> GateOutcome {
     let telegram = app.telegram_in(Lane::Interactive);
@@ -662,7 +658,7 @@ fn refused(
             tokio::spawn(async move { super::notice::join_gate_without_rights(&app, group).await });
             GateOutcome::Failed
         }
-        e if is_transient(e) => {
+        e if e.is_temporary() => {
             log::warn!(group_id = group.get(), user_id = user.get(), error:display = err; "cannot {what} a join request now");
             app.metrics().errors.with_label_values(&["join_gate"]).inc();
             GateOutcome::Failed

@@ -16,16 +16,13 @@ use gmbot_core::domain::{GroupId, UnknownReason};
 use gmbot_core::engine::{Decision, MessageContext, Verdict};
 
 use crate::app::App;
+use crate::outbox::{storm_wait, STORM_FIRST_WAIT, STORM_RETRIES};
 use crate::update::User;
 
 use super::enforce;
 
-/// Looks at most after the first.
-const LOOKS: u32 = 10;
-/// The wait before the first look; it doubles, up to [`MAX_WAIT`].
-const FIRST_WAIT: Duration = Duration::from_secs(2);
-/// The longest wait between two looks.
-const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Looks at most after the first: the outbox's schedule after a storm.
+const LOOKS: u32 = STORM_RETRIES;
 
 /// Whether `verdict` let the member write only because Telegram did not answer for a channel.
 pub(crate) fn wanted(verdict: &Verdict) -> bool {
@@ -39,9 +36,7 @@ pub(crate) fn wanted(verdict: &Verdict) -> bool {
 
 /// The wait before look number `look` (1 = the first).
 fn wait(look: u32) -> Duration {
-    FIRST_WAIT
-        .saturating_mul(1 << look.saturating_sub(1).min(16))
-        .min(MAX_WAIT)
+    storm_wait(STORM_FIRST_WAIT, look)
 }
 
 /// Verifies `member`'s message in `group` (described by `ctx`) again later, in the background,
@@ -106,6 +101,6 @@ mod tests {
     fn looks_wait_twice_as_long_each_time_up_to_a_minute() {
         let waits: Vec<u64> = (1..=LOOKS).map(|l| wait(l).as_secs()).collect();
         assert_eq!(waits, vec![2, 4, 8, 16, 32, 60, 60, 60, 60, 60]);
-        assert_eq!(wait(u32::MAX), MAX_WAIT);
+        assert_eq!(wait(u32::MAX), Duration::from_secs(60));
     }
 }

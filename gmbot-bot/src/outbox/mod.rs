@@ -55,7 +55,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use crate::app::App;
-use crate::flows::enforce::{apply_mute, count, still_open, worth_retrying, MuteCall};
+use crate::flows::enforce::{apply_mute, count, still_open, MuteCall};
 use crate::flows::gate::{self, GateJob};
 use crate::flows::lift::{unmute_member, Unmuted};
 use crate::flows::reconcile;
@@ -86,22 +86,32 @@ impl Default for OutboxConfig {
             workers: 32,
             per_group_in_flight: 4,
             max_jobs: 100_000,
-            // 2, 4, 8, 16, 32, then 60 s: about six minutes over ten retries, longer than
-            // any 429 storm or 5xx window Telegram has been seen to hold.
-            retry_first: Duration::from_secs(2),
-            retry_attempts: 10,
+            retry_first: STORM_FIRST_WAIT,
+            retry_attempts: STORM_RETRIES,
         }
     }
 }
 
+/// The first wait of the schedule calls (and second looks) follow after a storm outlasted
+/// the dispatcher's retries: 2, 4, 8, 16, 32, then 60 s, about six minutes over ten
+/// retries, longer than any 429 storm or 5xx window Telegram has been seen to hold.
+pub(crate) const STORM_FIRST_WAIT: Duration = Duration::from_secs(2);
+/// Retries of that schedule.
+pub(crate) const STORM_RETRIES: u32 = 10;
 /// The longest wait between two retries of one call.
 const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// The wait before retry number `attempt` (1 = the first) of a schedule starting at
+/// `first`: it doubles each time, to [`RETRY_MAX`] at most.
+pub(crate) fn storm_wait(first: Duration, attempt: u32) -> Duration {
+    let factor = 1u32 << attempt.saturating_sub(1).min(16);
+    first.saturating_mul(factor).min(RETRY_MAX)
+}
 
 impl OutboxConfig {
     /// The wait before retry number `attempt` (1 = the first).
     fn retry_delay(&self, attempt: u32) -> Duration {
-        let factor = 1u32 << attempt.saturating_sub(1).min(16);
-        self.retry_first.saturating_mul(factor).min(RETRY_MAX)
+        storm_wait(self.retry_first, attempt)
     }
 }
 
@@ -894,7 +904,7 @@ async fn delete(app: &App, group: GroupId, batch: &[Deletion]) -> Vec<Deletion> 
                 }
                 return Vec::new();
             }
-            Err(err) if worth_retrying(&err) => {
+            Err(err) if err.is_temporary() => {
                 log::info!(group_id = group.get(), messages = ids.len(), error:display = err; "deleteMessages failed after its retries");
                 return batch.iter().map(again).collect();
             }
@@ -907,7 +917,7 @@ async fn delete(app: &App, group: GroupId, batch: &[Deletion]) -> Vec<Deletion> 
     for d in batch {
         match telegram.delete_message(group.into(), d.message).await {
             Ok(()) => count(app, "delete", true),
-            Err(err) if worth_retrying(&err) => {
+            Err(err) if err.is_temporary() => {
                 log::info!(group_id = group.get(), message_id = d.message.0, error:display = err; "deleteMessage failed after its retries");
                 retry.push(again(d));
             }
@@ -980,7 +990,7 @@ async fn moderate(
                     close(LiftReason::Expired).await?;
                     log::info!(group_id = group.get(), user_id = job.user.get(); "member removed");
                 }
-                Err(err) if worth_retrying(&err) => {
+                Err(err) if err.is_temporary() => {
                     app.metrics().errors.with_label_values(&["kick"]).inc();
                     log::warn!(group_id = group.get(), user_id = job.user.get(), error:display = err; "cannot remove a member yet");
                     return Ok(Settled::Transient);

@@ -122,7 +122,7 @@ pub async fn run(
         };
         match result {
             Ok(()) => break,
-            Err(e) if e.is_transient() || matches!(e, TelegramError::RetryAfter { .. }) => {
+            Err(e) if e.is_temporary() => {
                 let wait = match e {
                     TelegramError::RetryAfter { retry_after } => retry_after,
                     _ => backoff.step(),

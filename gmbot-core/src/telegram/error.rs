@@ -57,6 +57,12 @@ impl TelegramError {
         matches!(self, Self::Server { .. } | Self::Network(_))
     }
 
+    /// Worth asking again later: a 429 (after its `retry_after`) or a [`Self::is_transient`]
+    /// failure, as opposed to an answer about the call itself (a refusal, a bad request).
+    pub fn is_temporary(&self) -> bool {
+        self.is_transient() || matches!(self, Self::RetryAfter { .. })
+    }
+
     /// A stable, bounded name for metrics labels and logs.
     pub fn kind(&self) -> &'static str {
         match self {
